@@ -1,0 +1,28 @@
+"""batchrun: a spreadsheet of OpenAI Assistants "Create Run" requests, sent safely.
+
+Library entry points for notebooks and KNIME's Python Script node (pandas in, pandas out,
+never printing, never exiting)::
+
+    import batchrun
+    out = batchrun.validate_frame(df, api_version="v2")
+    out = batchrun.run_frame(df, base_url="http://localhost:8000/v1")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "run_frame", "validate_frame"]
+
+if TYPE_CHECKING:
+    from batchrun.runner import run_frame, validate_frame
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `batchrun --help` must not pay for pandas and aiohttp.
+    if name in ("run_frame", "validate_frame"):
+        from batchrun import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'batchrun' has no attribute {name!r}")

@@ -1,0 +1,59 @@
+"""Exit codes and the exceptions that stop a whole job.
+
+Row problems are data (see :mod:`batchrun.report`); only these raise::
+
+    BatchrunError              anything that stops the job; .exit_code says how
+    ├── UsageError             bad option, bad config file, output name clash    (exit 2)
+    ├── InputError             unreadable or unusable input sheet                (exit 2)
+    ├── JournalMismatch        the journal belongs to another input or endpoint  (exit 2)
+    └── SystemicError          the server refuses every row: key, quota, route   (exit 3)
+
+The CLI turns each into one line on stderr and its exit code.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes, the contract with shell scripts and schedulers."""
+
+    OK = 0
+    ROWS_FAILED = 1
+    USAGE = 2
+    ABORTED = 3
+    INTERRUPTED = 130
+
+
+class BatchrunError(Exception):
+    """A problem that stops the whole job."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+
+class UsageError(BatchrunError):
+    """An option, config file or output name is unusable; nothing was sent."""
+
+
+class InputError(BatchrunError):
+    """The input sheet cannot be read or lacks what every row needs; nothing was sent."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class JournalMismatch(BatchrunError):
+    """The journal beside the output was written for another input or endpoint."""
+
+
+class SystemicError(BatchrunError):
+    """The server refuses the job as a whole (bad key, no quota, missing route)."""
+
+    exit_code = ExitCode.ABORTED
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

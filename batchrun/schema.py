@@ -1,0 +1,242 @@
+"""The request-body JSON Schemas (v1, v2) and the limits they only describe.
+
+Checking a body yields a list of :class:`Problem` records, never an exception::
+
+    >>> BodyChecker("v2").check({"assistant_id": "asst_1", "temperature": 3})
+    [Problem(path='temperature', message='3 is greater than the maximum of 2')]
+
+Valid bodies, the common case, are confirmed by the compiled validator (jsonschema-rs);
+only an invalid body is walked again by ``jsonschema`` to word each problem as clearly as
+it does (``best_match`` picks the branch of a ``oneOf`` that the value was aiming for).
+This module is shared by the client and the simulator.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+API_VERSIONS = ("v1", "v2")
+DEFAULT_API_VERSION = "v2"
+RUN_TAG_KEY = "batchrun_key"
+METADATA_MAX_KEYS = 16
+METADATA_KEY_MAX_CHARS = 64
+METADATA_VALUE_MAX_CHARS = 512
+FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason a body cannot be sent: where (a dotted path) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def format_path(parts: Iterable[str | int]) -> str:
+    """``["tools", 0, "type"]`` -> ``"tools[0].type"``; the empty path is ``"body"``."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+@cache
+def load_schema(api_version: str) -> dict[str, Any]:
+    """The CreateRunRequest JSON Schema of ``api_version`` (``"v1"`` or ``"v2"``)."""
+    if api_version not in API_VERSIONS:
+        raise ValueError(f"unknown API version {api_version!r}; use v1 or v2")
+    text = resources.files("batchrun").joinpath("schemas", f"{api_version}.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def body_fields(api_version: str) -> tuple[str, ...]:
+    """The top-level body properties of ``api_version``, in schema order."""
+    return tuple(load_schema(api_version)["properties"])
+
+
+class BodyChecker:
+    """Checks request bodies of one API version; reusable and cheap per call."""
+
+    __slots__ = ("_fast", "_slow", "api_version", "run_tag")
+
+    def __init__(self, api_version: str = DEFAULT_API_VERSION, *, run_tag: bool = False) -> None:
+        import jsonschema_rs
+
+        schema = load_schema(api_version)
+        self.api_version = api_version
+        # With the run tag on, batchrun adds one metadata key of its own to every body.
+        self.run_tag = run_tag
+        self._fast = jsonschema_rs.validator_for(schema)
+        self._slow: Any = None
+
+    def check(self, body: Mapping[str, Any]) -> list[Problem]:
+        """Every problem of ``body``; an empty list means it may be sent."""
+        if self._fast.is_valid(body):
+            return self._limit_problems(body)
+        problems = self._schema_problems(body)
+        seen = {problem.path for problem in problems}
+        problems.extend(p for p in self._limit_problems(body) if p.path not in seen)
+        return problems
+
+    def _schema_problems(self, body: Mapping[str, Any]) -> list[Problem]:
+        if self._slow is None:
+            from jsonschema import Draft202012Validator
+
+            self._slow = Draft202012Validator(load_schema(self.api_version))
+        problems: list[Problem] = []
+        for error in sorted(self._slow.iter_errors(body), key=lambda e: list(e.path)):
+            problems.extend(_explain(error))
+        return problems
+
+    def _limit_problems(self, body: Mapping[str, Any]) -> list[Problem]:
+        problems = []
+        if body.get("stream") is True:
+            problems.append(
+                Problem(
+                    "stream",
+                    "true is not supported: batchrun records runs, not event streams "
+                    "(leave stream empty or false)",
+                )
+            )
+        problems.extend(metadata_problems(body.get("metadata"), "metadata", run_tag=self.run_tag))
+        for index, message in enumerate(_list(body.get("additional_messages"))):
+            if isinstance(message, Mapping):
+                path = f"additional_messages[{index}].metadata"
+                problems.extend(metadata_problems(message.get("metadata"), path, run_tag=False))
+        for index, tool in enumerate(_list(body.get("tools"))):
+            function = tool.get("function") if isinstance(tool, Mapping) else None
+            name = function.get("name") if isinstance(function, Mapping) else None
+            if isinstance(name, str) and not FUNCTION_NAME.fullmatch(name):
+                problems.append(
+                    Problem(
+                        f"tools[{index}].function.name",
+                        f"{name!r} must be 1 to 64 letters, digits, '_' or '-'",
+                    )
+                )
+        return problems
+
+
+def metadata_problems(metadata: Any, path: str, *, run_tag: bool) -> list[Problem]:
+    """The documented metadata limits: 16 pairs, keys <= 64 chars, string values <= 512."""
+    if not isinstance(metadata, Mapping):
+        return []
+    problems = []
+    limit = METADATA_MAX_KEYS - 1 if run_tag else METADATA_MAX_KEYS
+    if run_tag and RUN_TAG_KEY in metadata:
+        problems.append(
+            Problem(
+                f"{path}.{RUN_TAG_KEY}",
+                "is reserved for batchrun's run tag; rename it or pass --no-run-tag",
+            )
+        )
+    if len(metadata) > limit:
+        hint = " (batchrun's run tag takes one; --no-run-tag frees it)" if run_tag else ""
+        problems.append(
+            Problem(path, f"has {len(metadata)} keys; at most {limit} are allowed{hint}")
+        )
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY_MAX_CHARS:
+            problems.append(
+                Problem(f"{path}.{key}", f"key is {len(key)} characters; at most 64 are allowed")
+            )
+        if not isinstance(value, str):
+            problems.append(Problem(f"{path}.{key}", f"{json.dumps(value)} is not a string"))
+        elif len(value) > METADATA_VALUE_MAX_CHARS:
+            problems.append(
+                Problem(
+                    f"{path}.{key}", f"value is {len(value)} characters; at most 512 are allowed"
+                )
+            )
+    return problems
+
+
+def _explain(error: Any) -> list[Problem]:
+    """Word a schema error; a failed oneOf/anyOf is explained by the branch it aimed for.
+
+    "is not valid under any of the given schemas" does not tell an analyst what to fix.
+    The branch whose form matched (right JSON type, right ``type`` discriminator) and that
+    has the fewest errors is the one the value was meant to be, so its errors are shown.
+    """
+    if error.validator == "required" and isinstance(error.instance, Mapping):
+        missing = [name for name in error.validator_value if name not in error.instance]
+        return [Problem(format_path([*error.absolute_path, name]), "is required") for name in missing]
+    if not error.context:
+        return [Problem(format_path(error.absolute_path), error.message)]
+    branches: dict[Any, list[Any]] = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+
+    def form_mismatch(errors: list[Any]) -> bool:
+        for sub in errors:
+            where = list(sub.relative_path)
+            if not where and sub.validator in ("type", "enum", "const"):
+                return True
+            if where == ["type"] and sub.validator in ("enum", "const"):
+                return True
+            if sub.context and not where and all(form_mismatch([c]) for c in sub.context):
+                return True
+        return False
+
+    matching = [errors for errors in branches.values() if not form_mismatch(errors)]
+    if matching:
+        best = min(matching, key=len)
+        return [problem for sub in best for problem in _explain(sub)]
+    instance = error.instance
+    kinds = _discriminators(error)
+    if isinstance(instance, Mapping) and "type" in instance and kinds:
+        path = format_path([*error.absolute_path, "type"])
+        return [Problem(path, f"{instance['type']!r} is not one of {kinds}")]
+    expected = " or ".join(dict.fromkeys(_alternatives(error)))
+    return [Problem(format_path(error.absolute_path), f"{instance!r} is not valid: expected {expected}")]
+
+
+def _leaves(error: Any) -> list[Any]:
+    """The innermost errors under a oneOf/anyOf error, at any depth."""
+    return [leaf for sub in error.context for leaf in (_leaves(sub) if sub.context else [sub])]
+
+
+def _discriminators(error: Any) -> list[str]:
+    """The ``type`` values that the branches of a oneOf/anyOf accept, in schema order."""
+    values: list[str] = []
+    for leaf in _leaves(error):
+        if list(leaf.relative_path) == ["type"] and leaf.validator == "enum":
+            values.extend(v for v in leaf.validator_value if v not in values)
+    return values
+
+
+def _alternatives(error: Any) -> list[str]:
+    """What each branch wanted at the value itself, worded for a person."""
+    wanted = []
+    for leaf in _leaves(error):
+        if list(leaf.relative_path):
+            continue
+        if leaf.validator == "enum" and leaf.validator_value != [None]:
+            values = leaf.validator_value
+            wanted.append(f"one of {values}" if len(values) <= 8 else f"one of {len(values)} names")
+        elif leaf.validator == "type":
+            wanted.append(f"a value of type {leaf.validator_value!r}")
+    return wanted or [error.message]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def check_body(body: Mapping[str, Any], api_version: str = DEFAULT_API_VERSION) -> list[Problem]:
+    """Every problem of ``body`` under ``api_version`` (no run tag reserved)."""
+    return _checker(api_version).check(body)
+
+
+@cache
+def _checker(api_version: str) -> BodyChecker:
+    return BodyChecker(api_version)
