@@ -169,7 +169,9 @@ def _explain(error: Any) -> list[Problem]:
     """
     if error.validator == "required" and isinstance(error.instance, Mapping):
         missing = [name for name in error.validator_value if name not in error.instance]
-        return [Problem(format_path([*error.absolute_path, name]), "is required") for name in missing]
+        return [
+            Problem(format_path([*error.absolute_path, name]), "is required") for name in missing
+        ]
     if not error.context:
         return [Problem(format_path(error.absolute_path), error.message)]
     branches: dict[Any, list[Any]] = {}
@@ -197,7 +199,9 @@ def _explain(error: Any) -> list[Problem]:
         path = format_path([*error.absolute_path, "type"])
         return [Problem(path, f"{instance['type']!r} is not one of {kinds}")]
     expected = " or ".join(dict.fromkeys(_alternatives(error)))
-    return [Problem(format_path(error.absolute_path), f"{instance!r} is not valid: expected {expected}")]
+    return [
+        Problem(format_path(error.absolute_path), f"{instance!r} is not valid: expected {expected}")
+    ]
 
 
 def _leaves(error: Any) -> list[Any]:

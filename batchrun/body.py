@@ -1,0 +1,322 @@
+"""Turn one sheet row into the Create Run request body that will be sent.
+
+A row's cells are text. :func:`plan_columns` decides once, from the header, which column
+feeds which body field; :func:`assemble` then builds each row's body::
+
+    >>> plan = plan_columns(["thread_id", "assistant_id", "tools", "metadata.team"], "v2")
+    >>> assemble(plan, ["thread_abc", "asst_1", "code_interpreter", "ops"]).body
+    {'assistant_id': 'asst_1', 'tools': [{'type': 'code_interpreter'}], 'metadata': {'team': 'ops'}}
+
+A field's value comes from its cell, else from ``--set``, else from the row's
+``request_json`` object. Empty cells are "not sent". Problems are returned, never raised.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from batchrun.errors import InputError, UsageError
+from batchrun.schema import API_VERSIONS, Problem, body_fields
+
+THREAD_ID = "thread_id"
+REQUEST_JSON = "request_json"
+METADATA_PREFIX = "metadata."
+# A thread id goes into the URL path: anything but these characters could change the
+# path or the query, so such a row is refused rather than escaped.
+THREAD_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class Kind(Enum):
+    """How a cell's text becomes a JSON value."""
+
+    TEXT = "text"  # sent as written
+    NAME = "name"  # an identifier: surrounding spaces trimmed
+    NUMBER = "number"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    JSON = "json"  # JSON text
+    TOOLS = "tools"  # JSON text, or a comma list of built-in tool types
+    NAME_OR_JSON = "name_or_json"  # a bare string form ("auto"), or JSON text
+
+
+FIELD_KINDS: dict[str, Kind] = {
+    "assistant_id": Kind.NAME,
+    "model": Kind.NAME,
+    "instructions": Kind.TEXT,
+    "additional_instructions": Kind.TEXT,
+    "additional_messages": Kind.JSON,
+    "tools": Kind.TOOLS,
+    "metadata": Kind.JSON,
+    "temperature": Kind.NUMBER,
+    "top_p": Kind.NUMBER,
+    "stream": Kind.BOOLEAN,
+    "max_prompt_tokens": Kind.INTEGER,
+    "max_completion_tokens": Kind.INTEGER,
+    "truncation_strategy": Kind.JSON,
+    "tool_choice": Kind.NAME_OR_JSON,
+    "parallel_tool_calls": Kind.BOOLEAN,
+    "response_format": Kind.NAME_OR_JSON,
+    "reasoning_effort": Kind.NAME,
+}
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "on"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "off"})
+
+
+class CellError(ValueError):
+    """A cell's text cannot become its field's value."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowPlan:
+    """Which column feeds which field, decided once from the header."""
+
+    api_version: str
+    thread_column: int
+    field_columns: tuple[tuple[str, int, Kind], ...]
+    metadata_columns: tuple[tuple[str, int], ...]
+    request_json_column: int | None
+    # Columns named after a field of the other API version: a value there is a row error.
+    foreign_columns: tuple[tuple[str, int], ...]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    metadata_defaults: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Assembled:
+    """One row's outcome: the thread, and the body or the reasons there is none."""
+
+    thread_id: str
+    body: dict[str, Any] | None
+    problems: list[Problem]
+
+
+def normalize_header(name: object) -> str:
+    """Headers match case-insensitively after trimming."""
+    return str(name).strip().casefold()
+
+
+def plan_columns(
+    headers: Sequence[str],
+    api_version: str,
+    columns: Mapping[str, str] | None = None,
+    set_values: Mapping[str, str] | None = None,
+    *,
+    source: object = "input",
+) -> RowPlan:
+    """Map the header to body fields; raises InputError/UsageError for sheet-wide problems."""
+    fields = body_fields(api_version)
+    known = {name for version in API_VERSIONS for name in body_fields(version)}
+    position = {normalize_header(name): index for index, name in enumerate(headers)}
+    renames = {key.strip(): value for key, value in (columns or {}).items()}
+    for name in renames:
+        if name not in (*known, THREAD_ID, REQUEST_JSON) and not name.startswith(METADATA_PREFIX):
+            raise UsageError(f"--column {name}=...: {name!r} is not a field of the request body")
+
+    def column_of(name: str) -> int | None:
+        header = renames.get(name, name)
+        index = position.get(normalize_header(header))
+        if index is None and name in renames:
+            raise InputError(source, f"--column {name}={header}: no column named {header!r}")
+        return index
+
+    thread_column = column_of(THREAD_ID)
+    if thread_column is None:
+        raise InputError(source, "has no 'thread_id' column (or name one with --column)")
+    field_columns = []
+    foreign_columns = []
+    for name in sorted(known, key=lambda n: (n not in fields, n)):
+        index = column_of(name)
+        if index is None:
+            continue
+        if name in fields:
+            field_columns.append((name, index, FIELD_KINDS[name]))
+        else:
+            foreign_columns.append((name, index))
+    metadata_columns = [
+        (str(header).strip()[len(METADATA_PREFIX) :], index)
+        for index, header in enumerate(headers)
+        if normalize_header(header).startswith(METADATA_PREFIX)
+    ]
+    metadata_columns += [
+        (name[len(METADATA_PREFIX) :], index)
+        for name, header in renames.items()
+        if name.startswith(METADATA_PREFIX) and (index := column_of(name)) is not None
+    ]
+    defaults, metadata_defaults = _parse_set_values(set_values or {}, fields)
+    return RowPlan(
+        api_version=api_version,
+        thread_column=thread_column,
+        field_columns=tuple(field_columns),
+        metadata_columns=tuple(dict(metadata_columns).items()),
+        request_json_column=column_of(REQUEST_JSON),
+        foreign_columns=tuple(foreign_columns),
+        defaults=defaults,
+        metadata_defaults=metadata_defaults,
+    )
+
+
+def _parse_set_values(
+    set_values: Mapping[str, str], fields: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    defaults: dict[str, Any] = {}
+    metadata_defaults: dict[str, str] = {}
+    for name, text in set_values.items():
+        name = name.strip()
+        if name.startswith(METADATA_PREFIX):
+            metadata_defaults[name[len(METADATA_PREFIX) :]] = text
+            continue
+        if name not in fields:
+            raise UsageError(f"--set {name}=...: {name!r} is not a field of the request body")
+        try:
+            defaults[name] = convert(FIELD_KINDS[name], text)
+        except CellError as error:
+            raise UsageError(f"--set {name}=...: {error}") from None
+    return defaults, metadata_defaults
+
+
+def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
+    """Build one row's body from its cells; every problem is collected, none raised."""
+    problems: list[Problem] = []
+    thread_id = cells[plan.thread_column].strip(" ")
+    if not thread_id:
+        problems.append(Problem(THREAD_ID, "is empty"))
+    elif not THREAD_ID_PATTERN.fullmatch(thread_id):
+        problems.append(
+            Problem(THREAD_ID, f"{thread_id!r} may only hold letters, digits, '_' and '-'")
+        )
+
+    body: dict[str, Any] = {}
+    if plan.request_json_column is not None and (text := cells[plan.request_json_column]).strip():
+        try:
+            base = parse_json(text)
+        except CellError as error:
+            problems.append(Problem(REQUEST_JSON, str(error)))
+        else:
+            if isinstance(base, dict):
+                body.update(base)
+            else:
+                problems.append(Problem(REQUEST_JSON, "must be a JSON object"))
+    body.update(plan.defaults)
+    for name, index, kind in plan.field_columns:
+        text = cells[index]
+        if not text or text.isspace():
+            continue
+        try:
+            body[name] = convert(kind, text)
+        except CellError as error:
+            problems.append(Problem(name, str(error)))
+    for name, index in plan.foreign_columns:
+        if cells[index].strip():
+            other = "v2" if plan.api_version == "v1" else "v1"
+            problems.append(
+                Problem(
+                    name,
+                    f"is not a field of Assistants {plan.api_version}"
+                    f" (it is one of {other}: --api-version {other})",
+                )
+            )
+    if plan.metadata_columns or plan.metadata_defaults:
+        _merge_metadata(plan, cells, body, problems)
+    return Assembled(thread_id, None if problems else body, problems)
+
+
+def _merge_metadata(
+    plan: RowPlan, cells: Sequence[str], body: dict[str, Any], problems: list[Problem]
+) -> None:
+    pairs = dict(plan.metadata_defaults)
+    for key, index in plan.metadata_columns:
+        if cells[index]:
+            pairs[key] = cells[index]
+    if not pairs:
+        return
+    base = body.get("metadata")
+    if base is None:
+        base = {}
+    if not isinstance(base, dict):
+        problems.append(Problem("metadata", "must be a JSON object to merge metadata.* columns"))
+        return
+    body["metadata"] = {**base, **pairs}
+
+
+def convert(kind: Kind, text: str) -> Any:
+    """The JSON value a cell's text stands for; raises CellError if it stands for none."""
+    if kind is Kind.TEXT:
+        return text
+    stripped = text.strip()
+    if kind is Kind.NAME:
+        return stripped
+    if kind is Kind.NUMBER:
+        return _number(stripped)
+    if kind is Kind.INTEGER:
+        return _integer(stripped)
+    if kind is Kind.BOOLEAN:
+        word = stripped.casefold()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise CellError(f"{stripped!r} is not true or false")
+    if kind is Kind.TOOLS and stripped[:1] not in ("[", "{"):
+        return _tool_list(stripped)
+    if kind is Kind.NAME_OR_JSON and stripped[:1] not in ("[", "{"):
+        return stripped
+    return parse_json(stripped)
+
+
+@lru_cache(maxsize=8192)
+def _parse_json_cached(text: str) -> Any:
+    return orjson.loads(text)
+
+
+def parse_json(text: str) -> Any:
+    """Parse JSON cell text; identical texts (tools repeated down a column) parse once.
+
+    The cached value is shared between rows, so bodies are never mutated after assembly.
+    """
+    try:
+        return _parse_json_cached(text)
+    except orjson.JSONDecodeError as error:
+        raise CellError(f"is not valid JSON ({error})") from None
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise CellError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise CellError(f"{text!r} is not a finite number")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise CellError(f"{text!r} is not a whole number") from None
+    if not value.is_integer():
+        raise CellError(f"{text!r} is not a whole number")
+    return int(value)
+
+
+def _tool_list(text: str) -> list[dict[str, str]]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise CellError(f"{text!r} is not a comma list of tool types")
+    return [{"type": name} for name in names]

@@ -1,0 +1,206 @@
+"""Settings: one frozen object built in one place; the only module that reads env vars.
+
+Precedence, highest first: command-line option, ``--config FILE.toml``, environment
+(``OPENAI_BASE_URL``), built-in default. The API key is only ever read from the
+environment (``OPENAI_API_KEY`` or the variable named by ``--api-key-env``) and is kept
+out of ``repr``, the settings passthrough file and every message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from batchrun.errors import UsageError
+from batchrun.schema import API_VERSIONS, DEFAULT_API_VERSION
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_CONCURRENCY = 16
+DEFAULT_MAX_RETRIES = 6
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_WAIT_TIMEOUT = 600.0
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+SIMULATOR_KEY = "sk-batchrun-simulator"
+SIMULATED_ENDPOINT = "simulator:"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a job needs to know, validated; see DESIGN.md "Command line"."""
+
+    api_version: str = DEFAULT_API_VERSION
+    beta_header: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str = DEFAULT_API_KEY_ENV
+    organization: str | None = None
+    project: str | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    rpm: float | None = None
+    read_rpm: float | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+    timeout: float = DEFAULT_TIMEOUT
+    wait: bool = False
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT
+    reply: bool = False
+    simulate: bool = False
+    journal: Path | None = None
+    fresh: bool = False
+    retry_failed: bool = False
+    limit: int | None = None
+    prefix: str = ""
+    run_tag: bool = True
+    allow_insecure_http: bool = False
+    escape_formulas: bool = True
+    sheet: str | int | None = None
+    columns: Mapping[str, str] = field(default_factory=dict)
+    set_values: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.api_version not in API_VERSIONS:
+            raise UsageError(f"--api-version {self.api_version}: use v1 or v2")
+        for name in ("concurrency", "max_retries"):
+            minimum = 1 if name == "concurrency" else 0
+            if getattr(self, name) < minimum:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least {minimum}")
+        for name in ("rpm", "read_rpm", "timeout", "wait_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be greater than 0")
+        if self.limit is not None and self.limit < 0:
+            raise UsageError("--limit must be 0 or more")
+        if self.reply and not self.wait:
+            object.__setattr__(self, "wait", True)  # --reply implies --wait
+        if not self.simulate:
+            check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+
+    @property
+    def beta(self) -> str:
+        """The ``OpenAI-Beta`` header value sent."""
+        return self.beta_header or f"assistants={self.api_version}"
+
+    @property
+    def endpoint(self) -> str:
+        """What the journal remembers as "where rows were sent"."""
+        return SIMULATED_ENDPOINT if self.simulate else self.base_url.rstrip("/")
+
+    def with_base_url(self, base_url: str) -> Settings:
+        """A copy sending to ``base_url`` (used once the simulator's port is known)."""
+        return replace(self, base_url=base_url)
+
+    def public(self) -> dict[str, Any]:
+        """The settings worth recording beside an output: everything but the key."""
+        out: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "api_key" or value is None:
+                continue
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[item.name] = value
+        return out
+
+
+def check_base_url(url: str, *, allow_insecure_http: bool) -> None:
+    """Refuse URLs that would leak the key: plain http to a non-loopback host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--base-url {url!r} is not an http(s) URL")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
+        raise UsageError(
+            f"--base-url {url}: plain http would send the API key unencrypted to "
+            f"{parts.hostname}; use https, or pass --allow-insecure-http"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (localhost or a loopback address)."""
+    if host.casefold() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def environment_settings(
+    options: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Fill what only the environment provides: key, base URL fallback, org and project."""
+    env = os.environ if environ is None else environ
+    merged = dict(options)
+    if merged.get("base_url") is None:
+        merged["base_url"] = env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    key_env = merged.get("api_key_env") or DEFAULT_API_KEY_ENV
+    if merged.get("simulate"):
+        merged["api_key"] = SIMULATOR_KEY
+    else:
+        merged["api_key"] = env.get(key_env) or None
+    merged.setdefault("organization", env.get("OPENAI_ORG_ID") or None)
+    merged.setdefault("project", env.get("OPENAI_PROJECT_ID") or None)
+    return merged
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Options from a TOML file: option names as keys (dashes or underscores), plus
+    ``[columns]`` and ``[set]`` tables. Unknown keys are an error, not a silent no-op."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise UsageError(f"--config {path}: {error}") from None
+    known = {item.name for item in fields(Settings)} - {"api_key"}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = {"set": "set_values"}.get(key, key.replace("-", "_"))
+        if name not in known:
+            raise UsageError(f"--config {path}: unknown setting {key!r}")
+        if name in ("columns", "set_values"):
+            if not isinstance(value, dict):
+                raise UsageError(f"--config {path}: [{key}] must be a table")
+            value = {str(k): _toml_text(v) for k, v in value.items()}
+        elif name == "journal":
+            value = Path(value)
+        out[name] = value
+    return out
+
+
+def _toml_text(value: Any) -> str:
+    """``[set]`` values are cell text: TOML numbers and booleans become their text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        import orjson
+
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def settings_toml(settings: Settings) -> str:
+    """The ``<output stem>.settings.toml`` passthrough: feed it back with ``--config``."""
+    import tomli_w
+
+    public = settings.public()
+    # Job-specific or environment-sourced values would surprise the next job.
+    for name in ("fresh", "journal", "limit", "organization", "project"):
+        public.pop(name, None)
+    if settings.simulate:
+        public.pop("base_url", None)
+    columns = public.pop("columns", {})
+    set_values = public.pop("set_values", {})
+    document: dict[str, Any] = dict(public)
+    if columns:
+        document["columns"] = columns
+    if set_values:
+        document["set"] = set_values
+    header = "# Settings of this batchrun job (never the API key). Reuse: --config THIS_FILE\n"
+    return header + tomli_w.dumps(document)

@@ -1,0 +1,116 @@
+"""A requests-per-minute limiter whose long-run rate is exact and whose burst is bounded.
+
+    limiter = RateLimiter(per_minute=600)    # 10 per second, at most 10 at once
+    await limiter.acquire()                  # before every request it covers
+
+A token bucket refilled at ``per_minute / 60`` per second holding one second's worth of
+tokens (at least one). Unlike a leaky bucket that starts with a full period's allowance,
+the first burst is one second's worth, not a minute's, because gateways enforce per-minute
+limits over short windows. Refilling starts a short ``grace`` after the first request: the
+first request's latency includes connecting, later ones do not, so a client refilling in
+lockstep with the server would sometimes arrive a hair early and be refused.
+
+:meth:`pause` holds back every caller (a 429 for one request means the server is
+refusing all of them); :meth:`observe` applies a server's ``x-ratelimit-*`` headers.
+The clock and sleep are injectable so tests never sleep for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from batchrun.retry import LONGEST_PAUSE, parse_go_duration
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+DEFAULT_GRACE = 0.05
+
+
+class RateLimiter:
+    """Token bucket limiter; ``per_minute=None`` limits nothing but still honours pauses."""
+
+    __slots__ = (
+        "_capacity",
+        "_clock",
+        "_grace",
+        "_last",
+        "_lock",
+        "_paused_until",
+        "_rate",
+        "_sleep",
+        "_tokens",
+        "granted",
+    )
+
+    def __init__(
+        self,
+        per_minute: float | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        grace: float = DEFAULT_GRACE,
+    ) -> None:
+        self._rate = per_minute / 60 if per_minute else None
+        self._capacity = max(1.0, float(int(self._rate))) if self._rate else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._grace = grace
+        self._tokens = self._capacity
+        self._last: float | None = None
+        self._paused_until = 0.0
+        # One waiter at a time: tokens go out in arrival order and a sleeper cannot be
+        # overtaken by a newcomer that finds a freshly refilled token.
+        self._lock = asyncio.Lock()
+        self.granted = 0
+
+    @property
+    def rate(self) -> float | None:
+        """Tokens per second, or None when unlimited."""
+        return self._rate
+
+    async def acquire(self) -> None:
+        """Wait until one more request may start."""
+        async with self._lock:
+            while True:
+                now = self._clock()
+                if now < self._paused_until:
+                    await self._sleep(self._paused_until - now)
+                    continue
+                if self._rate is None:
+                    break
+                if self._last is None:
+                    self._last = now + self._grace
+                elif now > self._last:
+                    self._tokens = min(
+                        self._capacity, self._tokens + (now - self._last) * self._rate
+                    )
+                    self._last = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    break
+                await self._sleep((1 - self._tokens) / self._rate)
+            self.granted += 1
+
+    def pause(self, seconds: float) -> None:
+        """Hold back every caller for ``seconds`` from now; the bucket restarts empty."""
+        until = self._clock() + min(seconds, LONGEST_PAUSE)
+        if until > self._paused_until:
+            self._paused_until = until
+            # The server's own bucket is empty too: restart from nothing after the pause.
+            self._tokens = 0.0
+            self._last = until
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Adapt to ``x-ratelimit-remaining-requests`` / ``x-ratelimit-reset-requests``."""
+        remaining = headers.get("x-ratelimit-remaining-requests")
+        if remaining is None:
+            return
+        try:
+            left = float(remaining)
+        except ValueError:
+            return
+        if left < 1:
+            reset = parse_go_duration(headers.get("x-ratelimit-reset-requests", "")) or 1.0
+            self.pause(reset)
