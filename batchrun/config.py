@@ -77,8 +77,6 @@ class Settings:
             raise UsageError("--limit must be 0 or more")
         if self.reply and not self.wait:
             object.__setattr__(self, "wait", True)  # --reply implies --wait
-        if not self.simulate:
-            check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
 
     @property
     def beta(self) -> str:
@@ -89,6 +87,11 @@ class Settings:
     def endpoint(self) -> str:
         """What the journal remembers as "where rows were sent"."""
         return SIMULATED_ENDPOINT if self.simulate else self.base_url.rstrip("/")
+
+    def check_sending(self) -> None:
+        """Refuse to send where the key could leak; called before any request."""
+        if not self.simulate:
+            check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
 
     def with_base_url(self, base_url: str) -> Settings:
         """A copy sending to ``base_url`` (used once the simulator's port is known)."""
@@ -147,6 +150,15 @@ def environment_settings(
     merged.setdefault("organization", env.get("OPENAI_ORG_ID") or None)
     merged.setdefault("project", env.get("OPENAI_PROJECT_ID") or None)
     return merged
+
+
+def mask_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """``text`` with any API key from the environment masked."""
+    env = os.environ if environ is None else environ
+    for name, value in env.items():
+        if name.endswith("API_KEY") and len(value) >= 8 and value in text:
+            text = text.replace(value, "***")
+    return text
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def decide(
 
 def backoff_delay(attempt: int, rand: Callable[[], float]) -> float:
     """Exponential backoff with jitter: 0.5 s, 1 s, 2 s ... capped, minus up to 25%."""
-    return min(BACKOFF_BASE * 2 ** (attempt - 1), BACKOFF_CAP) * (1 - 0.25 * rand())
+    return float(min(BACKOFF_BASE * 2 ** (attempt - 1), BACKOFF_CAP) * (1 - 0.25 * rand()))
 
 
 def server_pause(headers: Mapping[str, str], *, now: float | None = None) -> float | None:

@@ -1,0 +1,164 @@
+"""Whole jobs on files: read the sheet, validate or run it, write the output beside it.
+
+The CLI calls :func:`run_file` and :func:`validate_file`; both return a :class:`JobReport`
+and raise only :class:`~batchrun.errors.BatchrunError` for job-stopping problems.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from batchrun.config import Settings, settings_toml
+from batchrun.errors import UsageError
+from batchrun.journal import Journal, default_journal_path
+from batchrun.output import check_names, number_columns, result_columns, result_frame
+from batchrun.prepare import RowPreparer, make_plan
+from batchrun.report import Outcome, Summary
+from batchrun.runner import Progress, run_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+VALIDATE_CHUNK_ROWS = 50_000
+OUTPUT_SUFFIXES = (".csv", ".tsv", ".xlsx", ".jsonl")
+
+
+@dataclass(frozen=True, slots=True)
+class JobReport:
+    """What a finished job tells its caller."""
+
+    summary: Summary
+    output: Path
+
+
+def default_output(source: Path) -> Path:
+    """``data/sheet.xlsx`` -> ``data/sheet.out.xlsx`` (an ``.xlsm`` input gives ``.xlsx``)."""
+    suffix = ".xlsx" if source.suffix.lower() == ".xlsm" else source.suffix
+    return source.with_name(f"{source.stem}.out{suffix}")
+
+
+def settings_path(output: Path) -> Path:
+    """``out.xlsx`` -> ``out.settings.toml``, the settings passthrough beside the output."""
+    return output.with_name(f"{output.stem}.settings.toml")
+
+
+def resolve_output(source: Path, output: Path | None) -> Path:
+    """The output path, checked before any work is done."""
+    target = output or default_output(source)
+    if target.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UsageError(f"-o {target}: write .csv, .tsv, .xlsx or .jsonl")
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise UsageError(f"-o {target}: the output would overwrite the input")
+    if not target.parent.is_dir():
+        raise UsageError(f"-o {target}: folder {target.parent} does not exist")
+    return target
+
+
+def run_file(
+    source: Path,
+    output: Path | None,
+    settings: Settings,
+    *,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+) -> JobReport:
+    """``batchrun run``: send every valid row of ``source`` and write the output."""
+    from batchrun.sheets import read_sheet
+
+    settings.check_sending()
+    target = resolve_output(source, output)
+    frame = read_sheet(source, settings.sheet)
+    if settings.limit is not None:
+        frame = frame.iloc[: settings.limit]
+    check_names([str(c) for c in frame.columns], settings, "run")
+    rows = RowPreparer(make_plan(list(frame.columns), settings, source), settings).prepare(frame)
+    journal_path = settings.journal or default_journal_path(target)
+    journal = Journal(
+        journal_path, endpoint=settings.endpoint, source=str(source.resolve()), fresh=settings.fresh
+    )
+    try:
+        summary = run_rows(
+            rows, settings, journal, progress=progress, handle_signals=handle_signals
+        )
+    finally:
+        journal.close()
+    write_output(target, result_frame(frame, rows, settings, "run"), settings, summary)
+    return JobReport(summary, target)
+
+
+def validate_file(source: Path, output: Path | None, settings: Settings) -> JobReport:
+    """``batchrun validate``: assemble and check every row; send nothing.
+
+    Streams the sheet in chunks, so a million-row CSV needs little memory.
+    """
+    from batchrun.sheets import iter_sheet
+    from batchrun.writers import SheetWriter
+
+    started = time.monotonic()
+    target = resolve_output(source, output)
+    header, chunks = iter_sheet(source, settings.sheet, chunk_rows=VALIDATE_CHUNK_ROWS)
+    check_names(header, settings, "validate")
+    preparer = RowPreparer(make_plan(header, settings, source), settings)
+    columns = header + [settings.prefix + name for name in result_columns(settings, "validate")]
+    outcomes: Counter[str] = Counter()
+    total = 0
+    writer = SheetWriter(target, columns, escape_formulas=settings.escape_formulas)
+    try:
+        for chunk in chunks:
+            if settings.limit is not None:
+                chunk = chunk.iloc[: max(0, settings.limit - total)]
+            rows = preparer.prepare(chunk)
+            for row in rows:
+                if row.outcome is None:
+                    row.outcome = Outcome.OK
+                outcomes[row.outcome.value] += 1
+            total += len(rows)
+            writer.write(result_frame(chunk, rows, settings, "validate"))
+            if settings.limit is not None and total >= settings.limit:
+                break
+        summary = Summary(
+            rows=total,
+            outcomes=dict(outcomes),
+            failed_statuses={},
+            run_statuses={},
+            reconciled=0,
+            seconds=time.monotonic() - started,
+        )
+        writer.close(summary.sections(settings.public()))
+    except BaseException:
+        writer.abort()
+        raise
+    write_text_atomic(settings_path(target), settings_toml(settings))
+    return JobReport(summary, target)
+
+
+def write_output(target: Path, frame: pd.DataFrame, settings: Settings, summary: Summary) -> None:
+    """Write the run output (atomically) and the settings passthrough beside it."""
+    from batchrun.writers import write_sheet
+
+    write_sheet(
+        target,
+        frame,
+        summary=summary.sections(settings.public()),
+        escape_formulas=settings.escape_formulas,
+        number_columns=number_columns(settings),
+    )
+    write_text_atomic(settings_path(target), settings_toml(settings))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

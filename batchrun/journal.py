@@ -1,0 +1,138 @@
+"""The crash-safe journal: what was sent, what came back, so a rerun resumes.
+
+A SQLite database (WAL) beside the output, ``<OUTPUT>.journal.sqlite``. Each row is
+known by its key (see :func:`row_key`); its entry moves through::
+
+    (none) --mark_sending--> sending --record--> created --record--> done
+                                    \\--record--> failed
+
+``sending`` is written (and committed) before the request leaves, so a crash at any point
+leaves either nothing (never sent) or ``sending`` (maybe sent: reconcile before re-sending).
+``created`` means the run exists (its id is known) but was not followed to its end;
+``done`` and ``failed`` are final. Rows stopped before sending have no entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchrun.errors import JournalMismatch
+
+KEY_VERSION = "br1"
+SENDING, CREATED, DONE, FAILED = "sending", "created", "done", "failed"
+
+# Each entry upgrades the schema by one version; never edit a released one, append.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE rows (
+        key TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        result BLOB NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
+)
+
+
+def body_digest(api_version: str, thread_id: str, body: dict[str, Any]) -> str:
+    """A versioned hash of operation, API version, thread and canonical body."""
+    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    parts = b"createRun\n%s\n%s\n%s" % (api_version.encode(), thread_id.encode(), canonical)
+    return f"{KEY_VERSION}-{hashlib.sha256(parts).hexdigest()[:32]}"
+
+
+def row_key(digest: str, occurrence: int) -> str:
+    """A row's identity: its body digest and occurrence (1, 2, ...), since identical rows
+    are meant as separate runs."""
+    return f"{digest}-{occurrence}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What the journal knows about one row."""
+
+    state: str
+    result: dict[str, Any]
+
+
+class Journal:
+    """One job's journal; ``path=None`` keeps it in memory (library calls without a file)."""
+
+    def __init__(
+        self, path: Path | None, *, endpoint: str, source: str, fresh: bool = False
+    ) -> None:
+        self.path = path
+        if path is not None and fresh:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        self._db = sqlite3.connect(":memory:" if path is None else path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash (the OS has the log); only a power cut
+        # can lose the last commits, which a rerun then reconciles like any in-flight row.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+        self._claim(endpoint, source)
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    def _claim(self, endpoint: str, source: str) -> None:
+        meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
+        if not meta:
+            self._db.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [("endpoint", endpoint), ("source", source), ("created_at", str(time.time()))],
+            )
+            return
+        where = f"the journal {self.path}"
+        if meta.get("endpoint") != endpoint:
+            raise JournalMismatch(
+                f"{where} records rows sent to {meta.get('endpoint')}, not {endpoint}; "
+                "pass --fresh to start over (or choose another output)"
+            )
+        if meta.get("source") != source:
+            raise JournalMismatch(
+                f"{where} belongs to input {meta.get('source')}, not {source}; "
+                "pass --fresh to start over (or choose another output)"
+            )
+
+    def load(self) -> dict[str, Entry]:
+        """Every entry, by key."""
+        rows = self._db.execute("SELECT key, state, result FROM rows").fetchall()
+        return {key: Entry(state, orjson.loads(result)) for key, state, result in rows}
+
+    def mark_sending(self, key: str, result: dict[str, Any]) -> None:
+        """Record, durably, that ``key`` is about to be sent."""
+        self.record(key, SENDING, result)
+
+    def record(self, key: str, state: str, result: dict[str, Any]) -> None:
+        """Store a row's state and result (an upsert, committed at once)."""
+        self._db.execute(
+            "INSERT INTO rows VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "state = excluded.state, result = excluded.result, updated_at = excluded.updated_at",
+            (key, state, orjson.dumps(result), time.time()),
+        )
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drop entries, e.g. rows a stopped job never got to send."""
+        self._db.executemany("DELETE FROM rows WHERE key = ?", [(key,) for key in keys])
+
+    def close(self) -> None:
+        """Close the database (the WAL is folded back into the main file)."""
+        self._db.close()
+
+
+def default_journal_path(output: Path) -> Path:
+    """``out.xlsx`` -> ``out.xlsx.journal.sqlite``."""
+    return output.with_name(output.name + ".journal.sqlite")

@@ -1,0 +1,104 @@
+"""The result columns added to the sheet, named and filled from row results."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from batchrun.body import normalize_header
+from batchrun.config import Settings
+from batchrun.errors import UsageError
+from batchrun.prepare import request_text
+from batchrun.report import RowResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Mode = Literal["run", "validate"]
+RUN_COLUMNS = ("status", "body", "error", "run_id", "run_status", "attempts")
+WAIT_COLUMNS = (
+    "usage_prompt_tokens",
+    "usage_completion_tokens",
+    "usage_total_tokens",
+    "last_error",
+)
+VALIDATE_COLUMNS = ("request", "error")
+NUMBER_COLUMNS = frozenset(
+    {"status", "attempts", "usage_prompt_tokens", "usage_completion_tokens", "usage_total_tokens"}
+)
+
+
+def result_columns(settings: Settings, mode: Mode) -> list[str]:
+    """The result column names (before ``--prefix``) for this job."""
+    if mode == "validate":
+        return list(VALIDATE_COLUMNS)
+    names = list(RUN_COLUMNS)
+    if settings.wait:
+        names += WAIT_COLUMNS
+    if settings.reply:
+        names.append("reply")
+    return names
+
+
+def check_names(input_columns: list[str], settings: Settings, mode: Mode) -> None:
+    """Refuse an output whose result columns would clash with input columns."""
+    taken = {normalize_header(name) for name in input_columns}
+    clashes = [
+        settings.prefix + name
+        for name in result_columns(settings, mode)
+        if normalize_header(settings.prefix + name) in taken
+    ]
+    if clashes:
+        raise UsageError(
+            f"the input already has column(s) {', '.join(map(repr, clashes))}, which the "
+            "output adds; pass --prefix (e.g. --prefix batchrun_) to name the results apart"
+        )
+
+
+def number_columns(settings: Settings) -> frozenset[str]:
+    """The prefixed names of result columns that hold numbers."""
+    return frozenset(settings.prefix + name for name in NUMBER_COLUMNS)
+
+
+def result_values(row: RowResult, settings: Settings, mode: Mode) -> list[object]:
+    """One row's result cells, in :func:`result_columns` order."""
+    if mode == "validate":
+        return [request_text(row, settings), row.error]
+    values: list[object] = [
+        row.status,
+        row.response,
+        row.error,
+        row.run_id,
+        row.run_status,
+        row.attempts if row.attempts or row.status is not None else None,
+    ]
+    if settings.wait:
+        usage = row.usage
+        values += [
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            usage.get("total_tokens"),
+            row.last_error,
+        ]
+    if settings.reply:
+        values.append(row.reply)
+    return values
+
+
+def result_frame(
+    frame: pd.DataFrame, rows: list[RowResult], settings: Settings, mode: Mode
+) -> pd.DataFrame:
+    """``frame`` (input columns untouched) followed by the result columns."""
+    import pandas as pd
+
+    check_names([str(c) for c in frame.columns], settings, mode)
+    names = [settings.prefix + name for name in result_columns(settings, mode)]
+    cells = [result_values(row, settings, mode) for row in rows]
+    columns = list(zip(*cells, strict=True)) if cells else [() for _ in names]
+    results = pd.DataFrame(
+        {
+            name: pd.Series(list(values), dtype=object)
+            for name, values in zip(names, columns, strict=True)
+        },
+        index=frame.index,
+    )
+    return pd.concat([frame, results], axis=1)

@@ -1,0 +1,104 @@
+"""From a sheet to rows ready to send: assemble, check and key every row.
+
+Rows are prepared in input order; a row whose body cannot be built or fails validation
+gets outcome ``invalid`` and every reason in its ``error`` cell, and is never sent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from batchrun.body import RowPlan, assemble, plan_columns
+from batchrun.config import Settings
+from batchrun.journal import body_digest, row_key
+from batchrun.report import Outcome, RowResult
+from batchrun.schema import RUN_TAG_KEY, BodyChecker
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def make_plan(columns: list[str], settings: Settings, source: object = "input") -> RowPlan:
+    """The column plan for a sheet with these headers under ``settings``."""
+    return plan_columns(
+        columns, settings.api_version, settings.columns, settings.set_values, source=source
+    )
+
+
+def text_rows(frame: pd.DataFrame) -> Iterator[tuple[str, ...]]:
+    """The frame's rows as tuples of text: what a cell shows, "" for empty."""
+    columns = [frame[name].tolist() for name in frame.columns]
+    for column in columns:
+        for position, cell in enumerate(column):
+            if not isinstance(cell, str):
+                column[position] = cell_text(cell)
+    return zip(*columns, strict=True)
+
+
+def cell_text(cell: Any) -> str:
+    """Text of a non-text cell from a library caller's DataFrame (NaN and None are empty)."""
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return ""
+    if isinstance(cell, float) and cell.is_integer():
+        return str(int(cell))
+    if isinstance(cell, bool):
+        return "TRUE" if cell else "FALSE"
+    if isinstance(cell, (dict, list)):
+        return orjson.dumps(cell).decode()
+    text = str(cell)
+    return "" if text in ("nan", "NaT", "<NA>") else text
+
+
+class RowPreparer:
+    """Prepares consecutive chunks of one sheet, keeping occurrence counts across them."""
+
+    def __init__(self, plan: RowPlan, settings: Settings) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.checker = BodyChecker(settings.api_version, run_tag=settings.run_tag)
+        self.occurrences: Counter[str] = Counter()
+        self.next_index = 0
+
+    def prepare(self, frame: pd.DataFrame) -> list[RowResult]:
+        """Assemble, check and key each row of ``frame`` (the sheet's next chunk)."""
+        results = []
+        api_version = self.settings.api_version
+        for cells in text_rows(frame):
+            row = RowResult(self.next_index)
+            self.next_index += 1
+            built = assemble(self.plan, cells)
+            row.thread_id = built.thread_id
+            problems = built.problems
+            if built.body is not None:
+                problems = self.checker.check(built.body)
+            if problems:
+                row.fail(Outcome.INVALID, "; ".join(map(str, problems)))
+            else:
+                row.body = built.body
+                digest = body_digest(api_version, row.thread_id, built.body or {})
+                self.occurrences[digest] += 1
+                row.key = row_key(digest, self.occurrences[digest])
+            results.append(row)
+        return results
+
+
+def sent_body(row: RowResult, settings: Settings) -> dict[str, Any]:
+    """The body as it goes on the wire: the row's body plus the run tag."""
+    body = dict(row.body or {})
+    if settings.run_tag and row.key:
+        metadata = body.get("metadata")
+        body["metadata"] = {
+            **(metadata if isinstance(metadata, dict) else {}),
+            RUN_TAG_KEY: row.key,
+        }
+    return body
+
+
+def request_text(row: RowResult, settings: Settings) -> str:
+    """The exact JSON that would be sent for ``row`` ("" for an invalid row)."""
+    return orjson.dumps(sent_body(row, settings)).decode() if row.body is not None else ""

@@ -1,0 +1,42 @@
+"""The terminal progress bar (a CLI concern; the library only reports events)."""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+from batchrun.report import Outcome, RowResult
+
+
+class ProgressBar:
+    """Rows done, ok and failed counts, created runs, rate and ETA, on stderr."""
+
+    def __init__(self) -> None:
+        self._bar: tqdm[None] | None = None
+        self.ok = 0
+        self.failed = 0
+        self.created = 0
+
+    def start(self, total: int) -> None:
+        """Open the bar for ``total`` rows."""
+        self._bar = tqdm(total=total, unit="row", file=sys.stderr, dynamic_ncols=True, leave=False)  # type: ignore[assignment]
+
+    def update(self, event: str, row: RowResult) -> None:
+        """Count one event."""
+        if self._bar is None:
+            return
+        if event == "created":
+            self.created += row.outcome is Outcome.OK
+            return
+        if row.outcome is Outcome.OK:
+            self.ok += 1
+        else:
+            self.failed += 1
+        self._bar.set_postfix(runs=self.created, ok=self.ok, failed=self.failed, refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        """Remove the bar (the summary line follows)."""
+        if self._bar is not None:
+            self._bar.close()

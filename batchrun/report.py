@@ -1,0 +1,184 @@
+"""Row outcomes as data, and the job summary built from them.
+
+Every row ends with exactly one :class:`Outcome`; the exit code and the one-line summary
+follow from the counts::
+
+    1000 rows: 990 ok, 6 invalid, 4 failed (404) in 12.3 s -> out.xlsx
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from batchrun.errors import ExitCode
+
+TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
+# A run waiting for tool outputs: stopped, and only the user can move it on.
+STOPPED_RUN_STATUSES = TERMINAL_RUN_STATUSES | {"requires_action"}
+
+
+class Outcome(StrEnum):
+    """How a row ended."""
+
+    OK = "ok"  # run created (and, with --wait, completed)
+    INVALID = "invalid"  # the body did not pass validation: never sent
+    FAILED = "failed"  # the server refused it, or retries ran out
+    RUN_FAILED = "run failed"  # created, but the run ended other than completed
+    NOT_SENT = "not sent"  # stopped before sending (abort, interrupt, busy thread)
+    PENDING = "pending"  # created, still running when --wait-timeout ran out
+
+
+@dataclass(slots=True)
+class RowResult:
+    """Everything known about one row; becomes the row's result cells."""
+
+    index: int
+    thread_id: str = ""
+    body: dict[str, Any] | None = None
+    key: str | None = None
+    outcome: Outcome | None = None
+    status: int | None = None
+    response: str = ""
+    error: str = ""
+    run_id: str = ""
+    run_status: str = ""
+    attempts: int = 0
+    usage: dict[str, int] = field(default_factory=dict)
+    last_error: str = ""
+    reply: str = ""
+    reconciled: bool = False
+    # A request that may have reached the server without our seeing the answer.
+    ambiguous: bool = False
+    # Wall-clock time of the first send: runs created before it cannot be this row's.
+    sent_at: float = 0.0
+    # Not final: the next run picks the row up without --retry-failed.
+    retry_next: bool = False
+
+    def fail(self, outcome: Outcome, error: str) -> None:
+        """End the row without a run."""
+        self.outcome = outcome
+        self.error = error
+
+    def to_journal(self) -> dict[str, Any]:
+        """The fields a rerun needs to rebuild this row's result."""
+        return {
+            "status": self.status,
+            "response": self.response,
+            "error": self.error,
+            "run_id": self.run_id,
+            "run_status": self.run_status,
+            "attempts": self.attempts,
+            "usage": self.usage,
+            "last_error": self.last_error,
+            "reply": self.reply,
+            "reconciled": self.reconciled,
+            "ambiguous": self.ambiguous,
+            "sent_at": self.sent_at,
+            "outcome": self.outcome.value if self.outcome else None,
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take back a result from the journal."""
+        for name in ("status", "response", "error", "run_id", "run_status", "attempts"):
+            setattr(self, name, saved.get(name, getattr(self, name)))
+        self.usage = dict(saved.get("usage") or {})
+        self.last_error = saved.get("last_error") or ""
+        self.reply = saved.get("reply") or ""
+        self.reconciled = bool(saved.get("reconciled"))
+        self.ambiguous = bool(saved.get("ambiguous"))
+        self.sent_at = float(saved.get("sent_at") or 0.0)
+        self.outcome = Outcome(saved["outcome"]) if saved.get("outcome") else None
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Counts of one job, for the summary line, the summary sheet and the exit code."""
+
+    rows: int
+    outcomes: dict[str, int]
+    failed_statuses: dict[str, int]
+    run_statuses: dict[str, int]
+    reconciled: int
+    seconds: float
+    aborted: str | None = None
+    interrupted: bool = False
+    notes: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 all rows ok, 1 some not, 3 aborted on a systemic error, 130 interrupted."""
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        if self.aborted:
+            return ExitCode.ABORTED
+        if self.outcomes.get(Outcome.OK.value, 0) == self.rows:
+            return ExitCode.OK
+        return ExitCode.ROWS_FAILED
+
+    def line(self, output: object | None = None) -> str:
+        """``1000 rows: 990 ok, 6 invalid, 4 failed (404) in 12.3 s -> out.xlsx``."""
+        parts = []
+        for outcome in Outcome:
+            count = self.outcomes.get(outcome.value, 0)
+            if not count and outcome is not Outcome.OK:
+                continue
+            text = f"{count} {outcome.value}"
+            if outcome is Outcome.OK and self.reconciled:
+                text += f" ({self.reconciled} reconciled)"
+            if outcome is Outcome.FAILED and self.failed_statuses:
+                text += " (" + ", ".join(sorted(self.failed_statuses)) + ")"
+            parts.append(text)
+        line = f"{self.rows} rows: {', '.join(parts)} in {self.seconds:.1f} s"
+        if self.run_statuses:
+            runs = ", ".join(f"{n} {s}" for s, n in sorted(self.run_statuses.items()))
+            line += f"; runs: {runs}"
+        if output is not None:
+            line += f" -> {output}"
+        return line
+
+    def sections(self, settings: dict[str, Any]) -> dict[str, list[tuple[str, object]]]:
+        """The summary sheet: counts by outcome and status, timing, settings."""
+        return {
+            "Rows by outcome": [(k, v) for k, v in self.outcomes.items()],
+            "Failed rows by HTTP status": [(k, v) for k, v in self.failed_statuses.items()],
+            "Runs by final status": [(k, v) for k, v in self.run_statuses.items()],
+            "Job": [
+                ("rows", self.rows),
+                ("reconciled", self.reconciled),
+                ("seconds", round(self.seconds, 3)),
+                ("stopped", self.aborted or ("interrupted" if self.interrupted else "")),
+                *[("note", note) for note in self.notes],
+            ],
+            "Settings": [(k, str(v)) for k, v in settings.items()],
+        }
+
+
+def summarize(
+    results: list[RowResult],
+    seconds: float,
+    *,
+    aborted: str | None = None,
+    interrupted: bool = False,
+    notes: tuple[str, ...] = (),
+    count_runs: bool = False,
+) -> Summary:
+    """Count the outcomes of a finished (or stopped) job."""
+    outcomes = Counter(r.outcome.value for r in results if r.outcome)
+    failed = Counter(
+        str(r.status) if r.status else "no answer" for r in results if r.outcome is Outcome.FAILED
+    )
+    run_statuses = Counter(r.run_status for r in results if r.run_status and count_runs)
+    return Summary(
+        rows=len(results),
+        outcomes={o.value: outcomes[o.value] for o in Outcome if outcomes[o.value]},
+        failed_statuses=dict(failed),
+        run_statuses=dict(run_statuses),
+        reconciled=sum(r.reconciled for r in results),
+        seconds=seconds,
+        aborted=aborted,
+        interrupted=interrupted,
+        notes=notes,
+    )

@@ -1,0 +1,404 @@
+"""Run a prepared batch: lanes per thread, a fixed pool of workers, the journal, stopping.
+
+Rows that share a thread form a *lane* and go in input order, each after the previous
+run on that thread has stopped; lanes go in parallel. ``concurrency`` workers take the
+next step of some lane from a queue. A step that has to wait for a run (``--wait``, or a
+later row on the same thread) is handed to a follower task, so the worker moves on to
+create other runs while that one finishes.
+
+Also the library entry points :func:`run_frame` and :func:`validate_frame`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from batchrun.config import Settings, environment_settings
+from batchrun.journal import CREATED, DONE, FAILED, SENDING, Entry, Journal
+from batchrun.report import STOPPED_RUN_STATUSES, Outcome, RowResult, Summary, summarize
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from batchrun.sender import RowSender
+
+
+class Progress(Protocol):
+    """Receives progress: the number of rows to handle, then events per row."""
+
+    def start(self, total: int) -> None:
+        """``total`` rows will be handled (sent or followed) by this job."""
+
+    def update(self, event: str, row: RowResult) -> None:
+        """``event`` is ``"created"`` (a run exists) or ``"done"`` (the row is finished)."""
+
+
+class _Silent:
+    def start(self, total: int) -> None:
+        pass
+
+    def update(self, event: str, row: RowResult) -> None:
+        pass
+
+
+# How long in-flight requests may finish after Ctrl-C or SIGTERM before they are cut off.
+INTERRUPT_GRACE = 10.0
+
+
+@dataclass
+class Lane:
+    """The rows of one thread that this job must still handle, in input order."""
+
+    thread_id: str
+    rows: list[RowResult]
+    blocked: str = ""
+
+
+@dataclass
+class Batch:
+    """Rows of one job and what each still needs."""
+
+    rows: list[RowResult]
+    to_create: set[int] = field(default_factory=set)
+    to_finish: set[int] = field(default_factory=set)
+    reconcile_first: set[int] = field(default_factory=set)
+
+
+def plan_batch(rows: list[RowResult], journal: Journal, settings: Settings) -> Batch:
+    """Decide per row, from the journal, what this job must do."""
+    entries = journal.load()
+    batch = Batch(rows)
+    for row in rows:
+        if row.outcome is Outcome.INVALID or row.key is None:
+            continue
+        entry: Entry | None = entries.get(row.key)
+        if entry is None:
+            batch.to_create.add(row.index)
+            continue
+        row.restore(entry.result)
+        if entry.state == SENDING:
+            batch.to_create.add(row.index)
+            batch.reconcile_first.add(row.index)
+        elif entry.state == FAILED and settings.retry_failed:
+            batch.to_create.add(row.index)
+            if row.ambiguous:
+                batch.reconcile_first.add(row.index)
+        elif (
+            entry.state == CREATED and settings.wait and row.run_status not in STOPPED_RUN_STATUSES
+        ):
+            batch.to_finish.add(row.index)
+    return batch
+
+
+class Execution:
+    """One job's sending phase."""
+
+    def __init__(
+        self,
+        batch: Batch,
+        sender: RowSender,
+        journal: Journal,
+        settings: Settings,
+        progress: Progress | None = None,
+    ) -> None:
+        self.batch = batch
+        self.sender = sender
+        self.control = sender.control
+        self.journal = journal
+        self.settings = settings
+        self.progress: Progress = progress or _Silent()
+        self.queue: asyncio.Queue[tuple[Lane, int]] = asyncio.Queue()
+        self.lanes_left = 0
+        self.all_done = asyncio.Event()
+        self.followers: set[asyncio.Task[None]] = set()
+
+    def lanes(self) -> list[Lane]:
+        """Lanes of the rows this job handles, ordered by each thread's first row."""
+        lanes: dict[str, Lane] = {}
+        wanted = self.batch.to_create | self.batch.to_finish
+        for row in self.batch.rows:
+            if row.index in wanted:
+                lanes.setdefault(row.thread_id, Lane(row.thread_id, [])).rows.append(row)
+        return list(lanes.values())
+
+    async def run(self) -> None:
+        """Send every lane; returns when all are handled or the job was stopped."""
+        lanes = self.lanes()
+        self.lanes_left = len(lanes)
+        self.progress.start(sum(len(lane.rows) for lane in lanes))
+        if not lanes:
+            return
+        for lane in lanes:
+            self.queue.put_nowait((lane, 0))
+        workers = [asyncio.create_task(self.worker()) for _ in range(self.settings.concurrency)]
+        try:
+            await self.all_done.wait()
+        finally:
+            for task in [*workers, *self.followers]:
+                task.cancel()
+            await asyncio.gather(*workers, *self.followers, return_exceptions=True)
+
+    async def worker(self) -> None:
+        """Take lane steps off the queue until cancelled."""
+        from batchrun.sender import StopSending
+
+        while True:
+            lane, position = await self.queue.get()
+            row = lane.rows[position]
+            if self.control.reason is not None:
+                self.stop_lane(lane, position, f"not sent: job stopped ({self.control.reason})")
+                continue
+            if lane.blocked:
+                self.stop_lane(lane, position, lane.blocked)
+                continue
+            if row.index in self.batch.to_create:
+                try:
+                    await self.sender.create(
+                        row, reconcile_first=row.index in self.batch.reconcile_first
+                    )
+                except StopSending as stop:
+                    self.stop_lane(lane, position, f"not sent: job stopped ({stop})")
+                    continue
+                self.record(row)
+                self.progress.update("created", row)
+            if row.outcome is Outcome.OK and self.must_follow(lane, position):
+                task = asyncio.create_task(self.follow(lane, position))
+                self.followers.add(task)
+                task.add_done_callback(self.followers.discard)
+            else:
+                self.progress.update("done", row)
+                self.advance(lane, position)
+
+    def must_follow(self, lane: Lane, position: int) -> bool:
+        row = lane.rows[position]
+        if row.run_status in STOPPED_RUN_STATUSES:
+            return False
+        return self.settings.wait or position + 1 < len(lane.rows)
+
+    async def follow(self, lane: Lane, position: int) -> None:
+        """Wait for a row's run to stop, then let the lane go on (or block it)."""
+        from batchrun.sender import StopSending
+
+        row = lane.rows[position]
+        deadline = time.monotonic() + self.settings.wait_timeout
+        try:
+            if self.settings.wait:
+                await self.sender.finish(row, deadline=deadline)
+                self.record(row)
+            else:
+                run = await self.sender.follow_run(row.thread_id, row.run_id, deadline=deadline)
+                row.run_status = str((run or {}).get("status", row.run_status))
+        except StopSending:
+            pass
+        if row.run_status == "requires_action":
+            lane.blocked = (
+                f"not sent: run {row.run_id} on this thread waits for tool outputs "
+                "(requires_action)"
+            )
+        elif row.run_status not in STOPPED_RUN_STATUSES:
+            lane.blocked = (
+                f"not sent: thread {row.thread_id} still busy with run {row.run_id} "
+                "after --wait-timeout; rerun to send it"
+            )
+        self.progress.update("done", row)
+        self.advance(lane, position)
+
+    def advance(self, lane: Lane, position: int) -> None:
+        if position + 1 < len(lane.rows):
+            self.queue.put_nowait((lane, position + 1))
+        else:
+            self.lane_finished()
+
+    def stop_lane(self, lane: Lane, position: int, reason: str) -> None:
+        for row in lane.rows[position:]:
+            if row.outcome is None or row.index in self.batch.to_create:
+                row.fail(Outcome.NOT_SENT, reason)
+                row.retry_next = True
+            self.progress.update("done", row)
+        self.lane_finished()
+
+    def lane_finished(self) -> None:
+        self.lanes_left -= 1
+        if self.lanes_left <= 0:
+            self.all_done.set()
+
+    def record(self, row: RowResult) -> None:
+        """Write a row's state to the journal, as final as it is."""
+        if row.key is None:
+            return
+        if row.outcome is Outcome.OK or row.outcome is Outcome.RUN_FAILED:
+            final = row.run_status in STOPPED_RUN_STATUSES or not self.settings.wait
+            state = DONE if final and self.settings.wait else CREATED
+            self.journal.record(row.key, state, row.to_journal())
+        elif row.outcome is Outcome.PENDING:
+            self.journal.record(row.key, CREATED, row.to_journal())
+        elif row.retry_next or row.outcome is Outcome.NOT_SENT:
+            if row.ambiguous:
+                self.journal.record(row.key, SENDING, row.to_journal())
+            else:
+                self.journal.forget([row.key])
+        elif row.outcome is Outcome.FAILED:
+            self.journal.record(row.key, FAILED, row.to_journal())
+
+
+def finish_rows(batch: Batch, control_reason: str | None, *, wait: bool) -> None:
+    """Give every row still open an outcome (rows a stop caught in flight or unreached)."""
+    reason = control_reason or "stopped"
+    handled = batch.to_create | batch.to_finish
+    for row in batch.rows:
+        if row.outcome is None:
+            row.fail(Outcome.NOT_SENT, f"not sent: job stopped ({reason}); rerun to send it")
+            row.retry_next = True
+        elif (
+            wait
+            and row.outcome is Outcome.OK
+            and row.index in handled
+            and row.run_status not in STOPPED_RUN_STATUSES
+        ):
+            row.outcome = Outcome.PENDING
+            row.error = f"run still {row.run_status}: the job stopped ({reason}); rerun to wait"
+
+
+@contextlib.asynccontextmanager
+async def open_sender(settings: Settings) -> AsyncIterator[RowSender]:
+    """An HTTP session and sender for ``settings`` (starting the simulator if asked)."""
+    import aiohttp
+
+    from batchrun.limiter import RateLimiter
+    from batchrun.sender import ApiClient, Control, RowSender
+
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.simulate:
+            from batchrun.simulator import SimulatorConfig, serve_async
+
+            base_url = await stack.enter_async_context(serve_async(SimulatorConfig(port=0)))
+            settings = settings.with_base_url(base_url)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+        )
+        yield RowSender(
+            ApiClient(session, settings),
+            settings,
+            Control(),
+            create_limiter=RateLimiter(settings.rpm),
+            read_limiter=RateLimiter(settings.read_rpm),
+            on_sending=lambda row: None,
+        )
+
+
+async def execute(
+    batch: Batch,
+    settings: Settings,
+    journal: Journal,
+    *,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+) -> tuple[str | None, bool, tuple[str, ...]]:
+    """Send the batch; returns (systemic abort reason, interrupted?, notes)."""
+    async with open_sender(settings) as sender:
+        sender.on_sending = lambda row: journal.mark_sending(row.key or "", row.to_journal())
+        execution = Execution(batch, sender, journal, settings, progress)
+        task = asyncio.create_task(execution.run())
+        interrupted = False
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            presses = 0
+
+            def on_signal() -> None:
+                nonlocal presses, interrupted
+                presses += 1
+                interrupted = True
+                sender.control.interrupt()
+                for follower in list(execution.followers):
+                    follower.cancel()
+                if presses > 1:
+                    task.cancel()
+                else:
+                    loop.call_later(INTERRUPT_GRACE, task.cancel)
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, on_signal)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+        control = sender.control
+        finish_rows(batch, control.reason, wait=settings.wait)
+        for row in batch.rows:
+            if row.outcome is Outcome.NOT_SENT and row.key and row.ambiguous:
+                journal.record(row.key, SENDING, row.to_journal())
+        aborted = control.reason if control.systemic else None
+        return aborted, interrupted, tuple(control.notes)
+
+
+def run_rows(
+    rows: list[RowResult],
+    settings: Settings,
+    journal: Journal,
+    *,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+) -> Summary:
+    """Send prepared rows (a blocking call); the summary of the job."""
+    started = time.monotonic()
+    batch = plan_batch(rows, journal, settings)
+    aborted, interrupted, notes = asyncio.run(
+        execute(batch, settings, journal, progress=progress, handle_signals=handle_signals)
+    )
+    return summarize(
+        rows,
+        time.monotonic() - started,
+        aborted=aborted,
+        interrupted=interrupted,
+        notes=notes,
+        count_runs=settings.wait,
+    )
+
+
+def settings_from(options: dict[str, Any]) -> Settings:
+    """Settings for library calls: keyword options plus the environment."""
+    return Settings(**environment_settings(options))
+
+
+def run_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
+    """Send every valid row of ``frame``; the frame with result columns added.
+
+    Options are the long option names of ``batchrun run`` with underscores
+    (``base_url``, ``concurrency``, ``wait``, ...). Without ``journal=PATH`` the journal
+    lives in memory. Never prints, never exits; a systemic error stops sending and the
+    unsent rows say why in ``error``.
+    """
+    from batchrun.output import result_frame
+    from batchrun.prepare import RowPreparer, make_plan
+
+    settings = settings_from(options)
+    settings.check_sending()
+    rows = RowPreparer(make_plan(list(frame.columns), settings), settings).prepare(frame)
+    journal = Journal(
+        settings.journal, endpoint=settings.endpoint, source="frame", fresh=settings.fresh
+    )
+    try:
+        run_rows(rows, settings, journal)
+    finally:
+        journal.close()
+    return result_frame(frame, rows, settings, mode="run")
+
+
+def validate_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
+    """Assemble and check every row of ``frame``; the frame with ``request`` and ``error``."""
+    from batchrun.output import result_frame
+    from batchrun.prepare import RowPreparer, make_plan
+
+    settings = settings_from(options)
+    rows = RowPreparer(make_plan(list(frame.columns), settings), settings).prepare(frame)
+    return result_frame(frame, rows, settings, mode="validate")
