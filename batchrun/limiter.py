@@ -87,7 +87,8 @@ class RateLimiter:
                         self._capacity, self._tokens + (now - self._last) * self._rate
                     )
                     self._last = now
-                if self._tokens >= 1:
+                # Float time cannot resolve an infinitesimal wait: count "almost one" as one.
+                if self._tokens >= 1 - 1e-9:
                     self._tokens -= 1
                     break
                 await self._sleep((1 - self._tokens) / self._rate)

@@ -6,7 +6,8 @@ REFERENCE_DIR holds ``createrun-v1.openapi.yaml`` and ``createrun-v2.openapi.yam
 (default: ``../shared/reference``). Writes ``batchrun/schemas/v1.json`` and ``v2.json``.
 
 The conversion is mechanical, so the shipped schemas stay faithful to the official ones:
-OpenAPI 3.0 ``nullable: true`` becomes a ``"null"`` type (and a ``null`` enum member),
+OpenAPI 3.0 ``nullable: true`` becomes a ``"null"`` type (an ``enum`` keeps its members:
+as in OpenAPI 3.0.3, ``nullable`` does not add ``null`` to an enum),
 ``#/components/schemas/X`` references become ``#/$defs/X``, and documentation-only keys
 (``description``, ``example``, ``x-*``) are dropped. One deliberate change: v1's
 ``required`` lists ``thread_id``, a path parameter that ``additionalProperties: false``
@@ -44,8 +45,6 @@ def convert(node: Any) -> Any:
         if "type" in out:
             types = out["type"] if isinstance(out["type"], list) else [out["type"]]
             out["type"] = [*types, "null"]
-        if "enum" in out and None not in out["enum"]:
-            out["enum"] = [*out["enum"], None]
         if "type" not in out and "enum" not in out:
             out = {"anyOf": [out, {"type": "null"}]}
     return out

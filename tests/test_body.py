@@ -1,0 +1,277 @@
+"""Every rule of DESIGN.md "Input": how cells become a request body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchrun.body import assemble, plan_columns
+from batchrun.errors import InputError, UsageError
+from batchrun.schema import BodyChecker
+
+
+def build(
+    row: dict[str, str],
+    version: str = "v2",
+    columns: dict[str, str] | None = None,
+    set_values: dict[str, str] | None = None,
+) -> tuple[dict[str, Any] | None, list[str]]:
+    headers = ["thread_id", *row]
+    plan = plan_columns(headers, version, columns, set_values)
+    built = assemble(plan, ["thread_1", *row.values()])
+    return built.body, [str(p) for p in built.problems]
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        pytest.param({"assistant_id": "asst_1"}, {"assistant_id": "asst_1"}, id="plain"),
+        pytest.param({"assistant_id": " asst_1 "}, {"assistant_id": "asst_1"}, id="ids-trimmed"),
+        pytest.param(
+            {"assistant_id": "a", "instructions": "  keep  spaces "},
+            {"assistant_id": "a", "instructions": "  keep  spaces "},
+            id="free-text-verbatim",
+        ),
+        pytest.param(
+            {"assistant_id": "a", "model": ""}, {"assistant_id": "a"}, id="empty-not-sent"
+        ),
+        pytest.param(
+            {"assistant_id": "a", "model": "   "}, {"assistant_id": "a"}, id="blank-not-sent"
+        ),
+        pytest.param({"assistant_id": "00123"}, {"assistant_id": "00123"}, id="leading-zeros-stay"),
+        pytest.param(
+            {"assistant_id": "a", "temperature": "0.7", "top_p": "1"},
+            {"assistant_id": "a", "temperature": 0.7, "top_p": 1},
+            id="numbers",
+        ),
+        pytest.param(
+            {"assistant_id": "a", "max_prompt_tokens": "2048.0"},
+            {"assistant_id": "a", "max_prompt_tokens": 2048},
+            id="whole-float-integer",
+        ),
+        pytest.param(
+            {"assistant_id": "a", "parallel_tool_calls": "TRUE", "stream": "no"},
+            {"assistant_id": "a", "parallel_tool_calls": True, "stream": False},
+            id="booleans",
+        ),
+        pytest.param(
+            {"assistant_id": "a", "tools": "code_interpreter, file_search"},
+            {"assistant_id": "a", "tools": [{"type": "code_interpreter"}, {"type": "file_search"}]},
+            id="tools-comma-list",
+        ),
+        pytest.param(
+            {"assistant_id": "a", "tools": '[{"type": "function", "function": {"name": "f"}}]'},
+            {"assistant_id": "a", "tools": [{"type": "function", "function": {"name": "f"}}]},
+            id="tools-json",
+        ),
+        pytest.param(
+            {"assistant_id": "a", "tool_choice": "required", "response_format": "auto"},
+            {"assistant_id": "a", "tool_choice": "required", "response_format": "auto"},
+            id="bare-string-forms",
+        ),
+        pytest.param(
+            {"assistant_id": "a", "response_format": '{"type": "json_object"}'},
+            {"assistant_id": "a", "response_format": {"type": "json_object"}},
+            id="response-format-json",
+        ),
+        pytest.param(
+            {"assistant_id": "a", "metadata": '{"a": "1"}', "metadata.Team": "ops"},
+            {"assistant_id": "a", "metadata": {"a": "1", "Team": "ops"}},
+            id="metadata-columns-merge-key-as-written",
+        ),
+        pytest.param(
+            {"assistant_id": "a", "metadata.team": ""},
+            {"assistant_id": "a"},
+            id="empty-metadata-column-not-sent",
+        ),
+        pytest.param(
+            {"request_json": '{"assistant_id": "base", "model": null, "top_p": 0.5}'},
+            {"assistant_id": "base", "model": None, "top_p": 0.5},
+            id="request-json-base-and-explicit-null",
+        ),
+        pytest.param(
+            {"assistant_id": "cell", "request_json": '{"assistant_id": "base"}'},
+            {"assistant_id": "cell"},
+            id="cell-beats-request-json",
+        ),
+        pytest.param(
+            {"assistant_id": "a", "notes": "=not sent"},
+            {"assistant_id": "a"},
+            id="other-columns-not-sent",
+        ),
+        pytest.param(
+            {"Assistant_ID ": "a"},
+            {"assistant_id": "a"},
+            id="headers-case-insensitive-trimmed",
+        ),
+    ],
+)
+def test_cells_become_the_body(row: dict[str, str], expected: dict[str, Any]) -> None:
+    body, problems = build(row)
+    assert problems == []
+    assert body == expected
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        pytest.param({"temperature": "warm"}, "temperature: 'warm' is not a number", id="number"),
+        pytest.param({"temperature": "nan"}, "temperature: 'nan' is not a finite number", id="nan"),
+        pytest.param(
+            {"max_prompt_tokens": "300.5"},
+            "max_prompt_tokens: '300.5' is not a whole number",
+            id="integer",
+        ),
+        pytest.param({"stream": "maybe"}, "stream: 'maybe' is not true or false", id="boolean"),
+        pytest.param({"tools": "[{"}, "tools: is not valid JSON", id="json"),
+        pytest.param(
+            {"tools": "a,,b"}, "tools: 'a,,b' is not a comma list of tool types", id="list"
+        ),
+        pytest.param(
+            {"request_json": "[1]"}, "request_json: must be a JSON object", id="rj-object"
+        ),
+        pytest.param(
+            {"metadata": "[1]", "metadata.k": "v"},
+            "metadata: must be a JSON object to merge metadata.* columns",
+            id="metadata-merge",
+        ),
+    ],
+)
+def test_bad_cells_are_row_errors(row: dict[str, str], expected: str) -> None:
+    body, problems = build({"assistant_id": "a", **row})
+    assert body is None
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "thread_id",
+    [
+        pytest.param("thread_1/../x", id="slash"),
+        pytest.param("..", id="dots"),
+        pytest.param("t?x=1", id="query"),
+        pytest.param("t#frag", id="fragment"),
+        pytest.param("t%2F", id="percent"),
+        pytest.param("t 1", id="space"),
+        pytest.param("t\x00", id="nul"),
+        pytest.param("t\n1", id="newline"),
+        pytest.param("thréad", id="non-ascii"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_thread_ids_that_could_change_the_url_are_row_errors(thread_id: str) -> None:
+    plan = plan_columns(["thread_id", "assistant_id"], "v2")
+    built = assemble(plan, [thread_id, "asst_1"])
+    assert built.body is None
+    assert built.problems[0].path == "thread_id"
+
+
+def test_column_option_reads_a_field_from_another_header() -> None:
+    plan = plan_columns(
+        ["Conversation", "Bot"], "v2", {"thread_id": "conversation", "assistant_id": "Bot"}
+    )
+    built = assemble(plan, ["thread_9", "asst_9"])
+    assert (built.thread_id, built.body) == ("thread_9", {"assistant_id": "asst_9"})
+
+
+def test_set_fills_only_empty_cells_and_parses_json_fields() -> None:
+    body, _ = build(
+        {"assistant_id": "", "tools": ""},
+        set_values={"assistant_id": "asst_default", "tools": '[{"type": "file_search"}]'},
+    )
+    assert body == {"assistant_id": "asst_default", "tools": [{"type": "file_search"}]}
+    body, _ = build({"assistant_id": "asst_cell"}, set_values={"assistant_id": "asst_default"})
+    assert body == {"assistant_id": "asst_cell"}
+
+
+def test_set_beats_request_json() -> None:
+    body, _ = build(
+        {"request_json": '{"assistant_id": "json"}'}, set_values={"assistant_id": "set"}
+    )
+    assert body == {"assistant_id": "set"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        pytest.param(
+            {"headers": ["assistant_id"]}, InputError, "no 'thread_id' column", id="no-thread"
+        ),
+        pytest.param(
+            {"columns": {"thread_id": "Missing"}},
+            InputError,
+            "no column named 'Missing'",
+            id="column-missing",
+        ),
+        pytest.param(
+            {"columns": {"bogus": "x"}}, UsageError, "'bogus' is not a field", id="column-unknown"
+        ),
+        pytest.param(
+            {"set_values": {"bogus": "1"}}, UsageError, "'bogus' is not a field", id="set-unknown"
+        ),
+        pytest.param(
+            {"set_values": {"temperature": "hot"}}, UsageError, "not a number", id="set-bad"
+        ),
+    ],
+)
+def test_sheet_wide_problems_raise(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    headers = kwargs.pop("headers", ["thread_id", "assistant_id"])
+    with pytest.raises(error, match=message):
+        plan_columns(headers, "v2", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("version", "column", "other"),
+    [
+        pytest.param("v1", "temperature", "v2", id="v2-field-in-v1"),
+        pytest.param("v2", "file_ids", "v1", id="unknown-stays-carried"),
+    ],
+)
+def test_fields_of_the_other_version_are_not_silently_dropped(
+    version: str, column: str, other: str
+) -> None:
+    body, problems = build({"assistant_id": "a", column: "0.5"}, version)
+    if column == "temperature":
+        assert problems == [
+            f"temperature: is not a field of Assistants v1 (it is one of {other}: --api-version {other})"
+        ]
+    else:
+        assert body == {"assistant_id": "a"}
+
+
+HEADERS = [
+    "thread_id",
+    "assistant_id",
+    "model",
+    "temperature",
+    "max_prompt_tokens",
+    "stream",
+    "tools",
+    "metadata",
+    "metadata.k",
+    "tool_choice",
+    "response_format",
+    "request_json",
+    "truncation_strategy",
+    "additional_messages",
+    "notes",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    cells=st.lists(st.text(max_size=40), min_size=len(HEADERS), max_size=len(HEADERS)),
+    version=st.sampled_from(["v1", "v2"]),
+)
+def test_assembly_never_crashes_on_arbitrary_cells(cells: list[str], version: str) -> None:
+    plan = plan_columns(HEADERS, version)
+    built = assemble(plan, cells)
+    if built.body is None:
+        assert built.problems and all(str(p) for p in built.problems)
+    else:
+        assert built.problems == []
+        assert isinstance(BodyChecker(version).check(built.body), list)
