@@ -95,7 +95,8 @@ def decide(
     should = headers.get("x-should-retry", "").strip().lower()
     if should == "false":
         return RetryDecision(False, reason=f"HTTP {status}, server said not to retry")
-    retryable = should == "true" or status in RETRY_STATUSES or status >= 500
+    # 501 Not Implemented is how some servers say "no such route": retrying cannot help.
+    retryable = should == "true" or status in RETRY_STATUSES or (status >= 500 and status != 501)
     if not retryable:
         return RetryDecision(False, reason=f"HTTP {status}")
     ambiguous = status != 429

@@ -35,6 +35,8 @@ MAX_ANSWER_BYTES = 10 * 1024 * 1024
 RECONCILE_PAGE = 20
 POLL_FIRST, POLL_CAP = 0.2, 5.0
 ROUTE_MISSING_LIMIT = 3
+# Compatible servers answer an unknown route with any of these.
+ROUTE_MISSING_STATUSES = frozenset({404, 405, 501})
 ACTIVE_RUN = "already has an active run"
 # Runs created this long before a row was first sent cannot be its own, even across clocks.
 CLOCK_SKEW = 60.0
@@ -288,7 +290,7 @@ class RowSender:
                     error=answer.error,
                     rand=self._rand,
                 )
-                if answer.status == 404:
+                if answer.status in ROUTE_MISSING_STATUSES:
                     self._count_route_miss(row, answer)
                 else:
                     self.control.route_misses = 0
@@ -316,7 +318,10 @@ class RowSender:
     def _count_route_miss(self, row: RowResult, answer: Answer) -> None:
         # A 404 that names the row's thread is about the row; three in a row that do not
         # mean the route itself is missing, as on OpenAI's retired Assistants endpoint.
-        if row.thread_id in answer.message:
+        about_thread = (
+            row.thread_id in answer.message and "invalid url" not in answer.message.lower()
+        )
+        if answer.status == 404 and about_thread:
             self.control.route_misses = 0
             return
         self.control.route_misses += 1
