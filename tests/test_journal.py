@@ -1,0 +1,194 @@
+"""Crash-safe journal and resume: SIGKILL, Ctrl-C, --fresh, --retry-failed, edits, mismatches."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchrun.simulator import RunningSimulator, SimulatorConfig
+
+KEY = "sk-test-journal-0123456789"
+MakeSimulator = Callable[..., RunningSimulator]
+
+
+def write_rows(path: Path, count: int, *, start: int = 0, text: str = "hello") -> Path:
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["thread_id", "assistant_id", "instructions"])
+        for n in range(start, start + count):
+            writer.writerow([f"thread_{n:04d}", "asst_1", text])
+    return path
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))
+
+
+def command(source: Path, output: Path, base_url: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "batchrun",
+        "run",
+        str(source),
+        "-o",
+        str(output),
+        "--base-url",
+        base_url,
+        "--no-progress",
+        *extra,
+    ]
+
+
+def run_cli(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    return subprocess.run(
+        args, env=env, capture_output=True, text=True, timeout=120, check=False, **kwargs
+    )
+
+
+def start_cli(args: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def journal_states(output: Path) -> dict[str, int]:
+    db = sqlite3.connect(f"{output}.journal.sqlite")
+    try:
+        return dict(db.execute("SELECT state, count(*) FROM rows GROUP BY state").fetchall())
+    finally:
+        db.close()
+
+
+def test_sigkill_at_several_points_then_rerun_creates_each_run_exactly_once(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(run_seconds=0, latency_ms=40, hang_rate=0.03, hang_seconds=2, seed=5)
+    source, output = write_rows(tmp_path / "in.csv", 400), tmp_path / "out.csv"
+    args = command(source, output, sim.base_url, "--concurrency", "8", "--timeout", "1")
+    created = [0]
+    for delay in (1.0, 1.2, 1.2):
+        process = start_cli(args)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+        created.append(sim.stats()["runs_created"])
+    assert 0 < created[1] < 400, "the first kill should land mid-job"
+    finished = run_cli(args)
+    assert finished.returncode == 0, finished.stderr
+    rows = read_rows(output)
+    assert [r["thread_id"] for r in rows] == [f"thread_{n:04d}" for n in range(400)]
+    assert {r["status"] for r in rows} == {"200"}
+    stats = sim.stats()
+    assert stats["duplicate_runs"] == 0
+    assert stats["runs_created"] == 400
+
+
+def test_sigint_writes_a_partial_output_exits_130_and_a_rerun_completes(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(run_seconds=0, latency_ms=50)
+    source, output = write_rows(tmp_path / "in.csv", 300), tmp_path / "out.csv"
+    args = command(source, output, sim.base_url, "--concurrency", "4")
+    process = start_cli(args)
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    partial = read_rows(output)
+    assert len(partial) == 300
+    sent = [r for r in partial if r["status"] == "200"]
+    unsent = [r for r in partial if r["status"] == ""]
+    assert sent and unsent
+    assert all("not sent" in r["error"] for r in unsent)
+    finished = run_cli(args)
+    assert finished.returncode == 0, finished.stderr
+    assert {r["status"] for r in read_rows(output)} == {"200"}
+    assert sim.stats()["runs_created"] == 300
+    assert sim.stats()["duplicate_runs"] == 0
+
+
+def test_rerun_sends_nothing_again_and_fresh_starts_over(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    source, output = write_rows(tmp_path / "in.csv", 10), tmp_path / "out.csv"
+    args = command(source, output, simulator.base_url)
+    assert run_cli(args).returncode == 0
+    assert run_cli(args).returncode == 0
+    assert simulator.stats()["runs_created"] == 10
+    assert journal_states(output) == {"created": 10}
+    assert run_cli([*args, "--fresh"]).returncode == 0
+    assert simulator.stats()["runs_created"] == 20
+
+
+def test_an_edited_sheet_sends_only_new_or_changed_rows(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    source, output = write_rows(tmp_path / "in.csv", 10), tmp_path / "out.csv"
+    args = command(source, output, simulator.base_url)
+    assert run_cli(args).returncode == 0
+    rows = read_rows(source)
+    rows[3]["instructions"] = "changed"
+    rows.append({"thread_id": "thread_new", "assistant_id": "asst_1", "instructions": "new"})
+    with source.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert run_cli(args).returncode == 0
+    assert simulator.stats()["runs_created"] == 12
+
+
+def test_failed_rows_wait_for_retry_failed(tmp_path: Path) -> None:
+    source, output = write_rows(tmp_path / "in.csv", 5), tmp_path / "out.csv"
+    broken = RunningSimulator(SimulatorConfig(fail_rate=1.0, seed=3)).start()
+    port = int(broken.base_url.rsplit(":", 1)[1].split("/")[0])
+    try:
+        first = run_cli(command(source, output, broken.base_url, "--max-retries", "0"))
+    finally:
+        broken.stop()
+    assert first.returncode == 1
+    assert journal_states(output) == {"failed": 5}
+    healthy = RunningSimulator(SimulatorConfig(run_seconds=0), port=port).start()
+    try:
+        args = command(source, output, healthy.base_url)
+        again = run_cli(args)
+        assert again.returncode == 1
+        assert healthy.stats()["requests"] == {}
+        retried = run_cli([*args, "--retry-failed"])
+        assert retried.returncode == 0, retried.stderr
+        assert {r["status"] for r in read_rows(output)} == {"200"}
+        assert healthy.stats()["runs_created"] == 5
+    finally:
+        healthy.stop()
+
+
+@pytest.mark.parametrize("change", ["endpoint", "input"])
+def test_a_foreign_journal_is_refused_with_a_hint(
+    tmp_path: Path, make_simulator: MakeSimulator, change: str
+) -> None:
+    first, second = make_simulator(), make_simulator()
+    source, output = write_rows(tmp_path / "in.csv", 3), tmp_path / "out.csv"
+    assert run_cli(command(source, output, first.base_url)).returncode == 0
+    if change == "endpoint":
+        result = run_cli(command(source, output, second.base_url))
+    else:
+        other = write_rows(tmp_path / "other.csv", 3, start=50)
+        result = run_cli(command(other, output, first.base_url))
+    assert result.returncode == 2
+    assert "--fresh" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert second.stats()["requests"] == {}
