@@ -1,0 +1,153 @@
+"""--wait and --reply: follow runs to their end and bring back the answer."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from batchrun.config import Settings, environment_settings
+from batchrun.errors import ExitCode
+from batchrun.jobs import run_file
+from batchrun.simulator import RunningSimulator
+
+KEY = "sk-test-wait-0123456789"
+MakeSimulator = Callable[..., RunningSimulator]
+
+
+def settings_for(base_url: str, **options: Any) -> Settings:
+    return Settings(
+        **environment_settings({"base_url": base_url, **options}, {"OPENAI_API_KEY": KEY})
+    )
+
+
+def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["thread_id", "assistant_id", "instructions"])
+        writer.writerows([(thread, "asst_1", text) for thread, text in rows])
+    return path
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_every_row_ends_completed_with_reply_and_tokens(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(run_seconds=0.3)
+    source = write_rows(tmp_path / "in.csv", [(f"thread_{n}", f"question {n}") for n in range(12)])
+    report = run_file(source, tmp_path / "out.csv", settings_for(sim.base_url, reply=True))
+    rows = read_rows(report.output)
+    assert report.summary.exit_code is ExitCode.OK
+    assert {r["run_status"] for r in rows} == {"completed"}
+    for row in rows:
+        assert row["reply"].startswith(f"Simulated reply to {row['run_id']}")
+        prompt, completion = int(row["usage_prompt_tokens"]), int(row["usage_completion_tokens"])
+        assert int(row["usage_total_tokens"]) == prompt + completion > 0
+    assert "runs: 12 completed" in report.summary.line()
+
+
+def test_several_rows_per_thread_complete_in_one_pass(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(run_seconds=0.2)
+    plan = [
+        ("thread_a", "a1"),
+        ("thread_b", "b1"),
+        ("thread_a", "a2"),
+        ("thread_a", "a3"),
+        ("thread_b", "b2"),
+    ]
+    report = run_file(
+        write_rows(tmp_path / "in.csv", plan),
+        tmp_path / "out.csv",
+        settings_for(sim.base_url, reply=True),
+    )
+    rows = read_rows(report.output)
+    assert [r["run_status"] for r in rows] == ["completed"] * 5, [r["error"] for r in rows]
+    assert all("active run" not in r["error"] and r["attempts"] == "1" for r in rows)
+    assert len({r["reply"] for r in rows}) == 5
+    assert sim.stats()["runs_created"] == 5
+
+
+def test_failed_and_expired_runs_report_their_last_error(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(run_seconds=0.1)
+    plan = [("thread_ok", "fine"), ("thread_fail", "[sim:fail]"), ("thread_exp", "[sim:expire]")]
+    report = run_file(
+        write_rows(tmp_path / "in.csv", plan),
+        tmp_path / "out.csv",
+        settings_for(sim.base_url, wait=True),
+    )
+    ok, failed, expired = read_rows(report.output)
+    assert ok["run_status"] == "completed" and ok["error"] == ""
+    assert failed["run_status"] == "failed"
+    assert failed["last_error"] == "server_error: Simulated failure."
+    assert "run ended failed" in failed["error"]
+    assert expired["run_status"] == "expired" and "run ended expired" in expired["error"]
+    assert report.summary.exit_code is ExitCode.ROWS_FAILED
+
+
+def test_wait_timeout_reports_runs_still_going_and_exits_nonzero(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(run_seconds=0.1)
+    plan = [("thread_slow", "[sim:slow]"), ("thread_slow", "after"), ("thread_quick", "fine")]
+    report = run_file(
+        write_rows(tmp_path / "in.csv", plan),
+        tmp_path / "out.csv",
+        settings_for(sim.base_url, wait=True, wait_timeout=0.4),
+    )
+    slow, after, quick = read_rows(report.output)
+    assert slow["status"] == "200" and slow["run_status"] in ("queued", "in_progress")
+    assert "--wait-timeout" in slow["error"]
+    assert after["status"] == "" and "still busy" in after["error"]
+    assert quick["run_status"] == "completed"
+    assert report.summary.exit_code is ExitCode.ROWS_FAILED
+
+
+def test_rerun_after_a_kill_fills_replies_without_creating_runs_again(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(run_seconds=1.5)
+    source = write_rows(tmp_path / "in.csv", [(f"thread_{n}", "hi") for n in range(20)])
+    output = tmp_path / "out.csv"
+    args = [
+        sys.executable,
+        "-m",
+        "batchrun",
+        "run",
+        str(source),
+        "-o",
+        str(output),
+        "--base-url",
+        sim.base_url,
+        "--reply",
+        "--no-progress",
+    ]
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while sim.stats()["runs_created"] < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert sim.stats()["runs_created"] == 20
+    finished = subprocess.run(
+        args, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert finished.returncode == 0, finished.stderr
+    rows = read_rows(output)
+    assert {r["run_status"] for r in rows} == {"completed"}
+    assert all(r["reply"] for r in rows)
+    assert sim.stats()["runs_created"] == 20
