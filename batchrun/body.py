@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import orjson
@@ -34,8 +33,8 @@ METADATA_PREFIX = "metadata."
 THREAD_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 
-class Kind(Enum):
-    """How a cell's text becomes a JSON value."""
+class Kind:
+    """How a cell's text becomes a JSON value (plain strings: cheap to hash per cell)."""
 
     TEXT = "text"  # sent as written
     NAME = "name"  # an identifier: surrounding spaces trimmed
@@ -47,7 +46,17 @@ class Kind(Enum):
     NAME_OR_JSON = "name_or_json"  # a bare string form ("auto"), or JSON text
 
 
-FIELD_KINDS: dict[str, Kind] = {
+KINDS = (
+    Kind.TEXT,
+    Kind.NAME,
+    Kind.NUMBER,
+    Kind.INTEGER,
+    Kind.BOOLEAN,
+    Kind.JSON,
+    Kind.TOOLS,
+    Kind.NAME_OR_JSON,
+)
+FIELD_KINDS: dict[str, str] = {
     "assistant_id": Kind.NAME,
     "model": Kind.NAME,
     "instructions": Kind.TEXT,
@@ -80,7 +89,7 @@ class RowPlan:
 
     api_version: str
     thread_column: int
-    field_columns: tuple[tuple[str, int, Kind], ...]
+    field_columns: tuple[tuple[str, int, str], ...]
     metadata_columns: tuple[tuple[str, int], ...]
     request_json_column: int | None
     # Columns named after a field of the other API version: a value there is a row error.
@@ -210,7 +219,7 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
         if not text or text.isspace():
             continue
         try:
-            body[name] = convert(kind, text)
+            body[name] = CONVERTERS[kind](text)
         except CellError as error:
             problems.append(Problem(name, str(error)))
     for name, index in plan.foreign_columns:
@@ -246,43 +255,49 @@ def _merge_metadata(
     body["metadata"] = {**base, **pairs}
 
 
-def convert(kind: Kind, text: str) -> Any:
+def convert(kind: str, text: str) -> Any:
     """The JSON value a cell's text stands for; raises CellError if it stands for none."""
-    if kind is Kind.TEXT:
-        return text
+    return CONVERTERS[kind](text)
+
+
+def _convert(kind: str, text: str) -> Any:
     stripped = text.strip()
-    if kind is Kind.NAME:
+    if kind == Kind.NAME:
         return stripped
-    if kind is Kind.NUMBER:
+    if kind == Kind.NUMBER:
         return _number(stripped)
-    if kind is Kind.INTEGER:
+    if kind == Kind.INTEGER:
         return _integer(stripped)
-    if kind is Kind.BOOLEAN:
+    if kind == Kind.BOOLEAN:
         word = stripped.casefold()
         if word in TRUE_WORDS:
             return True
         if word in FALSE_WORDS:
             return False
         raise CellError(f"{stripped!r} is not true or false")
-    if kind is Kind.TOOLS and stripped[:1] not in ("[", "{"):
+    if kind == Kind.TOOLS and stripped[:1] not in ("[", "{"):
         return _tool_list(stripped)
-    if kind is Kind.NAME_OR_JSON and stripped[:1] not in ("[", "{"):
+    if kind == Kind.NAME_OR_JSON and stripped[:1] not in ("[", "{"):
         return stripped
     return parse_json(stripped)
 
 
-@lru_cache(maxsize=8192)
-def _parse_json_cached(text: str) -> Any:
-    return orjson.loads(text)
+def _converter(kind: str) -> Callable[[str], Any]:
+    if kind == Kind.TEXT:
+        return str
+    # Values repeat down a column (the same tools, temperature, model), so conversions are
+    # cached; a cached value is shared between rows, which is safe as bodies are never
+    # mutated after assembly.
+    return lru_cache(maxsize=4096)(partial(_convert, kind))
+
+
+CONVERTERS: dict[str, Callable[[str], Any]] = {kind: _converter(kind) for kind in KINDS}
 
 
 def parse_json(text: str) -> Any:
-    """Parse JSON cell text; identical texts (tools repeated down a column) parse once.
-
-    The cached value is shared between rows, so bodies are never mutated after assembly.
-    """
+    """Parse JSON cell text."""
     try:
-        return _parse_json_cached(text)
+        return orjson.loads(text)
     except orjson.JSONDecodeError as error:
         raise CellError(f"is not valid JSON ({error})") from None
 

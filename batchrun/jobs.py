@@ -10,6 +10,7 @@ import os
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,10 +18,11 @@ from typing import TYPE_CHECKING
 from batchrun.config import Settings, settings_toml
 from batchrun.errors import UsageError
 from batchrun.journal import Journal, default_journal_path
-from batchrun.output import check_names, number_columns, result_columns, result_frame
+from batchrun.output import VALIDATE_COLUMNS, check_names, number_columns, result_frame
 from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, Summary
 from batchrun.runner import Progress, run_rows
+from batchrun.validation import checked_chunks
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,24 +106,22 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
     target = resolve_output(source, output)
     header, chunks = iter_sheet(source, settings.sheet, chunk_rows=VALIDATE_CHUNK_ROWS)
     check_names(header, settings, "validate")
-    preparer = RowPreparer(make_plan(header, settings, source), settings)
-    columns = header + [settings.prefix + name for name in result_columns(settings, "validate")]
+    plan = make_plan(header, settings, source)
+    request_column, error_column = (settings.prefix + name for name in VALIDATE_COLUMNS)
+    writer = SheetWriter(
+        target, [*header, request_column, error_column], escape_formulas=settings.escape_formulas
+    )
     outcomes: Counter[str] = Counter()
     total = 0
-    writer = SheetWriter(target, columns, escape_formulas=settings.escape_formulas)
     try:
-        for chunk in chunks:
-            if settings.limit is not None:
-                chunk = chunk.iloc[: max(0, settings.limit - total)]
-            rows = preparer.prepare(chunk)
-            for row in rows:
-                if row.outcome is None:
-                    row.outcome = Outcome.OK
-                outcomes[row.outcome.value] += 1
-            total += len(rows)
-            writer.write(result_frame(chunk, rows, settings, "validate"))
-            if settings.limit is not None and total >= settings.limit:
-                break
+        for chunk, checked in checked_chunks(_limited(chunks, settings.limit), plan, settings):
+            invalid = checked.invalid
+            outcomes[Outcome.INVALID.value] += invalid
+            outcomes[Outcome.OK.value] += len(chunk) - invalid
+            total += len(chunk)
+            writer.write(
+                chunk.assign(**{request_column: checked.requests, error_column: checked.errors})
+            )
         summary = Summary(
             rows=total,
             outcomes=dict(outcomes),
@@ -136,6 +136,19 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
         raise
     write_text_atomic(settings_path(target), settings_toml(settings))
     return JobReport(summary, target)
+
+
+def _limited(chunks: Iterator[pd.DataFrame], limit: int | None) -> Iterator[pd.DataFrame]:
+    """The chunks holding the first ``limit`` rows (all of them for None)."""
+    left = limit
+    for chunk in chunks:
+        if left is None:
+            yield chunk
+            continue
+        if left <= 0:
+            return
+        yield chunk.iloc[:left]
+        left -= len(chunk)
 
 
 def write_output(target: Path, frame: pd.DataFrame, settings: Settings, summary: Summary) -> None:
@@ -158,7 +171,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
-        os.replace(temporary, path)
+        Path(temporary).replace(path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -108,7 +108,9 @@ class BodyChecker:
                     "(leave stream empty or false)",
                 )
             )
-        problems.extend(metadata_problems(body.get("metadata"), "metadata", run_tag=self.run_tag))
+        metadata = body.get("metadata")
+        if metadata is not None and not _metadata_fits(metadata, run_tag=self.run_tag):
+            problems.extend(metadata_problems(metadata, "metadata", run_tag=self.run_tag))
         for index, message in enumerate(_list(body.get("additional_messages"))):
             if isinstance(message, Mapping):
                 path = f"additional_messages[{index}].metadata"
@@ -124,6 +126,24 @@ class BodyChecker:
                     )
                 )
         return problems
+
+
+def _metadata_fits(metadata: Any, *, run_tag: bool) -> bool:
+    """The common case, checked quickly: a small map of short strings."""
+    if type(metadata) is not dict:
+        return not isinstance(metadata, Mapping)
+    if len(metadata) > (METADATA_MAX_KEYS - 1 if run_tag else METADATA_MAX_KEYS):
+        return False
+    if not metadata:
+        return True
+    if run_tag and RUN_TAG_KEY in metadata:
+        return False
+    values = metadata.values()
+    return (
+        all(type(value) is str for value in values)
+        and max(map(len, values)) <= METADATA_VALUE_MAX_CHARS
+        and max(map(len, metadata)) <= METADATA_KEY_MAX_CHARS
+    )
 
 
 def metadata_problems(metadata: Any, path: str, *, run_tag: bool) -> list[Problem]:

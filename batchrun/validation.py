@@ -1,0 +1,110 @@
+"""Validate a sheet chunk by chunk, on every core when the sheet is big.
+
+Chunks are checked in worker processes and come back in input order. A row's key
+counts identical rows (its occurrence number), which a worker can only do within its
+own chunk; :class:`OccurrenceCounter` carries the count across chunks and renumbers the
+rare row whose twin sat in an earlier chunk.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from batchrun.body import RowPlan
+from batchrun.config import Settings
+from batchrun.prepare import RowPreparer, request_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MAX_WORKERS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedChunk:
+    """One chunk's validate results, in row order."""
+
+    requests: list[str]
+    errors: list[str]
+    keys: list[str | None]
+
+    @property
+    def invalid(self) -> int:
+        """How many rows of the chunk are invalid."""
+        return sum(1 for error in self.errors if error)
+
+
+def check_chunk(plan: RowPlan, settings: Settings, frame: pd.DataFrame) -> CheckedChunk:
+    """Assemble and check every row of one chunk (occurrences counted within it)."""
+    rows = RowPreparer(plan, settings).prepare(frame)
+    return CheckedChunk(
+        requests=[request_text(row, settings) for row in rows],
+        errors=[row.error for row in rows],
+        keys=[row.key for row in rows],
+    )
+
+
+class OccurrenceCounter:
+    """Renumbers keys whose identical rows appeared in earlier chunks."""
+
+    def __init__(self) -> None:
+        self._seen: Counter[str] = Counter()
+
+    def fix(self, chunk: CheckedChunk) -> CheckedChunk:
+        """``chunk`` with keys and request texts numbered across the whole sheet."""
+        here: Counter[str] = Counter()
+        for position, key in enumerate(chunk.keys):
+            if key is None:
+                continue
+            digest, _, number = key.rpartition("-")
+            here[digest] += 1
+            earlier = self._seen[digest]
+            if earlier:
+                # The key is a hash: replacing its text cannot touch anything else.
+                fixed = f"{digest}-{earlier + int(number)}"
+                chunk.keys[position] = fixed
+                chunk.requests[position] = chunk.requests[position].replace(key, fixed)
+        self._seen.update(here)
+        return chunk
+
+
+def checked_chunks(
+    chunks: Iterator[pd.DataFrame], plan: RowPlan, settings: Settings
+) -> Iterator[tuple[pd.DataFrame, CheckedChunk]]:
+    """Each chunk with its results, in order; a second chunk brings in worker processes."""
+    counter = OccurrenceCounter()
+    first = next(chunks, None)
+    if first is None:
+        return
+    second = next(chunks, None)
+    if second is None:
+        yield first, counter.fix(check_chunk(plan, settings, first))
+        return
+    workers = min(MAX_WORKERS, os.cpu_count() or 1)
+    # forkserver: workers start clean even when the caller runs threads (a fork would copy
+    # their locks); the cost is paid once, and only for sheets of more than one chunk.
+    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending: deque[tuple[pd.DataFrame, Future[CheckedChunk]]] = deque()
+        for chunk in _chain(first, second, chunks):
+            pending.append((chunk, pool.submit(check_chunk, plan, settings, chunk)))
+            if len(pending) > workers:
+                done, future = pending.popleft()
+                yield done, counter.fix(future.result())
+        while pending:
+            done, future = pending.popleft()
+            yield done, counter.fix(future.result())
+
+
+def _chain(
+    first: pd.DataFrame, second: pd.DataFrame, rest: Iterator[pd.DataFrame]
+) -> Iterator[pd.DataFrame]:
+    yield first
+    yield second
+    yield from rest
