@@ -1,0 +1,64 @@
+"""A local OpenAI Assistants API (the part batchrun uses), faithful enough for the SDK.
+
+Routes, all under ``/v1`` and needing ``Authorization: Bearer`` and
+``OpenAI-Beta: assistants=v1|v2``::
+
+    POST /v1/threads                                   create a thread
+    GET  /v1/threads/{thread_id}                       read a thread
+    POST /v1/threads/{thread_id}/runs                  create a run (body checked)
+    GET  /v1/threads/{thread_id}/runs                  list runs (limit, order, after, before)
+    GET  /v1/threads/{thread_id}/runs/{run_id}         read a run
+    POST /v1/threads/{thread_id}/runs/{run_id}/cancel  cancel a run
+    GET  /v1/threads/{thread_id}/messages              list messages (same + run_id)
+
+and, without auth, ``GET /_simulator/stats`` (counters) and ``POST /_simulator/reset``.
+Any other route answers 404 "Invalid URL (METHOD /path)". Errors use OpenAI's envelope
+``{"error": {"message", "type", "param", "code"}}``.
+
+Behaviour (see :class:`SimulatorConfig`): any well-formed thread id exists unless
+``strict_threads``; one active run per thread; runs go queued -> in_progress -> completed
+over ``run_seconds`` and leave a deterministic assistant reply and ``usage``; instruction
+markers ``[sim:fail]``, ``[sim:expire]``, ``[sim:requires_action]`` and ``[sim:slow]`` pick
+other outcomes. Every answer carries ``x-ratelimit-*`` headers; ``rpm``/``read_rpm`` enforce
+token buckets with 429 + ``retry-after``; ``quota_exhausted`` makes every run creation an
+``insufficient_quota`` 429.
+
+Faults, reproducible with ``seed`` (one random stream per route, drawn on arrival):
+``latency_ms`` delays every answer; ``fail_rate`` answers 500/502/503 before any state
+changes; ``hang_rate`` (run creation) creates the run, then holds the answer back for
+``hang_seconds``; ``reset_rate`` (run creation) creates the run, then drops the connection.
+
+Starting it::
+
+    with RunningSimulator(SimulatorConfig(run_seconds=0.2)) as sim:   # sync code, tests
+        ...sim.base_url, sim.stats(), sim.reset()
+    async with serve_async(config) as base_url:                       # inside a running loop
+        ...
+    serve_forever(config, announce=print)                             # batchrun serve
+
+The simulator never prints; it imports no client code except :mod:`batchrun.schema`.
+"""
+
+from __future__ import annotations
+
+from batchrun.simulator.app import SIMULATOR_KEY, Simulator, create_app
+from batchrun.simulator.server import (
+    RunningSimulator,
+    serve_async,
+    serve_forever,
+    start_in_thread,
+)
+from batchrun.simulator.settings import DEFAULT_HOST, DEFAULT_PORT, SimulatorConfig
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "SIMULATOR_KEY",
+    "RunningSimulator",
+    "Simulator",
+    "SimulatorConfig",
+    "create_app",
+    "serve_async",
+    "serve_forever",
+    "start_in_thread",
+]

@@ -1,0 +1,372 @@
+"""The aiohttp.web application: routes, the gate every request passes, and the counters.
+
+A request to a ``/v1`` route goes through, in order: its fault draw (on arrival), the
+injected latency, bearer auth (401), the ``OpenAI-Beta`` header (400), the quota switch and
+the token bucket of its kind (429), an injected server error (5xx), then the handler. A
+created run may then have its answer held back (hang) or its connection dropped (reset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from operator import itemgetter
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler as WebHandler
+
+from batchrun.schema import check_body
+from batchrun.simulator import envelope
+from batchrun.simulator.envelope import ApiError
+from batchrun.simulator.faults import FaultPlan
+from batchrun.simulator.limits import UNLIMITED_HEADERS, TokenBucket, token_headers
+from batchrun.simulator.settings import SimulatorConfig
+from batchrun.simulator.state import Run, Store, Thread, page
+
+BETA_VERSIONS = {"assistants=v1": "v1", "assistants=v2": "v2"}
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+CREATE, READ = "create", "read"  # which token bucket a route draws from
+JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
+UNMATCHED = "<unmatched>"
+
+Answer = dict[str, Any]
+Clock = Callable[[], float]
+Handler = Callable[[web.Request, str], Awaitable[Answer]]
+
+
+class Simulator:
+    """One simulated service: its state, limits, faults and counters; handlers are methods."""
+
+    def __init__(self, config: SimulatorConfig, clock: Clock = time.time) -> None:
+        self.config = config
+        # One clock for run lifecycles and buckets; injectable so tests need not sleep.
+        # (A wall clock that steps back cannot drain a bucket: see TokenBucket._refill.)
+        self.clock = clock
+        self.latency = config.latency_ms / 1000.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every thread, run and count; refill the buckets; restart the fault streams."""
+        config = self.config
+        now = self.clock()
+        self.store = Store(config)
+        self.faults = FaultPlan(config)
+        self.buckets: dict[str, TokenBucket] = {}
+        for kind, per_minute in ((CREATE, config.rpm), (READ, config.read_rpm)):
+            if per_minute is not None:
+                self.buckets[kind] = TokenBucket(per_minute, config.burst_for(per_minute), now)
+        self.requests: dict[str, dict[str, int]] = {}
+        self.rate_limited = 0
+        self.fault_counts = {"fail": 0, "hang": 0, "reset": 0}
+        self.serial = 0
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters (a fresh dict, safe to keep)."""
+        return {
+            "requests": {route: dict(counts) for route, counts in self.requests.items()},
+            "runs_created": self.store.runs_created,
+            "duplicate_runs": self.store.duplicate_runs,
+            "rate_limited": self.rate_limited,
+            "faults": dict(self.fault_counts),
+            "threads": len(self.store.threads),
+        }
+
+    # -- the gate -------------------------------------------------------------------------
+
+    def endpoint(self, method: str, template: str, handler: Handler) -> WebHandler:
+        """Wrap ``handler`` in the checks, limits, faults and counting every route shares."""
+        route = f"{method} {template}"
+        creates_run = method == "POST" and template.endswith("/runs")
+        kind = CREATE if creates_run else READ if method == "GET" else None
+
+        async def serve(request: web.Request) -> web.StreamResponse:
+            faults = self.faults.draw(route, creates_run=creates_run)
+            # Until an answer is chosen, the client is the one who left (nginx's 499).
+            outcome = "499"
+            try:
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                try:
+                    version = self._admit(request)
+                    self._limit(kind, creates_run)
+                    if faults.fail_status is not None:
+                        self.fault_counts["fail"] += 1
+                        raise envelope.server_error(faults.fail_status)
+                    payload = await handler(request, version)
+                except ApiError as error:
+                    outcome = str(error.status)
+                    if error.status == 429:
+                        self.rate_limited += 1
+                    return self._answer(request, kind, error.status, error.body(), error.headers)
+                if faults.reset:
+                    self.fault_counts["reset"] += 1
+                    outcome = "reset"
+                    return self._drop(request)
+                if faults.hang:
+                    self.fault_counts["hang"] += 1
+                    await asyncio.sleep(self.config.hang_seconds)
+                outcome = "200"
+                return self._answer(request, kind, 200, payload)
+            finally:
+                self._count(route, outcome)
+
+        return serve
+
+    def _admit(self, request: web.Request) -> str:
+        """Check the key and the beta header; the API version the header names."""
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise envelope.missing_key()
+        expected = self.config.api_key
+        # compare_digest: the time taken must not tell how much of a guessed key was right.
+        if expected is not None and not hmac.compare_digest(key.encode(), expected.encode()):
+            raise envelope.wrong_key(key)
+        beta = request.headers.get("OpenAI-Beta", "")
+        version = BETA_VERSIONS.get(beta)
+        if version is None:
+            # A client may send several betas at once: "assistants=v2, realtime=v1".
+            parts = (part.strip() for part in beta.split(","))
+            version = next((BETA_VERSIONS[p] for p in parts if p in BETA_VERSIONS), None)
+            if version is None:
+                raise envelope.invalid_beta()
+        return version
+
+    def _limit(self, kind: str | None, creates_run: bool) -> None:
+        """Refuse with 429 when the quota is gone or the route's bucket is empty."""
+        if creates_run and self.config.quota_exhausted:
+            raise envelope.quota_exhausted()
+        bucket = self.buckets.get(kind) if kind else None
+        if bucket is not None:
+            wait = bucket.take(self.clock())
+            if wait:
+                raise envelope.rate_limited(bucket.per_minute, wait, {})
+
+    def _answer(
+        self,
+        request: web.Request,
+        kind: str | None,
+        status: int,
+        payload: Answer,
+        extra: dict[str, str] | None = None,
+    ) -> web.Response:
+        bucket = self.buckets.get(kind) if kind else None
+        headers = UNLIMITED_HEADERS if bucket is None else bucket.headers(self.clock())
+        self.serial += 1
+        headers = {
+            **headers,
+            **token_headers(request.content_length),
+            "x-request-id": f"req_{self.serial:024x}",
+            **(extra or {}),
+        }
+        body = orjson.dumps(payload)
+        return web.Response(
+            body=body, status=status, headers=headers, content_type="application/json"
+        )
+
+    @staticmethod
+    def _drop(request: web.Request) -> web.Response:
+        """Close the connection without answering: the client sees the server disconnect."""
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+        # aiohttp fails to write this to the closed transport and ignores that, as it does
+        # for any client that disconnects early.
+        return web.Response(status=204)
+
+    def _count(self, route: str, outcome: str) -> None:
+        counts = self.requests.get(route)
+        if counts is None:
+            counts = self.requests[route] = {}
+        counts[outcome] = counts.get(outcome, 0) + 1
+
+    # -- routes ---------------------------------------------------------------------------
+
+    async def create_thread(self, request: web.Request, version: str) -> Answer:
+        """``POST /v1/threads``: a new thread, with ``messages`` and ``metadata`` if sent."""
+        body = await _json_body(request, empty_ok=True)
+        metadata = body.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise envelope.invalid_param(
+                "metadata", "Invalid type for 'metadata': expected an object."
+            )
+        messages = body.get("messages") or []
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise envelope.invalid_param(
+                "messages", "Invalid type for 'messages': expected an array of objects."
+            )
+        return self.store.create_thread(self.clock(), metadata, messages).to_json()
+
+    async def get_thread(self, request: web.Request, version: str) -> Answer:
+        """``GET /v1/threads/{thread_id}``."""
+        return self._thread(request).to_json()
+
+    async def create_run(self, request: web.Request, version: str) -> Answer:
+        """``POST /v1/threads/{thread_id}/runs``: check the body, start a run, answer queued."""
+        body = await _json_body(request, empty_ok=False)
+        problems = check_body(body, version)
+        if problems:
+            raise envelope.invalid_param(problems[0].path, str(problems[0]))
+        thread = self._thread(request)
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        run = self.store.create_run(thread, body, canonical, self.clock())
+        return run.to_json(status="queued")
+
+    async def list_runs(self, request: web.Request, version: str) -> Answer:
+        """``GET /v1/threads/{thread_id}/runs``: newest first unless ``order=asc``."""
+        thread = self._thread(request)
+        runs, has_more = page(list(thread.runs.values()), _run_id, **_page_query(request))
+        return _listing([run.to_json() for run in runs], has_more)
+
+    async def get_run(self, request: web.Request, version: str) -> Answer:
+        """``GET /v1/threads/{thread_id}/runs/{run_id}``."""
+        return self._run(request).to_json()
+
+    async def cancel_run(self, request: web.Request, version: str) -> Answer:
+        """``POST /v1/threads/{thread_id}/runs/{run_id}/cancel``: answer ``cancelling``."""
+        run = self._run(request)
+        run.cancel(self.clock())
+        return run.to_json()
+
+    async def list_messages(self, request: web.Request, version: str) -> Answer:
+        """``GET /v1/threads/{thread_id}/messages``, optionally only one run's."""
+        thread = self._thread(request)
+        messages = thread.messages
+        run_id = request.query.get("run_id")
+        if run_id is not None:
+            messages = [message for message in messages if message["run_id"] == run_id]
+        chosen, has_more = page(messages, itemgetter("id"), **_page_query(request))
+        return _listing(chosen, has_more)
+
+    def _thread(self, request: web.Request) -> Thread:
+        return self.store.thread(request.match_info["thread_id"], self.clock())
+
+    def _run(self, request: web.Request) -> Run:
+        run_id = request.match_info["run_id"]
+        run = self._thread(request).runs.get(run_id)
+        if run is None:
+            raise envelope.no_run(run_id)
+        return run
+
+    # -- outside the API: the test hooks and unknown routes -------------------------------
+
+    async def stats_route(self, request: web.Request) -> web.Response:
+        """``GET /_simulator/stats``: the counters, no auth needed."""
+        return web.json_response(self.stats())
+
+    async def reset_route(self, request: web.Request) -> web.Response:
+        """``POST /_simulator/reset``: clear state and counters, no auth needed."""
+        self.reset()
+        return web.json_response({"reset": True})
+
+    async def unmatched(self, request: web.Request) -> web.Response:
+        """404 "Invalid URL" for any route the service does not have, as OpenAI answers."""
+        route = f"{request.method} {UNMATCHED}"
+        outcome = "499"
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            error = envelope.invalid_url(request.method, request.path)
+            outcome = str(error.status)
+            return self._answer(request, None, error.status, error.body())
+        finally:
+            self._count(route, outcome)
+
+
+def _run_id(run: Run) -> str:
+    return run.id
+
+
+def _listing(data: list[Answer], has_more: bool) -> Answer:
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
+def _page_query(request: web.Request) -> dict[str, Any]:
+    """``order``, ``limit``, ``after`` and ``before`` of a list request, checked."""
+    query = request.query
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise envelope.invalid_param(
+            "order",
+            f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.",
+            "invalid_value",
+        )
+    text = query.get("limit", str(DEFAULT_PAGE_SIZE))
+    try:
+        limit = int(text)
+    except ValueError:
+        raise envelope.invalid_param(
+            "limit",
+            f"Invalid 'limit': expected an integer, but got '{text}' instead.",
+            "invalid_type",
+        ) from None
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        code = "integer_below_min_value" if limit < 1 else "integer_above_max_value"
+        raise envelope.invalid_param(
+            "limit",
+            f"Invalid 'limit': expected a value between 1 and {MAX_PAGE_SIZE}, got {limit}.",
+            code,
+        )
+    return {
+        "order": order,
+        "limit": limit,
+        "after": query.get("after"),
+        "before": query.get("before"),
+    }
+
+
+async def _json_body(request: web.Request, *, empty_ok: bool) -> dict[str, Any]:
+    """The request's JSON object; 400 for anything else."""
+    raw = await request.read()
+    if not raw.strip() and empty_ok:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise envelope.invalid_json() from None
+    if not isinstance(body, dict):
+        kind = "a boolean" if isinstance(body, bool) else JSON_KINDS.get(type(body), "null")
+        raise envelope.not_an_object(kind)
+    return body
+
+
+SIMULATOR_KEY = web.AppKey("batchrun_simulator", Simulator)
+
+
+def create_app(
+    config: SimulatorConfig | None = None, *, clock: Clock = time.time
+) -> web.Application:
+    """The simulator as an aiohttp application; its :class:`Simulator` is ``app[SIMULATOR_KEY]``.
+
+    ``clock`` (seconds since the epoch) drives run lifecycles and rate limits.
+    """
+    simulator = Simulator(config or SimulatorConfig(), clock)
+    app = web.Application()
+    app[SIMULATOR_KEY] = simulator
+    routes: list[tuple[str, str, Handler]] = [
+        ("POST", "/v1/threads", simulator.create_thread),
+        ("GET", "/v1/threads/{thread_id}", simulator.get_thread),
+        ("POST", "/v1/threads/{thread_id}/runs", simulator.create_run),
+        ("GET", "/v1/threads/{thread_id}/runs", simulator.list_runs),
+        ("GET", "/v1/threads/{thread_id}/runs/{run_id}", simulator.get_run),
+        ("POST", "/v1/threads/{thread_id}/runs/{run_id}/cancel", simulator.cancel_run),
+        ("GET", "/v1/threads/{thread_id}/messages", simulator.list_messages),
+    ]
+    for method, template, handler in routes:
+        app.router.add_route(method, template, simulator.endpoint(method, template, handler))
+    app.router.add_route("GET", "/_simulator/stats", simulator.stats_route)
+    app.router.add_route("POST", "/_simulator/reset", simulator.reset_route)
+    # Last, so every other method and path (405s included) gets OpenAI's 404 envelope.
+    app.router.add_route("*", "/{tail:.*}", simulator.unmatched)
+    return app

@@ -1,0 +1,163 @@
+"""OpenAI's error envelope and the simulator's errors, worded as the real service words them.
+
+Every error answer is ``{"error": {"message", "type", "param", "code"}}`` with all four keys
+present, so clients can be tested against the exact shapes they meet in production.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchrun.simulator.limits import go_duration, plain_number
+
+SERVER_ERROR_MESSAGES = {
+    500: "The server had an error while processing your request. Sorry about that!",
+    502: "Bad gateway.",
+    503: "The engine is currently overloaded, please try again later.",
+}
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status plus the four envelope fields and extra headers."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        error_type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = error_type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON answer in OpenAI's envelope."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def mask_key(key: str) -> str:
+    """``sk-abcdef...wxyz`` -> ``sk-ab***yz``: enough to recognise a key, never to use it."""
+    # Short strings would be mostly revealed by any prefix/suffix, so show nothing of them.
+    return f"{key[:5]}***{key[-2:]}" if len(key) >= 12 else "***"
+
+
+def invalid_url(method: str, path: str) -> ApiError:
+    """404 for a route the service does not have."""
+    return ApiError(404, f"Invalid URL ({method} {path})")
+
+
+def missing_key() -> ApiError:
+    """401 when no bearer key came with the request."""
+    return ApiError(
+        401,
+        "You didn't provide an API key. You need to provide your API key in an "
+        "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+    )
+
+
+def wrong_key(key: str) -> ApiError:
+    """401 for a key other than the configured one; the key is masked."""
+    return ApiError(
+        401,
+        f"Incorrect API key provided: {mask_key(key)}. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+        code="invalid_api_key",
+    )
+
+
+def invalid_beta() -> ApiError:
+    """400 when the ``OpenAI-Beta`` header is missing or names no Assistants version."""
+    return ApiError(
+        400,
+        "You must provide the 'OpenAI-Beta' header to access the Assistants API. Please try "
+        "again by setting the header 'OpenAI-Beta: assistants=v2'.",
+        code="invalid_beta",
+    )
+
+
+def invalid_json() -> ApiError:
+    """400 for a body that is not JSON."""
+    return ApiError(
+        400,
+        "We could not parse the JSON body of your request. (HINT: This likely means you "
+        "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+        "but what was sent was not valid JSON.)",
+    )
+
+
+def not_an_object(kind: str) -> ApiError:
+    """400 for a JSON body that is not an object."""
+    return ApiError(400, f"Invalid type for 'body': expected an object, but got {kind} instead.")
+
+
+def invalid_param(param: str, message: str, code: str | None = None) -> ApiError:
+    """400 naming the parameter at fault."""
+    return ApiError(400, message, param=param, code=code)
+
+
+def no_thread(thread_id: str) -> ApiError:
+    """404 for a thread the service does not know."""
+    return ApiError(404, f"No thread found with id '{thread_id}'.")
+
+
+def no_run(run_id: str) -> ApiError:
+    """404 for a run the thread does not have."""
+    return ApiError(404, f"No run found with id '{run_id}'.")
+
+
+def busy_thread(thread_id: str, run_id: str) -> ApiError:
+    """400 for a second run on a thread whose run is still active."""
+    return ApiError(400, f"Thread {thread_id} already has an active run {run_id}.")
+
+
+def cannot_cancel(status: str) -> ApiError:
+    """400 for cancelling a run that already stopped."""
+    return ApiError(400, f"Cannot cancel run with status '{status}'.")
+
+
+def rate_limited(limit: float, wait_seconds: float, headers: dict[str, str]) -> ApiError:
+    """429 from an empty token bucket, with ``retry-after`` and ``retry-after-ms``."""
+    retry_ms = max(1, int(wait_seconds * 1000 + 0.999))
+    retry_s = max(1, -(-retry_ms // 1000))  # whole seconds, rounded up, at least 1
+    shown = plain_number(limit)
+    return ApiError(
+        429,
+        f"Rate limit reached for requests per min (RPM): Limit {shown}, Used {shown}, "
+        f"Requested 1. Please try again in {go_duration(wait_seconds)}. Visit "
+        "https://platform.openai.com/account/rate-limits to learn more.",
+        error_type="requests",
+        code="rate_limit_exceeded",
+        headers={**headers, "retry-after": str(retry_s), "retry-after-ms": str(retry_ms)},
+    )
+
+
+def quota_exhausted() -> ApiError:
+    """429 that no retry can cure: the account has no quota left."""
+    return ApiError(
+        429,
+        "You exceeded your current quota, please check your plan and billing details. For "
+        "more information on this error, read the docs: "
+        "https://platform.openai.com/docs/guides/error-codes/api-errors.",
+        error_type="insufficient_quota",
+        code="insufficient_quota",
+    )
+
+
+def server_error(status: int) -> ApiError:
+    """An injected 500, 502 or 503."""
+    return ApiError(status, SERVER_ERROR_MESSAGES[status], error_type="server_error")

@@ -1,0 +1,63 @@
+"""The simulator's settings: one frozen object, checked once when it is built."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_RUN_SECONDS = 1.0
+DEFAULT_HANG_SECONDS = 30.0
+DEFAULT_MODEL = "gpt-4o"
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """How the simulator behaves: auth, run timing, rate limits and injected faults.
+
+    ``rpm`` limits run creation (``POST .../runs``) and ``read_rpm`` the GET routes, each
+    with a token bucket that holds ``burst`` tokens (default: one second's worth, at least 1)
+    and starts full. Fault rates are probabilities per request, drawn from ``seed``.
+    """
+
+    api_key: str | None = field(default=None, repr=False)  # repr=False: never log the key
+    strict_threads: bool = False
+    run_seconds: float = DEFAULT_RUN_SECONDS
+    rpm: float | None = None
+    read_rpm: float | None = None
+    burst: float | None = None
+    latency_ms: float = 0.0
+    fail_rate: float = 0.0
+    hang_rate: float = 0.0
+    hang_seconds: float = DEFAULT_HANG_SECONDS
+    reset_rate: float = 0.0
+    seed: int | None = None
+    quota_exhausted: bool = False
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+
+    def __post_init__(self) -> None:
+        for name in ("fail_rate", "hang_rate", "reset_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        # Hang and reset are drawn from one number, so together they cannot exceed 1.
+        if self.hang_rate + self.reset_rate > 1.0:
+            raise ValueError("hang_rate + reset_rate must not exceed 1")
+        for name in ("rpm", "read_rpm", "burst"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, got {value}")
+        for name in ("run_seconds", "latency_ms", "hang_seconds"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be zero or more, got {value}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if self.api_key == "":
+            raise ValueError("api_key must not be empty (use None to accept any key)")
+
+    def burst_for(self, per_minute: float) -> float:
+        """The bucket size for a limit of ``per_minute``: ``burst`` or one second's worth."""
+        return self.burst if self.burst is not None else max(1.0, per_minute / 60.0)
