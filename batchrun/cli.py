@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from batchrun import __version__
-from batchrun.errors import BatchrunError, ExitCode
+from batchrun.errors import BatchrunError, ExitCode, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -252,7 +252,11 @@ def serve(**options: Any) -> None:
             config = SimulatorConfig(**options)
         except (TypeError, ValueError) as error:
             raise click.UsageError(str(error)) from None
-        serve_forever(config, announce=lambda line: click.echo(line, err=True))
+        try:
+            serve_forever(config, announce=lambda line: click.echo(line, err=True))
+        except OSError as error:
+            where = f"{config.host}:{config.port}"
+            raise UsageError(f"cannot listen on {where}: {error.strerror or error}") from None
 
 
 def _settings(ctx: click.Context, options: dict[str, Any]) -> Any:

@@ -41,6 +41,7 @@ class Failure(Enum):
     CONNECT = "connect"  # never reached the server: nothing can have been created
     TIMEOUT = "timeout"  # sent, no answer in time: a run may exist
     DISCONNECT = "disconnect"  # connection dropped after sending: a run may exist
+    TLS = "tls"  # the server's certificate failed verification: no request was sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +78,16 @@ def decide(
     error = error or {}
     left = attempt <= max_retries
     backoff = backoff_delay(attempt, rand)
+    if failure is Failure.TLS:
+        # Every row would meet the same certificate: stop rather than fail them one by one.
+        return RetryDecision(False, systemic=True, reason="TLS certificate verification failed")
     if failure is not None:
         ambiguous = failure is not Failure.CONNECT
         reason = {
             Failure.CONNECT: "could not connect",
             Failure.TIMEOUT: "timed out waiting for the answer",
             Failure.DISCONNECT: "connection dropped before the answer",
-        }[failure]
+        }.get(failure, failure.value)
         return RetryDecision(left, backoff, ambiguous=ambiguous, reason=reason)
     assert status is not None
     code = str(error.get("code") or "")

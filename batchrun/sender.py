@@ -154,7 +154,7 @@ class ApiClient:
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise TransportError(Failure.TIMEOUT, "timed out waiting for the answer") from None
         except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as error:
-            raise TransportError(Failure.CONNECT, self.mask(f"TLS failed: {error}")) from None
+            raise TransportError(Failure.TLS, self.mask(f"TLS failed: {error}")) from None
         except aiohttp.ClientConnectorError as error:
             raise TransportError(
                 Failure.CONNECT, self.mask(f"could not connect: {error}")
