@@ -20,7 +20,7 @@ from batchrun.sheets import read_sheet
 from batchrun.writers import (
     SheetWriter,
     escape_formula,
-    escape_formulas,
+    escape_formula_cells,
     excel_text,
     write_sheet,
 )
@@ -107,7 +107,9 @@ def test_xlsx_long_cell_is_cut_with_marker_and_kept_whole_beside_it(tmp_path: Pa
     big = "é" * 1_000_000
     astral = "😀" * 20_000  # 40,000 UTF-16 units in 20,000 characters
     frame = frame_of([{"a": "small", "b": "x"}, {"a": big, "b": astral}])
-    write_sheet(target, frame)
+    with SheetWriter(target, ["a", "b"]) as out:
+        out.write(frame)
+    assert out.cut_cells == 2
     book = open_workbook(target)
     cells = [c.value for row in book["results"].iter_rows() for c in row]
     book.close()
@@ -236,7 +238,7 @@ def test_xlsx_refuses_more_rows_than_excel_holds(
 )
 def test_escape_formula(text: str, expected: str) -> None:
     assert escape_formula(text) == expected
-    assert escape_formulas([text]) == [expected]
+    assert escape_formula_cells([text]) == [expected]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv"])
@@ -282,9 +284,9 @@ def test_one_column_csv_keeps_blank_looking_cells(tmp_path: Path, cell: str) -> 
 
 def test_non_text_values_in_text_columns_become_text(tmp_path: Path) -> None:
     target = tmp_path / "out.csv"
-    frame = pd.DataFrame({"a": [None, float("nan"), 3, 2.5, pd.NA]}, dtype=object)
+    frame = pd.DataFrame({"a": [None, float("nan"), 3, 2.5, pd.NA, 7.0, True]}, dtype=object)
     write_sheet(target, frame)
-    assert read_sheet(target)["a"].tolist() == ["", "", "3", "2.5", ""]
+    assert read_sheet(target)["a"].tolist() == ["", "", "3", "2.5", "", "7", "true"]
 
 
 # --- JSONL ----------------------------------------------------------------------------------

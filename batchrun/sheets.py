@@ -1,0 +1,391 @@
+"""Read an input sheet (.csv, .tsv, .xlsx/.xlsm, .jsonl) as a table of text cells.
+
+    frame = read_sheet(Path("jobs.csv"))                  # the whole sheet
+    headers, chunks = iter_sheet(Path("big.csv"))         # or chunk by chunk
+    for chunk in chunks: ...
+
+What comes back, whatever the format:
+
+- Every column has ``object`` dtype and every cell is a Python ``str``; an empty cell is
+  ``""``, never NaN or None. Nothing is guessed: ``00123``, ``1e5``, ``TRUE``, ``NA`` and
+  ``null`` stay the text they are.
+- Column labels are the header cells exactly as written. A header cell that is empty (or
+  only spaces) is named ``column_N``, N its 1-based position. Two headers that are equal
+  after trimming and casefolding are an :class:`InputError`, since callers match headers
+  that way.
+- The index counts data rows from 0, continuing across chunks.
+- Row numbers in messages count records as a spreadsheet shows them: the header is row 1.
+  Line numbers (encoding and JSONL problems) count physical lines of the file.
+
+Per format:
+
+- CSV/TSV: UTF-8 with or without a BOM; standard quoting (``"`` doubled inside quotes).
+  Blank and whitespace-only lines are skipped; a row with fewer cells than the header is
+  padded with ``""``, one with more is an error. A NUL byte, UTF-16 or invalid UTF-8 is
+  refused before any row is returned, so a streaming caller never acts on half a file.
+- XLSX/XLSM: see :mod:`batchrun.xlsx_reader` (cells as Excel shows them).
+- JSONL: one JSON object per line, blank lines skipped. Columns are the keys in first-seen
+  order across all lines (the file is read twice when streamed). A string value is the
+  cell; ``null`` or a missing key is an empty cell; any other value becomes its compact
+  JSON text (``true``, ``0.7``, ``{"a":1}``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+import stat
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from batchrun.errors import InputError, UsageError
+from batchrun.xlsx_reader import open_xlsx_sheet
+
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "FORMATS",
+    "checked_headers",
+    "iter_sheet",
+    "read_sheet",
+    "sheet_format",
+]
+
+DEFAULT_CHUNK_ROWS = 50_000
+FORMATS: dict[str, str] = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+    ".jsonl": "jsonl",
+}
+_USE = "use .csv, .tsv, .xlsx, .xlsm or .jsonl"
+_BLOCK = 1 << 20
+_RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_UNCLOSED = re.compile(r"EOF inside string starting at row (\d+)")
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def sheet_format(path: Path) -> str:
+    """Return "csv", "tsv", "xlsx" or "jsonl" from the file's extension."""
+    suffix = path.suffix.lower()
+    if suffix in FORMATS:
+        return FORMATS[suffix]
+    if suffix == ".xls":
+        raise InputError(path, "is an old .xls workbook; save it as .xlsx")
+    if not suffix:
+        raise InputError(path, f"has no extension; {_USE}")
+    raise InputError(path, f"unknown extension {path.suffix!r}; {_USE}")
+
+
+def read_sheet(path: Path, sheet: str | int | None = None) -> pd.DataFrame:
+    """Read a whole sheet as text cells (see the module docstring)."""
+    headers, chunks = iter_sheet(path, sheet, chunk_rows=250_000)
+    frames = list(chunks)
+    if not frames:
+        return _frame([[] for _ in headers], headers, 0)
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True)
+
+
+def iter_sheet(
+    path: Path, sheet: str | int | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> tuple[list[str], Iterator[pd.DataFrame]]:
+    """Return the headers and an iterator of frames of at most ``chunk_rows`` rows.
+
+    File-level problems (missing, not UTF-8, bad header, unknown sheet) raise here; a
+    problem further down a CSV (a ragged row) raises from the iterator.
+    """
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be at least 1")
+    fmt = _checked_format(path)
+    if sheet is not None and fmt != "xlsx":
+        raise UsageError(f"--sheet applies to .xlsx/.xlsm input, not {path.suffix} ({path})")
+    if fmt == "xlsx":
+        raw, rows = open_xlsx_sheet(path, sheet)
+        headers = checked_headers(path, raw)
+        return headers, _row_chunks(rows, headers, chunk_rows)
+    _check_utf8_text(path)
+    if fmt == "jsonl":
+        keys = _jsonl_keys(path)
+        headers = checked_headers(path, keys)
+        return headers, _jsonl_chunks(path, keys, headers, chunk_rows)
+    sep = "\t" if fmt == "tsv" else ","
+    headers = checked_headers(path, _csv_header(path, sep))
+    return headers, _csv_chunks(path, sep, headers, chunk_rows)
+
+
+def checked_headers(path: Path, raw: Sequence[str]) -> list[str]:
+    """Name empty header cells ``column_N`` and refuse duplicates (trimmed, casefolded)."""
+    names = [name if name.strip() else f"column_{i}" for i, name in enumerate(raw, start=1)]
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(names, start=1):
+        positions.setdefault(name.strip().casefold(), []).append(i)
+    clashes = [found for found in positions.values() if len(found) > 1]
+    if clashes:
+        described = "; ".join(
+            f"{names[found[0] - 1].strip()!r} (columns {', '.join(map(str, found))})"
+            for found in clashes
+        )
+        raise InputError(
+            path, f"duplicate column names, compared ignoring case and spaces: {described}"
+        )
+    return names
+
+
+def _checked_format(path: Path) -> str:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise InputError(path, "is a directory, not a sheet file")
+    fmt = sheet_format(path)
+    if status.st_size == 0:
+        raise InputError(path, "is empty (no header row)")
+    return fmt
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror})") from None
+
+
+def _check_utf8_text(path: Path) -> None:
+    # One fast pass (about 1 GB/s) so that a bad byte on line 900,000 stops the job before
+    # the first row is used, and so the message can name the line.
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines_before = 0
+    with _open_binary(path) as f:
+        first = f.read(2)
+        if first in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            raise InputError(path, "is UTF-16 text: save it as UTF-8")
+        f.seek(0)
+        while block := f.read(_BLOCK):
+            nul = block.find(b"\x00")
+            if nul >= 0:
+                line = lines_before + block.count(b"\n", 0, nul) + 1
+                raise InputError(
+                    path, f"has a NUL byte on line {line}: it is binary or UTF-16, not UTF-8 text"
+                )
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                line = lines_before + block.count(b"\n", 0, max(exc.start, 0)) + 1
+                raise InputError(
+                    path, f"is not UTF-8 text (line {line}): save it as UTF-8"
+                ) from None
+            lines_before += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise InputError(
+                path, f"is not UTF-8 text (line {lines_before + 1}): save it as UTF-8"
+            ) from None
+
+
+# --- CSV and TSV --------------------------------------------------------------------------
+
+
+def _csv_header(path: Path, sep: str) -> list[str]:
+    try:
+        first = pd.read_csv(
+            path,
+            sep=sep,
+            header=None,
+            nrows=1,
+            dtype=object,
+            keep_default_na=False,
+            na_filter=False,
+            index_col=False,
+            encoding="utf-8",
+            engine="c",
+        )
+    except pd.errors.EmptyDataError:
+        raise InputError(path, "is empty (no header row)") from None
+    except pd.errors.ParserError as exc:
+        raise _parser_problem(path, exc, None) from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror})") from None
+    return [str(cell) for cell in first.iloc[0].tolist()]
+
+
+def _csv_chunks(
+    path: Path, sep: str, headers: list[str], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    # The C engine with object dtype and no NA filtering keeps every cell as the exact
+    # text, has no field size limit, and reads about 500,000 rows/s. header=None keeps the
+    # header row as data (dropped below) so pandas never renames or mangles it.
+    start = 0
+    skip_header = True
+    try:
+        with pd.read_csv(
+            path,
+            sep=sep,
+            header=None,
+            chunksize=chunk_rows,
+            dtype=object,
+            keep_default_na=False,
+            na_filter=False,
+            index_col=False,
+            encoding="utf-8",
+            engine="c",
+        ) as reader:
+            for chunk in reader:
+                if skip_header:
+                    chunk = chunk.iloc[1:]
+                    skip_header = False
+                if chunk.empty:
+                    continue
+                chunk.columns = pd.Index(headers, dtype=object)
+                chunk.index = pd.RangeIndex(start, start + len(chunk))
+                start += len(chunk)
+                yield chunk
+    except pd.errors.ParserError as exc:
+        raise _parser_problem(path, exc, len(headers)) from None
+
+
+def _parser_problem(path: Path, exc: Exception, width: int | None) -> InputError:
+    message = str(exc).strip()
+    if found := _RAGGED.search(message):
+        expected, row, saw = (int(g) for g in found.groups())
+        return InputError(path, f"row {row} has {saw} cells but the header has {width or expected}")
+    if found := _UNCLOSED.search(message):
+        # pandas counts this row from 0.
+        return InputError(path, f"row {int(found.group(1)) + 1}: a quoted cell is never closed")
+    return InputError(path, f"is not readable as delimited text ({message.splitlines()[-1]})")
+
+
+# --- JSONL ---------------------------------------------------------------------------------
+
+
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with _open_binary(path) as f:
+        for number, raw in enumerate(f, start=1):
+            line = raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw
+            if line.strip():
+                yield number, _json_object(path, number, line)
+
+
+def _json_object(path: Path, number: int, line: bytes) -> dict[str, Any]:
+    try:
+        value = _parse_json(line)
+    except ValueError as exc:
+        detail = (
+            f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else exc
+        )
+        raise InputError(path, f"line {number} is not valid JSON ({detail})") from None
+    if not isinstance(value, dict):
+        raise InputError(path, f"line {number} is not a JSON object (it is {_json_kind(value)})")
+    return value
+
+
+def _parse_json(line: bytes) -> object:
+    # orjson is several times faster, but reads integers beyond 64 bits as floats (losing
+    # digits) and refuses lone surrogate escapes, both valid JSON; the standard library
+    # takes those, and gives the clearer message for invalid lines.
+    if not _LONG_DIGITS.search(line):
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(line.decode("utf-8"), parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "null" if value is None else "a number"
+
+
+def _jsonl_keys(path: Path) -> list[str]:
+    keys: dict[str, None] = {}
+    found = False
+    for _, record in _jsonl_lines(path):
+        found = True
+        keys.update(dict.fromkeys(record))
+    if not found:
+        raise InputError(path, "is empty (no JSON objects)")
+    return list(keys)
+
+
+def _jsonl_chunks(
+    path: Path, keys: list[str], headers: list[str], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    batch: list[dict[str, Any]] = []
+    start = 0
+    for _, record in _jsonl_lines(path):
+        batch.append(record)
+        if len(batch) == chunk_rows:
+            yield _frame([[_json_cell(r.get(k)) for r in batch] for k in keys], headers, start)
+            start += len(batch)
+            batch = []
+    if batch:
+        yield _frame([[_json_cell(r.get(k)) for r in batch] for k in keys], headers, start)
+
+
+def _json_cell(value: object) -> str:
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if type(value) is int:
+        return str(value)
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        # Integers beyond 64 bits or lone surrogates inside an object or array.
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- shared --------------------------------------------------------------------------------
+
+
+def _row_chunks(
+    rows: Iterator[list[str]], headers: list[str], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    batch: list[list[str]] = []
+    start = 0
+    for row in rows:
+        batch.append(row)
+        if len(batch) == chunk_rows:
+            yield _frame(_columns_of(batch, len(headers)), headers, start)
+            start += len(batch)
+            batch = []
+    if batch:
+        yield _frame(_columns_of(batch, len(headers)), headers, start)
+
+
+def _columns_of(rows: list[list[str]], width: int) -> list[list[str]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+def _frame(columns: list[list[str]], headers: list[str], start: int) -> pd.DataFrame:
+    # dtype=object: pandas 3 would otherwise infer its "str" dtype from lists of str, and
+    # the CSV path gives object columns; callers get one dtype whatever the format.
+    data = {
+        name: np.array(column, dtype=object) for name, column in zip(headers, columns, strict=True)
+    }
+    frame = pd.DataFrame(data, dtype=object, columns=pd.Index(headers, dtype=object))
+    frame.index = pd.RangeIndex(start, start + len(frame))
+    return frame

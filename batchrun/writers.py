@@ -1,0 +1,374 @@
+"""Write result rows as .csv, .tsv, .jsonl or .xlsx, atomically and chunk by chunk.
+
+    with SheetWriter(Path("out.xlsx"), columns, number_columns=frozenset({"status"})) as out:
+        for chunk in chunks:
+            out.write(chunk)
+        out.close(summary={"outcome": [("ok", 990), ("failed", 10)]})
+
+Everything goes to a temp file beside the target (``.out.xlsx.<random>.tmp``) that is
+fsynced and renamed onto the target by :meth:`SheetWriter.close`; an exception inside the
+``with`` block, or :meth:`SheetWriter.abort`, removes it and leaves an earlier target as it
+was. Cells of text columns are ``str`` (None/NaN are written empty); cells of
+``number_columns`` are numbers, with None/NaN written as an empty cell.
+
+Per format:
+
+- CSV/TSV: UTF-8 without a BOM, ``\\n`` line ends, cells quoted only when needed (a row
+  holding a carriage return, and every cell of a one-column file, is fully quoted so that
+  it reads back the same). With ``escape_formulas`` (the default) a text cell, header
+  included, that starts with ``= + - @``, tab or carriage return and is not a plain number
+  gets a leading ``'`` (see :func:`escape_formula`). Lone surrogates, which UTF-8 cannot
+  hold, are written as ``\\udXXX``. The summary is not written (it has no place in CSV).
+- JSONL: one object per row, keys in column order; number columns as JSON numbers
+  (``null`` when empty), other cells as strings. No summary. A frame with no rows gives an
+  empty file.
+- XLSX: see :mod:`batchrun.xlsx_writer`; the summary becomes a ``summary`` sheet.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Protocol, Self
+
+import numpy as np
+import orjson
+import pandas as pd
+from pandas.api.types import infer_dtype
+
+from batchrun.atomic import StagedFile
+from batchrun.errors import UsageError
+from batchrun.xlsx_writer import (
+    MAX_XLSX_DATA_ROWS,
+    NumberCell,
+    Summary,
+    XlsxResultWriter,
+    excel_text,
+)
+
+__all__ = [
+    "MAX_XLSX_DATA_ROWS",
+    "SheetWriter",
+    "Summary",
+    "escape_formula",
+    "escape_formula_cells",
+    "excel_text",
+    "output_format",
+    "write_sheet",
+]
+
+_SLICE_ROWS = 50_000  # bounds the writer's own copies whatever size the caller's frames are
+_FORMULA_START = frozenset("=+-@\t\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_OUTPUTS = (".csv", ".tsv", ".jsonl", ".xlsx")
+
+
+def escape_formula(text: str) -> str:
+    """Prefix ``'`` to text a spreadsheet would run as a formula: ``=1+1`` -> ``'=1+1``.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return is escaped unless
+    it is a plain number (``-5``, ``+1.5``, ``-1e3`` stay as they are).
+    """
+    if text[:1] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def escape_formula_cells(texts: list[str]) -> list[str]:
+    """Apply :func:`escape_formula` to a column of text cells."""
+    # A comprehension testing the first character is 3x faster than pandas .str methods,
+    # which also run Python code per cell on object columns; the regex runs only for the
+    # rare candidates.
+    start = _FORMULA_START
+    number = _PLAIN_NUMBER.fullmatch
+    return [("'" + t) if t[:1] in start and not number(t) else t for t in texts]
+
+
+def output_format(path: Path) -> str:
+    """Return "csv", "tsv", "jsonl" or "xlsx" from an output file's extension."""
+    suffix = path.suffix.lower()
+    if suffix in _OUTPUTS:
+        return suffix[1:]
+    if suffix == ".xlsm":
+        raise UsageError(f"{path}: batchrun does not write macro workbooks; write .xlsx")
+    raise UsageError(
+        f"{path}: unknown output extension {path.suffix!r}; use .csv, .tsv, .xlsx or .jsonl"
+    )
+
+
+class _FormatWriter(Protocol):
+    cut_cells: int
+
+    def write_columns(self, cells: list[list[Any]]) -> None: ...
+    def close(self, summary: Summary | None) -> None: ...
+    def abort(self) -> None: ...
+
+
+class SheetWriter:
+    """Writes frames of result rows to one output file; see the module docstring."""
+
+    def __init__(
+        self,
+        path: Path,
+        columns: Sequence[str],
+        *,
+        escape_formulas: bool = True,
+        number_columns: frozenset[str] = frozenset(),
+        sheet_name: str = "results",
+    ) -> None:
+        fmt = output_format(path)
+        self.path = path
+        self.columns = list(columns)
+        if len(set(self.columns)) != len(self.columns):
+            raise ValueError(f"duplicate column names: {self.columns}")
+        numbers = [name in number_columns for name in self.columns]
+        self.rows_written = 0
+        self._done = False
+        self._out: _FormatWriter
+        if fmt == "xlsx":
+            self._out = XlsxResultWriter(path, self.columns, numbers, sheet_name)
+        elif fmt == "jsonl":
+            self._out = _JsonlWriter(path, self.columns)
+        else:
+            self._out = _DelimitedWriter(
+                path, self.columns, numbers, "\t" if fmt == "tsv" else ",", escape_formulas
+            )
+        self._numbers = numbers
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._done:
+            self.close()
+
+    def write(self, frame: pd.DataFrame) -> None:
+        """Append the frame's rows; its columns must be this writer's columns, in order.
+
+        If writing fails, the writer is aborted before the exception propagates.
+        """
+        if self._done:
+            raise ValueError(f"{self.path}: the writer is already closed")
+        if [str(name) for name in frame.columns] != self.columns:
+            raise ValueError(f"frame columns {list(frame.columns)} are not {self.columns}")
+        try:
+            for start in range(0, len(frame), _SLICE_ROWS):
+                part = frame.iloc[start : start + _SLICE_ROWS]
+                cells = [
+                    _number_cells(part.iloc[:, col])
+                    if is_number
+                    else _text_cells(part.iloc[:, col])
+                    for col, is_number in enumerate(self._numbers)
+                ]
+                self._out.write_columns(cells)
+                self.rows_written += len(part)
+        except BaseException:
+            self.abort()
+            raise
+
+    @property
+    def cut_cells(self) -> int:
+        """How many cells were too long for .xlsx and went whole to ``<stem>.full.jsonl``."""
+        return self._out.cut_cells
+
+    def close(self, summary: Summary | None = None) -> None:
+        """Finish the file and move it onto the target (the summary goes to .xlsx only)."""
+        if self._done:
+            return
+        self._done = True
+        self._out.close(summary)
+
+    def abort(self) -> None:
+        """Drop what was written; an earlier target file stays untouched."""
+        if not self._done:
+            self._done = True
+            self._out.abort()
+
+
+def write_sheet(
+    path: Path,
+    frame: pd.DataFrame,
+    *,
+    summary: Summary | None = None,
+    escape_formulas: bool = True,
+    number_columns: frozenset[str] = frozenset(),
+    sheet_name: str = "results",
+) -> None:
+    """Write a whole frame to ``path`` (format by extension), atomically."""
+    with SheetWriter(
+        path,
+        [str(name) for name in frame.columns],
+        escape_formulas=escape_formulas,
+        number_columns=number_columns,
+        sheet_name=sheet_name,
+    ) as out:
+        out.write(frame)
+        out.close(summary)
+
+
+# --- cell values ---------------------------------------------------------------------------
+
+
+def _text_cells(column: pd.Series) -> list[str]:
+    values = column.to_numpy(dtype=object)
+    if infer_dtype(values, skipna=False) == "string":
+        return values.tolist()
+    return [_cell_text(v) for v in values]
+
+
+def _number_cells(column: pd.Series) -> list[NumberCell]:
+    values = column.to_numpy(dtype=object)
+    return [v if type(v) is int else _number_cell(v) for v in values]
+
+
+def _number_cell(value: object) -> NumberCell:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, bool | np.bool_ | int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if math.isnan(number):
+            return None
+        # A float column (pandas' int-with-missing) would otherwise show 200 as "200.0".
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    text = str(value)
+    if not text.strip():
+        return None
+    if _PLAIN_NUMBER.fullmatch(text.strip()):
+        return _number_cell(float(text)) if any(c in text for c in ".eE") else int(text)
+    return text
+
+
+def _number_texts(values: list[NumberCell]) -> list[str]:
+    # Ints and empties first: they are nearly all of a status or attempts column.
+    return [str(v) if type(v) is int else "" if v is None else _cell_text(v) for v in values]
+
+
+def _cell_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"  # as the JSONL reader gives JSON booleans
+    number = _number_cell(value)
+    if number is None:
+        return ""
+    return repr(number) if isinstance(number, float) else str(number)
+
+
+# --- CSV/TSV and JSONL ---------------------------------------------------------------------
+
+
+class _DelimitedWriter:
+    cut_cells = 0  # nothing is cut: only .xlsx has a cell limit
+
+    def __init__(
+        self,
+        path: Path,
+        columns: list[str],
+        numbers: list[bool],
+        delimiter: str,
+        escape: bool,
+    ) -> None:
+        self._numbers = numbers
+        self._escape = escape
+        self._staged = StagedFile(path)
+        # Kept open across write() calls, closed by close()/abort().
+        self._file: IO[str] = open(  # noqa: SIM115
+            self._staged.temp, "w", encoding="utf-8", errors="backslashreplace", newline=""
+        )
+        options: dict[str, Any] = {"delimiter": delimiter, "lineterminator": "\n"}
+        self._minimal = csv.writer(self._file, quoting=csv.QUOTE_MINIMAL, **options)
+        self._quoted = csv.writer(self._file, quoting=csv.QUOTE_ALL, **options)
+        # One-column files: an empty or blank line would read back as no row at all.
+        self._always_quote = len(columns) == 1
+        header = escape_formula_cells(columns) if escape else list(columns)
+        try:
+            if header and header[0].startswith("\ufeff"):
+                self._quoted.writerow(header)  # quoted, so a reader won't take it for a BOM
+            else:
+                self._write_rows([[h] for h in header])
+        except BaseException:
+            self.abort()
+            raise
+
+    def write_columns(self, cells: list[list[Any]]) -> None:
+        columns: list[list[str]] = []
+        for values, is_number in zip(cells, self._numbers, strict=True):
+            texts = _number_texts(values) if is_number else values
+            columns.append(escape_formula_cells(texts) if self._escape else texts)
+        self._write_rows(columns)
+
+    def _write_rows(self, columns: list[list[str]]) -> None:
+        rows = zip(*columns, strict=True)
+        if self._always_quote:
+            self._quoted.writerows(rows)
+            return
+        # csv quotes a cell holding "\n" but not a lone "\r" when lines end in "\n", and
+        # readers take that "\r" for a line end: such rows are quoted in full.
+        risky = [col for col in columns if "\r" in "".join(col)]  # one C-speed scan per column
+        if not risky:
+            self._minimal.writerows(rows)
+            return
+        marked = {i for col in risky for i, text in enumerate(col) if "\r" in text}
+        for i, row in enumerate(rows):
+            (self._quoted if i in marked else self._minimal).writerow(row)
+
+    def close(self, summary: Summary | None) -> None:
+        try:
+            self._file.close()
+        except BaseException:
+            self._staged.discard()
+            raise
+        self._staged.commit()
+
+    def abort(self) -> None:
+        self._file.close()
+        self._staged.discard()
+
+
+class _JsonlWriter:
+    cut_cells = 0  # nothing is cut: only .xlsx has a cell limit
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self._columns = columns
+        self._staged = StagedFile(path)
+        # Kept open across write() calls, closed by close()/abort().
+        self._file: IO[bytes] = open(self._staged.temp, "wb")  # noqa: SIM115
+
+    def write_columns(self, cells: list[list[Any]]) -> None:
+        keys = self._columns
+        write = self._file.write
+        # Line by line: orjson's bytes keep ~4 KiB of capacity each, so a list of a chunk's
+        # lines would cost ~200 MB per 50,000 rows.
+        for row in zip(*cells, strict=True):
+            record = dict(zip(keys, row, strict=True))
+            try:
+                write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+            except (orjson.JSONEncodeError, TypeError):
+                # Lone surrogates: the standard library escapes them as \udXXX.
+                write(json.dumps(record).encode() + b"\n")
+
+    def close(self, summary: Summary | None) -> None:
+        try:
+            self._file.close()
+        except BaseException:
+            self._staged.discard()
+            raise
+        self._staged.commit()
+
+    def abort(self) -> None:
+        self._file.close()
+        self._staged.discard()
