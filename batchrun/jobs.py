@@ -6,8 +6,6 @@ and raise only :class:`~batchrun.errors.BatchrunError` for job-stopping problems
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, Summary
 from batchrun.runner import Progress, run_rows
 from batchrun.validation import checked_chunks
+from batchrun.writers import MAX_XLSX_DATA_ROWS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,6 +77,11 @@ def run_file(
     frame = read_sheet(source, settings.sheet)
     if settings.limit is not None:
         frame = frame.iloc[: settings.limit]
+    if target.suffix.lower() == ".xlsx" and len(frame) > MAX_XLSX_DATA_ROWS:
+        # Found out before sending, not after: Excel holds 1,048,575 data rows.
+        raise UsageError(
+            f"-o {target}: {len(frame):,} rows do not fit a worksheet; write .csv or .jsonl"
+        )
     check_names([str(c) for c in frame.columns], settings, "run")
     rows = RowPreparer(make_plan(list(frame.columns), settings, source), settings).prepare(frame)
     journal_path = settings.journal or default_journal_path(target)
@@ -166,12 +170,13 @@ def write_output(target: Path, frame: pd.DataFrame, settings: Settings, summary:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``text`` to ``path`` via a temporary file beside it and a rename."""
+    from batchrun.atomic import StagedFile
+
+    staged = StagedFile(path)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        Path(temporary).replace(path)
+        staged.temp.write_text(text, encoding="utf-8")
+        staged.commit()
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        staged.discard()
         raise
