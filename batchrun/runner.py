@@ -196,6 +196,11 @@ class Execution:
                 row.run_status = str((run or {}).get("status", row.run_status))
         except StopSending:
             pass
+        except asyncio.CancelledError:
+            # Stopping (Ctrl-C): the run exists and the journal says so; the lane's later
+            # rows are not sent, and the lane must count as finished or the stop would hang.
+            self.stop_lane(lane, position + 1, f"not sent: job stopped ({self.control.reason})")
+            raise
         if row.run_status == "requires_action":
             lane.blocked = (
                 f"not sent: run {row.run_id} on this thread waits for tool outputs "

@@ -192,3 +192,26 @@ def test_a_foreign_journal_is_refused_with_a_hint(
     assert "--fresh" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert second.stats()["requests"] == {}
+
+
+def test_sigint_while_waiting_for_runs_stops_promptly_and_rerun_finishes(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(run_seconds=3)
+    source, output = write_rows(tmp_path / "in.csv", 6), tmp_path / "out.csv"
+    args = command(source, output, sim.base_url, "--wait")
+    process = start_cli(args)
+    deadline = time.monotonic() + 20
+    while sim.stats()["runs_created"] < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - started < 5, "followers must not hold the stop for the grace period"
+    rows = read_rows(output)
+    assert all(r["status"] == "200" and "rerun" in r["error"] for r in rows)
+    finished = run_cli(args)
+    assert finished.returncode == 0, finished.stderr
+    assert {r["run_status"] for r in read_rows(output)} == {"completed"}
+    assert sim.stats()["runs_created"] == 6
