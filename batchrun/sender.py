@@ -325,6 +325,8 @@ class RowSender:
             self.control.route_misses = 0
             return
         self.control.route_misses += 1
+        # Not a verdict on the row: if the route is missing, the next run sends it again.
+        row.retry_next = True
         if self.control.route_misses >= ROUTE_MISSING_LIMIT:
             hint = "the server has no Assistants runs route"
             if "api.openai.com" in self.settings.base_url:
