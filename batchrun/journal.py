@@ -8,6 +8,8 @@ known by its key (see :func:`row_key`); its entry moves through::
 
 ``sending`` is written (and committed) before the request leaves, so a crash at any point
 leaves either nothing (never sent) or ``sending`` (maybe sent: reconcile before re-sending).
+Rows are marked ``sending`` a block ahead, in one transaction, and later states are
+committed in batches; either way a crash can only leave rows ``sending``, never lose one.
 ``created`` means the run exists (its id is known) but was not followed to its end;
 ``done`` and ``failed`` are final. Rows stopped before sending have no entry.
 """
@@ -27,6 +29,9 @@ import orjson
 from batchrun.errors import JournalMismatch
 
 KEY_VERSION = "br1"
+# Final states are committed in batches: per-row commits cost more than the HTTP request.
+FLUSH_ROWS = 500
+FLUSH_SECONDS = 0.2
 SENDING, CREATED, DONE, FAILED = "sending", "created", "done", "failed"
 
 # Each entry upgrades the schema by one version; never edit a released one, append.
@@ -81,6 +86,8 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
         self._claim(endpoint, source)
+        self._pending: list[tuple[str, str, bytes, float]] = []
+        self._flushed_at = time.monotonic()
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -119,27 +126,55 @@ class Journal:
 
     def load(self) -> dict[str, Entry]:
         """Every entry, by key."""
+        self.flush()
         rows = self._db.execute("SELECT key, state, result FROM rows").fetchall()
         return {key: Entry(state, orjson.loads(result)) for key, state, result in rows}
 
-    def mark_sending(self, key: str, result: dict[str, Any]) -> None:
-        """Record, durably, that ``key`` is about to be sent."""
-        self.record(key, SENDING, result)
+    def mark_sending(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Record, durably and at once, that these rows are about to be sent."""
+        now = time.time()
+        self._pending.extend((key, SENDING, orjson.dumps(result), now) for key, result in entries)
+        self.flush()
 
     def record(self, key: str, state: str, result: dict[str, Any]) -> None:
-        """Store a row's state and result (an upsert, committed at once)."""
-        self._db.execute(
-            "INSERT INTO rows VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
-            "state = excluded.state, result = excluded.result, updated_at = excluded.updated_at",
-            (key, state, orjson.dumps(result), time.time()),
-        )
+        """Store a row's new state; committed with the next batch (at most FLUSH_SECONDS).
+
+        Losing the batch in a crash is safe: the row is still ``sending`` in the file, so a
+        rerun reconciles it against the server instead of sending it again.
+        """
+        now = time.monotonic()
+        self._pending.append((key, state, orjson.dumps(result), time.time()))
+        if len(self._pending) >= FLUSH_ROWS or now - self._flushed_at >= FLUSH_SECONDS:
+            self.flush()
 
     def forget(self, keys: Iterable[str]) -> None:
         """Drop entries, e.g. rows a stopped job never got to send."""
+        self.flush()
         self._db.executemany("DELETE FROM rows WHERE key = ?", [(key,) for key in keys])
 
+    def flush(self) -> None:
+        """Commit every buffered state in one transaction."""
+        self._flushed_at = time.monotonic()
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        # One transaction: one WAL append, not one per row.
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                "INSERT INTO rows VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                "state = excluded.state, result = excluded.result, "
+                "updated_at = excluded.updated_at",
+                pending,
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def close(self) -> None:
-        """Close the database (the WAL is folded back into the main file)."""
+        """Commit what is buffered and close the database."""
+        self.flush()
         self._db.close()
 
 

@@ -72,6 +72,9 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait until one more request may start."""
+        if self._rate is None and not self._lock.locked() and self._clock() >= self._paused_until:
+            self.granted += 1  # nothing to wait for: skip the lock on the hot path
+            return
         async with self._lock:
             while True:
                 now = self._clock()
@@ -103,6 +106,24 @@ class RateLimiter:
             self._tokens = 0.0
             self._last = until
 
+    def throttled(self, seconds: float, headers: Mapping[str, str]) -> None:
+        """A 429: pause everyone, and without a rate of our own, adopt the server's.
+
+        Without a rate every paused caller would start again at the same instant and all
+        but one would meet another 429; pacing at the server's advertised limit (from
+        ``x-ratelimit-limit-requests``, requests per minute) spreads them out.
+        """
+        self.pause(seconds)
+        if self._rate is None:
+            try:
+                limit = float(headers.get("x-ratelimit-limit-requests", ""))
+            except ValueError:
+                return
+            if limit > 0:
+                self._rate = limit / 60
+                self._capacity = 1.0  # no burst after a refusal: restart gently
+                self._tokens = 0.0
+
     def observe(self, headers: Mapping[str, str]) -> None:
         """Adapt to ``x-ratelimit-remaining-requests`` / ``x-ratelimit-reset-requests``."""
         remaining = headers.get("x-ratelimit-remaining-requests")
@@ -114,4 +135,12 @@ class RateLimiter:
             return
         if left < 1:
             reset = parse_go_duration(headers.get("x-ratelimit-reset-requests", "")) or 1.0
+            # The reset header says when the server's bucket is full again; the next single
+            # request is allowed after one token's time, 60 / limit seconds.
+            try:
+                limit = float(headers.get("x-ratelimit-limit-requests", ""))
+            except ValueError:
+                limit = 0.0
+            if limit > 0:
+                reset = min(reset, 60.0 / limit)
             self.pause(reset)

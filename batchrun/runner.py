@@ -12,6 +12,7 @@ Also the library entry points :func:`run_frame` and :func:`validate_frame`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import signal
 import time
@@ -49,6 +50,8 @@ class _Silent:
 
 # How long in-flight requests may finish after Ctrl-C or SIGTERM before they are cut off.
 INTERRUPT_GRACE = 10.0
+# Rows marked ``sending`` in one journal transaction, ahead of being sent.
+MARK_AHEAD = 256
 
 
 @dataclass
@@ -117,6 +120,9 @@ class Execution:
         self.lanes_left = 0
         self.all_done = asyncio.Event()
         self.followers: set[asyncio.Task[None]] = set()
+        # Rows to create in input order, for marking ``sending`` a block ahead.
+        self.due = collections.deque(r for r in batch.rows if r.index in batch.to_create)
+        self.marked: set[int] = set()
 
     def lanes(self) -> list[Lane]:
         """Lanes of the rows this job handles, ordered by each thread's first row."""
@@ -174,6 +180,25 @@ class Execution:
             else:
                 self.progress.update("done", row)
                 self.advance(lane, position)
+
+    def mark_ahead(self, row: RowResult) -> None:
+        """Before ``row`` is first sent: mark it, and the next rows due, ``sending``.
+
+        One transaction per block instead of one per row. A row marked but never sent
+        costs a rerun only a read of its thread's runs.
+        """
+        if row.index in self.marked:
+            return
+        block = [row]
+        while len(block) < MARK_AHEAD and self.due:
+            upcoming = self.due.popleft()
+            if upcoming.index not in self.marked and upcoming is not row:
+                block.append(upcoming)
+        now = time.time()
+        for marked in block:
+            self.marked.add(marked.index)
+            marked.sent_at = marked.sent_at or now
+        self.journal.mark_sending((r.key or "", r.to_journal()) for r in block)
 
     def must_follow(self, lane: Lane, position: int) -> bool:
         row = lane.rows[position]
@@ -244,7 +269,7 @@ class Execution:
         elif row.outcome is Outcome.PENDING:
             self.journal.record(row.key, CREATED, row.to_journal())
         elif row.retry_next or row.outcome is Outcome.NOT_SENT:
-            if row.ambiguous:
+            if row.ambiguous or row.index in self.batch.reconcile_first:
                 self.journal.record(row.key, SENDING, row.to_journal())
             else:
                 self.journal.forget([row.key])
@@ -308,8 +333,8 @@ async def execute(
 ) -> tuple[str | None, bool, tuple[str, ...]]:
     """Send the batch; returns (systemic abort reason, interrupted?, notes)."""
     async with open_sender(settings) as sender:
-        sender.on_sending = lambda row: journal.mark_sending(row.key or "", row.to_journal())
         execution = Execution(batch, sender, journal, settings, progress)
+        sender.on_sending = execution.mark_ahead
         task = asyncio.create_task(execution.run())
         interrupted = False
         if handle_signals:
@@ -340,8 +365,8 @@ async def execute(
         control = sender.control
         finish_rows(batch, control.reason, wait=settings.wait)
         for row in batch.rows:
-            if row.outcome is Outcome.NOT_SENT and row.key and row.ambiguous:
-                journal.record(row.key, SENDING, row.to_journal())
+            if row.outcome is Outcome.NOT_SENT and row.index in batch.to_create:
+                execution.record(row)
         aborted = control.reason if control.systemic else None
         return aborted, interrupted, tuple(control.notes)
 

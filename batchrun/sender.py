@@ -35,6 +35,8 @@ MAX_ANSWER_BYTES = 10 * 1024 * 1024
 RECONCILE_PAGE = 20
 POLL_FIRST, POLL_CAP = 0.2, 5.0
 ROUTE_MISSING_LIMIT = 3
+# 429 rate_limit_exceeded answers a row may wait out (0 when --max-retries is 0).
+RATE_LIMIT_RETRIES = 30
 # Compatible servers answer an unknown route with any of these.
 ROUTE_MISSING_STATUSES = frozenset({404, 405, 501})
 ACTIVE_RUN = "already has an active run"
@@ -229,6 +231,8 @@ class RowSender:
         self._sleep = sleep
         self._clock = clock
         self._rand = rand
+        retries = settings.max_retries
+        self._throttle_budget = retries and max(retries, RATE_LIMIT_RETRIES)
 
     # -- create -------------------------------------------------------------------------
 
@@ -239,7 +243,7 @@ class RowSender:
             return
         payload = orjson.dumps(sent_body(row, self.settings))
         path = f"/threads/{row.thread_id}/runs"
-        attempt = 0
+        attempt = throttled = 0
         busy_deadline: float | None = None
         while True:
             self.control.check()
@@ -247,7 +251,7 @@ class RowSender:
             self.control.check()
             if row.attempts == 0:
                 row.sent_at = time.time()
-                self.on_sending(row)
+            self.on_sending(row)  # the journal marks each row once, before its first send
             attempt += 1
             row.attempts += 1
             try:
@@ -260,7 +264,9 @@ class RowSender:
                     rand=self._rand,
                 )
                 row.status, row.response, last = None, "", str(error)
+                headers: Mapping[str, str] = {}
             else:
+                headers = answer.headers
                 self.create_limiter.observe(answer.headers)
                 row.status, row.response, last = answer.status, answer.text, answer.message
                 if 200 <= answer.status < 300:
@@ -282,9 +288,16 @@ class RowSender:
                         return
                     attempt -= 1  # waiting for another run is not a failed attempt
                     continue
+                if answer.status == 429:
+                    # Waiting for the rate limit is not a failed attempt: it has a budget
+                    # of its own, so a busy server does not use up --max-retries.
+                    throttled += 1
+                    attempt -= 1
                 decision = decide(
-                    attempt=attempt,
-                    max_retries=self.settings.max_retries,
+                    attempt=throttled if answer.status == 429 else attempt,
+                    max_retries=self._throttle_budget
+                    if answer.status == 429
+                    else self.settings.max_retries,
                     status=answer.status,
                     headers=answer.headers,
                     error=answer.error,
@@ -294,10 +307,12 @@ class RowSender:
                     self._count_route_miss(row, answer)
                 else:
                     self.control.route_misses = 0
-            if await self._after_failure(row, decision, last):
+            if await self._after_failure(row, decision, last, headers):
                 return
 
-    async def _after_failure(self, row: RowResult, decision: RetryDecision, last: str) -> bool:
+    async def _after_failure(
+        self, row: RowResult, decision: RetryDecision, last: str, headers: Mapping[str, str]
+    ) -> bool:
         """Apply a retry decision; True when the row is finished."""
         if decision.systemic:
             self.control.abort(f"{last} ({decision.reason})")
@@ -305,7 +320,7 @@ class RowSender:
             row.retry_next = True
             return True
         if decision.pause_all:
-            self.create_limiter.pause(decision.delay)
+            self.create_limiter.throttled(decision.delay, headers)
         row.ambiguous = row.ambiguous or decision.ambiguous
         if not decision.retry:
             tail = "" if row.attempts <= 1 else f" (after {row.attempts} attempts)"
@@ -438,27 +453,33 @@ class RowSender:
 
     async def _read(self, path: str) -> Answer | None:
         """A GET under the read budget; 429s pause reads; None when there is no answer."""
-        for attempt in range(1, self.settings.max_retries + 2):
+        failures = throttled = 0
+        while True:
             self.control.check()
             await self.read_limiter.acquire()
             try:
                 answer = await self.client.call("GET", path)
             except TransportError as error:
+                failures += 1
                 decision = decide(
-                    attempt=attempt,
+                    attempt=failures,
                     max_retries=self.settings.max_retries,
                     failure=error.failure,
                     rand=self._rand,
                 )
+                headers: Mapping[str, str] = {}
             else:
                 self.read_limiter.observe(answer.headers)
                 if answer.status < 400:
                     return answer
+                headers = answer.headers
+                limited = answer.status == 429
+                throttled, failures = throttled + limited, failures + (not limited)
                 decision = decide(
-                    attempt=attempt,
-                    max_retries=self.settings.max_retries,
+                    attempt=throttled if limited else failures,
+                    max_retries=self._throttle_budget if limited else self.settings.max_retries,
                     status=answer.status,
-                    headers=answer.headers,
+                    headers=headers,
                     error=answer.error,
                     rand=self._rand,
                 )
@@ -467,10 +488,9 @@ class RowSender:
             if not decision.retry:
                 return None
             if decision.pause_all:
-                self.read_limiter.pause(decision.delay)
+                self.read_limiter.throttled(decision.delay, headers)
             else:
                 await self._sleep(decision.delay)
-        return None
 
     async def follow_run(
         self, thread_id: str, run_id: str, *, deadline: float

@@ -95,6 +95,19 @@ def test_observe_pauses_when_the_server_says_none_remain() -> None:
     assert grant_times(limiter, time, 1) == [1001.5]
 
 
+def test_observe_waits_one_token_when_the_limit_is_known() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(None, clock=time.clock, sleep=time.sleep)
+    limiter.observe(
+        {
+            "x-ratelimit-limit-requests": "600",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "1s",
+        }
+    )
+    assert grant_times(limiter, time, 1) == [pytest.approx(1000.1)]
+
+
 def test_unlimited_limiter_never_waits() -> None:
     time = FakeTime()
     limiter = RateLimiter(None, clock=time.clock, sleep=time.sleep)
