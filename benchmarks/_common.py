@@ -1,0 +1,290 @@
+"""Shared pieces of the sending benchmarks: the simulator subprocess, input CSVs, timed CLI runs.
+
+The simulator always runs as its own process (``python -m batchrun serve``), so server and
+client each get a core instead of sharing one GIL. A batchrun job runs as a subprocess too,
+through ``_probe.py`` (see there), which runs the CLI exactly as the ``batchrun`` console
+script does and notes phase timings.
+
+The child's own resource usage (peak RSS, CPU) comes from ``os.wait4``, so a simulator
+child running alongside does not blur it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+Bodies = list[tuple[str, dict[str, Any]]]
+PYTHON = sys.executable
+PROBE = Path(__file__).with_name("_probe.py")
+API_KEY = "sk-bench"
+ASSISTANT = "asst_bench"
+INSTRUCTIONS = "Summarise the row in one sentence."
+COLUMNS = ["thread_id", "assistant_id", "instructions", "tools", "metadata.team"]
+# What batchrun sends besides Content-Length and Host (see batchrun.sender.ApiClient).
+HEADERS = {
+    "Authorization": f"Bearer {API_KEY}",
+    "OpenAI-Beta": "assistants=v2",
+    "Content-Type": "application/json",
+    "User-Agent": "batchrun/0.1.0",
+}
+
+
+# -- the simulator ------------------------------------------------------------------------
+
+
+class Simulator:
+    """``python -m batchrun serve`` in a subprocess; a context manager."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = ["--run-seconds", "0", *args]
+        self.base_url = ""
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> Simulator:
+        self._process = subprocess.Popen(
+            [PYTHON, "-m", "batchrun", "serve", "--port", "0", *self.args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self._process.stderr is not None
+        banner = self._process.stderr.readline()
+        match = re.search(r"(http://\S+/v1)", banner)
+        if match is None:
+            self.stop()
+            raise SystemExit(f"simulator did not start: {banner!r}")
+        self.base_url = match.group(1)
+        self.root = self.base_url.removesuffix("/v1")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the simulator (SIGTERM, then SIGKILL after 10 s)."""
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /_simulator/stats``."""
+        with urllib.request.urlopen(self.root + "/_simulator/stats", timeout=30) as answer:
+            return json.load(answer)
+
+    def reset(self) -> None:
+        """``POST /_simulator/reset``: forget threads, runs and counts; refill buckets."""
+        request = urllib.request.Request(self.root + "/_simulator/reset", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
+    def check(self, expected: int, label: str) -> dict[str, Any]:
+        """The stats, after checking exactly ``expected`` runs were created, none twice."""
+        stats = self.stats()
+        if stats["runs_created"] != expected or stats["duplicate_runs"]:
+            raise SystemExit(
+                f"{label}: runs_created={stats['runs_created']} (expected {expected}), "
+                f"duplicate_runs={stats['duplicate_runs']}, requests={stats['requests']}"
+            )
+        return stats
+
+
+# -- inputs -------------------------------------------------------------------------------
+
+
+def thread_id(index: int, prefix: str = "thread_b") -> str:
+    """A distinct, valid thread id per row."""
+    return f"{prefix}{index:08d}"
+
+
+def write_csv(path: Path, rows: int, prefix: str = "thread_b") -> Path:
+    """An input sheet of ``rows`` rows, each on its own thread."""
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        out = csv.writer(stream)
+        out.writerow(COLUMNS)
+        for i in range(rows):
+            out.writerow(
+                [thread_id(i, prefix), ASSISTANT, INSTRUCTIONS, "code_interpreter", f"team-{i % 7}"]
+            )
+    return path
+
+
+def request_bodies(rows: int, prefix: str = "thread_b") -> list[tuple[str, dict[str, Any]]]:
+    """(thread id, body) per row: the same JSON batchrun sends for :func:`write_csv`'s rows.
+
+    The run tag is computed with batchrun's own key function (outside any timing), so a
+    baseline sends byte-for-byte the bodies batchrun sends.
+    """
+    from batchrun.journal import body_digest, row_key
+
+    bodies = []
+    for i in range(rows):
+        tid = thread_id(i, prefix)
+        body: dict[str, Any] = {
+            "assistant_id": ASSISTANT,
+            "instructions": INSTRUCTIONS,
+            "tools": [{"type": "code_interpreter"}],
+            "metadata": {"team": f"team-{i % 7}"},
+        }
+        key = row_key(body_digest("v2", tid, body), 1)
+        body["metadata"] = {**body["metadata"], "batchrun_key": key}
+        bodies.append((tid, body))
+    return bodies
+
+
+# -- the baseline ---------------------------------------------------------------------------
+
+
+def send_bare(sim: Simulator, bodies: Bodies, concurrency: int) -> float:
+    """Send ``bodies`` with a bare aiohttp loop (``concurrency`` workers, one session); seconds.
+
+    The baseline batchrun is measured against: same bodies, same headers, nothing else.
+    """
+    started = time.perf_counter()
+    asyncio.run(_bare(sim.base_url, bodies, concurrency))
+    return time.perf_counter() - started
+
+
+async def _bare(base_url: str, bodies: Bodies, concurrency: int) -> None:
+    pending = iter(bodies)
+    failures = 0
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal failures
+        for tid, body in pending:
+            async with session.post(
+                f"{base_url}/threads/{tid}/runs", data=orjson.dumps(body), headers=HEADERS
+            ) as response:
+                orjson.loads(await response.read())
+                failures += response.status != 200
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(
+        connector=connector, skip_auto_headers=("User-Agent",)
+    ) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    if failures:
+        raise SystemExit(f"bare loop: {failures} requests did not answer 200")
+
+
+def run_b(sim: Simulator, bodies: Bodies, concurrency: int) -> float:
+    """The bare aiohttp loop; seconds."""
+    started = time.perf_counter()
+    asyncio.run(_bare(sim.base_url, bodies, concurrency))
+    return time.perf_counter() - started
+
+
+# -- timed batchrun jobs --------------------------------------------------------------------
+
+
+@dataclass
+class JobTiming:
+    """One batchrun subprocess: wall time, its own phases, and its resource usage."""
+
+    wall: float  # parent's view: process start to exit
+    phases: dict[str, float]  # child's view, see _probe()
+    max_rss_mb: float
+    cpu_user: float
+    cpu_sys: float
+    exit_code: int
+    stderr: str
+    stamps: list[float] = field(default_factory=list)
+
+    @property
+    def in_process(self) -> float:
+        """Seconds from the child's first line to its exit: wall minus interpreter start."""
+        return self.phases.get("total", float("nan"))
+
+    @property
+    def send(self) -> float:
+        """The sending phase: the job summary's ``seconds``."""
+        return self.phases.get("send", float("nan"))
+
+
+def run_batchrun(
+    cli_args: Sequence[str], *, stamps: bool = False, timeout: float = 170
+) -> JobTiming:
+    """Run ``batchrun <cli_args>`` in a subprocess through the probe; its timings."""
+    env = {**os.environ, "OPENAI_API_KEY": API_KEY}
+    with tempfile.TemporaryDirectory(prefix="brbench-") as scratch:
+        report = Path(scratch) / "report.json"
+        err_path = Path(scratch) / "stderr.txt"
+        command = [PYTHON, str(PROBE), str(report), *(["--stamps"] if stamps else []), "--"]
+        with err_path.open("w") as err:
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                [*command, *cli_args], stdout=subprocess.DEVNULL, stderr=err, env=env
+            )
+            deadline = started + timeout
+            while True:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() > deadline:
+                    process.kill()
+                    pid, status, usage = os.wait4(process.pid, 0)
+                    break
+                time.sleep(0.002)
+            wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        data = json.loads(report.read_text()) if report.exists() else {}
+        stderr = err_path.read_text()
+    if process.returncode != 0:
+        raise SystemExit(f"batchrun exited {process.returncode}: {stderr[-2000:]}")
+    return JobTiming(
+        wall=wall,
+        phases=data.get("phases", {}),
+        max_rss_mb=usage.ru_maxrss / 1024,
+        cpu_user=usage.ru_utime,
+        cpu_sys=usage.ru_stime,
+        exit_code=process.returncode,
+        stderr=stderr,
+        stamps=data.get("stamps", []),
+    )
+
+
+# -- small statistics and tables --------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (NaN for an empty sequence)."""
+    return statistics.median(values) if values else float("nan")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain, right-aligned text table."""
+    cells = [list(map(str, header))] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

@@ -1,0 +1,71 @@
+"""Run the batchrun CLI as its console script does, and note when each phase ended.
+
+    python benchmarks/_probe.py REPORT.json [--stamps] -- run IN.csv -o OUT.csv ...
+
+Writes REPORT.json: ``phases`` (seconds from this script's first line) and, with
+``--stamps``, ``stamps``: the monotonic time of every create request sent. Only function
+references are wrapped; nothing in batchrun changes. Kept apart from ``_common.py`` and
+light on imports so that the timings hardly include the probe itself.
+"""
+
+import json
+import sys
+import time
+from typing import Any
+
+T0 = time.perf_counter()
+
+
+def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
+    """Phases: ``imported`` (click + batchrun.cli), ``prepared`` (sheet read; rows assembled,
+    validated and keyed; journal open: the sending starts), ``send`` (the summary's
+    ``seconds``), ``sent``, ``written`` (output written), ``total`` (at exit)."""
+    phases: dict[str, float] = {}
+    times: list[float] = []
+
+    from batchrun import cli, jobs
+
+    phases["imported"] = time.perf_counter() - T0
+    run_rows, write_output = jobs.run_rows, jobs.write_output
+
+    def timed_run_rows(*args: Any, **kwargs: Any) -> Any:
+        phases["prepared"] = time.perf_counter() - T0
+        summary = run_rows(*args, **kwargs)
+        phases["send"] = summary.seconds
+        phases["sent"] = time.perf_counter() - T0
+        return summary
+
+    def timed_write_output(*args: Any, **kwargs: Any) -> Any:
+        result = write_output(*args, **kwargs)
+        phases["written"] = time.perf_counter() - T0
+        return result
+
+    jobs.run_rows = timed_run_rows  # type: ignore[assignment]
+    jobs.write_output = timed_write_output  # type: ignore[assignment]
+    if stamps:
+        from batchrun import sender
+
+        call = sender.ApiClient.call
+
+        async def stamped_call(self: Any, method: str, path: str, payload: Any = None) -> Any:
+            if method == "POST":
+                times.append(time.monotonic())
+            return await call(self, method, path, payload)
+
+        sender.ApiClient.call = stamped_call  # type: ignore[method-assign]
+    code: int | str | None = 0
+    try:
+        cli.main(args=cli_args, prog_name="batchrun")
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        phases["total"] = time.perf_counter() - T0
+        with open(report, "w", encoding="utf-8") as stream:
+            json.dump({"phases": phases, "stamps": times}, stream)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    split = argv.index("--")
+    probe(argv[0], "--stamps" in argv[1:split], argv[split + 1 :])

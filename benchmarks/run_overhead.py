@@ -1,0 +1,169 @@
+"""batchrun's whole-job rows/s against a bare aiohttp loop and the official SDK, interleaved.
+
+    /work/venv/bin/python benchmarks/run_overhead.py [--rows 5000] [--concurrency 64] [--repeat 3]
+
+Against the simulator in its own process (zero latency, runs finish at once), each round
+sends the same ``--rows`` create-run requests (same bodies, same headers, one thread per row)
+three ways, in the order A, B, C, A, B, C, ...:
+
+- A ``batchrun run IN.csv -o OUT.csv --concurrency N --fresh`` as a subprocess: the whole
+  job (interpreter start, imports, reading, validation, journal, sending, writing). Also
+  shown: the job without interpreter start (``in-proc``) and its sending phase alone
+  (``send``, the summary's seconds).
+- B a bare aiohttp loop: N workers over one ClientSession (the baseline).
+- C the official ``openai`` SDK's ``AsyncOpenAI`` with an ``asyncio.Semaphore(N)`` and
+  default settings, i.e. what users write instead.
+
+B and C run in this process, after a warm-up round, so their imports are not timed. The
+simulator is reset before every round and must report exactly ``--rows`` runs created.
+Targets (DESIGN.md, "Performance"): A/B >= 0.8 (goal 0.9); A several times C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    Bodies,
+    JobTiming,
+    Simulator,
+    median,
+    request_bodies,
+    run_batchrun,
+    send_bare,
+    table,
+    write_csv,
+)
+
+
+def run_a(sim: Simulator, source: Path, output: Path, concurrency: int) -> JobTiming:
+    """The whole batchrun job as a subprocess."""
+    return run_batchrun(
+        [
+            "run",
+            str(source),
+            "-o",
+            str(output),
+            "--base-url",
+            sim.base_url,
+            "--concurrency",
+            str(concurrency),
+            "--no-progress",
+            "--fresh",
+        ]
+    )
+
+
+async def _sdk(base_url: str, bodies: Bodies, concurrency: int) -> None:
+    from openai import AsyncOpenAI
+
+    semaphore = asyncio.Semaphore(concurrency)
+    async with AsyncOpenAI(api_key="sk-bench", base_url=base_url) as client:
+
+        async def create(tid: str, body: dict[str, Any]) -> None:
+            async with semaphore:
+                await client.beta.threads.runs.create(thread_id=tid, **body)
+
+        await asyncio.gather(*(create(tid, body) for tid, body in bodies))
+
+
+def run_c(sim: Simulator, bodies: Bodies, concurrency: int) -> float:
+    """The official SDK with a semaphore; seconds."""
+    started = time.perf_counter()
+    asyncio.run(_sdk(sim.base_url, bodies, concurrency))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    """Warm up, run the interleaved rounds, print the table, medians and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--warmup-rows", type=int, default=500)
+    parser.add_argument(
+        "--no-sdk", action="store_true", help="skip C (for large --rows: the SDK is slow)"
+    )
+    args = parser.parse_args()
+    # The Assistants resources are deprecated in the SDK; the warning is not the point here.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import openai  # noqa: F401  (imported before any timing)
+
+    rows, concurrency = args.rows, args.concurrency
+    bodies = request_bodies(rows)
+    results: dict[str, list[float]] = {"A": [], "A in-proc": [], "A send": [], "B": [], "C": []}
+    table_rows = []
+    with tempfile.TemporaryDirectory(prefix="brbench-") as scratch, Simulator() as sim:
+        source = write_csv(Path(scratch) / "in.csv", rows)
+        warm = write_csv(Path(scratch) / "warm.csv", args.warmup_rows)
+        output = Path(scratch) / "out.csv"
+        # Warm-up (not reported): page cache, imports of B and C, the simulator's code paths.
+        run_a(sim, warm, output, concurrency)
+        send_bare(sim, bodies[: args.warmup_rows], concurrency)
+        if not args.no_sdk:
+            run_c(sim, bodies[: args.warmup_rows], concurrency)
+        for round_no in range(1, args.repeat + 1):
+            sim.reset()
+            job = run_a(sim, source, output, concurrency)
+            sim.check(rows, f"A round {round_no}")
+            results["A"].append(job.wall)
+            results["A in-proc"].append(job.in_process)
+            results["A send"].append(job.send)
+            sim.reset()
+            results["B"].append(send_bare(sim, bodies, concurrency))
+            sim.check(rows, f"B round {round_no}")
+            if not args.no_sdk:
+                sim.reset()
+                results["C"].append(run_c(sim, bodies, concurrency))
+                sim.check(rows, f"C round {round_no}")
+            phases = job.phases
+            table_rows.append(
+                [
+                    round_no,
+                    rows / job.wall,
+                    rows / job.in_process,
+                    rows / job.send,
+                    rows / results["B"][-1],
+                    rows / results["C"][-1] if results["C"] else "-",
+                    f"{phases['imported']:.2f}/{phases['prepared']:.2f}/"
+                    f"{phases['send']:.2f}/{phases['written'] - phases['sent']:.2f}",
+                ]
+            )
+    # C is NaN when skipped (the median of nothing).
+    rates = {name: rows / median(seconds) for name, seconds in results.items()}
+    table_rows.append(["median", *(rates[k] for k in ("A", "A in-proc", "A send", "B", "C")), ""])
+    print(
+        f"{rows:,} rows, concurrency {concurrency}, simulator at zero latency (own process), "
+        f"load avg {os.getloadavg()[0]:.1f}; rows/s"
+    )
+    print(
+        table(
+            [
+                "round",
+                "A batchrun",
+                "A in-proc",
+                "A send",
+                "B aiohttp",
+                "C openai",
+                "A at imported/prepared; send, write s",
+            ],
+            table_rows,
+        )
+    )
+    a, b, c = rates["A"], rates["B"], rates["C"]
+    print(f"A/B = {a / b:.2f} (target >= 0.8, goal 0.9)   A/C = {a / c:.2f}")
+    print(
+        f"without interpreter start: A/B = {rates['A in-proc'] / b:.2f};  "
+        f"sending phase alone: A/B = {rates['A send'] / b:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
