@@ -130,7 +130,10 @@ class Execution:
         wanted = self.batch.to_create | self.batch.to_finish
         for row in self.batch.rows:
             if row.index in wanted:
-                lanes.setdefault(row.thread_id, Lane(row.thread_id, [])).rows.append(row)
+                lane = lanes.get(row.thread_id)
+                if lane is None:
+                    lane = lanes[row.thread_id] = Lane(row.thread_id, [])
+                lane.rows.append(row)
         return list(lanes.values())
 
     async def run(self) -> None:

@@ -151,7 +151,7 @@ class ApiClient:
                 allow_redirects=False,
             ) as response:
                 raw = await _read_capped(response)
-                headers = {k.lower(): v for k, v in response.headers.items()}
+                headers = response.headers  # case-insensitive already
                 status = response.status
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise TransportError(Failure.TIMEOUT, "timed out waiting for the answer") from None
@@ -268,7 +268,7 @@ class RowSender:
             else:
                 headers = answer.headers
                 self.create_limiter.observe(answer.headers)
-                row.status, row.response, last = answer.status, answer.text, answer.message
+                row.status, row.response = answer.status, answer.text
                 if 200 <= answer.status < 300:
                     if is_run(answer.data):
                         self.control.route_misses = 0
@@ -281,6 +281,7 @@ class RowSender:
                         "(a run may exist; check the thread before --retry-failed)",
                     )
                     return
+                last = answer.message
                 if answer.status == 400 and ACTIVE_RUN in answer.error.get("message", ""):
                     if busy_deadline is None:
                         busy_deadline = self._clock() + self.settings.wait_timeout
