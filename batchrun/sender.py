@@ -35,6 +35,10 @@ MAX_ANSWER_BYTES = 10 * 1024 * 1024
 RECONCILE_PAGE = 20
 POLL_FIRST, POLL_CAP = 0.2, 5.0
 ROUTE_MISSING_LIMIT = 3
+RETIRED_HINT = (
+    "OpenAI switched off its hosted Assistants API on 2026-08-26; "
+    "point --base-url at a compatible server, or try --simulate"
+)
 # 429 rate_limit_exceeded answers a row may wait out (0 when --max-retries is 0).
 RATE_LIMIT_RETRIES = 30
 # Compatible servers answer an unknown route with any of these.
@@ -343,13 +347,11 @@ class RowSender:
         self.control.route_misses += 1
         # Not a verdict on the row: if the route is missing, the next run sends it again.
         row.retry_next = True
+        retired = "api.openai.com" in self.settings.base_url
+        if retired:
+            self.control.note(RETIRED_HINT)
         if self.control.route_misses >= ROUTE_MISSING_LIMIT:
-            hint = "the server has no Assistants runs route"
-            if "api.openai.com" in self.settings.base_url:
-                hint = (
-                    "OpenAI switched off its hosted Assistants API on 2026-08-26; "
-                    "point --base-url at a compatible server or try --simulate"
-                )
+            hint = RETIRED_HINT if retired else "the server has no Assistants runs route"
             self.control.abort(f"{answer.message} ({hint})")
 
     def _take_run(self, row: RowResult, run: dict[str, Any], *, reconciled: bool = False) -> None:
