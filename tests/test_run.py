@@ -135,7 +135,9 @@ def test_a_missing_route_stops_after_three_404s_with_a_hint(
     assert sum(creates(simulator.stats()).values()) == 0
     rows = read_output(report.output)
     assert sum(r["status"] == "404" for r in rows) == 3
-    again = run_file(report.output.with_name("in.csv"), report.output, settings_for(simulator.base_url))
+    again = run_file(
+        report.output.with_name("in.csv"), report.output, settings_for(simulator.base_url)
+    )
     assert again.summary.exit_code is ExitCode.OK, "rows stopped by the missing route are resent"
 
 
