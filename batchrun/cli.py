@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -105,7 +105,7 @@ def sheet_options(command: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="batchrun")
-def main() -> None:
+def cli() -> None:
     """Send a spreadsheet of OpenAI Assistants "Create Run" requests, safely.
 
     Each row holds a thread id and Create Run fields; batchrun validates every row,
@@ -114,7 +114,7 @@ def main() -> None:
     """
 
 
-@main.command()
+@cli.command()
 @sheet_options
 @click.option(
     "--base-url", help="API base URL [env OPENAI_BASE_URL; default https://api.openai.com/v1]."
@@ -143,7 +143,13 @@ def main() -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="Polls and reconciling reads per minute.",
 )
-@click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=6,
+    show_default=True,
+    help="Retries per row after errors (rate-limit waits have their own budget).",
+)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -194,7 +200,7 @@ def run(**options: Any) -> None:
         sys.exit(int(summary.exit_code))
 
 
-@main.command()
+@cli.command()
 @sheet_options
 def validate(**options: Any) -> None:
     """Assemble and check every row of INPUT; send nothing."""
@@ -209,7 +215,7 @@ def validate(**options: Any) -> None:
         sys.exit(int(report.summary.exit_code))
 
 
-@main.command()
+@cli.command()
 @click.option("--api-version", type=click.Choice(["v1", "v2"]), default="v2", show_default=True)
 def schema(api_version: str) -> None:
     """Print the request-body JSON Schema in force."""
@@ -220,7 +226,7 @@ def schema(api_version: str) -> None:
     click.echo(json.dumps(load_schema(api_version), indent=2))
 
 
-@main.command()
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--api-key", help="Accept only this bearer key (default: any non-empty key).")
@@ -251,12 +257,35 @@ def serve(**options: Any) -> None:
         try:
             config = SimulatorConfig(**options)
         except (TypeError, ValueError) as error:
-            raise click.UsageError(str(error)) from None
+            text = str(error)
+            for name in options:  # the simulator speaks of fields; the user typed flags
+                text = text.replace(name, "--" + name.replace("_", "-").removesuffix("-ms"))
+            raise click.UsageError(text) from None
         try:
             serve_forever(config, announce=lambda line: click.echo(line, err=True))
         except OSError as error:
             where = f"{config.host}:{config.port}"
             raise UsageError(f"cannot listen on {where}: {error.strerror or error}") from None
+
+
+def main(args: Sequence[str] | None = None, prog_name: str = "batchrun") -> None:
+    """The ``batchrun`` command: click, with usage errors as one line and exit code 2."""
+    try:
+        code = cli.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as error:
+        click.echo(error.ctx.get_help() if error.ctx else str(error))
+        code = 0
+    except click.UsageError as error:
+        where = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+        click.echo(f"batchrun: {error.format_message().rstrip('.')}{where}", err=True)
+        code = ExitCode.USAGE
+    except click.ClickException as error:
+        click.echo(f"batchrun: {error.format_message()}", err=True)
+        code = error.exit_code
+    except click.Abort:
+        click.echo("batchrun: interrupted", err=True)
+        code = ExitCode.INTERRUPTED
+    sys.exit(int(code or 0))
 
 
 def _settings(ctx: click.Context, options: dict[str, Any]) -> Any:

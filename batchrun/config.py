@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from batchrun.errors import UsageError
 from batchrun.schema import API_VERSIONS, DEFAULT_API_VERSION
@@ -73,6 +72,8 @@ class Settings:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be greater than 0")
+        if self.beta_header is not None:
+            object.__setattr__(self, "beta_header", _header_safe("--beta-header", self.beta_header))
         if self.limit is not None and self.limit < 0:
             raise UsageError("--limit must be 0 or more")
         if self.reply and not self.wait:
@@ -113,14 +114,28 @@ class Settings:
 
 
 def check_base_url(url: str, *, allow_insecure_http: bool) -> None:
-    """Refuse URLs that would leak the key: plain http to a non-loopback host."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """Refuse URLs that would leak the key: plain http to a non-loopback host.
+
+    Parsed with yarl, the parser aiohttp sends with, so the host checked here is the host
+    the key would go to.
+    """
+    from yarl import URL
+
+    try:
+        parts = URL(url)
+    except (ValueError, TypeError):
+        raise UsageError(f"--base-url {url!r} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.host:
         raise UsageError(f"--base-url {url!r} is not an http(s) URL")
-    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.host):
         raise UsageError(
             f"--base-url {url}: plain http would send the API key unencrypted to "
-            f"{parts.hostname}; use https, or pass --allow-insecure-http"
+            f"{parts.host}; use https, or pass --allow-insecure-http"
+        )
+    if parts.raw_query_string or parts.raw_fragment:
+        raise UsageError(
+            f"--base-url {url!r}: a base URL cannot carry a query or fragment "
+            "(request paths are appended to it)"
         )
 
 
@@ -143,21 +158,42 @@ def environment_settings(
     if merged.get("base_url") is None:
         merged["base_url"] = env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     key_env = merged.get("api_key_env") or DEFAULT_API_KEY_ENV
+    _KEY_VARIABLES.add(key_env)
     if merged.get("simulate"):
         merged["api_key"] = SIMULATOR_KEY
     else:
-        merged["api_key"] = env.get(key_env) or None
-    merged.setdefault("organization", env.get("OPENAI_ORG_ID") or None)
-    merged.setdefault("project", env.get("OPENAI_PROJECT_ID") or None)
+        merged["api_key"] = _header_safe(key_env, env.get(key_env)) or None
+    for name, variable in (("organization", "OPENAI_ORG_ID"), ("project", "OPENAI_PROJECT_ID")):
+        if merged.get(name) is None:
+            merged[name] = _header_safe(variable, env.get(variable)) or None
     return merged
 
 
+def _header_safe(variable: str, value: str | None) -> str | None:
+    """A value that goes into an HTTP header: surrounding spaces trimmed, no control chars.
+
+    A key pasted with a trailing newline is common; inside the value, a control character
+    would corrupt the header, so it is refused naming the variable, never the value.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise UsageError(f"${variable} holds a control character (a line break?); fix its value")
+    return value
+
+
+# Variables a key was read from, so an unexpected error message can be scrubbed of it.
+_KEY_VARIABLES: set[str] = {DEFAULT_API_KEY_ENV}
+
+
 def mask_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """``text`` with any API key from the environment masked."""
+    """``text`` with every API key from the environment masked."""
     env = os.environ if environ is None else environ
     for name, value in env.items():
-        if name.endswith("API_KEY") and len(value) >= 8 and value in text:
-            text = text.replace(value, "***")
+        secret = name in _KEY_VARIABLES or name.upper().endswith(("API_KEY", "TOKEN", "SECRET"))
+        if secret and len(value.strip()) >= 8 and value.strip() in text:
+            text = text.replace(value.strip(), "***")
     return text
 
 
@@ -176,6 +212,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
         name = {"set": "set_values"}.get(key, key.replace("-", "_"))
         if name not in known:
             raise UsageError(f"--config {path}: unknown setting {key!r}")
+        expected = CONFIG_TYPES.get(name)
+        if expected and not _is_a(value, expected):
+            wanted = " or ".join(t.__name__.replace("str", "text") for t in expected)
+            raise UsageError(f"--config {path}: {key} must be {wanted}, not {value!r}")
         if name in ("columns", "set_values"):
             if not isinstance(value, dict):
                 raise UsageError(f"--config {path}: [{key}] must be a table")
@@ -184,6 +224,42 @@ def read_config_file(path: Path) -> dict[str, Any]:
             value = Path(value)
         out[name] = value
     return out
+
+
+# What each --config key must hold (TOML types); tables are checked where they are read.
+CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "api_version": (str,),
+    "beta_header": (str,),
+    "base_url": (str,),
+    "api_key_env": (str,),
+    "organization": (str,),
+    "project": (str,),
+    "concurrency": (int,),
+    "rpm": (int, float),
+    "read_rpm": (int, float),
+    "max_retries": (int,),
+    "timeout": (int, float),
+    "wait": (bool,),
+    "wait_timeout": (int, float),
+    "reply": (bool,),
+    "simulate": (bool,),
+    "journal": (str,),
+    "fresh": (bool,),
+    "retry_failed": (bool,),
+    "limit": (int,),
+    "prefix": (str,),
+    "run_tag": (bool,),
+    "allow_insecure_http": (bool,),
+    "escape_formulas": (bool,),
+    "sheet": (str, int),
+}
+
+
+def _is_a(value: Any, expected: tuple[type, ...]) -> bool:
+    # bool is an int in Python, but `concurrency = true` is not a number in a config file.
+    if isinstance(value, bool):
+        return bool in expected
+    return isinstance(value, expected)
 
 
 def _toml_text(value: Any) -> str:

@@ -20,6 +20,7 @@ from batchrun.output import VALIDATE_COLUMNS, check_names, number_columns, resul
 from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, Summary
 from batchrun.runner import Progress, run_rows
+from batchrun.sheets import sheet_format
 from batchrun.validation import checked_chunks
 from batchrun.writers import MAX_XLSX_DATA_ROWS
 
@@ -73,6 +74,7 @@ def run_file(
     from batchrun.sheets import read_sheet
 
     settings.check_sending()
+    sheet_format(source)  # an unreadable input is named before the output it implies
     target = resolve_output(source, output)
     frame = read_sheet(source, settings.sheet)
     if settings.limit is not None:
@@ -107,6 +109,7 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
     from batchrun.writers import SheetWriter
 
     started = time.monotonic()
+    sheet_format(source)
     target = resolve_output(source, output)
     header, chunks = iter_sheet(source, settings.sheet, chunk_rows=VALIDATE_CHUNK_ROWS)
     check_names(header, settings, "validate")

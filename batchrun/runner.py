@@ -146,9 +146,14 @@ class Execution:
         for lane in lanes:
             self.queue.put_nowait((lane, 0))
         workers = [asyncio.create_task(self.worker()) for _ in range(self.settings.concurrency)]
+        done = asyncio.create_task(self.all_done.wait())
         try:
-            await self.all_done.wait()
+            # A worker only ends by raising: surface that instead of waiting forever.
+            finished, _ = await asyncio.wait({done, *workers}, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished - {done}:
+                task.result()
         finally:
+            done.cancel()
             for task in [*workers, *self.followers]:
                 task.cancel()
             await asyncio.gather(*workers, *self.followers, return_exceptions=True)
@@ -174,6 +179,8 @@ class Execution:
                 except StopSending as stop:
                     self.stop_lane(lane, position, f"not sent: job stopped ({stop})")
                     continue
+                except Exception as error:  # a bug must not stop the job: the row says it
+                    self.unexpected(row, error)
                 self.record(row)
                 self.progress.update("created", row)
             if row.outcome is Outcome.OK and self.must_follow(lane, position):
@@ -224,6 +231,8 @@ class Execution:
                 row.run_status = str((run or {}).get("status", row.run_status))
         except StopSending:
             pass
+        except Exception as error:
+            self.unexpected(row, error)
         except asyncio.CancelledError:
             # Stopping (Ctrl-C): the run exists and the journal says so; the lane's later
             # rows are not sent, and the lane must count as finished or the stop would hang.
@@ -241,6 +250,14 @@ class Execution:
             )
         self.progress.update("done", row)
         self.advance(lane, position)
+
+    def unexpected(self, row: RowResult, error: Exception) -> None:
+        """Fail a row on an unexpected error; it may have been sent, so it is reconciled
+        before any later attempt (``--retry-failed``)."""
+        text = self.sender.client.mask(f"{type(error).__name__}: {error}")
+        row.fail(Outcome.FAILED, f"internal error: {text}")
+        row.ambiguous = True
+        self.record(row)
 
     def advance(self, lane: Lane, position: int) -> None:
         if position + 1 < len(lane.rows):

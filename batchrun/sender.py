@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ RATE_LIMIT_RETRIES = 30
 # Compatible servers answer an unknown route with any of these.
 ROUTE_MISSING_STATUSES = frozenset({404, 405, 501})
 ACTIVE_RUN = "already has an active run"
+HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+# Connection failures in a row, with no answer between them, that mean a wrong URL.
+CONNECT_FAILURE_LIMIT = 8
 # Runs created this long before a row was first sent cannot be its own, even across clocks.
 CLOCK_SKEW = 60.0
 
@@ -54,6 +58,10 @@ class TransportError(Exception):
     def __init__(self, failure: Failure, message: str) -> None:
         super().__init__(message)
         self.failure = failure
+
+
+class AnswerTooLarge(aiohttp.ClientPayloadError):
+    """The answer is over MAX_ANSWER_BYTES; it was not read to the end."""
 
 
 class StopSending(Exception):
@@ -79,11 +87,23 @@ class Answer:
     def message(self) -> str:
         """A one-line reason taken from the answer."""
         text = self.error.get("message")
-        if not text and isinstance(self.data, dict) and isinstance(self.data.get("detail"), str):
-            text = self.data["detail"]
+        detail = self.data.get("detail") if isinstance(self.data, dict) else None
+        if not text and isinstance(detail, str):
+            text = detail
+        elif not text and isinstance(detail, list):
+            text = "; ".join(_validation_item(item) for item in detail)  # FastAPI's 422
+        if not text and (title := HTML_TITLE.search(self.text)):
+            text = " ".join(title.group(1).split())  # a proxy's error page
         if not text:
             text = " ".join(self.text.split())[:200] or "(empty answer)"
         return f"HTTP {self.status}: {text}"
+
+
+def _validation_item(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    where = ".".join(str(part) for part in item.get("loc") or [] if part != "body")
+    return f"{where}: {item.get('msg')}" if where else str(item.get("msg"))
 
 
 class Control:
@@ -93,6 +113,7 @@ class Control:
         self.reason: str | None = None
         self.systemic = False
         self.route_misses = 0
+        self.connect_failures = 0
         self.notes: list[str] = []
 
     def abort(self, reason: str) -> None:
@@ -165,6 +186,8 @@ class ApiClient:
             raise TransportError(
                 Failure.CONNECT, self.mask(f"could not connect: {error}")
             ) from None
+        except AnswerTooLarge as error:
+            raise TransportError(Failure.DISCONNECT, str(error)) from None
         except (aiohttp.ClientError, ConnectionError) as error:
             reason = self.mask(str(error) or type(error).__name__)
             raise TransportError(Failure.DISCONNECT, f"connection dropped: {reason}") from None
@@ -184,7 +207,7 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     async for chunk in response.content.iter_chunked(1 << 16):
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
-            raise aiohttp.ClientPayloadError("answer larger than 10 MB")
+            raise AnswerTooLarge("answer larger than 10 MB (not read)")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -269,7 +292,9 @@ class RowSender:
                 )
                 row.status, row.response, last = None, "", str(error)
                 headers: Mapping[str, str] = {}
+                self._count_connect_failure(error, last)
             else:
+                self.control.connect_failures = 0
                 headers = answer.headers
                 self.create_limiter.observe(answer.headers)
                 row.status, row.response = answer.status, answer.text
@@ -329,11 +354,27 @@ class RowSender:
         row.ambiguous = row.ambiguous or decision.ambiguous
         if not decision.retry:
             tail = "" if row.attempts <= 1 else f" (after {row.attempts} attempts)"
+            if row.status == 429:
+                # Refused for speed, not content: nothing was created, send it next time.
+                tail = f"; {decision.reason}" if decision.reason not in last else tail
+                row.retry_next = True
             row.fail(Outcome.FAILED, last + tail)
             return True
         if not decision.pause_all:
             await self._sleep(decision.delay)
         return bool(decision.ambiguous and await self._adopted_or_unsure(row))
+
+    def _count_connect_failure(self, error: TransportError, message: str) -> None:
+        # One refused connection is a blip; many in a row with no answer at all between
+        # them mean the URL is wrong (or the server is down): stop instead of failing rows.
+        if error.failure is not Failure.CONNECT:
+            self.control.connect_failures = 0
+            return
+        self.control.connect_failures += 1
+        if self.control.connect_failures >= CONNECT_FAILURE_LIMIT:
+            self.control.abort(
+                f"{message} ({CONNECT_FAILURE_LIMIT} times in a row: check --base-url)"
+            )
 
     def _count_route_miss(self, row: RowResult, answer: Answer) -> None:
         # A 404 that names the row's thread is about the row; three in a row that do not

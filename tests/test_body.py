@@ -237,7 +237,8 @@ def test_fields_of_the_other_version_are_not_silently_dropped(
     body, problems = build({"assistant_id": "a", column: "0.5"}, version)
     if column == "temperature":
         assert problems == [
-            f"temperature: is not a field of Assistants v1 (it is one of {other}: --api-version {other})"
+            "temperature: is not a field of Assistants v1 "
+            f"(it is one of {other}: --api-version {other})"
         ]
     else:
         assert body == {"assistant_id": "a"}

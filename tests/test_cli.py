@@ -219,7 +219,7 @@ USAGE_ERRORS = [
     pytest.param(["schema", "--api-version", "v9"], "'v9'", id="schema-bad-version"),
     pytest.param(["serve", "--port", "http"], "--port", id="serve-text-port"),
     pytest.param(["serve", "--port", "99999"], "port", id="serve-port-out-of-range"),
-    pytest.param(["serve", "--fail-rate", "2"], "fail_rate", id="serve-rate-over-1"),
+    pytest.param(["serve", "--fail-rate", "2"], "--fail-rate", id="serve-rate-over-1"),
     pytest.param(
         ["run", "in.csv", "--base-url", "ftp://example.invalid"],
         "is not an http(s) URL",

@@ -112,12 +112,6 @@ class Case:
 
 
 GOOD = raw("in.csv", GOOD_CSV)
-# Without -o the output name is derived from the input's, and checked before the input.
-OUTPUT_CHECKED_FIRST = pytest.mark.xfail(
-    strict=True,
-    reason="jobs.resolve_output runs before sheets.sheet_format: the line names the derived "
-    "output ('-o in.out.txt: write .csv, ...') instead of the input's unknown extension",
-)
 FILE_PROBLEMS = [
     pytest.param(Case(raw("in.csv", b""), "is empty"), id="empty-file"),
     pytest.param(Case(raw("in.csv", b"\n\n  \n"), "is empty"), id="blank-lines-only"),
@@ -184,15 +178,11 @@ FILE_PROBLEMS = [
     pytest.param(
         Case(raw("in.xls", b"\xd0\xcf\x11\xe0"), "old .xls"),
         id="old-xls",
-        marks=OUTPUT_CHECKED_FIRST,
     ),
-    pytest.param(
-        Case(raw("in", GOOD_CSV), "has no extension"), id="no-extension", marks=OUTPUT_CHECKED_FIRST
-    ),
+    pytest.param(Case(raw("in", GOOD_CSV), "has no extension"), id="no-extension"),
     pytest.param(
         Case(raw("in.txt", GOOD_CSV), "unknown extension '.txt'"),
         id="unknown-extension",
-        marks=OUTPUT_CHECKED_FIRST,
     ),
     pytest.param(
         Case(raw("in.xls", b"\xd0\xcf\x11\xe0"), "old .xls", ("-o", "out.csv")),
@@ -273,11 +263,6 @@ FILE_PROBLEMS = [
             names="bad.toml",
         ),
         id="config-value-of-the-wrong-type",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="config.read_config_file does not type-check values: 'limit = \"3\"' "
-            "crashes in Settings.__post_init__ (internal error, exit 1)",
-        ),
     ),
     pytest.param(
         Case(
@@ -287,11 +272,6 @@ FILE_PROBLEMS = [
             names="bad.toml",
         ),
         id="config-boolean-given-as-text",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="config.read_config_file does not type-check values: 'run_tag = \"no\"' "
-            "is truthy and silently keeps the run tag on (exit 0)",
-        ),
     ),
     pytest.param(
         Case(GOOD, "--column", ("--column", "thread_id"), names=""), id="column-without-equals"

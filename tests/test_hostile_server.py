@@ -368,12 +368,6 @@ def test_a_server_dropping_metadata_never_gets_a_second_run_after_a_500(tmp_path
     assert job.exit_code is ExitCode.ROWS_FAILED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sender.RowSender._after_failure fails the row with the answer's message, dropping "
-    "retry.decide's reason ('server asked to wait 86400 s; rerun later'), and records it "
-    "FAILED, so the next run skips it unless --retry-failed",
-)
 def test_a_429_asking_for_a_day_says_so_and_the_next_run_sends_the_row(tmp_path: Path) -> None:
     limited = {"on": True}
 

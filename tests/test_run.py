@@ -7,8 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from batchrun.config import Settings, environment_settings
 from batchrun.errors import ExitCode
 from batchrun.jobs import run_file

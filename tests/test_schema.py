@@ -140,7 +140,8 @@ def test_verdict_matches_the_official_schema(version: str, data: st.DataObject) 
             "v2",
             {"assistant_id": "a", "tools": [{"type": "retrieval"}]},
             [
-                "tools[0].type: 'retrieval' is not one of ['code_interpreter', 'file_search', 'function']"
+                "tools[0].type: 'retrieval' is not one of "
+                "['code_interpreter', 'file_search', 'function']"
             ],
             id="v1-tool-in-v2",
         ),
@@ -148,7 +149,8 @@ def test_verdict_matches_the_official_schema(version: str, data: st.DataObject) 
             "v1",
             {"assistant_id": "a", "tools": [{"type": "file_search"}]},
             [
-                "tools[0].type: 'file_search' is not one of ['code_interpreter', 'retrieval', 'function']"
+                "tools[0].type: 'file_search' is not one of "
+                "['code_interpreter', 'retrieval', 'function']"
             ],
             id="v2-tool-in-v1",
         ),

@@ -342,11 +342,6 @@ def test_settings_never_show_the_key(canary: str) -> None:
     assert canary not in mask_secrets(f"boom: {canary}", {"OPENAI_API_KEY": canary})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.mask_secrets (the CLI's internal-error path) only masks variables whose "
-    "name ends in API_KEY, not the one --api-key-env names",
-)
 def test_internal_errors_mask_a_key_held_under_another_name(canary: str) -> None:
     assert canary not in mask_secrets(f"boom: {canary}", {"MY_GATEWAY_TOKEN": canary})
 
@@ -359,12 +354,6 @@ HEADER_BREAKERS = {  # name -> (environment, extra flags)
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiohttp refuses header values holding CR/LF with a ValueError that "
-    "sender.ApiClient.call does not catch; it kills the worker task in runner.Execution.worker "
-    "and Execution.run then waits on all_done forever: the job hangs",
-)
 def test_header_values_with_line_breaks_are_refused_or_cleaned_and_never_hang(
     tmp_path: Path, make_simulator: MakeSimulator, canary: str
 ) -> None:
