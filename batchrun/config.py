@@ -110,6 +110,8 @@ class Settings:
             elif isinstance(value, Mapping):
                 value = dict(value)
             out[item.name] = value
+        if self.simulate:
+            out["base_url"] = "built-in simulator (--simulate)"
         return out
 
 

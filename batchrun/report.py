@@ -8,8 +8,10 @@ follow from the counts::
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -106,6 +108,8 @@ class Summary:
     aborted: str | None = None
     interrupted: bool = False
     notes: tuple[str, ...] = ()
+    # Wall-clock end of the job (seconds since the epoch); the start is this minus seconds.
+    finished_at: float = field(default_factory=time.time)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -148,12 +152,18 @@ class Summary:
             "Job": [
                 ("rows", self.rows),
                 ("reconciled", self.reconciled),
+                ("started", _iso(self.finished_at - self.seconds)),
+                ("finished", _iso(self.finished_at)),
                 ("seconds", round(self.seconds, 3)),
                 ("stopped", self.aborted or ("interrupted" if self.interrupted else "")),
                 *[("note", note) for note in self.notes],
             ],
             "Settings": [(k, str(v)) for k, v in settings.items()],
         }
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, tz=UTC).isoformat(timespec="seconds")
 
 
 def summarize(
