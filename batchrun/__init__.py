@@ -16,13 +16,13 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "run_frame", "validate_frame"]
 
 if TYPE_CHECKING:
-    from batchrun.runner import run_frame, validate_frame
+    from batchrun.library import run_frame, validate_frame
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: `batchrun --help` must not pay for pandas and aiohttp.
     if name in ("run_frame", "validate_frame"):
-        from batchrun import runner
+        from batchrun import library
 
-        return getattr(runner, name)
+        return getattr(library, name)
     raise AttributeError(f"module 'batchrun' has no attribute {name!r}")

@@ -6,7 +6,6 @@ next step of some lane from a queue. A step that has to wait for a run (``--wait
 later row on the same thread) is handed to a follower task, so the worker moves on to
 create other runs while that one finishes.
 
-Also the library entry points :func:`run_frame` and :func:`validate_frame`.
 """
 
 from __future__ import annotations
@@ -18,15 +17,13 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from batchrun.config import Settings, environment_settings
+from batchrun.config import Settings
 from batchrun.journal import CREATED, DONE, FAILED, SENDING, Entry, Journal
 from batchrun.report import STOPPED_RUN_STATUSES, Outcome, RowResult, Summary, summarize
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from batchrun.sender import RowSender
 
 
@@ -320,8 +317,9 @@ async def open_sender(settings: Settings) -> AsyncIterator[RowSender]:
     """An HTTP session and sender for ``settings`` (starting the simulator if asked)."""
     import aiohttp
 
+    from batchrun.client import ApiClient
     from batchrun.limiter import RateLimiter
-    from batchrun.sender import ApiClient, Control, RowSender
+    from batchrun.sender import Control, RowSender
 
     async with contextlib.AsyncExitStack() as stack:
         if settings.simulate:
@@ -413,42 +411,3 @@ def run_rows(
         notes=notes,
         count_runs=settings.wait,
     )
-
-
-def settings_from(options: dict[str, Any]) -> Settings:
-    """Settings for library calls: keyword options plus the environment."""
-    return Settings(**environment_settings(options))
-
-
-def run_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
-    """Send every valid row of ``frame``; the frame with result columns added.
-
-    Options are the long option names of ``batchrun run`` with underscores
-    (``base_url``, ``concurrency``, ``wait``, ...). Without ``journal=PATH`` the journal
-    lives in memory. Never prints, never exits; a systemic error stops sending and the
-    unsent rows say why in ``error``.
-    """
-    from batchrun.output import result_frame
-    from batchrun.prepare import RowPreparer, make_plan
-
-    settings = settings_from(options)
-    settings.check_sending()
-    rows = RowPreparer(make_plan(list(frame.columns), settings), settings).prepare(frame)
-    journal = Journal(
-        settings.journal, endpoint=settings.endpoint, source="frame", fresh=settings.fresh
-    )
-    try:
-        run_rows(rows, settings, journal)
-    finally:
-        journal.close()
-    return result_frame(frame, rows, settings, mode="run")
-
-
-def validate_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
-    """Assemble and check every row of ``frame``; the frame with ``request`` and ``error``."""
-    from batchrun.output import result_frame
-    from batchrun.prepare import RowPreparer, make_plan
-
-    settings = settings_from(options)
-    rows = RowPreparer(make_plan(list(frame.columns), settings), settings).prepare(frame)
-    return result_frame(frame, rows, settings, mode="validate")

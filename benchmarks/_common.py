@@ -37,7 +37,7 @@ API_KEY = "sk-bench"
 ASSISTANT = "asst_bench"
 INSTRUCTIONS = "Summarise the row in one sentence."
 COLUMNS = ["thread_id", "assistant_id", "instructions", "tools", "metadata.team"]
-# What batchrun sends besides Content-Length and Host (see batchrun.sender.ApiClient).
+# What batchrun sends besides Content-Length and Host (see batchrun.client.ApiClient).
 HEADERS = {
     "Authorization": f"Bearer {API_KEY}",
     "OpenAI-Beta": "assistants=v2",

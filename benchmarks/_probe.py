@@ -43,16 +43,16 @@ def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
     jobs.run_rows = timed_run_rows  # type: ignore[assignment]
     jobs.write_output = timed_write_output  # type: ignore[assignment]
     if stamps:
-        from batchrun import sender
+        from batchrun import client
 
-        call = sender.ApiClient.call
+        call = client.ApiClient.call
 
         async def stamped_call(self: Any, method: str, path: str, payload: Any = None) -> Any:
             if method == "POST":
                 times.append(time.monotonic())
             return await call(self, method, path, payload)
 
-        sender.ApiClient.call = stamped_call  # type: ignore[method-assign]
+        client.ApiClient.call = stamped_call  # type: ignore[method-assign]
     code: int | str | None = 0
     try:
         cli.main(args=cli_args, prog_name="batchrun")

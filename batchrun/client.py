@@ -1,0 +1,158 @@
+"""HTTP to one Assistants endpoint: headers, timeouts, capped answers, the key masked.
+
+:meth:`ApiClient.call` returns an :class:`Answer` for any HTTP answer and raises
+:class:`TransportError` when there is none, with a :class:`~batchrun.retry.Failure` that says
+whether the request may have reached the server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from batchrun import __version__
+from batchrun.config import Settings
+from batchrun.retry import Failure
+
+MAX_ANSWER_BYTES = 10 * 1024 * 1024
+HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+class TransportError(Exception):
+    """No usable HTTP answer; ``.failure`` says whether the request may have arrived."""
+
+    def __init__(self, failure: Failure, message: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+
+class AnswerTooLarge(aiohttp.ClientPayloadError):
+    """The answer is over MAX_ANSWER_BYTES; it was not read to the end."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One HTTP answer, its body already masked."""
+
+    status: int
+    headers: Mapping[str, str]
+    text: str
+    data: Any  # parsed JSON, or None
+
+    @property
+    def error(self) -> dict[str, Any]:
+        """The ``error`` object of OpenAI's envelope, or {}."""
+        error = self.data.get("error") if isinstance(self.data, dict) else None
+        return error if isinstance(error, dict) else {}
+
+    @property
+    def message(self) -> str:
+        """A one-line reason taken from the answer."""
+        text = self.error.get("message")
+        detail = self.data.get("detail") if isinstance(self.data, dict) else None
+        if not text and isinstance(detail, str):
+            text = detail
+        elif not text and isinstance(detail, list):
+            text = "; ".join(_validation_item(item) for item in detail)  # FastAPI's 422
+        if not text and (title := HTML_TITLE.search(self.text)):
+            text = " ".join(title.group(1).split())  # a proxy's error page
+        if not text:
+            text = " ".join(self.text.split())[:200] or "(empty answer)"
+        return f"HTTP {self.status}: {text}"
+
+
+def _validation_item(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    where = ".".join(str(part) for part in item.get("loc") or [] if part != "body")
+    return f"{where}: {item.get('msg')}" if where else str(item.get("msg"))
+
+
+class ApiClient:
+    """Requests to one Assistants endpoint over a shared aiohttp session."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+        self._session = session
+        self._base = settings.base_url.rstrip("/")
+        self._key = settings.api_key or ""
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        headers = {
+            "OpenAI-Beta": settings.beta,
+            "Content-Type": "application/json",
+            "User-Agent": f"batchrun/{__version__}",
+        }
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        if settings.organization:
+            headers["OpenAI-Organization"] = settings.organization
+        if settings.project:
+            headers["OpenAI-Project"] = settings.project
+        self._headers = headers
+
+    def mask(self, text: str) -> str:
+        """``text`` with the API key masked wherever it occurs."""
+        if self._key and self._key in text:
+            return text.replace(self._key, mask_key(self._key))
+        return text
+
+    async def call(self, method: str, path: str, payload: bytes | None = None) -> Answer:
+        """One request; raises TransportError when there is no usable answer."""
+        try:
+            async with self._session.request(
+                method,
+                self._base + path,
+                data=payload,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                raw = await _read_capped(response)
+                headers = response.headers  # case-insensitive already
+                status = response.status
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise TransportError(Failure.TIMEOUT, "timed out waiting for the answer") from None
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as error:
+            raise TransportError(Failure.TLS, self.mask(f"TLS failed: {error}")) from None
+        except aiohttp.ClientConnectorError as error:
+            raise TransportError(
+                Failure.CONNECT, self.mask(f"could not connect: {error}")
+            ) from None
+        except AnswerTooLarge as error:
+            raise TransportError(Failure.DISCONNECT, str(error)) from None
+        except (aiohttp.ClientError, ConnectionError) as error:
+            reason = self.mask(str(error) or type(error).__name__)
+            raise TransportError(Failure.DISCONNECT, f"connection dropped: {reason}") from None
+        text = self.mask(raw.decode("utf-8", errors="replace"))
+        try:
+            data = orjson.loads(text) if text else None
+        except orjson.JSONDecodeError:
+            data = None
+        return Answer(status, headers, text, data)
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    length = response.content_length
+    if length is not None and length <= MAX_ANSWER_BYTES:
+        return await response.read()
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise AnswerTooLarge("answer larger than 10 MB (not read)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def mask_key(key: str) -> str:
+    """``sk-abc...xyz`` -> ``sk-a***yz``: enough to recognise, too little to use."""
+    return f"{key[:4]}***{key[-2:]}" if len(key) > 12 else "***"
+
+
+def is_run(data: Any) -> bool:
+    """Whether a JSON answer looks like a run object."""
+    return isinstance(data, dict) and isinstance(data.get("id"), str) and "status" in data
