@@ -1,6 +1,6 @@
 """Write samples/threads.xlsx from samples/threads.csv (cells as text, header bold).
 
-    python tools/make_samples.py
+python tools/make_samples.py
 """
 
 from __future__ import annotations
