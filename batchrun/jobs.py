@@ -6,6 +6,8 @@ and raise only :class:`~batchrun.errors.BatchrunError` for job-stopping problems
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchrun.config import Settings, settings_toml
-from batchrun.errors import UsageError
+from batchrun.errors import SystemicError, UsageError
 from batchrun.journal import Journal, default_journal_path
 from batchrun.output import VALIDATE_COLUMNS, check_names, number_columns, result_frame
 from batchrun.prepare import RowPreparer, make_plan
@@ -87,15 +89,25 @@ def run_file(
     check_names([str(c) for c in frame.columns], settings, "run")
     rows = RowPreparer(make_plan(list(frame.columns), settings, source), settings).prepare(frame)
     journal_path = settings.journal or default_journal_path(target)
-    journal = Journal(
-        journal_path, endpoint=settings.endpoint, source=str(source.resolve()), fresh=settings.fresh
-    )
+    try:
+        journal = Journal(
+            journal_path,
+            endpoint=settings.endpoint,
+            source=str(source.resolve()),
+            fresh=settings.fresh,
+        )
+    except sqlite3.Error as error:
+        raise UsageError(f"cannot open the journal {journal_path}: {error}") from None
     try:
         summary = run_rows(
             rows, settings, journal, progress=progress, handle_signals=handle_signals
         )
+    except sqlite3.Error as error:
+        # Disk full, or another process holds the journal: stop; what was committed stays.
+        raise SystemicError(f"the journal {journal_path} failed: {error}") from None
     finally:
-        journal.close()
+        with contextlib.suppress(sqlite3.Error):
+            journal.close()
     write_output(target, result_frame(frame, rows, settings, "run"), settings, summary)
     return JobReport(summary, target)
 

@@ -98,7 +98,10 @@ def decide(
         return RetryDecision(False, systemic=True, reason=f"no quota ({code or kind})")
     should = headers.get("x-should-retry", "").strip().lower()
     if should == "false":
-        return RetryDecision(False, reason=f"HTTP {status}, server said not to retry")
+        # Not retried, but a 5xx may still have stored the run: reconcile before any resend.
+        return RetryDecision(
+            False, ambiguous=status >= 500, reason=f"HTTP {status}, server said not to retry"
+        )
     # 501 Not Implemented is how some servers say "no such route": retrying cannot help.
     retryable = should == "true" or status in RETRY_STATUSES or (status >= 500 and status != 501)
     if not retryable:

@@ -93,6 +93,7 @@ def plan_batch(rows: list[RowResult], journal: Journal, settings: Settings) -> B
             entry.state == CREATED and settings.wait and row.run_status not in STOPPED_RUN_STATUSES
         ):
             batch.to_finish.add(row.index)
+            row.outcome, row.error = Outcome.OK, ""  # "pending" last time: follow it again
     return batch
 
 
@@ -300,6 +301,9 @@ def finish_rows(batch: Batch, control_reason: str | None, *, wait: bool) -> None
     handled = batch.to_create | batch.to_finish
     for row in batch.rows:
         if row.outcome is None:
+            # Cut off mid-request (a second Ctrl-C): it may have arrived, so keep it
+            # "sending" for the rerun to reconcile.
+            row.ambiguous = row.ambiguous or row.attempts > 0
             row.fail(Outcome.NOT_SENT, f"not sent: job stopped ({reason}); rerun to send it")
             row.retry_next = True
         elif (

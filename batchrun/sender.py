@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -43,6 +44,8 @@ ROUTE_MISSING_STATUSES = frozenset({404, 405, 501})
 ACTIVE_RUN = "already has an active run"
 # Connection failures in a row, with no answer between them, that mean a wrong URL.
 CONNECT_FAILURE_LIMIT = 8
+# "No assistant found with id 'asst_x'": a 404 about something the row names, not the route.
+NAMED_OBJECT_MISSING = re.compile(r"\bno \w+ found with id\b", re.IGNORECASE)
 # Runs created this long before a row was first sent cannot be its own, even across clocks.
 CLOCK_SKEW = 60.0
 
@@ -143,6 +146,9 @@ class RowSender:
             row.attempts += 1
             try:
                 answer = await self.client.call("POST", path, payload)
+            except asyncio.CancelledError:
+                row.ambiguous = True  # cut off in flight: the request may have arrived
+                raise
             except TransportError as error:
                 decision = decide(
                     attempt=attempt,
@@ -192,6 +198,7 @@ class RowSender:
                     headers=answer.headers,
                     error=answer.error,
                     rand=self._rand,
+                    now=time.time(),
                 )
                 if answer.status in ROUTE_MISSING_STATUSES:
                     self._count_route_miss(row, answer)
@@ -239,10 +246,13 @@ class RowSender:
     def _count_route_miss(self, row: RowResult, answer: Answer) -> None:
         # A 404 that names the row's thread is about the row; three in a row that do not
         # mean the route itself is missing, as on OpenAI's retired Assistants endpoint.
-        about_thread = (
-            row.thread_id in answer.message and "invalid url" not in answer.message.lower()
+        message = answer.message
+        about_row = "invalid url" not in message.lower() and (
+            row.thread_id in message
+            or NAMED_OBJECT_MISSING.search(message) is not None
+            or str((row.body or {}).get("assistant_id", "\0")) in message
         )
-        if answer.status == 404 and about_thread:
+        if answer.status == 404 and about_row:
             self.control.route_misses = 0
             return
         self.control.route_misses += 1
@@ -279,6 +289,9 @@ class RowSender:
         Adopts a run carrying the row's key. When the server does not keep metadata the
         answer cannot be trusted, so the row fails rather than risk a second run.
         """
+        # Every "cannot tell" below keeps the row ambiguous: it is reconciled, never sent
+        # blindly, by any later attempt.
+        row.ambiguous = True
         if not (self.settings.run_tag and row.key):
             row.fail(
                 Outcome.FAILED,
@@ -294,10 +307,12 @@ class RowSender:
                 "could not read the thread's runs to check for a run "
                 "already created; rerun later (nothing was sent twice)",
             )
+            row.retry_next = True  # the next run reconciles it again
             return True
         for run in runs:
             if _tag(run) == row.key:
                 self._take_run(row, run, reconciled=True)
+                row.ambiguous = False
                 return True
         if any(_tag(run) for run in runs):
             return False  # the server keeps run tags, and none is this row's: not created
@@ -321,11 +336,19 @@ class RowSender:
     async def _settle_busy_thread(self, row: RowResult, deadline: float) -> bool:
         """After "already has an active run": adopt it if it is ours, else wait it out."""
         runs = await self._newest_runs(row.thread_id)
-        for run in runs or []:
+        if runs is None:
+            row.fail(
+                Outcome.NOT_SENT,
+                f"not sent: thread {row.thread_id} is busy and its runs cannot be read; "
+                "rerun to send it",
+            )
+            row.retry_next = True
+            return True
+        for run in runs:
             if self.settings.run_tag and _tag(run) == row.key:
                 self._take_run(row, run, reconciled=True)
                 return True
-        active = [r for r in runs or [] if r.get("status") not in STOPPED_RUN_STATUSES]
+        active = [r for r in runs if r.get("status") not in STOPPED_RUN_STATUSES]
         if not active:
             if self._clock() > deadline:
                 row.fail(
@@ -386,6 +409,7 @@ class RowSender:
                     headers=headers,
                     error=answer.error,
                     rand=self._rand,
+                    now=time.time(),
                 )
                 if not decision.retry:
                     return answer

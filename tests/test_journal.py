@@ -215,3 +215,26 @@ def test_sigint_while_waiting_for_runs_stops_promptly_and_rerun_finishes(
     assert finished.returncode == 0, finished.stderr
     assert {r["run_status"] for r in read_rows(output)} == {"completed"}
     assert sim.stats()["runs_created"] == 6
+
+
+def test_a_second_ctrl_c_mid_request_keeps_the_row_for_reconciliation(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(run_seconds=0, hang_rate=1.0, hang_seconds=5, seed=2)
+    source, output = write_rows(tmp_path / "in.csv", 4), tmp_path / "out.csv"
+    args = command(source, output, sim.base_url, "--concurrency", "2")
+    process = start_cli(args)
+    deadline = time.monotonic() + 20
+    while sim.stats()["runs_created"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert journal_states(output).get("sending", 0) >= 2  # cut off in flight: kept
+    finished = run_cli([*args, "--timeout", "1"])
+    assert finished.returncode == 0, finished.stderr
+    assert {r["status"] for r in read_rows(output)} == {"200"}
+    assert sim.stats()["runs_created"] == 4
+    assert sim.stats()["duplicate_runs"] == 0

@@ -73,8 +73,8 @@ def no_jitter() -> float:
         ),
         pytest.param(
             {"status": 500, "headers": {"x-should-retry": "false"}},
-            RetryDecision(False, reason="HTTP 500, server said not to retry"),
-            id="should-retry-false",
+            RetryDecision(False, ambiguous=True, reason="HTTP 500, server said not to retry"),
+            id="should-retry-false-a-5xx-still-may-have-stored-the-run",
         ),
         pytest.param(
             {"status": 400, "headers": {"x-should-retry": "true"}},

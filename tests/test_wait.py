@@ -151,3 +151,19 @@ def test_rerun_after_a_kill_fills_replies_without_creating_runs_again(
     assert {r["run_status"] for r in rows} == {"completed"}
     assert all(r["reply"] for r in rows)
     assert sim.stats()["runs_created"] == 20
+
+
+def test_a_pending_run_is_followed_again_by_the_next_run(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(run_seconds=0.1)
+    source = write_rows(tmp_path / "in.csv", [("thread_slow", "[sim:slow]")])
+    output = tmp_path / "out.csv"
+    first = run_file(source, output, settings_for(sim.base_url, wait=True, wait_timeout=0.3))
+    assert first.summary.exit_code is ExitCode.ROWS_FAILED
+    time.sleep(1.1)  # [sim:slow] takes ten times run_seconds
+    second = run_file(source, output, settings_for(sim.base_url, wait=True))
+    (row,) = read_rows(second.output)
+    assert row["run_status"] == "completed" and row["error"] == ""
+    assert second.summary.exit_code is ExitCode.OK
+    assert sim.stats()["runs_created"] == 1
