@@ -271,7 +271,26 @@ def _cell_text(value: object) -> str:
 # --- CSV/TSV and JSONL ---------------------------------------------------------------------
 
 
-class _DelimitedWriter:
+class _StagedStream:
+    """A text or binary stream written to a staged file: renamed on close, dropped on abort."""
+
+    _file: IO[Any]
+    _staged: StagedFile
+
+    def close(self, summary: Summary | None) -> None:
+        try:
+            self._file.close()
+        except BaseException:
+            self._staged.discard()
+            raise
+        self._staged.commit()
+
+    def abort(self) -> None:
+        self._file.close()
+        self._staged.discard()
+
+
+class _DelimitedWriter(_StagedStream):
     cut_cells = 0  # nothing is cut: only .xlsx has a cell limit
 
     def __init__(
@@ -326,20 +345,8 @@ class _DelimitedWriter:
         for i, row in enumerate(rows):
             (self._quoted if i in marked else self._minimal).writerow(row)
 
-    def close(self, summary: Summary | None) -> None:
-        try:
-            self._file.close()
-        except BaseException:
-            self._staged.discard()
-            raise
-        self._staged.commit()
 
-    def abort(self) -> None:
-        self._file.close()
-        self._staged.discard()
-
-
-class _JsonlWriter:
+class _JsonlWriter(_StagedStream):
     cut_cells = 0  # nothing is cut: only .xlsx has a cell limit
 
     def __init__(self, path: Path, columns: list[str]) -> None:
@@ -360,15 +367,3 @@ class _JsonlWriter:
             except (orjson.JSONEncodeError, TypeError):
                 # Lone surrogates: the standard library escapes them as \udXXX.
                 write(json.dumps(record).encode() + b"\n")
-
-    def close(self, summary: Summary | None) -> None:
-        try:
-            self._file.close()
-        except BaseException:
-            self._staged.discard()
-            raise
-        self._staged.commit()
-
-    def abort(self) -> None:
-        self._file.close()
-        self._staged.discard()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from job_support import read_rows
 
 from batchrun.simulator import RunningSimulator, SimulatorConfig
 
@@ -28,11 +29,6 @@ def write_rows(path: Path, count: int, *, start: int = 0, text: str = "hello") -
         for n in range(start, start + count):
             writer.writerow([f"thread_{n:04d}", "asst_1", text])
     return path
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as stream:
-        return list(csv.DictReader(stream))
 
 
 def command(source: Path, output: Path, base_url: str, *extra: str) -> list[str]:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batchrun.config import Settings, environment_settings
+from job_support import read_rows, settings_for
+
 from batchrun.errors import ExitCode
 from batchrun.jobs import run_file
 from batchrun.simulator import RunningSimulator
@@ -16,23 +17,12 @@ KEY = "sk-test-0123456789abcdef"
 MakeSimulator = Callable[..., RunningSimulator]
 
 
-def settings_for(base_url: str, key: str = KEY, **options: Any) -> Settings:
-    return Settings(
-        **environment_settings({"base_url": base_url, **options}, {"OPENAI_API_KEY": key})
-    )
-
-
 def write_sheet(path: Path, rows: list[dict[str, str]]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def read_output(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as stream:
-        return list(csv.DictReader(stream))
 
 
 def sheet(tmp_path: Path, count: int, **extra: str) -> Path:
@@ -51,7 +41,7 @@ def test_every_valid_row_is_sent_once_in_input_order(
 ) -> None:
     source = sheet(tmp_path, 30)
     report = run_file(source, tmp_path / "out.csv", settings_for(simulator.base_url))
-    rows = read_output(report.output)
+    rows = read_rows(report.output)
     assert [r["thread_id"] for r in rows] == [f"thread_{n:04d}" for n in range(30)]
     assert {r["status"] for r in rows} == {"200"}
     assert all(r["run_id"].startswith("run_") and r["attempts"] == "1" for r in rows)
@@ -70,7 +60,7 @@ def test_faults_never_lose_a_row_nor_create_a_second_run(
     source = sheet(tmp_path, 300)
     settings = settings_for(sim.base_url, timeout=1.0, max_retries=10, concurrency=32)
     report = run_file(source, tmp_path / "out.csv", settings)
-    rows = read_output(report.output)
+    rows = read_rows(report.output)
     assert [r["thread_id"] for r in rows] == [f"thread_{n:04d}" for n in range(300)]
     assert {r["status"] for r in rows} == {"200"}, {r["error"] for r in rows}
     stats = sim.stats()
@@ -90,7 +80,7 @@ def test_wrong_key_stops_early_with_exit_3_and_every_row_says_why(
     )
     assert report.summary.exit_code is ExitCode.ABORTED
     assert sum(creates(sim.stats()).values()) <= 16 + 2
-    rows = read_output(report.output)
+    rows = read_rows(report.output)
     assert all(r["error"] for r in rows)
     assert sum(r["status"] == "401" for r in rows) >= 1
     assert all("401" in r["error"] or "not sent" in r["error"] for r in rows)
@@ -108,7 +98,7 @@ def test_quota_429_stops_the_job_and_is_never_retried(
     assert report.summary.exit_code is ExitCode.ABORTED
     assert "quota" in (report.summary.aborted or "")
     assert sum(creates(sim.stats()).values()) <= 4 + 1
-    rows = read_output(report.output)
+    rows = read_rows(report.output)
     assert all(r["error"] for r in rows)
 
 
@@ -120,7 +110,7 @@ def test_rows_stopped_by_a_systemic_error_are_sent_by_the_next_run(
     run_file(source, out, settings_for(sim.base_url, key="sk-wrong-key-999999999"))
     report = run_file(source, out, settings_for(sim.base_url, key="sk-the-right-key-000000"))
     assert report.summary.exit_code is ExitCode.OK
-    assert {r["status"] for r in read_output(out)} == {"200"}
+    assert {r["status"] for r in read_rows(out)} == {"200"}
 
 
 def test_a_missing_route_stops_after_three_404s_with_a_hint(
@@ -131,7 +121,7 @@ def test_a_missing_route_stops_after_three_404s_with_a_hint(
     assert report.summary.exit_code is ExitCode.ABORTED
     assert "no Assistants runs route" in (report.summary.aborted or "")
     assert sum(creates(simulator.stats()).values()) == 0
-    rows = read_output(report.output)
+    rows = read_rows(report.output)
     assert sum(r["status"] == "404" for r in rows) == 3
     again = run_file(
         report.output.with_name("in.csv"), report.output, settings_for(simulator.base_url)
@@ -175,7 +165,7 @@ def test_rows_sharing_a_thread_go_in_order_after_the_previous_run_ends(
     report = run_file(
         write_sheet(tmp_path / "in.csv", rows), tmp_path / "out.csv", settings_for(sim.base_url)
     )
-    out = read_output(report.output)
+    out = read_rows(report.output)
     assert {r["status"] for r in out} == {"200"}, [r["error"] for r in out]
     shared = [r for r in out if r["thread_id"] == "thread_shared"]
     listed = sim.stats()
@@ -201,7 +191,7 @@ def test_requires_action_blocks_the_threads_later_rows(
     report = run_file(
         write_sheet(tmp_path / "in.csv", rows), tmp_path / "out.csv", settings_for(sim.base_url)
     )
-    out = read_output(report.output)
+    out = read_rows(report.output)
     assert out[0]["status"] == "200" and out[2]["status"] == "200"
     assert out[1]["status"] == "" and "requires_action" in out[1]["error"]
     assert report.summary.exit_code is ExitCode.ROWS_FAILED
@@ -214,6 +204,6 @@ def test_without_the_run_tag_an_ambiguous_failure_is_not_resent(
     report = run_file(
         sheet(tmp_path, 3), tmp_path / "out.csv", settings_for(sim.base_url, run_tag=False)
     )
-    out = read_output(report.output)
+    out = read_rows(report.output)
     assert all("--retry-failed" in r["error"] for r in out)
     assert sum(creates(sim.stats()).values()) == 3

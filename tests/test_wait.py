@@ -10,9 +10,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from batchrun.config import Settings, environment_settings
+from job_support import read_rows, settings_for
+
 from batchrun.errors import ExitCode
 from batchrun.jobs import run_file
 from batchrun.simulator import RunningSimulator
@@ -21,23 +21,12 @@ KEY = "sk-test-wait-0123456789"
 MakeSimulator = Callable[..., RunningSimulator]
 
 
-def settings_for(base_url: str, **options: Any) -> Settings:
-    return Settings(
-        **environment_settings({"base_url": base_url, **options}, {"OPENAI_API_KEY": KEY})
-    )
-
-
 def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(["thread_id", "assistant_id", "instructions"])
         writer.writerows([(thread, "asst_1", text) for thread, text in rows])
     return path
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as stream:
-        return list(csv.DictReader(stream))
 
 
 def test_every_row_ends_completed_with_reply_and_tokens(
