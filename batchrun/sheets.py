@@ -33,6 +33,7 @@ Per format:
 from __future__ import annotations
 
 import codecs
+import csv
 import json
 import re
 import stat
@@ -118,6 +119,8 @@ def iter_sheet(
         return headers, _jsonl_chunks(path, keys, headers, chunk_rows)
     sep = "\t" if fmt == "tsv" else ","
     headers = checked_headers(path, _csv_header(path, sep))
+    if len(headers) == 1:
+        return headers, _row_chunks(_one_column_rows(path, sep), headers, chunk_rows)
     return headers, _csv_chunks(path, sep, headers, chunk_rows)
 
 
@@ -253,6 +256,30 @@ def _csv_chunks(
                 yield chunk
     except pd.errors.ParserError as exc:
         raise _parser_problem(path, exc, len(headers)) from None
+
+
+def _one_column_rows(path: Path, sep: str) -> Iterator[list[str]]:
+    # pandas takes a line of only spaces for a blank line, but in a one-column sheet that
+    # line is a row whose one cell is spaces; the csv module tells the two apart.
+    csv.field_size_limit(2**31 - 1)
+    number = 0
+    with path.open(encoding="utf-8-sig", newline="") as stream:
+        try:
+            for record in csv.reader(stream, delimiter=sep, strict=True):
+                if not record:
+                    continue  # a blank line
+                number += 1
+                if number == 1:
+                    continue  # the header
+                if len(record) > 1:
+                    raise InputError(
+                        path, f"row {number} has {len(record)} cells but the header has 1"
+                    )
+                yield record
+        except csv.Error as exc:
+            if "end of data" in str(exc):
+                raise InputError(path, f"row {number + 1}: a quoted cell is never closed") from None
+            raise InputError(path, f"is not readable as delimited text ({exc})") from None
 
 
 def _parser_problem(path: Path, exc: Exception, width: int | None) -> InputError:

@@ -198,11 +198,6 @@ def test_any_jsonl_sheet_validates_row_for_row(sheet: tuple[list[str], list[list
         check_validated(source, columns, rows, jsonl_cell)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sheets._csv_chunks (pandas skip_blank_lines) drops a one-column record of only "
-    "spaces or tabs, so the output has fewer rows than the input",
-)
 @pytest.mark.parametrize("cell", [" ", "\t", "   "])
 def test_a_one_column_row_of_spaces_is_still_a_row(tmp_path: Path, cell: str) -> None:
     source = tmp_path / "in.csv"
