@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from batchrun.atomic import StagedFile
 from batchrun.config import Settings, settings_toml
 from batchrun.errors import SystemicError, UsageError
 from batchrun.journal import Journal, default_journal_path
@@ -22,9 +23,9 @@ from batchrun.output import VALIDATE_COLUMNS, check_names, number_columns, resul
 from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, Summary
 from batchrun.runner import Progress, run_rows
-from batchrun.sheets import sheet_format
+from batchrun.sheets import iter_sheet, read_sheet, sheet_format
 from batchrun.validation import checked_chunks
-from batchrun.writers import MAX_XLSX_DATA_ROWS
+from batchrun.writers import MAX_XLSX_DATA_ROWS, SheetWriter, write_sheet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,8 +74,6 @@ def run_file(
     handle_signals: bool = False,
 ) -> JobReport:
     """``batchrun run``: send every valid row of ``source`` and write the output."""
-    from batchrun.sheets import read_sheet
-
     settings.check_sending()
     sheet_format(source)  # an unreadable input is named before the output it implies
     target = resolve_output(source, output)
@@ -117,9 +116,6 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
 
     Streams the sheet in chunks, so a million-row CSV needs little memory.
     """
-    from batchrun.sheets import iter_sheet
-    from batchrun.writers import SheetWriter
-
     started = time.monotonic()
     sheet_format(source)
     target = resolve_output(source, output)
@@ -172,8 +168,6 @@ def _limited(chunks: Iterator[pd.DataFrame], limit: int | None) -> Iterator[pd.D
 
 def write_output(target: Path, frame: pd.DataFrame, settings: Settings, summary: Summary) -> None:
     """Write the run output (atomically) and the settings passthrough beside it."""
-    from batchrun.writers import write_sheet
-
     write_sheet(
         target,
         frame,
@@ -186,8 +180,6 @@ def write_output(target: Path, frame: pd.DataFrame, settings: Settings, summary:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file beside it and a rename."""
-    from batchrun.atomic import StagedFile
-
     staged = StagedFile(path)
     try:
         staged.temp.write_text(text, encoding="utf-8")
