@@ -15,6 +15,13 @@ from typing import Any, TypeVar
 import click
 
 from batchrun import __version__
+from batchrun.config import (
+    DEFAULT_API_KEY_ENV,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+)
 from batchrun.errors import BatchrunError, ExitCode, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -121,7 +128,7 @@ def cli() -> None:
 )
 @click.option(
     "--api-key-env",
-    default="OPENAI_API_KEY",
+    default=DEFAULT_API_KEY_ENV,
     show_default=True,
     help="Environment variable holding the API key.",
 )
@@ -129,7 +136,7 @@ def cli() -> None:
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=16,
+    default=DEFAULT_CONCURRENCY,
     show_default=True,
     help="Requests in flight at once.",
 )
@@ -146,14 +153,14 @@ def cli() -> None:
 @click.option(
     "--max-retries",
     type=click.IntRange(min=0),
-    default=6,
+    default=DEFAULT_MAX_RETRIES,
     show_default=True,
     help="Retries per row after errors (rate-limit waits have their own budget).",
 )
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
-    default=60.0,
+    default=DEFAULT_TIMEOUT,
     show_default=True,
     help="Seconds per attempt.",
 )
@@ -161,7 +168,7 @@ def cli() -> None:
 @click.option(
     "--wait-timeout",
     type=click.FloatRange(min=0, min_open=True),
-    default=600.0,
+    default=DEFAULT_WAIT_TIMEOUT,
     show_default=True,
     help="Seconds to wait for a run to end.",
 )

@@ -281,9 +281,10 @@ class Execution:
         if row.key is None:
             return
         if row.outcome is Outcome.OK or row.outcome is Outcome.RUN_FAILED:
-            final = row.run_status in STOPPED_RUN_STATUSES or not self.settings.wait
-            state = DONE if final and self.settings.wait else CREATED
-            self.journal.record(row.key, state, row.to_journal())
+            # "done" only once followed to its end; a run created without --wait may still
+            # be followed by a later --wait job.
+            ended = self.settings.wait and row.run_status in STOPPED_RUN_STATUSES
+            self.journal.record(row.key, DONE if ended else CREATED, row.to_journal())
         elif row.outcome is Outcome.PENDING:
             self.journal.record(row.key, CREATED, row.to_journal())
         elif row.retry_next or row.outcome is Outcome.NOT_SENT:

@@ -223,6 +223,12 @@ class JobTiming:
         return self.phases.get("send", float("nan"))
 
 
+def run_args(source: Path, output: Path, base_url: str, *extra: str) -> list[str]:
+    """``batchrun run`` arguments for one fresh job against ``base_url``."""
+    command = ["run", str(source), "-o", str(output), "--base-url", base_url]
+    return [*command, "--no-progress", "--fresh", *extra]
+
+
 def run_batchrun(
     cli_args: Sequence[str], *, stamps: bool = False, timeout: float = 170
 ) -> JobTiming:

@@ -24,6 +24,7 @@ from _common import (
     Simulator,
     median,
     request_bodies,
+    run_args,
     run_batchrun,
     send_bare,
     table,
@@ -50,18 +51,13 @@ def main() -> None:
         for round_no in range(1, args.repeat + 1):
             sim.reset()
             job = run_batchrun(
-                [
-                    "run",
-                    str(source),
-                    "-o",
-                    str(Path(scratch) / "out.csv"),
-                    "--base-url",
+                run_args(
+                    source,
+                    Path(scratch) / "out.csv",
                     sim.base_url,
                     "--concurrency",
                     str(args.concurrency),
-                    "--no-progress",
-                    "--fresh",
-                ]
+                )
             )
             sim.check(args.rows, f"round {round_no}")
             sim.reset()

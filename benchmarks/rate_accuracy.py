@@ -25,7 +25,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from _common import Simulator, median, run_batchrun, table, write_csv
+from _common import Simulator, median, run_args, run_batchrun, table, write_csv
 
 
 def achieved_rates(stamps: list[float], burst: int) -> tuple[float, float, float]:
@@ -57,20 +57,15 @@ def main() -> None:
                 for round_no in range(1, args.repeat + 1):
                     sim.reset()
                     job = run_batchrun(
-                        [
-                            "run",
-                            str(source),
-                            "-o",
-                            str(Path(scratch) / "out.csv"),
-                            "--base-url",
+                        run_args(
+                            source,
+                            Path(scratch) / "out.csv",
                             sim.base_url,
                             "--rpm",
                             f"{rpm:g}",
                             "--concurrency",
                             str(args.concurrency),
-                            "--no-progress",
-                            "--fresh",
-                        ],
+                        ),
                         stamps=True,
                     )
                     stats = sim.check(rows, f"rpm {rpm:g} round {round_no}")

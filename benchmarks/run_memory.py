@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from _common import Simulator, median, run_batchrun, table, write_csv
+from _common import Simulator, median, run_args, run_batchrun, table, write_csv
 
 
 def main() -> None:
@@ -33,18 +33,13 @@ def main() -> None:
         for round_no in range(1, args.repeat + 1):
             sim.reset()
             job = run_batchrun(
-                [
-                    "run",
-                    str(source),
-                    "-o",
-                    str(Path(scratch) / "out.csv"),
-                    "--base-url",
+                run_args(
+                    source,
+                    Path(scratch) / "out.csv",
                     sim.base_url,
                     "--concurrency",
                     str(args.concurrency),
-                    "--no-progress",
-                    "--fresh",
-                ],
+                ),
                 timeout=args.timeout,
             )
             sim.check(args.rows, f"round {round_no}")

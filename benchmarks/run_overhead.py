@@ -36,6 +36,7 @@ from _common import (
     Simulator,
     median,
     request_bodies,
+    run_args,
     run_batchrun,
     send_bare,
     table,
@@ -45,20 +46,7 @@ from _common import (
 
 def run_a(sim: Simulator, source: Path, output: Path, concurrency: int) -> JobTiming:
     """The whole batchrun job as a subprocess."""
-    return run_batchrun(
-        [
-            "run",
-            str(source),
-            "-o",
-            str(output),
-            "--base-url",
-            sim.base_url,
-            "--concurrency",
-            str(concurrency),
-            "--no-progress",
-            "--fresh",
-        ]
-    )
+    return run_batchrun(run_args(source, output, sim.base_url, "--concurrency", str(concurrency)))
 
 
 async def _sdk(base_url: str, bodies: Bodies, concurrency: int) -> None:
