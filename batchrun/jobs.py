@@ -19,13 +19,19 @@ from batchrun.atomic import StagedFile
 from batchrun.config import Settings, settings_toml
 from batchrun.errors import SystemicError, UsageError
 from batchrun.journal import Journal, default_journal_path
-from batchrun.output import VALIDATE_COLUMNS, check_names, number_columns, result_frame
+from batchrun.output import (
+    VALIDATE_COLUMNS,
+    check_names,
+    number_columns,
+    result_cells,
+    result_columns,
+)
 from batchrun.prepare import RowPreparer, make_plan
-from batchrun.report import Outcome, Summary
+from batchrun.report import Outcome, RowResult, Summary
 from batchrun.runner import Progress, run_rows
-from batchrun.sheets import iter_sheet, read_sheet, sheet_format
+from batchrun.sheets import iter_sheet, read_rows, sheet_format
 from batchrun.validation import checked_chunks
-from batchrun.writers import MAX_XLSX_DATA_ROWS, SheetWriter, write_sheet
+from batchrun.writers import MAX_XLSX_DATA_ROWS, SheetWriter
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,16 +83,18 @@ def run_file(
     settings.check_sending()
     sheet_format(source)  # an unreadable input is named before the output it implies
     target = resolve_output(source, output)
-    frame = read_sheet(source, settings.sheet)
+    # Lists of cells, not a DataFrame: sending starts without importing pandas (~0.15 s).
+    headers, cells = read_rows(source, settings.sheet)
     if settings.limit is not None:
-        frame = frame.iloc[: settings.limit]
-    if target.suffix.lower() == ".xlsx" and len(frame) > MAX_XLSX_DATA_ROWS:
+        del cells[settings.limit :]
+    if target.suffix.lower() == ".xlsx" and len(cells) > MAX_XLSX_DATA_ROWS:
         # Found out before sending, not after: Excel holds 1,048,575 data rows.
         raise UsageError(
-            f"-o {target}: {len(frame):,} rows do not fit a worksheet; write .csv or .jsonl"
+            f"-o {target}: {len(cells):,} rows do not fit a worksheet; write .csv or .jsonl"
         )
-    check_names([str(c) for c in frame.columns], settings, "run")
-    rows = RowPreparer(make_plan(list(frame.columns), settings, source), settings).prepare(frame)
+    check_names(headers, settings, "run")
+    plan = make_plan(headers, settings, source)
+    rows = RowPreparer(plan, settings).prepare_rows(cells)
     journal_path = settings.journal or default_journal_path(target)
     try:
         journal = Journal(
@@ -107,7 +115,7 @@ def run_file(
     finally:
         with contextlib.suppress(sqlite3.Error):
             journal.close()
-    write_output(target, result_frame(frame, rows, settings, "run"), settings, summary)
+    write_output(target, headers, cells, rows, settings, summary)
     return JobReport(summary, target)
 
 
@@ -166,15 +174,26 @@ def _limited(chunks: Iterator[pd.DataFrame], limit: int | None) -> Iterator[pd.D
         left -= len(chunk)
 
 
-def write_output(target: Path, frame: pd.DataFrame, settings: Settings, summary: Summary) -> None:
-    """Write the run output (atomically) and the settings passthrough beside it."""
-    write_sheet(
+def write_output(
+    target: Path,
+    headers: list[str],
+    cells: list[list[str]],
+    rows: list[RowResult],
+    settings: Settings,
+    summary: Summary,
+) -> None:
+    """Write the input cells and each row's results (atomically), and the settings
+    passthrough beside them."""
+    inputs = [list(column) for column in zip(*cells, strict=True)] if cells else [[]] * len(headers)
+    names = [settings.prefix + name for name in result_columns(settings, "run")]
+    with SheetWriter(
         target,
-        frame,
-        summary=summary.sections(settings.public()),
+        [*headers, *names],
         escape_formulas=settings.escape_formulas,
         number_columns=number_columns(settings),
-    )
+    ) as out:
+        out.write_columns([*inputs, *result_cells(rows, settings, "run")])
+        out.close(summary.sections(settings.public()))
     write_text_atomic(settings_path(target), settings_toml(settings))
 
 

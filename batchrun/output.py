@@ -84,6 +84,13 @@ def result_values(row: RowResult, settings: Settings, mode: Mode) -> list[object
     return values
 
 
+def result_cells(rows: list[RowResult], settings: Settings, mode: Mode) -> list[list[object]]:
+    """The result columns' cells, column by column, in :func:`result_columns` order."""
+    width = len(result_columns(settings, mode))
+    cells = [result_values(row, settings, mode) for row in rows]
+    return [list(column) for column in zip(*cells, strict=True)] if cells else [[]] * width
+
+
 def result_frame(
     frame: pd.DataFrame, rows: list[RowResult], settings: Settings, mode: Mode
 ) -> pd.DataFrame:
@@ -92,12 +99,10 @@ def result_frame(
 
     check_names([str(c) for c in frame.columns], settings, mode)
     names = [settings.prefix + name for name in result_columns(settings, mode)]
-    cells = [result_values(row, settings, mode) for row in rows]
-    columns = list(zip(*cells, strict=True)) if cells else [() for _ in names]
     results = pd.DataFrame(
         {
-            name: pd.Series(list(values), dtype=object)
-            for name, values in zip(names, columns, strict=True)
+            name: pd.Series(values, index=frame.index, dtype=object)
+            for name, values in zip(names, result_cells(rows, settings, mode), strict=True)
         },
         index=frame.index,
     )

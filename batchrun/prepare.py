@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -66,9 +66,13 @@ class RowPreparer:
 
     def prepare(self, frame: pd.DataFrame) -> list[RowResult]:
         """Assemble, check and key each row of ``frame`` (the sheet's next chunk)."""
+        return self.prepare_rows(text_rows(frame))
+
+    def prepare_rows(self, rows: Iterable[Sequence[str]]) -> list[RowResult]:
+        """Assemble, check and key each row of text cells (in the plan's column order)."""
         results = []
         api_version = self.settings.api_version
-        for cells in text_rows(frame):
+        for cells in rows:
             row = RowResult(self.next_index)
             self.next_index += 1
             built = assemble(self.plan, cells)

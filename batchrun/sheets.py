@@ -3,6 +3,7 @@
     frame = read_sheet(Path("jobs.csv"))                  # the whole sheet
     headers, chunks = iter_sheet(Path("big.csv"))         # or chunk by chunk
     for chunk in chunks: ...
+    headers, rows = read_rows(Path("jobs.csv"))           # lists of cells, without pandas
 
 What comes back, whatever the format:
 
@@ -19,10 +20,13 @@ What comes back, whatever the format:
 
 Per format:
 
-- CSV/TSV: UTF-8 with or without a BOM; standard quoting (``"`` doubled inside quotes).
-  Blank and whitespace-only lines are skipped; a row with fewer cells than the header is
-  padded with ``""``, one with more is an error. A NUL byte, UTF-16 or invalid UTF-8 is
-  refused before any row is returned, so a streaming caller never acts on half a file.
+- CSV/TSV: UTF-8 with or without a BOM; standard quoting (``"`` doubled inside quotes),
+  read by the standard library's csv module (one parser for every command). Blank and
+  whitespace-only lines are skipped, except that in a one-column sheet a line of spaces is
+  a row. A row with fewer cells than the header is padded with ``""``; one with more, a
+  quoted cell never closed, or text after a closing quote is an error naming the row. A
+  NUL byte, UTF-16 or invalid UTF-8 is refused before any row is returned, so a streaming
+  caller never acts on half a file.
 - XLSX/XLSM: see :mod:`batchrun.xlsx_reader` (cells as Excel shows them).
 - JSONL: one JSON object per line, blank lines skipped. Columns are the keys in first-seen
   order across all lines (the file is read twice when streamed). A string value is the
@@ -37,22 +41,25 @@ import csv
 import json
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import numpy as np
 import orjson
-import pandas as pd
 
 from batchrun.errors import InputError, UsageError
 from batchrun.xlsx_reader import open_xlsx_sheet
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
     "FORMATS",
     "checked_headers",
+    "iter_rows",
     "iter_sheet",
+    "read_rows",
     "read_sheet",
     "sheet_format",
 ]
@@ -67,8 +74,6 @@ FORMATS: dict[str, str] = {
 }
 _USE = "use .csv, .tsv, .xlsx, .xlsm or .jsonl"
 _BLOCK = 1 << 20
-_RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
-_UNCLOSED = re.compile(r"EOF inside string starting at row (\d+)")
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
@@ -85,14 +90,15 @@ def sheet_format(path: Path) -> str:
 
 
 def read_sheet(path: Path, sheet: str | int | None = None) -> pd.DataFrame:
-    """Read a whole sheet as text cells (see the module docstring)."""
-    headers, chunks = iter_sheet(path, sheet, chunk_rows=250_000)
-    frames = list(chunks)
-    if not frames:
-        return _frame([[] for _ in headers], headers, 0)
-    if len(frames) == 1:
-        return frames[0]
-    return pd.concat(frames, ignore_index=True)
+    """Read a whole sheet as a frame of text cells (see the module docstring)."""
+    headers, rows = read_rows(path, sheet)
+    return _frame(_columns_of(rows, len(headers)), headers, 0)
+
+
+def read_rows(path: Path, sheet: str | int | None = None) -> tuple[list[str], list[list[str]]]:
+    """Read a whole sheet as its headers and its rows of text cells; pandas is not used."""
+    headers, rows = iter_rows(path, sheet)
+    return headers, list(rows)
 
 
 def iter_sheet(
@@ -105,23 +111,26 @@ def iter_sheet(
     """
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
+    headers, rows = iter_rows(path, sheet)
+    return headers, _row_chunks(rows, headers, chunk_rows)
+
+
+def iter_rows(path: Path, sheet: str | int | None = None) -> tuple[list[str], Iterator[list[str]]]:
+    """Return the headers and an iterator of rows, each a list of text cells as wide as the
+    header. Problems are raised as :func:`iter_sheet` raises them."""
     fmt = _checked_format(path)
     if sheet is not None and fmt != "xlsx":
         raise UsageError(f"--sheet applies to .xlsx/.xlsm input, not {path.suffix} ({path})")
     if fmt == "xlsx":
         raw, rows = open_xlsx_sheet(path, sheet)
-        headers = checked_headers(path, raw)
-        return headers, _row_chunks(rows, headers, chunk_rows)
+        return checked_headers(path, raw), rows
     _check_utf8_text(path)
     if fmt == "jsonl":
         keys = _jsonl_keys(path)
-        headers = checked_headers(path, keys)
-        return headers, _jsonl_chunks(path, keys, headers, chunk_rows)
+        return checked_headers(path, keys), _jsonl_rows(path, keys)
     sep = "\t" if fmt == "tsv" else ","
     headers = checked_headers(path, _csv_header(path, sep))
-    if len(headers) == 1:
-        return headers, _row_chunks(_one_column_rows(path, sep), headers, chunk_rows)
-    return headers, _csv_chunks(path, sep, headers, chunk_rows)
+    return headers, _csv_rows(path, sep, len(headers))
 
 
 def checked_headers(path: Path, raw: Sequence[str]) -> list[str]:
@@ -200,97 +209,53 @@ def _check_utf8_text(path: Path) -> None:
 # --- CSV and TSV --------------------------------------------------------------------------
 
 
-def _csv_header(path: Path, sep: str) -> list[str]:
-    try:
-        first = pd.read_csv(
-            path,
-            sep=sep,
-            header=None,
-            nrows=1,
-            dtype=object,
-            keep_default_na=False,
-            na_filter=False,
-            index_col=False,
-            encoding="utf-8",
-            engine="c",
-        )
-    except pd.errors.EmptyDataError:
-        raise InputError(path, "is empty (no header row)") from None
-    except pd.errors.ParserError as exc:
-        raise _parser_problem(path, exc, None) from None
-    except OSError as exc:
-        raise InputError(path, f"cannot be read ({exc.strerror})") from None
-    return [str(cell) for cell in first.iloc[0].tolist()]
+def _csv_records(path: Path, sep: str, width: int | None) -> Generator[tuple[int, list[str]]]:
+    """(row number, cells) for each record that is not a blank line; the header is row 1.
 
-
-def _csv_chunks(
-    path: Path, sep: str, headers: list[str], chunk_rows: int
-) -> Iterator[pd.DataFrame]:
-    # The C engine with object dtype and no NA filtering keeps every cell as the exact
-    # text, has no field size limit, and reads about 500,000 rows/s. header=None keeps the
-    # header row as data (dropped below) so pandas never renames or mangles it.
-    start = 0
-    skip_header = True
-    try:
-        with pd.read_csv(
-            path,
-            sep=sep,
-            header=None,
-            chunksize=chunk_rows,
-            dtype=object,
-            keep_default_na=False,
-            na_filter=False,
-            index_col=False,
-            encoding="utf-8",
-            engine="c",
-        ) as reader:
-            for chunk in reader:
-                if skip_header:
-                    chunk = chunk.iloc[1:]
-                    skip_header = False
-                if chunk.empty:
-                    continue
-                chunk.columns = pd.Index(headers, dtype=object)
-                chunk.index = pd.RangeIndex(start, start + len(chunk))
-                start += len(chunk)
-                yield chunk
-    except pd.errors.ParserError as exc:
-        raise _parser_problem(path, exc, len(headers)) from None
-
-
-def _one_column_rows(path: Path, sep: str) -> Iterator[list[str]]:
-    # pandas takes a line of only spaces for a blank line, but in a one-column sheet that
-    # line is a row whose one cell is spaces; the csv module tells the two apart.
+    A line of only spaces is blank, except below the header of a one-column sheet
+    (``width`` 1), where it is a row whose one cell is spaces.
+    """
     csv.field_size_limit(2**31 - 1)
     number = 0
     with path.open(encoding="utf-8-sig", newline="") as stream:
         try:
             for record in csv.reader(stream, delimiter=sep, strict=True):
-                if not record:
-                    continue  # a blank line
+                spaces = len(record) == 1 and not record[0].strip()
+                if not record or (spaces and (width != 1 or number == 0)):
+                    continue
                 number += 1
-                if number == 1:
-                    continue  # the header
-                if len(record) > 1:
-                    raise InputError(
-                        path, f"row {number} has {len(record)} cells but the header has 1"
-                    )
-                yield record
+                yield number, record
         except csv.Error as exc:
             if "end of data" in str(exc):
-                raise InputError(path, f"row {number + 1}: a quoted cell is never closed") from None
-            raise InputError(path, f"is not readable as delimited text ({exc})") from None
+                problem = "a quoted cell is never closed"
+            elif "expected after" in str(exc):
+                problem = "a quoted cell has text after its closing quote"
+            else:
+                raise InputError(path, f"is not readable as delimited text ({exc})") from None
+            raise InputError(path, f"row {number + 1}: {problem}") from None
 
 
-def _parser_problem(path: Path, exc: Exception, width: int | None) -> InputError:
-    message = str(exc).strip()
-    if found := _RAGGED.search(message):
-        expected, row, saw = (int(g) for g in found.groups())
-        return InputError(path, f"row {row} has {saw} cells but the header has {width or expected}")
-    if found := _UNCLOSED.search(message):
-        # pandas counts this row from 0.
-        return InputError(path, f"row {int(found.group(1)) + 1}: a quoted cell is never closed")
-    return InputError(path, f"is not readable as delimited text ({message.splitlines()[-1]})")
+def _csv_header(path: Path, sep: str) -> list[str]:
+    records = _csv_records(path, sep, None)
+    try:
+        return next(records)[1]
+    except StopIteration:
+        raise InputError(path, "is empty (no header row)") from None
+    finally:
+        records.close()
+
+
+def _csv_rows(path: Path, sep: str, width: int) -> Iterator[list[str]]:
+    for number, record in _csv_records(path, sep, width):
+        if number == 1:
+            continue  # the header
+        if len(record) < width:
+            record += [""] * (width - len(record))
+        elif len(record) > width:
+            raise InputError(
+                path, f"row {number} has {len(record)} cells but the header has {width}"
+            )
+        yield record
 
 
 # --- JSONL ---------------------------------------------------------------------------------
@@ -354,19 +319,9 @@ def _jsonl_keys(path: Path) -> list[str]:
     return list(keys)
 
 
-def _jsonl_chunks(
-    path: Path, keys: list[str], headers: list[str], chunk_rows: int
-) -> Iterator[pd.DataFrame]:
-    batch: list[dict[str, Any]] = []
-    start = 0
+def _jsonl_rows(path: Path, keys: list[str]) -> Iterator[list[str]]:
     for _, record in _jsonl_lines(path):
-        batch.append(record)
-        if len(batch) == chunk_rows:
-            yield _frame([[_json_cell(r.get(k)) for r in batch] for k in keys], headers, start)
-            start += len(batch)
-            batch = []
-    if batch:
-        yield _frame([[_json_cell(r.get(k)) for r in batch] for k in keys], headers, start)
+        yield [_json_cell(record.get(key)) for key in keys]
 
 
 def _json_cell(value: object) -> str:
@@ -408,6 +363,9 @@ def _columns_of(rows: list[list[str]], width: int) -> list[list[str]]:
 
 
 def _frame(columns: list[list[str]], headers: list[str], start: int) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
     # dtype=object: pandas 3 would otherwise infer its "str" dtype from lists of str, and
     # the CSV path gives object columns; callers get one dtype whatever the format.
     data = {

@@ -34,12 +34,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol, Self
+from typing import IO, TYPE_CHECKING, Any, Protocol, Self
 
-import numpy as np
 import orjson
-import pandas as pd
-from pandas.api.types import infer_dtype
 
 from batchrun.atomic import StagedFile
 from batchrun.errors import UsageError
@@ -50,6 +47,9 @@ from batchrun.xlsx_writer import (
     XlsxResultWriter,
     excel_text,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "MAX_XLSX_DATA_ROWS",
@@ -66,6 +66,7 @@ _SLICE_ROWS = 50_000  # bounds the writer's own copies whatever size the caller'
 _FORMULA_START = frozenset("=+-@\t\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _OUTPUTS = (".csv", ".tsv", ".jsonl", ".xlsx")
+_MISSING = frozenset({"<NA>", "NaT", "nan"})  # pandas' missing values, as text
 
 
 def escape_formula(text: str) -> str:
@@ -159,24 +160,52 @@ class SheetWriter:
 
         If writing fails, the writer is aborted before the exception propagates.
         """
-        if self._done:
-            raise ValueError(f"{self.path}: the writer is already closed")
         if [str(name) for name in frame.columns] != self.columns:
+            self._check_open()
             raise ValueError(f"frame columns {list(frame.columns)} are not {self.columns}")
-        try:
-            for start in range(0, len(frame), _SLICE_ROWS):
-                part = frame.iloc[start : start + _SLICE_ROWS]
-                cells = [
-                    _number_cells(part.iloc[:, col])
+        for start in range(0, len(frame), _SLICE_ROWS):
+            part = frame.iloc[start : start + _SLICE_ROWS]
+            self._write_cells(
+                [
+                    _number_cells(part.iloc[:, col].to_numpy(dtype=object).tolist())
                     if is_number
-                    else _text_cells(part.iloc[:, col])
+                    else _frame_text_cells(part.iloc[:, col])
                     for col, is_number in enumerate(self._numbers)
                 ]
-                self._out.write_columns(cells)
-                self.rows_written += len(part)
+            )
+
+    def write_columns(self, columns: Sequence[Sequence[object]]) -> None:
+        """Append rows given column by column, one sequence of cells per writer column.
+
+        Cells are plain Python values: text columns take ``str`` (other values are written
+        as their text, None empty); number columns take numbers or None.
+        """
+        if len(columns) != len(self.columns):
+            self._check_open()
+            raise ValueError(f"{len(columns)} columns given for {len(self.columns)}")
+        height = len(columns[0]) if columns else 0
+        for start in range(0, height, _SLICE_ROWS):
+            self._write_cells(
+                [
+                    _number_cells(values[start : start + _SLICE_ROWS])
+                    if is_number
+                    else _text_cells(values[start : start + _SLICE_ROWS])
+                    for values, is_number in zip(columns, self._numbers, strict=True)
+                ]
+            )
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise ValueError(f"{self.path}: the writer is already closed")
+
+    def _write_cells(self, cells: list[list[Any]]) -> None:
+        self._check_open()
+        try:
+            self._out.write_columns(cells)
         except BaseException:
             self.abort()
             raise
+        self.rows_written += len(cells[0]) if cells else 0
 
     @property
     def cut_cells(self) -> int:
@@ -221,35 +250,47 @@ def write_sheet(
 # --- cell values ---------------------------------------------------------------------------
 
 
-def _text_cells(column: pd.Series) -> list[str]:
+def _frame_text_cells(column: pd.Series) -> list[str]:
+    from pandas.api.types import infer_dtype
+
     values = column.to_numpy(dtype=object)
     if infer_dtype(values, skipna=False) == "string":
-        return values.tolist()
-    return [_cell_text(v) for v in values]
+        return values.tolist()  # every cell is a str
+    return _text_cells(values.tolist())
 
 
-def _number_cells(column: pd.Series) -> list[NumberCell]:
-    values = column.to_numpy(dtype=object)
+def _text_cells(values: Sequence[object]) -> list[str]:
+    return [v if type(v) is str else _cell_text(v) for v in values]
+
+
+def _number_cells(values: Sequence[object]) -> list[NumberCell]:
     return [v if type(v) is int else _number_cell(v) for v in values]
 
 
 def _number_cell(value: object) -> NumberCell:
-    if value is None or value is pd.NA or value is pd.NaT:
+    if value is None:
         return None
-    if isinstance(value, bool | np.bool_ | int | np.integer):
+    if isinstance(value, bool | int):
         return int(value)
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        if math.isnan(number):
+    if isinstance(value, float):
+        if math.isnan(value):
             return None
         # A float column (pandas' int-with-missing) would otherwise show 200 as "200.0".
-        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    if _is_numpy_scalar(value):
+        return _number_cell(value.item())  # type: ignore[attr-defined]
     text = str(value)
-    if not text.strip():
+    if not text.strip() or text in _MISSING:
         return None
     if _PLAIN_NUMBER.fullmatch(text.strip()):
         return _number_cell(float(text)) if any(c in text for c in ".eE") else int(text)
     return text
+
+
+def _is_numpy_scalar(value: object) -> bool:
+    # numpy's scalars (np.int64, np.float32, np.bool_) become Python's through .item();
+    # checked by module name so that numpy need not be imported to write a sheet.
+    return type(value).__module__ == "numpy" and hasattr(value, "item")
 
 
 def _number_texts(values: list[NumberCell]) -> list[str]:
@@ -260,7 +301,9 @@ def _number_texts(values: list[NumberCell]) -> list[str]:
 def _cell_text(value: object) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, bool | np.bool_):
+    if _is_numpy_scalar(value):
+        value = value.item()  # type: ignore[attr-defined]
+    if isinstance(value, bool):
         return "true" if value else "false"  # as the JSONL reader gives JSON booleans
     number = _number_cell(value)
     if number is None:

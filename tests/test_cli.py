@@ -171,6 +171,33 @@ def test_help_does_not_import_the_heavy_modules() -> None:
     assert result.stderr == "[]"
 
 
+@pytest.mark.parametrize(
+    ("sample", "output"), [("threads.csv", "out.csv"), ("threads.xlsx", "out.xlsx")]
+)
+def test_run_works_without_importing_pandas(tmp_path: Path, sample: str, output: str) -> None:
+    """pandas (~0.15 s to import) is for library callers; a CLI job starts sending without it."""
+    code = (
+        "import sys\n"
+        "from batchrun.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as stop:\n"
+        "    sys.stderr.write(f'exit {stop.code} ')\n"
+        "sys.stderr.write(repr(sorted(m for m in ('pandas', 'numpy') if m in sys.modules)))\n"
+    )
+    source = Path(__file__).parents[1] / "samples" / sample
+    args = ["run", str(source), "--simulate", "--quiet", "-o", str(tmp_path / output)]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OPENAI_API_KEY": ""},
+    )
+    assert result.stderr.endswith("exit 1 []"), result.stderr  # 1: the samples' invalid rows
+    assert (tmp_path / output).stat().st_size > 0
+
+
 def test_version_is_the_package_version() -> None:
     result = batchrun_cli("--version")
     assert result.returncode == 0

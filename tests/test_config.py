@@ -110,6 +110,18 @@ def test_library_validate_frame_returns_request_and_error() -> None:
     assert out["request"][1] == "" and out["error"][1].startswith("thread_id:")
 
 
+def test_library_results_follow_the_callers_index() -> None:
+    frame = pd.DataFrame(
+        {"thread_id": ["thread_1", "bad/id"], "assistant_id": ["a", "b"]}, index=["x", "y"]
+    )
+    checked = batchrun.validate_frame(frame)
+    assert checked.index.tolist() == ["x", "y"]
+    assert checked.loc["x", "error"] == "" and checked.loc["y", "error"].startswith("thread_id:")
+    sent = batchrun.run_frame(frame, simulate=True)
+    assert sent["status"].tolist() == [200, None]
+    assert sent.loc["y", "error"].startswith("thread_id:")
+
+
 def test_library_run_frame_sends_and_never_prints(capsys: pytest.CaptureFixture[str]) -> None:
     frame = pd.DataFrame({"thread_id": ["thread_1", "thread_2"], "assistant_id": ["a", "b"]})
     out = batchrun.run_frame(frame, simulate=True, wait=True)

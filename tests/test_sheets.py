@@ -13,7 +13,7 @@ import pytest
 import xlsxwriter
 
 from batchrun.errors import InputError, UsageError
-from batchrun.sheets import iter_sheet, read_sheet
+from batchrun.sheets import iter_sheet, read_rows, read_sheet
 
 Cell = Callable[[Any, int, int], None]
 
@@ -45,31 +45,25 @@ def assert_text_frame(frame: pd.DataFrame) -> None:
 # --- each format -----------------------------------------------------------------------------
 
 TABLE = [{"thread_id": "thread_1", "n": "00123"}, {"thread_id": "thread_2", "n": ""}]
+TEXT_FORMATS = [
+    pytest.param("in.csv", b"thread_id,n\nthread_1,00123\nthread_2,\n", id="csv"),
+    pytest.param("in.tsv", b"thread_id\tn\nthread_1\t00123\nthread_2\t\n", id="tsv"),
+    pytest.param("in.CSV", b"thread_id,n\r\nthread_1,00123\r\nthread_2,\r\n", id="csv-crlf-upper"),
+    pytest.param("in.csv", b"\xef\xbb\xbfthread_id,n\nthread_1,00123\nthread_2,\n", id="csv-bom"),
+    pytest.param(
+        "in.jsonl",
+        b'{"thread_id": "thread_1", "n": "00123"}\n\n{"thread_id": "thread_2", "n": null}\n',
+        id="jsonl",
+    ),
+    pytest.param(
+        "in.jsonl",
+        b'\xef\xbb\xbf{"thread_id": "thread_1", "n": "00123"}\n{"thread_id": "thread_2"}',
+        id="jsonl-bom-missing-key",
+    ),
+]
 
 
-@pytest.mark.parametrize(
-    ("name", "content"),
-    [
-        pytest.param("in.csv", b"thread_id,n\nthread_1,00123\nthread_2,\n", id="csv"),
-        pytest.param("in.tsv", b"thread_id\tn\nthread_1\t00123\nthread_2\t\n", id="tsv"),
-        pytest.param(
-            "in.CSV", b"thread_id,n\r\nthread_1,00123\r\nthread_2,\r\n", id="csv-crlf-upper"
-        ),
-        pytest.param(
-            "in.csv", b"\xef\xbb\xbfthread_id,n\nthread_1,00123\nthread_2,\n", id="csv-bom"
-        ),
-        pytest.param(
-            "in.jsonl",
-            b'{"thread_id": "thread_1", "n": "00123"}\n\n{"thread_id": "thread_2", "n": null}\n',
-            id="jsonl",
-        ),
-        pytest.param(
-            "in.jsonl",
-            b'\xef\xbb\xbf{"thread_id": "thread_1", "n": "00123"}\n{"thread_id": "thread_2"}',
-            id="jsonl-bom-missing-key",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("name", "content"), TEXT_FORMATS)
 def test_each_text_format_reads_as_str_cells(tmp_path: Path, name: str, content: bytes) -> None:
     path = tmp_path / name
     path.write_bytes(content)
@@ -78,6 +72,17 @@ def test_each_text_format_reads_as_str_cells(tmp_path: Path, name: str, content:
     assert records(frame) == TABLE
     assert_text_frame(frame)
     assert list(frame.index) == [0, 1]
+
+
+@pytest.mark.parametrize(("name", "content"), TEXT_FORMATS)
+def test_read_rows_gives_the_same_cells_without_pandas(
+    tmp_path: Path, name: str, content: bytes
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    headers, rows = read_rows(path)
+    assert [dict(zip(headers, row, strict=True)) for row in rows] == TABLE
+    assert all(type(row) is list and all(type(c) is str for c in row) for row in rows)
 
 
 @pytest.mark.parametrize("suffix", [".xlsx", ".xlsm", ".XLSX"])
@@ -108,6 +113,18 @@ def test_short_rows_are_padded_and_blank_lines_skipped(tmp_path: Path) -> None:
         {"a": "1", "b": "", "c": ""},
         {"a": "2", "b": "3", "c": ""},
         {"a": "", "b": "", "c": ""},
+    ]
+
+
+def test_one_column_sheet_keeps_rows_of_spaces_but_not_blank_lines_above_its_header(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("\n   \nthread_id\nthread_1\n  \n\nthread_2\n", encoding="utf-8")
+    assert records(read_sheet(path)) == [
+        {"thread_id": "thread_1"},
+        {"thread_id": "  "},
+        {"thread_id": "thread_2"},
     ]
 
 
@@ -344,6 +361,12 @@ def test_jsonl_columns_are_the_union_of_keys_in_first_seen_order(tmp_path: Path)
             b'a,b\n1,2\n"open,3\n',
             "row 3: a quoted cell is never closed",
             id="unclosed-quote",
+        ),
+        pytest.param(
+            "in.csv",
+            b'a,b\n1,2\n"quoted" then text,3\n',
+            "row 3: a quoted cell has text after its closing quote",
+            id="text-after-closing-quote",
         ),
         pytest.param("in.tsv", b"a\tb\n1\t2\t3\n", "row 2 has 3 cells", id="tsv-ragged"),
         pytest.param(
