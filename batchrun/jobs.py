@@ -7,13 +7,13 @@ and raise only :class:`~batchrun.errors.BatchrunError` for job-stopping problems
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from batchrun.atomic import StagedFile
 from batchrun.config import Settings, settings_toml
@@ -29,12 +29,9 @@ from batchrun.output import (
 from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, RowResult, Summary
 from batchrun.runner import Progress, run_rows
-from batchrun.sheets import iter_sheet, read_rows, sheet_format
+from batchrun.sheets import iter_rows, read_rows, sheet_format
 from batchrun.validation import checked_chunks
 from batchrun.writers import MAX_XLSX_DATA_ROWS, SheetWriter
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 VALIDATE_CHUNK_ROWS = 50_000
 OUTPUT_SUFFIXES = (".csv", ".tsv", ".xlsx", ".jsonl")
@@ -127,7 +124,7 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
     started = time.monotonic()
     sheet_format(source)
     target = resolve_output(source, output)
-    header, chunks = iter_sheet(source, settings.sheet, chunk_rows=VALIDATE_CHUNK_ROWS)
+    header, rows = iter_rows(source, settings.sheet)
     check_names(header, settings, "validate")
     plan = make_plan(header, settings, source)
     request_column, error_column = (settings.prefix + name for name in VALIDATE_COLUMNS)
@@ -136,15 +133,14 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
     )
     outcomes: Counter[str] = Counter()
     total = 0
+    chunks = _batched(itertools.islice(rows, settings.limit), VALIDATE_CHUNK_ROWS)
     try:
-        for chunk, checked in checked_chunks(_limited(chunks, settings.limit), plan, settings):
+        for chunk, checked in checked_chunks(chunks, plan, settings):
             invalid = checked.invalid
             outcomes[Outcome.INVALID.value] += invalid
             outcomes[Outcome.OK.value] += len(chunk) - invalid
             total += len(chunk)
-            writer.write(
-                chunk.assign(**{request_column: checked.requests, error_column: checked.errors})
-            )
+            writer.write_columns([*_columns(chunk, len(header)), checked.requests, checked.errors])
         summary = Summary(
             rows=total,
             outcomes=dict(outcomes),
@@ -161,17 +157,15 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
     return JobReport(summary, target)
 
 
-def _limited(chunks: Iterator[pd.DataFrame], limit: int | None) -> Iterator[pd.DataFrame]:
-    """The chunks holding the first ``limit`` rows (all of them for None)."""
-    left = limit
-    for chunk in chunks:
-        if left is None:
-            yield chunk
-            continue
-        if left <= 0:
-            return
-        yield chunk.iloc[:left]
-        left -= len(chunk)
+def _batched(rows: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
+    """Lists of at most ``size`` rows (itertools.batched from Python 3.12 gives tuples)."""
+    while batch := list(itertools.islice(rows, size)):
+        yield batch
+
+
+def _columns(rows: list[list[str]], width: int) -> list[list[str]]:
+    """Rows of cells turned into columns of cells."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
 def write_output(
@@ -184,7 +178,7 @@ def write_output(
 ) -> None:
     """Write the input cells and each row's results (atomically), and the settings
     passthrough beside them."""
-    inputs = [list(column) for column in zip(*cells, strict=True)] if cells else [[]] * len(headers)
+    inputs = _columns(cells, len(headers))
     names = [settings.prefix + name for name in result_columns(settings, "run")]
     with SheetWriter(
         target,

@@ -209,22 +209,38 @@ def _check_utf8_text(path: Path) -> None:
 # --- CSV and TSV --------------------------------------------------------------------------
 
 
-def _csv_records(path: Path, sep: str, width: int | None) -> Generator[tuple[int, list[str]]]:
-    """(row number, cells) for each record that is not a blank line; the header is row 1.
+def _csv_rows(path: Path, sep: str, width: int | None) -> Generator[list[str]]:
+    """The header (``width`` None) or the rows below it, each as wide as the header.
 
-    A line of only spaces is blank, except below the header of a one-column sheet
-    (``width`` 1), where it is a row whose one cell is spaces.
+    Blank lines and lines of only spaces are skipped, except below the header of a
+    one-column sheet (``width`` 1), where such a line is a row whose one cell is spaces.
+    Row numbers in errors count records; the header is row 1.
     """
     csv.field_size_limit(2**31 - 1)
-    number = 0
+    number = 0  # records so far
     with path.open(encoding="utf-8-sig", newline="") as stream:
         try:
             for record in csv.reader(stream, delimiter=sep, strict=True):
-                spaces = len(record) == 1 and not record[0].strip()
-                if not record or (spaces and (width != 1 or number == 0)):
+                size = len(record)
+                if size == width and number:
+                    number += 1  # the common case: a full row below the header
+                    yield record
+                    continue
+                if not record or (
+                    size == 1 and not record[0].strip() and (width != 1 or not number)
+                ):
                     continue
                 number += 1
-                yield number, record
+                if width is None:
+                    yield record  # the header
+                    return
+                if number == 1:
+                    continue  # the header
+                if size > width:
+                    raise InputError(
+                        path, f"row {number} has {size} cells but the header has {width}"
+                    )
+                yield record + [""] * (width - size)
         except csv.Error as exc:
             if "end of data" in str(exc):
                 problem = "a quoted cell is never closed"
@@ -236,26 +252,13 @@ def _csv_records(path: Path, sep: str, width: int | None) -> Generator[tuple[int
 
 
 def _csv_header(path: Path, sep: str) -> list[str]:
-    records = _csv_records(path, sep, None)
+    records = _csv_rows(path, sep, None)
     try:
-        return next(records)[1]
+        return next(records)
     except StopIteration:
         raise InputError(path, "is empty (no header row)") from None
     finally:
         records.close()
-
-
-def _csv_rows(path: Path, sep: str, width: int) -> Iterator[list[str]]:
-    for number, record in _csv_records(path, sep, width):
-        if number == 1:
-            continue  # the header
-        if len(record) < width:
-            record += [""] * (width - len(record))
-        elif len(record) > width:
-            raise InputError(
-                path, f"row {number} has {len(record)} cells but the header has {width}"
-            )
-        yield record
 
 
 # --- JSONL ---------------------------------------------------------------------------------

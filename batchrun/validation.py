@@ -14,16 +14,13 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from batchrun.body import RowPlan
 from batchrun.config import Settings
 from batchrun.prepare import RowPreparer, request_text
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 MAX_WORKERS = 4
+Rows = list[list[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +37,9 @@ class CheckedChunk:
         return sum(1 for error in self.errors if error)
 
 
-def check_chunk(plan: RowPlan, settings: Settings, frame: pd.DataFrame) -> CheckedChunk:
+def check_chunk(plan: RowPlan, settings: Settings, chunk: Rows) -> CheckedChunk:
     """Assemble and check every row of one chunk (occurrences counted within it)."""
-    rows = RowPreparer(plan, settings).prepare(frame)
+    rows = RowPreparer(plan, settings).prepare_rows(chunk)
     return CheckedChunk(
         requests=[request_text(row, settings) for row in rows],
         errors=[row.error for row in rows],
@@ -75,12 +72,12 @@ class OccurrenceCounter:
 
 
 def checked_chunks(
-    chunks: Iterator[pd.DataFrame], plan: RowPlan, settings: Settings
-) -> Iterator[tuple[pd.DataFrame, CheckedChunk]]:
+    chunks: Iterator[Rows], plan: RowPlan, settings: Settings
+) -> Iterator[tuple[Rows, CheckedChunk]]:
     """Each chunk with its results, in order; a second chunk brings in worker processes."""
     counter = OccurrenceCounter()
     first = next(chunks, None)
-    if first is None:
+    if not first:
         return
     second = next(chunks, None)
     if second is None:
@@ -91,7 +88,7 @@ def checked_chunks(
     # their locks); the cost is paid once, and only for sheets of more than one chunk.
     context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: deque[tuple[pd.DataFrame, Future[CheckedChunk]]] = deque()
+        pending: deque[tuple[Rows, Future[CheckedChunk]]] = deque()
         for chunk in _chain(first, second, chunks):
             pending.append((chunk, pool.submit(check_chunk, plan, settings, chunk)))
             if len(pending) > workers:
@@ -102,9 +99,7 @@ def checked_chunks(
             yield done, counter.fix(future.result())
 
 
-def _chain(
-    first: pd.DataFrame, second: pd.DataFrame, rest: Iterator[pd.DataFrame]
-) -> Iterator[pd.DataFrame]:
+def _chain(first: Rows, second: Rows, rest: Iterator[Rows]) -> Iterator[Rows]:
     yield first
     yield second
     yield from rest
