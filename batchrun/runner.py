@@ -405,9 +405,10 @@ def run_rows(
     """Send prepared rows (a blocking call); the summary of the job."""
     started = time.monotonic()
     batch = plan_batch(rows, journal, settings)
-    aborted, interrupted, notes = asyncio.run(
-        execute(batch, settings, journal, progress=progress, handle_signals=handle_signals)
-    )
+    with event_loop() as loop:
+        aborted, interrupted, notes = loop.run(
+            execute(batch, settings, journal, progress=progress, handle_signals=handle_signals)
+        )
     return summarize(
         rows,
         time.monotonic() - started,
@@ -416,3 +417,16 @@ def run_rows(
         notes=notes,
         count_runs=settings.wait,
     )
+
+
+def event_loop() -> asyncio.Runner:
+    """A runner on uvloop where it is installed (Linux, macOS), else on asyncio's loop.
+
+    uvloop's loop costs less CPU per request than asyncio's, and sending at low latency
+    is bound by that CPU.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,16 @@ from typing import Any
 import pytest
 from job_support import read_rows
 
+from batchrun.journal import (
+    CREATED,
+    DONE,
+    FAILED,
+    MIGRATIONS,
+    SENDING,
+    Entry,
+    Journal,
+    read_journal,
+)
 from batchrun.simulator import RunningSimulator, SimulatorConfig
 
 KEY = "sk-test-journal-0123456789"
@@ -62,11 +73,8 @@ def start_cli(args: list[str]) -> subprocess.Popen[str]:
 
 
 def journal_states(output: Path) -> dict[str, int]:
-    db = sqlite3.connect(f"{output}.journal.sqlite")
-    try:
-        return dict(db.execute("SELECT state, count(*) FROM rows GROUP BY state").fetchall())
-    finally:
-        db.close()
+    entries = read_journal(Path(f"{output}.journal.sqlite"))
+    return dict(Counter(entry.state for entry in entries.values()))
 
 
 def test_sigkill_at_several_points_then_rerun_creates_each_run_exactly_once(
@@ -234,3 +242,44 @@ def test_a_second_ctrl_c_mid_request_keeps_the_row_for_reconciliation(
     assert {r["status"] for r in read_rows(output)} == {"200"}
     assert sim.stats()["runs_created"] == 4
     assert sim.stats()["duplicate_runs"] == 0
+
+
+def test_the_journal_replays_its_log_latest_state_winning(tmp_path: Path) -> None:
+    path = tmp_path / "out.csv.journal.sqlite"
+    journal = Journal(path, endpoint="http://sim/v1", source="in.csv")
+    journal.mark_sending([("a", {"attempts": 0}), ("b", {"attempts": 0}), ("c", {})])
+    journal.record("a", DONE, {"status": 200, "response": 'say "hi"\n\u2028 😀'})
+    journal.record("b", FAILED, {"status": 500})
+    journal.forget(["c"])
+    journal.close()
+    expected = {
+        "a": Entry(DONE, {"status": 200, "response": 'say "hi"\n\u2028 😀'}),
+        "b": Entry(FAILED, {"status": 500}),
+    }
+    assert read_journal(path) == expected
+    reopened = Journal(path, endpoint="http://sim/v1", source="in.csv")
+    assert reopened.load() == expected
+    reopened.close()
+
+
+def test_a_journal_from_before_the_log_keeps_its_rows(tmp_path: Path) -> None:
+    """Version 1 journals kept one table row per key; they are read, then the log on top."""
+    path = tmp_path / "out.csv.journal.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(f"BEGIN; {MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+    db.executemany(
+        "INSERT INTO meta VALUES (?, ?)", [("endpoint", "http://sim/v1"), ("source", "in.csv")]
+    )
+    db.executemany(
+        "INSERT INTO rows VALUES (?, ?, ?, 0)",
+        [("a", SENDING, b'{"attempts":1}'), ("b", CREATED, b'{"run_id":"run_1"}')],
+    )
+    db.close()
+    journal = Journal(path, endpoint="http://sim/v1", source="in.csv")
+    assert journal.load() == {
+        "a": Entry(SENDING, {"attempts": 1}),
+        "b": Entry(CREATED, {"run_id": "run_1"}),
+    }
+    journal.record("a", DONE, {"status": 200})
+    journal.close()
+    assert read_journal(path)["a"] == Entry(DONE, {"status": 200})
