@@ -7,6 +7,7 @@ and raise only :class:`~batchrun.errors.BatchrunError` for job-stopping problems
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import sqlite3
 import time
@@ -80,6 +81,17 @@ def run_file(
     settings.check_sending()
     sheet_format(source)  # an unreadable input is named before the output it implies
     target = resolve_output(source, output)
+    with rare_collections():
+        return _run_file(source, target, settings, progress, handle_signals)
+
+
+def _run_file(
+    source: Path,
+    target: Path,
+    settings: Settings,
+    progress: Progress | None,
+    handle_signals: bool,
+) -> JobReport:
     # Lists of cells, not a DataFrame: sending starts without importing pandas (~0.15 s).
     headers, cells = read_rows(source, settings.sheet)
     if settings.limit is not None:
@@ -114,6 +126,26 @@ def run_file(
             journal.close()
     write_output(target, headers, cells, rows, settings, summary)
     return JobReport(summary, target)
+
+
+@contextlib.contextmanager
+def rare_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector rarely while a job holds its rows.
+
+    Cells, bodies and results live until the output is written, and every full collection
+    would walk them all again for nothing; sending makes next to no cyclic garbage (64
+    objects for 20,000 rows, measured). So what exists is frozen (left out of
+    collections) and young objects are examined every 100,000 allocations instead of
+    700. Both are undone on the way out.
+    """
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 def validate_file(source: Path, output: Path | None, settings: Settings) -> JobReport:

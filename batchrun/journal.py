@@ -115,15 +115,15 @@ class Journal:
                 [("endpoint", endpoint), ("source", source), ("created_at", str(time.time()))],
             )
             return
-        if meta.get("endpoint") != endpoint or meta.get("source") != source:
-            if not _replay(self._db):
-                # Nothing was ever sent from it (a mistyped URL stopped the first job):
-                # nothing can mix, so the journal simply moves to the new endpoint.
-                self._db.executemany(
-                    "UPDATE meta SET value = ? WHERE name = ?",
-                    [(endpoint, "endpoint"), (source, "source")],
-                )
-                return
+        moved = meta.get("endpoint") != endpoint or meta.get("source") != source
+        if moved and not _replay(self._db):
+            # Nothing was ever sent from it (a mistyped URL stopped the first job):
+            # nothing can mix, so the journal simply moves to the new endpoint.
+            self._db.executemany(
+                "UPDATE meta SET value = ? WHERE name = ?",
+                [(endpoint, "endpoint"), (source, "source")],
+            )
+            return
         where = f"the journal {self.path}"
         if meta.get("endpoint") != endpoint:
             raise JournalMismatch(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import tempfile
 from collections.abc import Iterator
@@ -273,6 +274,22 @@ def test_csv_lone_surrogate_is_written_as_an_escape(tmp_path: Path) -> None:
     target = tmp_path / "out.csv"
     write_sheet(target, frame_of([{"a": "x\ud800y"}]))
     assert read_sheet(target).loc[0, "a"] == "x\\ud800y"
+
+
+QUOTING = ["plain", "a,b", 'say "hi"', '"', "a\nb", "a\rb", "a\r\nb", "a\tb", " x ", "", '{"k": 1}']
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_delimited_cells_read_back_the_same_with_other_readers(tmp_path: Path, suffix: str) -> None:
+    """Quoting is batchrun's own (for speed): the csv module and pandas read it back exactly."""
+    target = tmp_path / f"out{suffix}"
+    rows = [{"a": cell, "b": cell[::-1], "c": "x"} for cell in QUOTING]
+    write_sheet(target, frame_of(rows), escape_formulas=False)
+    sep = "\t" if suffix == ".tsv" else ","
+    with target.open(newline="", encoding="utf-8") as stream:
+        assert list(csv.reader(stream, delimiter=sep))[1:] == [list(r.values()) for r in rows]
+    by_pandas = pd.read_csv(target, sep=sep, dtype=str, keep_default_na=False)
+    assert by_pandas.to_dict("records") == rows
 
 
 @pytest.mark.parametrize("cell", ["", " ", "\t", "a\rb", "\r"])
