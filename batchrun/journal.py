@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ KEY_VERSION = "br1"
 # Final states are committed in batches: per-row commits cost more than the HTTP request.
 FLUSH_ROWS = 500
 FLUSH_SECONDS = 0.2
+CHECKPOINT_SECONDS = 0.25
+BACKSTOP_CHECKPOINT_PAGES = 50_000  # 200 MB of log
 SENDING, CREATED, DONE, FAILED = "sending", "created", "done", "failed"
 FORGOTTEN = "forgotten"  # in the log only: the key has no entry any more
 
@@ -97,10 +100,19 @@ class Journal:
         # NORMAL in WAL mode survives a process crash (the OS has the log); only a power cut
         # can lose the last commits, which a rerun then reconciles like any in-flight row.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
-        self._claim(endpoint, source)
+        # Checkpoints (copying the log into the file, with its fsyncs) run on their own
+        # thread; the commit that crosses this many pages does one itself only if that
+        # thread has stopped.
+        self._db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
+        try:
+            self._migrate()
+            self._claim(endpoint, source)
+        except BaseException:
+            self._db.close()
+            raise
         self._pending: list[tuple[str, str, dict[str, Any] | None]] = []
         self._flushed_at = time.monotonic()
+        self._checkpointer = None if path is None else Checkpointer(path)
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -176,8 +188,39 @@ class Journal:
 
     def close(self) -> None:
         """Commit what is buffered and close the database."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.flush()
         self._db.close()
+
+
+class Checkpointer:
+    """Checkpoints a WAL database every CHECKPOINT_SECONDS on a thread of its own.
+
+    SQLite releases the GIL while it copies and syncs, so commits on the job's thread do
+    not wait for it. A failure stops the thread quietly: the journal's own connection then
+    checkpoints as SQLite does by default, and reports its errors.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="batchrun-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.wait(CHECKPOINT_SECONDS):
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass
+        finally:
+            self._db.close()
+
+    def stop(self) -> None:
+        """Stop checkpointing (an ongoing checkpoint finishes first)."""
+        self._stopping.set()
+        self._thread.join()
 
 
 def read_journal(path: Path) -> dict[str, Entry]:
