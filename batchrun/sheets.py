@@ -91,8 +91,15 @@ def sheet_format(path: Path) -> str:
 
 def read_sheet(path: Path, sheet: str | int | None = None) -> pd.DataFrame:
     """Read a whole sheet as a frame of text cells (see the module docstring)."""
-    headers, rows = read_rows(path, sheet)
-    return _frame(_columns_of(rows, len(headers)), headers, 0)
+    headers, chunks = iter_sheet(path, sheet)
+    frames = list(chunks)  # chunk by chunk: one copy of the cells at a time
+    if len(frames) == 1:
+        return frames[0]
+    if not frames:
+        return _frame([[] for _ in headers], headers, 0)
+    import pandas as pd
+
+    return pd.concat(frames)
 
 
 def read_rows(path: Path, sheet: str | int | None = None) -> tuple[list[str], list[list[str]]]:

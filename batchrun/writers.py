@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 _SLICE_ROWS = 50_000  # bounds the writer's own copies whatever size the caller's frames are
+_TEXT_ROWS = 2_000  # rows of CSV text built at once
 _FORMULA_START = frozenset("=+-@\t\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _OUTPUTS = (".csv", ".tsv", ".jsonl", ".xlsx")
@@ -381,9 +382,13 @@ class _DelimitedWriter(_StagedStream):
         # Minimal quoting, column by column: a column with nothing to quote (most of them)
         # costs one scan, and a JSON cell one replace. Three times faster than csv.writer
         # on answer bodies; what a cell holding "\r" needs, csv.writer would not quote.
-        cells = [_quoted_where_needed(column, self._delimiter) for column in columns]
-        lines = list(map(self._delimiter.join, zip(*cells, strict=True)))
-        if lines:
+        height = len(columns[0]) if columns else 0
+        for start in range(0, height, _TEXT_ROWS):  # a bounded text at a time
+            cells = [
+                _quoted_where_needed(column[start : start + _TEXT_ROWS], self._delimiter)
+                for column in columns
+            ]
+            lines = map(self._delimiter.join, zip(*cells, strict=True))
             self._file.write("\n".join(lines) + "\n")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,19 @@ def test_every_valid_row_is_sent_once_in_input_order(
     assert report.summary.exit_code is ExitCode.OK
     stats = simulator.stats()
     assert stats["runs_created"] == 30 and stats["duplicate_runs"] == 0
+
+
+def test_a_job_leaves_the_garbage_collector_as_it_found_it(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    """A job collects rarely while it holds its rows (see jobs.rare_collections)."""
+    gc.freeze()  # the caller's own frozen objects must stay frozen
+    try:
+        before = gc.get_threshold(), gc.get_freeze_count()
+        run_file(sheet(tmp_path, 5), tmp_path / "out.csv", settings_for(simulator.base_url))
+        assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    finally:
+        gc.unfreeze()
 
 
 def test_faults_never_lose_a_row_nor_create_a_second_run(
