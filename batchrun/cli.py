@@ -7,10 +7,11 @@ Heavy modules (pandas, aiohttp) are imported inside the commands, so ``--help`` 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -277,8 +278,11 @@ def serve(**options: Any) -> None:
 
 def main(args: Sequence[str] | None = None, prog_name: str = "batchrun") -> None:
     """The ``batchrun`` command: click, with usage errors as one line and exit code 2."""
+    code: int | str | None
     try:
         code = cli.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except SystemExit as stop:  # the commands end with their exit code
+        code = stop.code
     except click.exceptions.NoArgsIsHelpError as error:
         click.echo(error.ctx.get_help() if error.ctx else str(error))
         code = 0
@@ -292,7 +296,25 @@ def main(args: Sequence[str] | None = None, prog_name: str = "batchrun") -> None
     except click.Abort:
         click.echo("batchrun: interrupted", err=True)
         code = ExitCode.INTERRUPTED
+    if isinstance(code, str):
+        click.echo(code, err=True)
+        code = 1
+    if args is None:
+        _exit_now(int(code or 0))
     sys.exit(int(code or 0))
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process without the interpreter's teardown.
+
+    Run from the command line, a finished job has closed its output files and journal; all
+    that is left is freeing every row object one by one (0.1 s at 50,000 rows). Only the
+    standard streams still need flushing.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 def _settings(ctx: click.Context, options: dict[str, Any]) -> Any:

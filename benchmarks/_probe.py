@@ -4,8 +4,10 @@
 
 Writes REPORT.json: ``phases`` (seconds from this script's first line) and, with
 ``--stamps``, ``stamps``: the monotonic time of every create request sent. Only function
-references are wrapped; nothing in batchrun changes. Kept apart from ``_common.py`` and
-light on imports so that the timings hardly include the probe itself.
+references are wrapped; nothing in batchrun changes. The CLI runs from ``sys.argv`` as
+the console script does, so it ends the process itself once the output is written (see
+``batchrun.cli._exit_now``): the report is saved at that point. Kept apart from
+``_common.py`` and light on imports so that the timings hardly include the probe itself.
 """
 
 import json
@@ -19,7 +21,8 @@ T0 = time.perf_counter()
 def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
     """Phases: ``imported`` (click + batchrun.cli), ``prepared`` (sheet read; rows assembled,
     validated and keyed; journal open: the sending starts), ``send`` (the summary's
-    ``seconds``), ``sent``, ``written`` (output written), ``total`` (at exit)."""
+    ``seconds``), ``sent``, ``written`` (output written; the CLI then exits at once), and
+    ``total``, the same as ``written``."""
     phases: dict[str, float] = {}
     times: list[float] = []
 
@@ -37,8 +40,13 @@ def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
 
     def timed_write_output(*args: Any, **kwargs: Any) -> Any:
         result = write_output(*args, **kwargs)
-        phases["written"] = time.perf_counter() - T0
+        phases["written"] = phases["total"] = time.perf_counter() - T0
+        save()
         return result
+
+    def save() -> None:
+        with open(report, "w", encoding="utf-8") as stream:
+            json.dump({"phases": phases, "stamps": times}, stream)
 
     jobs.run_rows = timed_run_rows  # type: ignore[assignment]
     jobs.write_output = timed_write_output  # type: ignore[assignment]
@@ -53,16 +61,11 @@ def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
             return await call(self, method, path, payload)
 
         client.ApiClient.call = stamped_call  # type: ignore[method-assign]
-    code: int | str | None = 0
+    sys.argv = ["batchrun", *cli_args]
     try:
-        cli.main(args=cli_args, prog_name="batchrun")
-    except SystemExit as stop:
-        code = stop.code
+        cli.main()  # exits the process itself
     finally:
-        phases["total"] = time.perf_counter() - T0
-        with open(report, "w", encoding="utf-8") as stream:
-            json.dump({"phases": phases, "stamps": times}, stream)
-    sys.exit(code)
+        save()  # reached only if the job stopped before writing its output
 
 
 if __name__ == "__main__":
