@@ -180,18 +180,20 @@ class Journal:
         self._flushed_at = time.monotonic()
         if not self._pending:
             return
-        pending, self._pending = self._pending, []
+        batch = orjson.dumps(self._pending)
         self._db.execute(
-            "INSERT INTO log (entries, written_at) VALUES (?, ?)",
-            (orjson.dumps(pending), time.time()),
+            "INSERT INTO log (entries, written_at) VALUES (?, ?)", (batch, time.time())
         )
+        self._pending = []  # only once written: a failed commit keeps them for the next
 
     def close(self) -> None:
         """Commit what is buffered and close the database."""
         if self._checkpointer is not None:
             self._checkpointer.stop()
-        self.flush()
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            self._db.close()
 
 
 class Checkpointer:
@@ -199,7 +201,7 @@ class Checkpointer:
 
     SQLite releases the GIL while it copies and syncs, so commits on the job's thread do
     not wait for it. A failure stops the thread quietly: the journal's own connection then
-    checkpoints as SQLite does by default, and reports its errors.
+    checkpoints at its backstop (and when it closes), and reports its errors.
     """
 
     def __init__(self, path: Path) -> None:

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-import xlsxwriter
-from xlsxwriter.exceptions import InvalidWorksheetName
 
 from batchrun.atomic import StagedFile
 from batchrun.errors import UsageError
@@ -101,6 +99,10 @@ class XlsxResultWriter:
         self._sidecar_path = path.with_name(f"{path.stem}.full.jsonl")
         self._sidecar: StagedFile | None = None
         self._sidecar_file: IO[bytes] | None = None
+        # Imported here: a CSV job need not pay for it (14 ms).
+        import xlsxwriter
+        from xlsxwriter.exceptions import InvalidWorksheetName
+
         self._staged = StagedFile(path)
         self._workbook = xlsxwriter.Workbook(str(self._staged.temp), _OPTIONS)
         try:
