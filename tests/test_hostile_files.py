@@ -166,6 +166,13 @@ FILE_PROBLEMS = [
         id="unclosed-quote",
     ),
     pytest.param(
+        Case(
+            raw("in.csv", b'thread_id,assistant_id\nt1,a\n"t2"x,a\n'),
+            "row 3: a quoted cell has text after its closing quote",
+        ),
+        id="text-after-closing-quote",
+    ),
+    pytest.param(
         Case(raw("in.jsonl", b'{"thread_id": "a"}\n{"thread_id": \n'), "line 2 is not valid JSON"),
         id="jsonl-bad-line",
     ),
