@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yarl
 
 from batchrun import __version__
 from batchrun.config import Settings
@@ -21,6 +22,7 @@ from batchrun.retry import Failure
 
 MAX_ANSWER_BYTES = 10 * 1024 * 1024
 HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_-]+)+")
 
 
 class TransportError(Exception):
@@ -79,6 +81,8 @@ class ApiClient:
     def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
         self._session = session
         self._base = settings.base_url.rstrip("/")
+        self._base_url = yarl.URL(self._base)
+        self._base_path = self._base_url.raw_path.rstrip("/")
         self._key = settings.api_key or ""
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
         headers = {
@@ -100,12 +104,19 @@ class ApiClient:
             return text.replace(self._key, mask_key(self._key))
         return text
 
+    def _url(self, path: str) -> yarl.URL | str:
+        # A path of plain characters needs no encoding: building the URL from parts skips
+        # parsing a string per request (1.5 us of the ~100 a create costs).
+        if PLAIN_PATH.fullmatch(path):
+            return self._base_url.with_path(self._base_path + path, encoded=True)
+        return self._base + path
+
     async def call(self, method: str, path: str, payload: bytes | None = None) -> Answer:
         """One request; raises TransportError when there is no usable answer."""
         try:
             async with self._session.request(
                 method,
-                self._base + path,
+                self._url(path),
                 data=payload,
                 headers=self._headers,
                 timeout=self._timeout,

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import os
 import shutil
@@ -18,10 +19,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
+import yarl
 from aiohttp import web
 from loopback_server import RunStore, app_with, serve_app
 
+from batchrun.client import ApiClient
 from batchrun.config import Settings, environment_settings
 from batchrun.errors import ExitCode, UsageError
 from batchrun.jobs import run_file, validate_file
@@ -273,3 +277,28 @@ def test_a_self_signed_certificate_stops_the_job_with_exit_3_and_nothing_created
     assert any("certificate verify failed" in row["error"] for row in rows)
     assert trusted.returncode == 0, trusted.stderr
     assert sorted(store.posts) == [f"thread_{n}" for n in range(5)]  # all from the trusted job
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://127.0.0.1:8000/v1",
+        "http://127.0.0.1:8000/v1/",
+        "https://api.example.com",
+        "https://api.example.com/",
+        "http://[::1]:9/proxy/v1",
+        "https://gateway.example/team%20a/v1",
+        "https://bücher.example/v1",
+    ],
+)
+@pytest.mark.parametrize(
+    "path", ["/threads/thread_1/runs", "/threads/t/runs?limit=5&order=desc", "/threads/a b/runs"]
+)
+def test_request_urls_are_the_base_url_followed_by_the_path(base_url: str, path: str) -> None:
+    """Plain paths are joined from parts (no parsing); the URL must be the parsed one."""
+
+    async def url() -> yarl.URL:
+        async with aiohttp.ClientSession() as session:
+            return yarl.URL(ApiClient(session, Settings(base_url=base_url))._url(path))
+
+    assert asyncio.run(url()) == yarl.URL(base_url.rstrip("/") + path)
