@@ -205,7 +205,7 @@ def run(**options: Any) -> None:
             click.echo(f"stopped: {summary.aborted}", err=True)
         for note in summary.notes:
             click.echo(f"note: {note}", err=True)
-        sys.exit(int(summary.exit_code))
+        raise JobDone(int(summary.exit_code))
 
 
 @cli.command()
@@ -279,10 +279,11 @@ def serve(**options: Any) -> None:
 def main(args: Sequence[str] | None = None, prog_name: str = "batchrun") -> None:
     """The ``batchrun`` command: click, with usage errors as one line and exit code 2."""
     code: int | str | None
+    done = False
     try:
         code = cli.main(args=args, prog_name=prog_name, standalone_mode=False)
     except SystemExit as stop:  # the commands end with their exit code
-        code = stop.code
+        code, done = stop.code, isinstance(stop, JobDone)
     except click.exceptions.NoArgsIsHelpError as error:
         click.echo(error.ctx.get_help() if error.ctx else str(error))
         code = 0
@@ -299,17 +300,22 @@ def main(args: Sequence[str] | None = None, prog_name: str = "batchrun") -> None
     if isinstance(code, str):
         click.echo(code, err=True)
         code = 1
-    if args is None:
+    if done and args is None:
         _exit_now(int(code or 0))
     sys.exit(int(code or 0))
+
+
+class JobDone(SystemExit):
+    """A ``run`` job ended with this exit code, its output, journal and HTTP closed."""
 
 
 def _exit_now(code: int) -> NoReturn:
     """End the process without the interpreter's teardown.
 
-    Run from the command line, a finished job has closed its output files and journal; all
-    that is left is freeing every row object one by one (0.1 s at 50,000 rows). Only the
-    standard streams still need flushing.
+    Run from the command line, a finished ``run`` job has closed its output files, journal
+    and connections, and started no other process; all that is left is freeing every row
+    object one by one (0.14 s at 50,000 rows). Only the standard streams need flushing.
+    (``validate`` exits normally: its worker pool cleans up at exit.)
     """
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

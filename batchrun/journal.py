@@ -16,7 +16,9 @@ committed in batches; either way a crash can only leave rows ``sending``, never 
 The file is a log: each commit appends one batch (a JSON array of ``[key, state, result]``)
 and reading replays the batches in order, the latest state of a key winning. One insert
 per batch costs a few microseconds a row, where an upsert per row cost about ten.
-Journals from before the log keep their ``rows`` table, read first.
+Journals from before the log keep their ``rows`` table (renamed ``rows_v1``), read first.
+When the log holds several entries per row (after reruns), loading rewrites it as the
+states in force.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ FLUSH_ROWS = 500
 FLUSH_SECONDS = 0.2
 CHECKPOINT_SECONDS = 0.25
 BACKSTOP_CHECKPOINT_PAGES = 50_000  # 200 MB of log
+# Loading rewrites the log when it holds more than this many entries and over three per key.
+COMPACT_AFTER_ENTRIES = 10_000
+COMPACT_BATCH_ENTRIES = 5_000
 SENDING, CREATED, DONE, FAILED = "sending", "created", "done", "failed"
 FORGOTTEN = "forgotten"  # in the log only: the key has no entry any more
 
@@ -54,7 +59,10 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # The log (see the module docstring). The old table is renamed so that a batchrun from
+    # before the log fails to read this journal instead of finding it empty.
     """
+    ALTER TABLE rows RENAME TO rows_v1;
     CREATE TABLE log (
         batch INTEGER PRIMARY KEY,
         entries BLOB NOT NULL,
@@ -96,26 +104,31 @@ class Journal:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         self._db = sqlite3.connect(":memory:" if path is None else path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a process crash (the OS has the log); only a power cut
-        # can lose the last commits, which a rerun then reconciles like any in-flight row.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # Checkpoints (copying the log into the file, with its fsyncs) run on their own
-        # thread; the commit that crosses this many pages does one itself only if that
-        # thread has stopped.
-        self._db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
         try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a process crash (the OS has the log); only a power
+            # cut can lose the last commits, which a rerun reconciles like in-flight rows.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoints (copying the log into the file, with its fsyncs) run on their own
+            # thread; the commit that crosses this many pages does one itself only if that
+            # thread has stopped.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
             self._migrate()
             self._claim(endpoint, source)
+            self._checkpointer = None if path is None else Checkpointer(path)
         except BaseException:
             self._db.close()
             raise
         self._pending: list[tuple[str, str, dict[str, Any] | None]] = []
         self._flushed_at = time.monotonic()
-        self._checkpointer = None if path is None else Checkpointer(path)
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise JournalMismatch(
+                f"the journal {self.path} was written by a newer batchrun; upgrade, "
+                "or pass --fresh to start over (or choose another output)"
+            )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
 
@@ -128,7 +141,7 @@ class Journal:
             )
             return
         moved = meta.get("endpoint") != endpoint or meta.get("source") != source
-        if moved and not _replay(self._db):
+        if moved and not _replay(self._db)[0]:
             # Nothing was ever sent from it (a mistyped URL stopped the first job):
             # nothing can mix, so the journal simply moves to the new endpoint.
             self._db.executemany(
@@ -151,7 +164,27 @@ class Journal:
     def load(self) -> dict[str, Entry]:
         """Every entry, by key."""
         self.flush()
-        return _replay(self._db)
+        entries, written = _replay(self._db)
+        if written > COMPACT_AFTER_ENTRIES and written > 3 * len(entries):
+            self._compact(entries)
+        return entries
+
+    def _compact(self, entries: dict[str, Entry]) -> None:
+        """Rewrite the log as ``entries``, in one transaction."""
+        items = [(key, entry.state, entry.result) for key, entry in entries.items()]
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute("DELETE FROM log")
+            self._db.execute("DELETE FROM rows_v1")
+            for start in range(0, len(items), COMPACT_BATCH_ENTRIES):
+                batch = orjson.dumps(items[start : start + COMPACT_BATCH_ENTRIES])
+                self._db.execute(
+                    "INSERT INTO log (entries, written_at) VALUES (?, ?)", (batch, time.time())
+                )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def mark_sending(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Record, durably and at once, that these rows are about to be sent."""
@@ -229,23 +262,30 @@ def read_journal(path: Path) -> dict[str, Entry]:
     """Every entry of the journal file at ``path``, by key, without taking it over."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return _replay(db)
+        return _replay(db)[0]
     finally:
         db.close()
 
 
-def _replay(db: sqlite3.Connection) -> dict[str, Entry]:
-    entries = {
-        key: Entry(state, orjson.loads(result))
-        for key, state, result in db.execute("SELECT key, state, result FROM rows")
-    }
-    for (batch,) in db.execute("SELECT entries FROM log ORDER BY batch"):
-        for key, state, result in orjson.loads(batch):
-            if state == FORGOTTEN:
-                entries.pop(key, None)
-            else:
-                entries[key] = Entry(state, result)
-    return entries
+def _replay(db: sqlite3.Connection) -> tuple[dict[str, Entry], int]:
+    """The entries in force, and how many the file holds (a key's states all count)."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    entries: dict[str, Entry] = {}
+    written = 0
+    for legacy in ("rows", "rows_v1"):  # before the log: one row per key (v1, or renamed)
+        if legacy in tables:
+            for key, state, result in db.execute(f"SELECT key, state, result FROM {legacy}"):
+                entries[key] = Entry(state, orjson.loads(result))
+                written += 1
+    if "log" in tables:
+        for (batch,) in db.execute("SELECT entries FROM log ORDER BY batch"):
+            for key, state, result in orjson.loads(batch):
+                written += 1
+                if state == FORGOTTEN:
+                    entries.pop(key, None)
+                else:
+                    entries[key] = Entry(state, result)
+    return entries, written
 
 
 def default_journal_path(output: Path) -> Path:

@@ -54,9 +54,15 @@ def check_names(input_columns: list[str], settings: Settings, mode: Mode) -> Non
         )
 
 
-def number_columns(settings: Settings) -> frozenset[str]:
-    """The prefixed names of result columns that hold numbers."""
-    return frozenset(settings.prefix + name for name in NUMBER_COLUMNS)
+def number_columns(settings: Settings, mode: Mode = "run") -> frozenset[str]:
+    """The prefixed names of the result columns in force that hold numbers.
+
+    Only these: an input column of another such name (``usage_total_tokens`` without
+    ``--wait``) is input, written as it was read.
+    """
+    return frozenset(
+        settings.prefix + name for name in result_columns(settings, mode) if name in NUMBER_COLUMNS
+    )
 
 
 def result_values(row: RowResult, settings: Settings, mode: Mode) -> list[object]:

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -177,6 +178,8 @@ class Execution:
                 except StopSending as stop:
                     self.stop_lane(lane, position, f"not sent: job stopped ({stop})")
                     continue
+                except sqlite3.Error:
+                    raise  # the journal failed: nothing more may be sent (see jobs.run_file)
                 except Exception as error:  # a bug must not stop the job: the row says it
                     self.unexpected(row, error)
                 self.record(row)
@@ -204,9 +207,10 @@ class Execution:
                 block.append(upcoming)
         now = time.time()
         for marked in block:
-            self.marked.add(marked.index)
             marked.sent_at = marked.sent_at or now
-        self.journal.mark_sending((r.key or "", r.to_journal()) for r in block)
+        self.journal.mark_sending([(r.key or "", r.to_journal()) for r in block])
+        # Only once committed: a row whose mark failed must never count as marked.
+        self.marked.update(marked.index for marked in block)
 
     def must_follow(self, lane: Lane, position: int) -> bool:
         row = lane.rows[position]

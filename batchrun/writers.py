@@ -68,7 +68,7 @@ _TEXT_ROWS = 2_000  # rows of CSV text built at once
 _FORMULA_START = frozenset("=+-@\t\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _OUTPUTS = (".csv", ".tsv", ".jsonl", ".xlsx")
-_MISSING = frozenset({"<NA>", "NaT", "nan"})  # pandas' missing values, as text
+_PANDAS_MISSING = frozenset({"NAType", "NaTType"})  # pd.NA, pd.NaT: told by type, not text
 
 
 def escape_formula(text: str) -> str:
@@ -162,8 +162,8 @@ class SheetWriter:
 
         If writing fails, the writer is aborted before the exception propagates.
         """
+        self._check_open()
         if [str(name) for name in frame.columns] != self.columns:
-            self._check_open()
             raise ValueError(f"frame columns {list(frame.columns)} are not {self.columns}")
         for start in range(0, len(frame), _SLICE_ROWS):
             part = frame.iloc[start : start + _SLICE_ROWS]
@@ -182,8 +182,8 @@ class SheetWriter:
         Cells are plain Python values: text columns take ``str`` (other values are written
         as their text, None empty); number columns take numbers or None.
         """
+        self._check_open()
         if len(columns) != len(self.columns):
-            self._check_open()
             raise ValueError(f"{len(columns)} columns given for {len(self.columns)}")
         height = len(columns[0]) if columns else 0
         for start in range(0, height, _SLICE_ROWS):
@@ -281,8 +281,10 @@ def _number_cell(value: object) -> NumberCell:
         return int(value) if value.is_integer() and abs(value) < 2**53 else value
     if _is_numpy_scalar(value):
         return _number_cell(value.item())  # type: ignore[attr-defined]
+    if type(value).__name__ in _PANDAS_MISSING:
+        return None
     text = str(value)
-    if not text.strip() or text in _MISSING:
+    if not text.strip():
         return None
     if _PLAIN_NUMBER.fullmatch(text.strip()):
         return _number_cell(float(text)) if any(c in text for c in ".eE") else int(text)
@@ -393,7 +395,8 @@ class _DelimitedWriter(_StagedStream):
 
 
 def _quoted_where_needed(column: list[str], delimiter: str) -> list[str]:
-    """The cells, those holding the delimiter, a quote, "\n" or "\r" quoted (quotes doubled)."""
+    """The cells, each holding the delimiter, a quote, a line feed or a carriage return
+    quoted (its quotes doubled)."""
     joined = "".join(column)
     if not (delimiter in joined or '"' in joined or "\n" in joined or "\r" in joined):
         return column

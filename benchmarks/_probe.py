@@ -62,10 +62,12 @@ def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
 
         client.ApiClient.call = stamped_call  # type: ignore[method-assign]
     sys.argv = ["batchrun", *cli_args]
+    # A finished run ends the process itself (the report is saved by then); a job that
+    # stops early raises SystemExit, and the harness then finds no "written" phase.
     try:
-        cli.main()  # exits the process itself
+        cli.main()
     finally:
-        save()  # reached only if the job stopped before writing its output
+        save()
 
 
 if __name__ == "__main__":

@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from job_support import read_rows
+from job_support import read_rows, settings_for
 
+from batchrun import journal as journal_module
+from batchrun.errors import JournalMismatch, SystemicError
+from batchrun.jobs import run_file
 from batchrun.journal import (
     CREATED,
     DONE,
@@ -283,3 +286,63 @@ def test_a_journal_from_before_the_log_keeps_its_rows(tmp_path: Path) -> None:
     journal.record("a", DONE, {"status": 200})
     journal.close()
     assert read_journal(path)["a"] == Entry(DONE, {"status": 200})
+
+
+def test_nothing_is_sent_when_marking_rows_sending_fails(
+    tmp_path: Path, simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row goes out only once the journal holds it; a failing journal stops the job."""
+
+    def locked(self: Journal) -> None:
+        if self._pending:  # reading the journal works; writing marks does not
+            raise sqlite3.OperationalError("database is locked")
+
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "thread_id,assistant_id\n" + "".join(f"thread_{n},asst_1\n" for n in range(20)),
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(Journal, "flush", locked)
+    with pytest.raises(SystemicError, match=r"journal .* failed: database is locked"):
+        run_file(source, tmp_path / "out.csv", settings_for(simulator.base_url, concurrency=1))
+    assert simulator.stats()["runs_created"] == 0
+
+
+def test_read_journal_reads_a_journal_from_before_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "out.csv.journal.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(f"BEGIN; {MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+    db.execute("INSERT INTO rows VALUES ('a', 'done', '{\"status\":200}', 0)")
+    db.close()
+    assert read_journal(path) == {"a": Entry(DONE, {"status": 200})}
+
+
+def test_a_journal_from_a_newer_batchrun_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "out.csv.journal.sqlite"
+    Journal(path, endpoint="http://sim/v1", source="in.csv").close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(JournalMismatch, match=r"newer batchrun.*--fresh"):
+        Journal(path, endpoint="http://sim/v1", source="in.csv")
+
+
+def test_loading_rewrites_a_log_of_many_states_per_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "COMPACT_AFTER_ENTRIES", 10)
+    path = tmp_path / "out.csv.journal.sqlite"
+    journal = Journal(path, endpoint="http://sim/v1", source="in.csv")
+    for attempt in range(5):  # five reruns' worth of states for the same rows
+        journal.mark_sending([(f"k{n}", {"attempts": attempt}) for n in range(4)])
+        for n in range(4):
+            journal.record(f"k{n}", FAILED, {"attempts": attempt + 1})
+        journal.flush()
+    journal.forget(["k3"])
+    expected = {f"k{n}": Entry(FAILED, {"attempts": 5}) for n in range(3)}
+    assert journal.load() == expected
+    journal.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM log").fetchone() == (1,)
+    db.close()
+    assert read_journal(path) == expected

@@ -67,6 +67,20 @@ def test_a_job_leaves_the_garbage_collector_as_it_found_it(
         gc.unfreeze()
 
 
+def test_input_columns_named_like_unused_result_columns_are_written_as_read(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    """Without --wait there are no usage columns: an input column of that name is input."""
+    values = ["00123", "nan", "1.50", "<NA>"]
+    source = sheet(tmp_path, 4)
+    rows = read_rows(source)
+    for row, value in zip(rows, values, strict=True):
+        row["usage_total_tokens"] = value
+    write_sheet(source, rows)
+    report = run_file(source, tmp_path / "out.csv", settings_for(simulator.base_url))
+    assert [r["usage_total_tokens"] for r in read_rows(report.output)] == values
+
+
 def test_faults_never_lose_a_row_nor_create_a_second_run(
     tmp_path: Path, make_simulator: MakeSimulator
 ) -> None:

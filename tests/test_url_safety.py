@@ -292,13 +292,17 @@ def test_a_self_signed_certificate_stops_the_job_with_exit_3_and_nothing_created
     ],
 )
 @pytest.mark.parametrize(
-    "path", ["/threads/thread_1/runs", "/threads/t/runs?limit=5&order=desc", "/threads/a b/runs"]
+    "path", ["/threads/thread_1/runs", "/threads/thread_1/runs/run_a-B_9", "/threads/t/messages"]
 )
-def test_request_urls_are_the_base_url_followed_by_the_path(base_url: str, path: str) -> None:
-    """Plain paths are joined from parts (no parsing); the URL must be the parsed one."""
+def test_plain_request_paths_are_joined_to_the_base_url_as_parsing_would(
+    base_url: str, path: str
+) -> None:
+    """Plain paths are joined from parts, not parsed: the URL must be the parsed one."""
 
-    async def url() -> yarl.URL:
+    async def url() -> yarl.URL | str:
         async with aiohttp.ClientSession() as session:
-            return yarl.URL(ApiClient(session, Settings(base_url=base_url))._url(path))
+            return ApiClient(session, Settings(base_url=base_url))._url(path)
 
-    assert asyncio.run(url()) == yarl.URL(base_url.rstrip("/") + path)
+    joined = asyncio.run(url())
+    assert isinstance(joined, yarl.URL)  # the joining path was taken
+    assert joined == yarl.URL(base_url.rstrip("/") + path)
