@@ -162,9 +162,7 @@ def send_bare(sim: Simulator, bodies: Bodies, concurrency: int) -> float:
 
     The baseline batchrun is measured against: same bodies, same headers, nothing else.
     """
-    started = time.perf_counter()
-    asyncio.run(_bare(sim.base_url, bodies, concurrency))
-    return time.perf_counter() - started
+    return send_bare_to(sim.base_url, bodies, concurrency)
 
 
 async def _bare(base_url: str, bodies: Bodies, concurrency: int) -> None:
@@ -189,11 +187,36 @@ async def _bare(base_url: str, bodies: Bodies, concurrency: int) -> None:
         raise SystemExit(f"bare loop: {failures} requests did not answer 200")
 
 
-def run_b(sim: Simulator, bodies: Bodies, concurrency: int) -> float:
-    """The bare aiohttp loop; seconds."""
+def bare_seconds(base_url: str, rows: int, concurrency: int) -> float:
+    """The bare loop's sending time for :func:`request_bodies` ``(rows)``; for a fresh process."""
+    return send_bare_to(base_url, request_bodies(rows), concurrency)
+
+
+def send_bare_to(base_url: str, bodies: Bodies, concurrency: int) -> float:
+    """:func:`send_bare` against a base URL; seconds."""
     started = time.perf_counter()
-    asyncio.run(_bare(sim.base_url, bodies, concurrency))
+    asyncio.run(_bare(base_url, bodies, concurrency))
     return time.perf_counter() - started
+
+
+def in_fresh_process(function: str, *args: object) -> float:
+    """Call ``module:function(*args)`` in a new interpreter; the seconds it returns.
+
+    A baseline in the benchmark's own process runs at that process's speed: after
+    ``import openai`` (for the SDK round) the bare loop ran 25% faster, as the import's
+    long-lived objects made Python's full collections rarer. A fresh interpreter is how a
+    user's own script, and batchrun, run.
+    """
+    module, name = function.split(":")
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        f"from {module} import {name}\n"
+        f"print({name}(*{args!r}))\n"
+    )
+    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"{function}{args} failed: {done.stderr[-2000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 # -- timed batchrun jobs --------------------------------------------------------------------
