@@ -318,16 +318,14 @@ def _number(text: str) -> int | float:
 
 def _integer(text: str) -> int:
     try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        raise CellError(f"{text!r} is not a whole number") from None
-    if not value.is_integer():
-        raise CellError(f"{text!r} is not a whole number")
-    return int(value)
+        value = _number(text)
+    except CellError:
+        value = math.nan
+    if isinstance(value, float):
+        if not value.is_integer():  # nan and infinities are not either
+            raise CellError(f"{text!r} is not a whole number")
+        return int(value)
+    return value
 
 
 def _tool_list(text: str) -> list[dict[str, str]]:

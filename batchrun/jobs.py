@@ -30,7 +30,7 @@ from batchrun.output import (
 from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, RowResult, Summary
 from batchrun.runner import Progress, run_rows
-from batchrun.sheets import iter_rows, read_rows, sheet_format
+from batchrun.sheets import batched, columns_of, iter_rows, read_rows, sheet_format
 from batchrun.validation import checked_chunks
 from batchrun.writers import MAX_XLSX_DATA_ROWS, SheetWriter
 
@@ -168,14 +168,16 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
     )
     outcomes: Counter[str] = Counter()
     total = 0
-    chunks = _batched(itertools.islice(rows, settings.limit), VALIDATE_CHUNK_ROWS)
+    chunks = batched(itertools.islice(rows, settings.limit), VALIDATE_CHUNK_ROWS)
     try:
         for chunk, checked in checked_chunks(chunks, plan, settings):
             invalid = checked.invalid
             outcomes[Outcome.INVALID.value] += invalid
             outcomes[Outcome.OK.value] += len(chunk) - invalid
             total += len(chunk)
-            writer.write_columns([*_columns(chunk, len(header)), checked.requests, checked.errors])
+            writer.write_columns(
+                [*columns_of(chunk, len(header)), checked.requests, checked.errors]
+            )
         summary = Summary(
             rows=total,
             outcomes=dict(outcomes),
@@ -192,17 +194,6 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
     return JobReport(summary, target)
 
 
-def _batched(rows: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
-    """Lists of at most ``size`` rows (itertools.batched from Python 3.12 gives tuples)."""
-    while batch := list(itertools.islice(rows, size)):
-        yield batch
-
-
-def _columns(rows: list[list[str]], width: int) -> list[list[str]]:
-    """Rows of cells turned into columns of cells."""
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
-
-
 def write_output(
     target: Path,
     headers: list[str],
@@ -213,7 +204,7 @@ def write_output(
 ) -> None:
     """Write the input cells and each row's results (atomically), and the settings
     passthrough beside them."""
-    inputs = _columns(cells, len(headers))
+    inputs = columns_of(cells, len(headers))
     names = [settings.prefix + name for name in result_columns(settings, "run")]
     with SheetWriter(
         target,

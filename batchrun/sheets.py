@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import itertools
 import json
 import re
 import stat
@@ -56,7 +57,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
     "FORMATS",
+    "batched",
     "checked_headers",
+    "columns_of",
     "iter_rows",
     "iter_sheet",
     "read_rows",
@@ -356,19 +359,20 @@ def _json_cell(value: object) -> str:
 def _row_chunks(
     rows: Iterator[list[str]], headers: list[str], chunk_rows: int
 ) -> Iterator[pd.DataFrame]:
-    batch: list[list[str]] = []
     start = 0
-    for row in rows:
-        batch.append(row)
-        if len(batch) == chunk_rows:
-            yield _frame(_columns_of(batch, len(headers)), headers, start)
-            start += len(batch)
-            batch = []
-    if batch:
-        yield _frame(_columns_of(batch, len(headers)), headers, start)
+    for batch in batched(rows, chunk_rows):
+        yield _frame(columns_of(batch, len(headers)), headers, start)
+        start += len(batch)
 
 
-def _columns_of(rows: list[list[str]], width: int) -> list[list[str]]:
+def batched(rows: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
+    """Lists of at most ``size`` rows (itertools.batched, from Python 3.12, gives tuples)."""
+    while batch := list(itertools.islice(rows, size)):
+        yield batch
+
+
+def columns_of(rows: list[list[str]], width: int) -> list[list[str]]:
+    """Rows of ``width`` cells turned into ``width`` columns of cells."""
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 

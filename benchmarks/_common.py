@@ -252,6 +252,25 @@ def run_args(source: Path, output: Path, base_url: str, *extra: str) -> list[str
     return [*command, "--no-progress", "--fresh", *extra]
 
 
+def job_round(
+    sim: Simulator,
+    source: Path,
+    rows: int,
+    label: str,
+    *flags: str,
+    stamps: bool = False,
+    timeout: float = 170,
+) -> tuple[JobTiming, dict[str, Any]]:
+    """One checked round: reset the simulator, run batchrun on ``source`` (output beside it),
+    check that exactly ``rows`` runs were created; the timing and the simulator's stats."""
+    sim.reset()
+    output = source.with_name("out.csv")
+    job = run_batchrun(
+        run_args(source, output, sim.base_url, *flags), stamps=stamps, timeout=timeout
+    )
+    return job, sim.check(rows, label)
+
+
 def run_batchrun(
     cli_args: Sequence[str], *, stamps: bool = False, timeout: float = 170
 ) -> JobTiming:

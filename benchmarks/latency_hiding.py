@@ -22,10 +22,9 @@ from pathlib import Path
 
 from _common import (
     Simulator,
+    job_round,
     median,
     request_bodies,
-    run_args,
-    run_batchrun,
     send_bare,
     table,
     write_csv,
@@ -49,17 +48,9 @@ def main() -> None:
     ):
         source = write_csv(Path(scratch) / "in.csv", args.rows)
         for round_no in range(1, args.repeat + 1):
-            sim.reset()
-            job = run_batchrun(
-                run_args(
-                    source,
-                    Path(scratch) / "out.csv",
-                    sim.base_url,
-                    "--concurrency",
-                    str(args.concurrency),
-                )
+            job, _ = job_round(
+                sim, source, args.rows, f"round {round_no}", "--concurrency", str(args.concurrency)
             )
-            sim.check(args.rows, f"round {round_no}")
             sim.reset()
             bares.append(send_bare(sim, bodies, args.concurrency))
             sim.check(args.rows, f"bare loop round {round_no}")

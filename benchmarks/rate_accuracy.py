@@ -25,7 +25,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from _common import Simulator, median, run_args, run_batchrun, table, write_csv
+from _common import Simulator, job_round, median, table, write_csv
 
 
 def achieved_rates(stamps: list[float], burst: int) -> tuple[float, float, float]:
@@ -55,20 +55,17 @@ def main() -> None:
             achieved_list, refused = [], []
             with Simulator("--rpm", f"{rpm:g}") as sim:
                 for round_no in range(1, args.repeat + 1):
-                    sim.reset()
-                    job = run_batchrun(
-                        run_args(
-                            source,
-                            Path(scratch) / "out.csv",
-                            sim.base_url,
-                            "--rpm",
-                            f"{rpm:g}",
-                            "--concurrency",
-                            str(args.concurrency),
-                        ),
+                    job, stats = job_round(
+                        sim,
+                        source,
+                        rows,
+                        f"rpm {rpm:g} round {round_no}",
+                        "--rpm",
+                        f"{rpm:g}",
+                        "--concurrency",
+                        str(args.concurrency),
                         stamps=True,
                     )
-                    stats = sim.check(rows, f"rpm {rpm:g} round {round_no}")
                     achieved, steady, stall = achieved_rates(job.stamps, burst)
                     achieved_list.append(achieved)
                     refused.append(stats["rate_limited"])

@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from _common import Simulator, median, run_args, run_batchrun, table, write_csv
+from _common import Simulator, job_round, median, table, write_csv
 
 
 def main() -> None:
@@ -31,18 +31,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="brbench-") as scratch, Simulator() as sim:
         source = write_csv(Path(scratch) / "in.csv", args.rows)
         for round_no in range(1, args.repeat + 1):
-            sim.reset()
-            job = run_batchrun(
-                run_args(
-                    source,
-                    Path(scratch) / "out.csv",
-                    sim.base_url,
-                    "--concurrency",
-                    str(args.concurrency),
-                ),
+            job, _ = job_round(
+                sim,
+                source,
+                args.rows,
+                f"round {round_no}",
+                "--concurrency",
+                str(args.concurrency),
                 timeout=args.timeout,
             )
-            sim.check(args.rows, f"round {round_no}")
             rss.append(job.max_rss_mb)
             walls.append(job.wall)
             phases = job.phases

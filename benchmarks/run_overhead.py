@@ -37,18 +37,17 @@ from _common import (
     JobTiming,
     Simulator,
     in_fresh_process,
+    job_round,
     median,
     request_bodies,
-    run_args,
-    run_batchrun,
     table,
     write_csv,
 )
 
 
-def run_a(sim: Simulator, source: Path, output: Path, concurrency: int) -> JobTiming:
-    """The whole batchrun job as a subprocess."""
-    return run_batchrun(run_args(source, output, sim.base_url, "--concurrency", str(concurrency)))
+def run_a(sim: Simulator, source: Path, rows: int, label: str, concurrency: int) -> JobTiming:
+    """The whole batchrun job as a subprocess, in a checked round."""
+    return job_round(sim, source, rows, label, "--concurrency", str(concurrency))[0]
 
 
 async def _sdk(base_url: str, bodies: Bodies, concurrency: int) -> None:
@@ -103,16 +102,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="brbench-") as scratch, Simulator() as sim:
         source = write_csv(Path(scratch) / "in.csv", rows)
         warm = write_csv(Path(scratch) / "warm.csv", args.warmup_rows)
-        output = Path(scratch) / "out.csv"
         # Warm-up (not reported): the page cache, the simulator's code paths.
-        run_a(sim, warm, output, concurrency)
+        run_a(sim, warm, args.warmup_rows, "warm-up", concurrency)
         run_b(sim, args.warmup_rows, concurrency)
         if not args.no_sdk:
             run_c(sim, args.warmup_rows, concurrency)
         for round_no in range(1, args.repeat + 1):
-            sim.reset()
-            job = run_a(sim, source, output, concurrency)
-            sim.check(rows, f"A round {round_no}")
+            job = run_a(sim, source, rows, f"A round {round_no}", concurrency)
             results["A"].append(job.wall)
             results["A in-proc"].append(job.in_process)
             results["A send"].append(job.send)

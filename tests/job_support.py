@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,3 +23,11 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     """A CSV output's rows as dicts of text."""
     with path.open(newline="", encoding="utf-8") as stream:
         return list(csv.DictReader(stream))
+
+
+def command(source: Path, output: Path, base_url: str, *extra: str) -> list[str]:
+    """``python -m batchrun run SOURCE -o OUTPUT --base-url URL --no-progress EXTRA...``."""
+    return [
+        *(sys.executable, "-m", "batchrun", "run", str(source), "-o", str(output)),
+        *("--base-url", base_url, "--no-progress", *extra),
+    ]

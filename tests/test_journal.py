@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from job_support import read_rows, settings_for
+from job_support import command, read_rows, settings_for
 
 from batchrun import journal as journal_module
 from batchrun.errors import JournalMismatch, SystemicError
@@ -43,22 +42,6 @@ def write_rows(path: Path, count: int, *, start: int = 0, text: str = "hello") -
         for n in range(start, start + count):
             writer.writerow([f"thread_{n:04d}", "asst_1", text])
     return path
-
-
-def command(source: Path, output: Path, base_url: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "batchrun",
-        "run",
-        str(source),
-        "-o",
-        str(output),
-        "--base-url",
-        base_url,
-        "--no-progress",
-        *extra,
-    ]
 
 
 def run_cli(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -6,12 +6,11 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from job_support import read_rows, settings_for
+from job_support import command, read_rows, settings_for
 
 from batchrun.errors import ExitCode
 from batchrun.jobs import run_file
@@ -111,19 +110,7 @@ def test_rerun_after_a_kill_fills_replies_without_creating_runs_again(
     sim = make_simulator(run_seconds=1.5)
     source = write_rows(tmp_path / "in.csv", [(f"thread_{n}", "hi") for n in range(20)])
     output = tmp_path / "out.csv"
-    args = [
-        sys.executable,
-        "-m",
-        "batchrun",
-        "run",
-        str(source),
-        "-o",
-        str(output),
-        "--base-url",
-        sim.base_url,
-        "--reply",
-        "--no-progress",
-    ]
+    args = command(source, output, sim.base_url, "--reply")
     env = {**os.environ, "OPENAI_API_KEY": KEY}
     process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
