@@ -19,7 +19,6 @@ from pathlib import Path
 from batchrun.atomic import StagedFile
 from batchrun.config import Settings, settings_toml
 from batchrun.errors import SystemicError, UsageError
-from batchrun.journal import Journal, default_journal_path
 from batchrun.output import (
     VALIDATE_COLUMNS,
     check_names,
@@ -29,7 +28,8 @@ from batchrun.output import (
 )
 from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, RowResult, Summary
-from batchrun.runner import Progress, run_rows
+from batchrun.sending.journal import Journal, default_journal_path
+from batchrun.sending.runner import Progress, run_rows
 from batchrun.sheets import batched, columns_of, iter_rows, read_rows, sheet_format
 from batchrun.validation import checked_chunks
 from batchrun.writers import MAX_XLSX_DATA_ROWS, SheetWriter

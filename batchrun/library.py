@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from batchrun.config import Settings, environment_settings
-from batchrun.journal import Journal
-from batchrun.runner import run_rows
+from batchrun.sending.journal import Journal
+from batchrun.sending.runner import run_rows
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -15,9 +15,9 @@ import orjson
 
 from batchrun.body import RowPlan, assemble, plan_columns
 from batchrun.config import Settings
-from batchrun.journal import body_digest, row_key
 from batchrun.report import Outcome, RowResult
 from batchrun.schema import RUN_TAG_KEY, BodyChecker
+from batchrun.sending.journal import body_digest, row_key
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -37,7 +37,7 @@ API_KEY = "sk-bench"
 ASSISTANT = "asst_bench"
 INSTRUCTIONS = "Summarise the row in one sentence."
 COLUMNS = ["thread_id", "assistant_id", "instructions", "tools", "metadata.team"]
-# What batchrun sends besides Content-Length and Host (see batchrun.client.ApiClient).
+# What batchrun sends besides Content-Length and Host (see batchrun.sending.client.ApiClient).
 HEADERS = {
     "Authorization": f"Bearer {API_KEY}",
     "OpenAI-Beta": "assistants=v2",
@@ -137,7 +137,7 @@ def request_bodies(rows: int, prefix: str = "thread_b") -> list[tuple[str, dict[
     The run tag is computed with batchrun's own key function (outside any timing), so a
     baseline sends byte-for-byte the bodies batchrun sends.
     """
-    from batchrun.journal import body_digest, row_key
+    from batchrun.sending.journal import body_digest, row_key
 
     bodies = []
     for i in range(rows):

@@ -51,7 +51,7 @@ def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
     jobs.run_rows = timed_run_rows  # type: ignore[assignment]
     jobs.write_output = timed_write_output  # type: ignore[assignment]
     if stamps:
-        from batchrun import client
+        from batchrun.sending import client
 
         call = client.ApiClient.call
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from job_support import command, read_rows, settings_for
 
-from batchrun import journal as journal_module
 from batchrun.errors import JournalMismatch, SystemicError
 from batchrun.jobs import run_file
-from batchrun.journal import (
+from batchrun.sending import journal as journal_module
+from batchrun.sending.journal import (
     CREATED,
     DONE,
     FAILED,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from batchrun.limiter import RateLimiter
+from batchrun.sending.limiter import RateLimiter
 
 
 class FakeTime:

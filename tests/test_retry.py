@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from batchrun.retry import Failure, RetryDecision, decide, parse_go_duration, server_pause
+from batchrun.sending.retry import Failure, RetryDecision, decide, parse_go_duration, server_pause
 
 
 def no_jitter() -> float:

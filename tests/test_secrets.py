@@ -28,10 +28,10 @@ import pytest
 from aiohttp import web
 from loopback_server import CREATE_ROUTE, RUN_ROUTE, RunStore, serve_app
 
-from batchrun.client import mask_key
 from batchrun.config import Settings, environment_settings, mask_secrets, settings_toml
 from batchrun.jobs import run_file
 from batchrun.report import Summary
+from batchrun.sending.client import mask_key
 from batchrun.simulator import RunningSimulator
 
 MakeSimulator = Callable[..., RunningSimulator]

@@ -25,10 +25,10 @@ import yarl
 from aiohttp import web
 from loopback_server import RunStore, app_with, serve_app
 
-from batchrun.client import ApiClient
 from batchrun.config import Settings, environment_settings
 from batchrun.errors import ExitCode, UsageError
 from batchrun.jobs import run_file, validate_file
+from batchrun.sending.client import ApiClient
 from batchrun.simulator import RunningSimulator
 
 KEY = "sk-test-url-safety-0123456789"

@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from batchrun.retry import LONGEST_PAUSE, parse_go_duration
+from batchrun.sending.retry import LONGEST_PAUSE, parse_go_duration
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]

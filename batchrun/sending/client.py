@@ -1,8 +1,8 @@
 """HTTP to one Assistants endpoint: headers, timeouts, capped answers, the key masked.
 
 :meth:`ApiClient.call` returns an :class:`Answer` for any HTTP answer and raises
-:class:`TransportError` when there is none, with a :class:`~batchrun.retry.Failure` that says
-whether the request may have reached the server.
+:class:`TransportError` when there is none, with a :class:`~batchrun.sending.retry.Failure`
+that says whether the request may have reached the server.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yarl
 
 from batchrun import __version__
 from batchrun.config import Settings
-from batchrun.retry import Failure
+from batchrun.sending.retry import Failure
 
 MAX_ANSWER_BYTES = 10 * 1024 * 1024
 HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)

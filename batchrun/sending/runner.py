@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from batchrun.config import Settings
-from batchrun.journal import CREATED, DONE, FAILED, SENDING, Entry, Journal
 from batchrun.report import STOPPED_RUN_STATUSES, Outcome, RowResult, Summary, summarize
+from batchrun.sending.journal import CREATED, DONE, FAILED, SENDING, Entry, Journal
 
 if TYPE_CHECKING:
-    from batchrun.sender import RowSender
+    from batchrun.sending.sender import RowSender
 
 
 class Progress(Protocol):
@@ -159,7 +159,7 @@ class Execution:
 
     async def worker(self) -> None:
         """Take lane steps off the queue until cancelled."""
-        from batchrun.sender import StopSending
+        from batchrun.sending.sender import StopSending
 
         while True:
             lane, position = await self.queue.get()
@@ -220,7 +220,7 @@ class Execution:
 
     async def follow(self, lane: Lane, position: int) -> None:
         """Wait for a row's run to stop, then let the lane go on (or block it)."""
-        from batchrun.sender import StopSending
+        from batchrun.sending.sender import StopSending
 
         row = lane.rows[position]
         deadline = time.monotonic() + self.settings.wait_timeout
@@ -326,9 +326,9 @@ async def open_sender(settings: Settings) -> AsyncIterator[RowSender]:
     """An HTTP session and sender for ``settings`` (starting the simulator if asked)."""
     import aiohttp
 
-    from batchrun.client import ApiClient
-    from batchrun.limiter import RateLimiter
-    from batchrun.sender import Control, RowSender
+    from batchrun.sending.client import ApiClient
+    from batchrun.sending.limiter import RateLimiter
+    from batchrun.sending.sender import Control, RowSender
 
     async with contextlib.AsyncExitStack() as stack:
         if settings.simulate:

@@ -1,7 +1,7 @@
 """HTTP for one row: create its run exactly once, follow it, fetch the reply.
 
 :class:`RowSender` carries a row through attempts, retries and reconciliation, speaking
-through :class:`batchrun.client.ApiClient`:
+through :class:`batchrun.sending.client.ApiClient`:
 
 - every create carries ``metadata.batchrun_key`` (the row's journal key);
 - after an answer that may hide a created run (timeout, dropped connection, 5xx), the
@@ -22,13 +22,13 @@ from typing import Any
 
 import orjson
 
-from batchrun.client import Answer, ApiClient, TransportError, is_run
 from batchrun.config import Settings
-from batchrun.limiter import RateLimiter
 from batchrun.prepare import sent_body
 from batchrun.report import STOPPED_RUN_STATUSES, Outcome, RowResult
-from batchrun.retry import Failure, RetryDecision, decide
 from batchrun.schema import RUN_TAG_KEY
+from batchrun.sending.client import Answer, ApiClient, TransportError, is_run
+from batchrun.sending.limiter import RateLimiter
+from batchrun.sending.retry import Failure, RetryDecision, decide
 
 RECONCILE_PAGE = 20
 POLL_FIRST, POLL_CAP = 0.2, 5.0
