@@ -13,15 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "run_frame", "validate_frame"]
+__all__ = ["__version__", "run_frame", "run_frame_async", "validate_frame"]
 
 if TYPE_CHECKING:
-    from batchrun.library import run_frame, validate_frame
+    from batchrun.library import run_frame, run_frame_async, validate_frame
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: `batchrun --help` must not pay for pandas and aiohttp.
-    if name in ("run_frame", "validate_frame"):
+    if name in __all__[1:]:
         from batchrun import library
 
         return getattr(library, name)

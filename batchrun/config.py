@@ -90,9 +90,16 @@ class Settings:
         return SIMULATED_ENDPOINT if self.simulate else self.base_url.rstrip("/")
 
     def check_sending(self) -> None:
-        """Refuse to send where the key could leak; called before any request."""
-        if not self.simulate:
-            check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+        """Refuse to send without a key, or where the key could leak; called before any
+        request."""
+        if self.simulate:
+            return
+        if not self.api_key:
+            raise UsageError(
+                f"no API key: set the environment variable {self.api_key_env} "
+                "(or pass --simulate to try the built-in simulator)"
+            )
+        check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
 
     def with_base_url(self, base_url: str) -> Settings:
         """A copy sending to ``base_url`` (used once the simulator's port is known)."""

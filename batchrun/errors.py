@@ -5,7 +5,8 @@ Row problems are data (see :mod:`batchrun.report`); only these raise::
     BatchrunError              anything that stops the job; .exit_code says how
     ├── UsageError             bad option, bad config file, output name clash    (exit 2)
     ├── InputError             unreadable or unusable input sheet                (exit 2)
-    ├── JournalMismatch        the journal belongs to another input or endpoint  (exit 2)
+    ├── JournalMismatch        the journal belongs to another input              (exit 2)
+    ├── JournalBusy            another process works the same journal            (exit 2)
     └── SystemicError          the server refuses every row: key, quota, route   (exit 3)
 
 The CLI turns each into one line on stderr and its exit code.
@@ -46,7 +47,7 @@ class InputError(BatchrunError):
 
 
 class JournalMismatch(BatchrunError):
-    """The journal beside the output was written for another input or endpoint."""
+    """The journal was written for another input (or by a newer batchrun)."""
 
 
 class SystemicError(BatchrunError):
@@ -57,3 +58,7 @@ class SystemicError(BatchrunError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class JournalBusy(BatchrunError):
+    """Another batchrun process is working the same journal; nothing was sent."""

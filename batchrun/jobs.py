@@ -18,7 +18,7 @@ from pathlib import Path
 
 from batchrun.atomic import StagedFile
 from batchrun.config import Settings, settings_toml
-from batchrun.errors import SystemicError, UsageError
+from batchrun.errors import UsageError
 from batchrun.output import (
     VALIDATE_COLUMNS,
     check_names,
@@ -29,7 +29,8 @@ from batchrun.output import (
 from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, RowResult, Summary
 from batchrun.sending.journal import Journal, default_journal_path
-from batchrun.sending.runner import Progress, run_rows
+from batchrun.sending.runner import Progress
+from batchrun.sending.session import run_rows
 from batchrun.sheets import batched, columns_of, iter_rows, read_rows, sheet_format
 from batchrun.validation import checked_chunks
 from batchrun.writers import MAX_XLSX_DATA_ROWS, SheetWriter
@@ -104,23 +105,22 @@ def _run_file(
     check_names(headers, settings, "run")
     plan = make_plan(headers, settings, source)
     rows = RowPreparer(plan, settings).prepare_rows(cells)
-    journal_path = settings.journal or default_journal_path(target)
+    journal_path = settings.journal or default_journal_path(source)
     try:
         journal = Journal(
             journal_path,
             endpoint=settings.endpoint,
-            source=str(source.resolve()),
+            source=source.name,
             fresh=settings.fresh,
         )
     except sqlite3.Error as error:
         raise UsageError(f"cannot open the journal {journal_path}: {error}") from None
     try:
+        # A journal failure mid-job (disk full) stops sending; the summary says so and the
+        # output is still written below. What was committed stays.
         summary = run_rows(
             rows, settings, journal, progress=progress, handle_signals=handle_signals
         )
-    except sqlite3.Error as error:
-        # Disk full, or another process holds the journal: stop; what was committed stays.
-        raise SystemicError(f"the journal {journal_path} failed: {error}") from None
     finally:
         with contextlib.suppress(sqlite3.Error):
             journal.close()

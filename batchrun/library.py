@@ -5,6 +5,9 @@ For notebooks and KNIME's Python Script node (whose tables are pandas DataFrames
     import batchrun
     checked = batchrun.validate_frame(df)
     results = batchrun.run_frame(df, base_url="http://127.0.0.1:8000/v1", wait=True)
+
+``run_frame`` works inside a running event loop too (a notebook cell); code that has a
+loop of its own can ``await batchrun.run_frame_async(df, ...)`` instead.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from batchrun.config import Settings, environment_settings
+from batchrun.report import RowResult
 from batchrun.sending.journal import Journal
-from batchrun.sending.runner import run_rows
+from batchrun.sending.session import run_rows, run_rows_async
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,9 +34,30 @@ def run_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
     Options are the long option names of ``batchrun run`` with underscores
     (``base_url``, ``concurrency``, ``wait``, ...). Without ``journal=PATH`` the journal
     lives in memory. Never prints, never exits; a systemic error stops sending and the
-    unsent rows say why in ``error``.
+    unsent rows say why in ``error``. Inside a running event loop (Jupyter) the job runs
+    on a thread of its own.
     """
-    from batchrun.output import result_frame
+    settings, rows, journal = _prepare_run(frame, options)
+    try:
+        run_rows(rows, settings, journal)
+    finally:
+        journal.close()
+    return _results(frame, rows, settings)
+
+
+async def run_frame_async(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
+    """:func:`run_frame` for code that runs an event loop: ``await run_frame_async(df)``."""
+    settings, rows, journal = _prepare_run(frame, options)
+    try:
+        await run_rows_async(rows, settings, journal)
+    finally:
+        journal.close()
+    return _results(frame, rows, settings)
+
+
+def _prepare_run(
+    frame: pd.DataFrame, options: dict[str, Any]
+) -> tuple[Settings, list[RowResult], Journal]:
     from batchrun.prepare import RowPreparer, make_plan
 
     settings = settings_from(options)
@@ -41,10 +66,12 @@ def run_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
     journal = Journal(
         settings.journal, endpoint=settings.endpoint, source="frame", fresh=settings.fresh
     )
-    try:
-        run_rows(rows, settings, journal)
-    finally:
-        journal.close()
+    return settings, rows, journal
+
+
+def _results(frame: pd.DataFrame, rows: list[RowResult], settings: Settings) -> pd.DataFrame:
+    from batchrun.output import result_frame
+
     return result_frame(frame, rows, settings, mode="run")
 
 

@@ -15,7 +15,7 @@ import orjson
 
 from batchrun.body import RowPlan, assemble, plan_columns
 from batchrun.config import Settings
-from batchrun.report import Outcome, RowResult
+from batchrun.report import Next, Outcome, RowResult
 from batchrun.schema import RUN_TAG_KEY, BodyChecker
 from batchrun.sending.journal import body_digest, row_key
 
@@ -81,7 +81,7 @@ class RowPreparer:
             if built.body is not None:
                 problems = self.checker.check(built.body)
             if problems:
-                row.fail(Outcome.INVALID, "; ".join(map(str, problems)))
+                row.fail(Outcome.INVALID, "; ".join(map(str, problems)), Next.NOTHING)
             else:
                 row.body = built.body
                 digest = body_digest(api_version, row.thread_id, built.body or {})
@@ -91,14 +91,18 @@ class RowPreparer:
         return results
 
 
-def sent_body(row: RowResult, settings: Settings) -> dict[str, Any]:
-    """The body as it goes on the wire: the row's body plus the run tag."""
+def sent_body(row: RowResult, settings: Settings, tag: str | None = None) -> dict[str, Any]:
+    """The body as it goes on the wire: the row's body plus the run tag.
+
+    ``tag`` is the tag a job sends (the row's key and the job's id); without one, the
+    row's key stands in, as ``validate`` shows it.
+    """
     body = dict(row.body or {})
     if settings.run_tag and row.key:
         metadata = body.get("metadata")
         body["metadata"] = {
             **(metadata if isinstance(metadata, dict) else {}),
-            RUN_TAG_KEY: row.key,
+            RUN_TAG_KEY: tag or row.key,
         }
     return body
 

@@ -33,6 +33,19 @@ class Outcome(StrEnum):
     PENDING = "pending"  # created, still running when --wait-timeout ran out
 
 
+class Next(StrEnum):
+    """What the next job does with a row: decided where the row's fate is decided.
+
+    With :attr:`RowResult.maybe_sent` (a request may have arrived unanswered), sending
+    again always starts by looking for the row's run on the server.
+    """
+
+    NOTHING = "nothing"  # final: never sent again
+    FOLLOW = "follow"  # its run exists and may still be going: a --wait job follows it
+    SEND = "send"  # left for the next job, which sends it without being asked
+    RETRY = "retry"  # failed: sent again only with --retry-failed
+
+
 @dataclass(slots=True)
 class RowResult:
     """Everything known about one row; becomes the row's result cells."""
@@ -42,6 +55,7 @@ class RowResult:
     body: dict[str, Any] | None = None
     key: str | None = None
     outcome: Outcome | None = None
+    next: Next = Next.SEND
     status: int | None = None
     response: str = ""
     error: str = ""
@@ -53,16 +67,22 @@ class RowResult:
     reply: str = ""
     reconciled: bool = False
     # A request that may have reached the server without our seeing the answer.
-    ambiguous: bool = False
+    maybe_sent: bool = False
     # Wall-clock time of the first send: runs created before it cannot be this row's.
     sent_at: float = 0.0
-    # Not final: the next run picks the row up without --retry-failed.
-    retry_next: bool = False
+    # Runs this row had before and replaced (--retry-failed after a failed run): never
+    # adopted again.
+    superseded: list[str] = field(default_factory=list)
+    # The answer of a create that failed although the run was made (found by its tag).
+    ghost: str = ""
+    # POSTs made by this job (``attempts`` counts every job's).
+    sent_now: int = 0
 
-    def fail(self, outcome: Outcome, error: str) -> None:
-        """End the row without a run."""
+    def fail(self, outcome: Outcome, error: str, next: Next = Next.RETRY) -> None:
+        """End the row without a run; ``next`` says what a later job does with it."""
         self.outcome = outcome
         self.error = error
+        self.next = next
 
     def to_journal(self) -> dict[str, Any]:
         """The fields a rerun needs to rebuild this row's result."""
@@ -77,9 +97,12 @@ class RowResult:
             "last_error": self.last_error,
             "reply": self.reply,
             "reconciled": self.reconciled,
-            "ambiguous": self.ambiguous,
+            "ambiguous": self.maybe_sent,
             "sent_at": self.sent_at,
             "outcome": self.outcome.value if self.outcome else None,
+            "next": self.next.value,
+            "superseded": self.superseded,
+            "ghost": self.ghost,
         }
 
     def restore(self, saved: dict[str, Any]) -> None:
@@ -90,9 +113,13 @@ class RowResult:
         self.last_error = saved.get("last_error") or ""
         self.reply = saved.get("reply") or ""
         self.reconciled = bool(saved.get("reconciled"))
-        self.ambiguous = bool(saved.get("ambiguous"))
+        self.maybe_sent = bool(saved.get("ambiguous"))
         self.sent_at = float(saved.get("sent_at") or 0.0)
         self.outcome = Outcome(saved["outcome"]) if saved.get("outcome") else None
+        self.superseded = list(saved.get("superseded") or [])
+        self.ghost = saved.get("ghost") or ""
+        if saved.get("next"):
+            self.next = Next(saved["next"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +135,12 @@ class Summary:
     aborted: str | None = None
     interrupted: bool = False
     notes: tuple[str, ...] = ()
+    # What this job itself did: rows it sent, rows whose result came from the journal, rows
+    # left for the next job (which picks them up without --retry-failed).
+    sent: int = 0
+    from_journal: int = 0
+    left: int = 0
+    ghosts: int = 0
     # Wall-clock end of the job (seconds since the epoch); the start is this minus seconds.
     finished_at: float = field(default_factory=time.time)
 
@@ -139,6 +172,13 @@ class Summary:
         if self.run_statuses:
             runs = ", ".join(f"{n} {s}" for s, n in sorted(self.run_statuses.items()))
             line += f"; runs: {runs}"
+        line += f"; this run: {self.sent} sent"
+        if self.from_journal:
+            line += f", {self.from_journal} from the journal"
+        if self.left:
+            line += f", {self.left} left for the next run"
+        if self.interrupted:
+            line += "; interrupted: rerun the same command to resume"
         if output is not None:
             line += f" -> {output}"
         return line
@@ -152,6 +192,10 @@ class Summary:
             "Job": [
                 ("rows", self.rows),
                 ("reconciled", self.reconciled),
+                ("sent by this run", self.sent),
+                ("taken from the journal", self.from_journal),
+                ("left for the next run", self.left),
+                ("runs created despite an error answer", self.ghosts),
                 ("started", _iso(self.finished_at - self.seconds)),
                 ("finished", _iso(self.finished_at)),
                 ("seconds", round(self.seconds, 3)),
@@ -174,6 +218,7 @@ def summarize(
     interrupted: bool = False,
     notes: tuple[str, ...] = (),
     count_runs: bool = False,
+    from_journal: int = 0,
 ) -> Summary:
     """Count the outcomes of a finished (or stopped) job."""
     outcomes = Counter(r.outcome.value for r in results if r.outcome)
@@ -191,4 +236,8 @@ def summarize(
         aborted=aborted,
         interrupted=interrupted,
         notes=notes,
+        sent=sum(r.sent_now > 0 for r in results),
+        from_journal=from_journal,
+        left=sum(r.next is Next.SEND or r.outcome is Outcome.PENDING for r in results),
+        ghosts=sum(bool(r.ghost) for r in results),
     )

@@ -408,7 +408,8 @@ def test_a_header_without_rows_exits_0_with_an_empty_output(
     results = run_all(
         {
             "validate": ["validate", name, "-o", "validated.csv"],
-            "run --simulate": ["run", name, "-o", "simulated.csv", "--simulate"],
+            # Its own journal: two jobs on one journal at once are refused.
+            "run --simulate": ["run", name, "-o", "simulated.csv", "--simulate", "--journal", "j"],
             "run --base-url": ["run", name, "-o", "sent.csv", "--base-url", sim.base_url],
         },
         tmp_path,

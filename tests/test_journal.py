@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from job_support import command, read_rows, settings_for
 
-from batchrun.errors import JournalMismatch, SystemicError
+from batchrun.errors import ExitCode, JournalMismatch
 from batchrun.jobs import run_file
 from batchrun.sending import journal as journal_module
 from batchrun.sending.journal import (
@@ -58,8 +59,8 @@ def start_cli(args: list[str]) -> subprocess.Popen[str]:
     )
 
 
-def journal_states(output: Path) -> dict[str, int]:
-    entries = read_journal(Path(f"{output}.journal.sqlite"))
+def journal_states(source: Path) -> dict[str, int]:
+    entries = read_journal(source.with_name(f"{source.stem}.batchrun.sqlite"))
     return dict(Counter(entry.state for entry in entries.values()))
 
 
@@ -120,7 +121,7 @@ def test_rerun_sends_nothing_again_and_fresh_starts_over(
     assert run_cli(args).returncode == 0
     assert run_cli(args).returncode == 0
     assert simulator.stats()["runs_created"] == 10
-    assert journal_states(output) == {"created": 10}
+    assert journal_states(source) == {"created": 10}
     assert run_cli([*args, "--fresh"]).returncode == 0
     assert simulator.stats()["runs_created"] == 20
 
@@ -151,7 +152,7 @@ def test_failed_rows_wait_for_retry_failed(tmp_path: Path) -> None:
     finally:
         broken.stop()
     assert first.returncode == 1
-    assert journal_states(output) == {"failed": 5}
+    assert journal_states(source) == {"failed": 5}
     healthy = RunningSimulator(SimulatorConfig(run_seconds=0), port=port).start()
     try:
         args = command(source, output, healthy.base_url)
@@ -166,22 +167,24 @@ def test_failed_rows_wait_for_retry_failed(tmp_path: Path) -> None:
         healthy.stop()
 
 
-@pytest.mark.parametrize("change", ["endpoint", "input"])
-def test_a_foreign_journal_is_refused_with_a_hint(
-    tmp_path: Path, make_simulator: MakeSimulator, change: str
+def test_another_endpoint_or_input_on_one_journal_is_a_job_of_its_own(
+    tmp_path: Path, make_simulator: MakeSimulator
 ) -> None:
     first, second = make_simulator(), make_simulator()
     source, output = write_rows(tmp_path / "in.csv", 3), tmp_path / "out.csv"
-    assert run_cli(command(source, output, first.base_url)).returncode == 0
-    if change == "endpoint":
-        result = run_cli(command(source, output, second.base_url))
-    else:
-        other = write_rows(tmp_path / "other.csv", 3, start=50)
-        result = run_cli(command(other, output, first.base_url))
-    assert result.returncode == 2
-    assert "--fresh" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert second.stats()["requests"] == {}
+    shared = ("--journal", str(tmp_path / "shared.sqlite"))
+    assert run_cli([*command(source, output, first.base_url), *shared]).returncode == 0
+    other = write_rows(tmp_path / "other.csv", 3)  # the same rows, another input
+    for args in (
+        command(source, output, second.base_url),
+        command(other, tmp_path / "other.out.csv", first.base_url),
+    ):
+        assert run_cli([*args, *shared]).returncode == 0
+    assert first.stats()["runs_created"] == 6
+    assert second.stats()["runs_created"] == 3
+    # Each job again: nothing more is sent anywhere.
+    assert run_cli([*command(source, output, second.base_url), *shared]).returncode == 0
+    assert second.stats()["runs_created"] == 3
 
 
 def test_sigint_while_waiting_for_runs_stops_promptly_and_rerun_finishes(
@@ -222,7 +225,7 @@ def test_a_second_ctrl_c_mid_request_keeps_the_row_for_reconciliation(
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
-    assert journal_states(output).get("sending", 0) >= 2  # cut off in flight: kept
+    assert journal_states(source).get("sending", 0) >= 2  # cut off in flight: kept
     finished = run_cli([*args, "--timeout", "1"])
     assert finished.returncode == 0, finished.stderr
     assert {r["status"] for r in read_rows(output)} == {"200"}
@@ -286,9 +289,13 @@ def test_nothing_is_sent_when_marking_rows_sending_fails(
         encoding="utf-8",
     )
     monkeypatch.setattr(Journal, "flush", locked)
-    with pytest.raises(SystemicError, match=r"journal .* failed: database is locked"):
-        run_file(source, tmp_path / "out.csv", settings_for(simulator.base_url, concurrency=1))
+    report = run_file(source, tmp_path / "out.csv", settings_for(simulator.base_url, concurrency=1))
     assert simulator.stats()["runs_created"] == 0
+    # The job stops (exit 3) and still writes its output: every row says why it was not sent.
+    assert report.summary.exit_code is ExitCode.ABORTED
+    assert re.search(r"journal .* failed: database is locked", report.summary.aborted or "")
+    rows = read_rows(report.output)
+    assert len(rows) == 20 and all(r["error"].startswith("not sent: job stopped") for r in rows)
 
 
 def test_read_journal_reads_a_journal_from_before_the_log(tmp_path: Path) -> None:

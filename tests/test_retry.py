@@ -58,7 +58,11 @@ def no_jitter() -> float:
         ),
         pytest.param(
             {"status": 429, "headers": {"retry-after": "86400"}},
-            RetryDecision(False, reason="HTTP 429, server asked to wait 86400 s; rerun later"),
+            RetryDecision(
+                False,
+                systemic=True,
+                reason="HTTP 429, server asked to wait 86400 s; rerun later",
+            ),
             id="429-a-day-is-not-waited",
         ),
         pytest.param(

@@ -155,7 +155,12 @@ def test_a_rejected_key_is_nowhere_in_files_streams_or_errors(
     with contextlib.ExitStack() as stack:
         running = [
             stack.enter_context(
-                Cli([*command, "-o", f"out_{n}{suffix}", *flags], env, tmp_path, tty=tty)
+                Cli(
+                    [*command, "-o", f"out_{n}{suffix}", "--journal", f"job_{n}.sqlite", *flags],
+                    env,
+                    tmp_path,
+                    tty=tty,
+                )
             )
             for n, (flags, tty) in enumerate(STREAM_VARIANTS)
         ]
@@ -169,7 +174,7 @@ def test_a_rejected_key_is_nowhere_in_files_streams_or_errors(
     # Not vacuous: the server's 401 (with its own masked echo of the key) was recorded.
     (first,) = tmp_path.glob(f"out_0{suffix}")
     assert "Incorrect API key" in output_text(first)
-    assert (tmp_path / f"out_0{suffix}.journal.sqlite").exists()
+    assert (tmp_path / "job_0.sqlite").exists()
     assert (tmp_path / "out_0.settings.toml").exists()
     if suffix == ".xlsx":
         assert (tmp_path / "out_0.full.jsonl").exists()
@@ -181,7 +186,7 @@ def test_a_journal_cut_off_mid_job_holds_no_key_in_its_wal(
     """SIGKILL leaves the WAL unfolded: its raw pages are what a crash hands on."""
     sim = make_simulator(latency_ms=200, run_seconds=0)
     source = write_sheet(tmp_path / "in.csv", [f"thread_{n}" for n in range(200)])
-    wal = tmp_path / "out.csv.journal.sqlite-wal"
+    wal = tmp_path / "in.batchrun.sqlite-wal"
     command = ["run", source.name, "-o", "out.csv", "--base-url", sim.base_url]
     with Cli(
         [*command, "--concurrency", "4"], cli_env("OPENAI_API_KEY", canary), tmp_path, tty=False

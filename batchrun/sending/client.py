@@ -7,6 +7,8 @@ that says whether the request may have reached the server.
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +58,8 @@ class Answer:
     def message(self) -> str:
         """A one-line reason taken from the answer."""
         text = self.error.get("message")
+        if isinstance(text, str) and text.startswith("[{") and "'loc'" in text:
+            text = _repr_validation_items(text)  # a FastAPI 422 wrapped as a message
         detail = self.data.get("detail") if isinstance(self.data, dict) else None
         if not text and isinstance(detail, str):
             text = detail
@@ -66,6 +70,18 @@ class Answer:
         if not text:
             text = " ".join(self.text.split())[:200] or "(empty answer)"
         return f"HTTP {self.status}: {text}"
+
+
+def _repr_validation_items(text: str) -> str:
+    """``"[{'type': ..., 'loc': ('body', 'x'), 'msg': ...}]"`` (pydantic's errors as Python
+    text, as some servers put them in ``message``) -> ``x: msg``; else ``text`` as it is."""
+    try:
+        items = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+    if not isinstance(items, list):
+        return text
+    return "; ".join(_validation_item(item) for item in items)
 
 
 def _validation_item(item: Any) -> str:
@@ -85,6 +101,9 @@ class ApiClient:
         self._base_path = self._base_url.raw_path.rstrip("/")
         self._key = settings.api_key or ""
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        # Every request, create or read, holds one of --concurrency slots while in flight:
+        # followers polling many runs must not exceed the bound the user set.
+        self._slots = asyncio.Semaphore(settings.concurrency)
         headers = {
             "OpenAI-Beta": settings.beta,
             "Content-Type": "application/json",
@@ -114,14 +133,17 @@ class ApiClient:
     async def call(self, method: str, path: str, payload: bytes | None = None) -> Answer:
         """One request; raises TransportError when there is no usable answer."""
         try:
-            async with self._session.request(
-                method,
-                self._url(path),
-                data=payload,
-                headers=self._headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as response:
+            async with (
+                self._slots,
+                self._session.request(
+                    method,
+                    self._url(path),
+                    data=payload,
+                    headers=self._headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                ) as response,
+            ):
                 raw = await _read_capped(response)
                 headers = response.headers  # case-insensitive already
                 status = response.status
@@ -162,8 +184,3 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
 def mask_key(key: str) -> str:
     """``sk-abc...xyz`` -> ``sk-a***yz``: enough to recognise, too little to use."""
     return f"{key[:4]}***{key[-2:]}" if len(key) > 12 else "***"
-
-
-def is_run(data: Any) -> bool:
-    """Whether a JSON answer looks like a run object."""
-    return isinstance(data, dict) and isinstance(data.get("id"), str) and "status" in data

@@ -1,12 +1,20 @@
 """The crash-safe journal: what was sent, what came back, so a rerun resumes.
 
-A SQLite database (WAL) beside the output, ``<OUTPUT>.journal.sqlite``. Each row is
-known by its key (see :func:`row_key`); its entry moves through::
+A SQLite database (WAL) beside the input, ``<input stem>.batchrun.sqlite``: a job is its
+input and its endpoint, never its output name, so ``-o other.xlsx`` resumes the same job.
+The file holds one job per input file name and endpoint (``jobs``), each with its own id
+(``sheet.csv`` and ``sheet.xlsx`` beside each other share the file, not a job);
+``--fresh`` starts a new job. The job id goes into every run tag, so a run is adopted only by
+the job that created it. Two processes never work one journal at once (see
+:class:`~batchrun.sending.lock.JournalLock`).
+
+Each row is known by its key (see :func:`row_key`); its entry moves through::
 
     (none) --mark_sending--> sending --record--> created --record--> done
                                     \\--record--> failed
 
-``sending`` is written (and committed) before the request leaves, so a crash at any point
+``sending`` is written (and committed, synced to disk) before the request leaves, so a
+crash at any point, power cut included,
 leaves either nothing (never sent) or ``sending`` (maybe sent: reconcile before re-sending).
 Rows are marked ``sending`` a block ahead, in one transaction, and later states are
 committed in batches; either way a crash can only leave rows ``sending``, never lose one.
@@ -27,6 +35,7 @@ import hashlib
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +44,8 @@ from typing import Any
 import orjson
 
 from batchrun.errors import JournalMismatch
+from batchrun.report import Next, RowResult
+from batchrun.sending.lock import JournalLock
 
 KEY_VERSION = "br1"
 # Final states are committed in batches: per-row commits cost more than the HTTP request.
@@ -69,6 +80,18 @@ MIGRATIONS: tuple[str, ...] = (
         written_at REAL NOT NULL
     );
     """,
+    # One job per input and endpoint, each with an id of its own (see Journal._claim for
+    # the one job of an older journal).
+    """
+    CREATE TABLE jobs (
+        endpoint TEXT NOT NULL,
+        source TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        PRIMARY KEY (endpoint, source)
+    );
+    ALTER TABLE log ADD COLUMN job TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 
@@ -100,106 +123,138 @@ class Journal:
         self, path: Path | None, *, endpoint: str, source: str, fresh: bool = False
     ) -> None:
         self.path = path
-        if path is not None and fresh:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-        self._db = sqlite3.connect(":memory:" if path is None else path, isolation_level=None)
+        self._lock = None if path is None else JournalLock(path)
+        try:
+            # One thread at a time, but not always the caller's (see session.run_rows).
+            self._db = sqlite3.connect(
+                ":memory:" if path is None else path,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except BaseException:
+            self._release()
+            raise
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a process crash (the OS has the log); only a power
-            # cut can lose the last commits, which a rerun reconciles like in-flight rows.
+            # NORMAL in WAL mode survives a process crash (the OS has the log); a power cut
+            # can lose the last commits, so the ``sending`` marks are committed with FULL.
             self._db.execute("PRAGMA synchronous=NORMAL")
             # Checkpoints (copying the log into the file, with its fsyncs) run on their own
             # thread; the commit that crosses this many pages does one itself only if that
             # thread has stopped.
             self._db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
             self._migrate()
-            self._claim(endpoint, source)
+            self.job_id = self._claim(endpoint, source, fresh)
             self._checkpointer = None if path is None else Checkpointer(path)
         except BaseException:
             self._db.close()
+            self._release()
             raise
         self._pending: list[tuple[str, str, dict[str, Any] | None]] = []
         self._flushed_at = time.monotonic()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise JournalMismatch(
                 f"the journal {self.path} was written by a newer batchrun; upgrade, "
-                "or pass --fresh to start over (or choose another output)"
+                "or pass --fresh to start over (or --journal another file)"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
 
-    def _claim(self, endpoint: str, source: str) -> None:
+    def _claim(self, endpoint: str, source: str, fresh: bool) -> str:
+        """The job id of ``source`` (an input's file name) on ``endpoint``: its existing
+        job, or a new one (``fresh``: always new)."""
+        self._adopt_legacy_job()
+        found = self._db.execute(
+            "SELECT job_id FROM jobs WHERE endpoint = ? AND source = ?", (endpoint, source)
+        ).fetchone()
+        if found is not None and not fresh:
+            return str(found[0])
+        job_id = uuid.uuid4().hex[:12]
+        self._db.execute("BEGIN")
+        if found is not None:
+            self._db.execute("DELETE FROM log WHERE job = ?", (found[0],))
+            if found[0] == "":
+                self._db.execute("DELETE FROM rows_v1")
+        self._db.execute(
+            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?)",
+            (endpoint, source, job_id, time.time()),
+        )
+        self._db.execute("COMMIT")
+        return job_id
+
+    def _adopt_legacy_job(self) -> None:
+        """A journal from before job ids held one job, described in ``meta``: it keeps the
+        empty id (its runs were tagged with the bare row key)."""
         meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
-        if not meta:
-            self._db.executemany(
-                "INSERT INTO meta VALUES (?, ?)",
-                [("endpoint", endpoint), ("source", source), ("created_at", str(time.time()))],
+        if "endpoint" in meta and "adopted" not in meta:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR IGNORE INTO jobs VALUES (?, ?, '', 0)",
+                (meta["endpoint"], Path(meta.get("source", "")).name),
             )
-            return
-        moved = meta.get("endpoint") != endpoint or meta.get("source") != source
-        if moved and not _replay(self._db)[0]:
-            # Nothing was ever sent from it (a mistyped URL stopped the first job):
-            # nothing can mix, so the journal simply moves to the new endpoint.
-            self._db.executemany(
-                "UPDATE meta SET value = ? WHERE name = ?",
-                [(endpoint, "endpoint"), (source, "source")],
-            )
-            return
-        where = f"the journal {self.path}"
-        if meta.get("endpoint") != endpoint:
-            raise JournalMismatch(
-                f"{where} records rows sent to {meta.get('endpoint')}, not {endpoint}; "
-                "pass --fresh to start over (or choose another output)"
-            )
-        if meta.get("source") != source:
-            raise JournalMismatch(
-                f"{where} belongs to input {meta.get('source')}, not {source}; "
-                "pass --fresh to start over (or choose another output)"
-            )
+            self._db.execute("INSERT INTO meta VALUES ('adopted', '1')")
+            self._db.execute("COMMIT")
 
     def load(self) -> dict[str, Entry]:
-        """Every entry, by key."""
+        """Every entry of this job, by key."""
         self.flush()
-        entries, written = _replay(self._db)
+        entries, written = _replay(self._db, self.job_id)
         if written > COMPACT_AFTER_ENTRIES and written > 3 * len(entries):
             self._compact(entries)
         return entries
 
     def _compact(self, entries: dict[str, Entry]) -> None:
-        """Rewrite the log as ``entries``, in one transaction."""
+        """Rewrite this job's log as ``entries``, in one transaction."""
         items = [(key, entry.state, entry.result) for key, entry in entries.items()]
         self._db.execute("BEGIN")
         try:
-            self._db.execute("DELETE FROM log")
-            self._db.execute("DELETE FROM rows_v1")
+            self._db.execute("DELETE FROM log WHERE job = ?", (self.job_id,))
+            if self.job_id == "":
+                self._db.execute("DELETE FROM rows_v1")
             for start in range(0, len(items), COMPACT_BATCH_ENTRIES):
-                batch = orjson.dumps(items[start : start + COMPACT_BATCH_ENTRIES])
-                self._db.execute(
-                    "INSERT INTO log (entries, written_at) VALUES (?, ?)", (batch, time.time())
-                )
+                self._insert(orjson.dumps(items[start : start + COMPACT_BATCH_ENTRIES]))
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 
-    def mark_sending(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """Record, durably and at once, that these rows are about to be sent."""
-        self._pending.extend((key, SENDING, result) for key, result in entries)
-        self.flush()
+    def _insert(self, batch: bytes) -> None:
+        self._db.execute(
+            "INSERT INTO log (entries, written_at, job) VALUES (?, ?, ?)",
+            (batch, time.time(), self.job_id),
+        )
 
-    def record(self, key: str, state: str, result: dict[str, Any]) -> None:
-        """Store a row's new state; committed with the next batch (at most FLUSH_SECONDS).
+    def mark_sending(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
+        """Record, durably and at once, that these rows are about to be sent.
+
+        Synced to disk (FULL) even though later states are not: a mark lost in a power
+        cut would let a rerun send a row again without looking for its run first.
+        """
+        self._pending.extend((key, SENDING, result) for key, result in entries)
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            self.flush()
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def record(self, key: str, state: str | None, result: dict[str, Any]) -> None:
+        """Store a row's new state (None: drop its entry); committed with the next batch
+        (at most FLUSH_SECONDS later).
 
         Losing the batch in a crash is safe: the row is still ``sending`` in the file, so a
         rerun reconciles it against the server instead of sending it again.
 
         ``result`` must not be changed afterwards: it is encoded when the batch is written.
         """
-        self._pending.append((key, state, result))
+        self._pending.append((key, state or FORGOTTEN, None if state is None else result))
         if len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
             self.flush()
 
@@ -213,10 +268,7 @@ class Journal:
         self._flushed_at = time.monotonic()
         if not self._pending:
             return
-        batch = orjson.dumps(self._pending)
-        self._db.execute(
-            "INSERT INTO log (entries, written_at) VALUES (?, ?)", (batch, time.time())
-        )
+        self._insert(orjson.dumps(self._pending))
         self._pending = []  # only once written: a failed commit keeps them for the next
 
     def close(self) -> None:
@@ -227,6 +279,7 @@ class Journal:
             self.flush()
         finally:
             self._db.close()
+            self._release()
 
 
 class Checkpointer:
@@ -259,26 +312,33 @@ class Checkpointer:
 
 
 def read_journal(path: Path) -> dict[str, Entry]:
-    """Every entry of the journal file at ``path``, by key, without taking it over."""
+    """Every entry of the journal file at ``path`` (all its jobs), by key, read-only."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return _replay(db)[0]
+        return _replay(db, None)[0]
     finally:
         db.close()
 
 
-def _replay(db: sqlite3.Connection) -> tuple[dict[str, Entry], int]:
-    """The entries in force, and how many the file holds (a key's states all count)."""
+def _replay(db: sqlite3.Connection, job_id: str | None) -> tuple[dict[str, Entry], int]:
+    """The entries in force for ``job_id`` (None: every job), and how many the file holds
+    for it (a key's states all count)."""
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     entries: dict[str, Entry] = {}
     written = 0
-    for legacy in ("rows", "rows_v1"):  # before the log: one row per key (v1, or renamed)
-        if legacy in tables:
-            for key, state, result in db.execute(f"SELECT key, state, result FROM {legacy}"):
-                entries[key] = Entry(state, orjson.loads(result))
-                written += 1
+    if job_id in ("", None):
+        for legacy in ("rows", "rows_v1"):  # before the log: one row per key (v1, or renamed)
+            if legacy in tables:
+                for key, state, result in db.execute(f"SELECT key, state, result FROM {legacy}"):
+                    entries[key] = Entry(state, orjson.loads(result))
+                    written += 1
     if "log" in tables:
-        for (batch,) in db.execute("SELECT entries FROM log ORDER BY batch"):
+        columns = {row[1] for row in db.execute("PRAGMA table_info(log)")}
+        if job_id is None or "job" not in columns:
+            batches = db.execute("SELECT entries FROM log ORDER BY batch")
+        else:
+            batches = db.execute("SELECT entries FROM log WHERE job = ? ORDER BY batch", (job_id,))
+        for (batch,) in batches:
             for key, state, result in orjson.loads(batch):
                 written += 1
                 if state == FORGOTTEN:
@@ -288,6 +348,18 @@ def _replay(db: sqlite3.Connection) -> tuple[dict[str, Entry], int]:
     return entries, written
 
 
-def default_journal_path(output: Path) -> Path:
-    """``out.xlsx`` -> ``out.xlsx.journal.sqlite``."""
-    return output.with_name(output.name + ".journal.sqlite")
+def journal_state(row: RowResult) -> str | None:
+    """The journal state that keeps what the next job does with ``row`` (None: no entry)."""
+    if row.next is Next.NOTHING:
+        return DONE
+    if row.next is Next.FOLLOW:
+        return CREATED
+    if row.next is Next.RETRY:
+        return FAILED
+    # Left for the next job: if it may have arrived, the next job looks for its run first.
+    return SENDING if row.maybe_sent else None
+
+
+def default_journal_path(source: Path) -> Path:
+    """``data/sheet.xlsx`` -> ``data/sheet.batchrun.sqlite``, beside the input."""
+    return source.with_name(f"{source.stem}.batchrun.sqlite")

@@ -18,8 +18,8 @@ from typing import Any
 
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 20.0
-# A server asking for a longer pause than this is not waited for: the row fails with the
-# reason and the next run picks it up (nobody wants a bulk job to sleep for a day).
+# A server asking for a longer pause than this is not waited for: the job stops with the
+# reason and the next run picks its rows up (nobody wants a bulk job to sleep for a day).
 LONGEST_PAUSE = 120.0
 RETRY_STATUSES = frozenset({408, 409, 429})
 # 429s that retrying cannot fix: the account is out of money, not out of speed.
@@ -110,8 +110,12 @@ def decide(
     if status == 429:
         wait = server_pause(headers, now=now)
         if wait is not None and wait > LONGEST_PAUSE:
+            # The server refuses everyone for that long: pause the job by stopping it, with
+            # every unsent row left for the next run, rather than fail each on its own 429.
             return RetryDecision(
-                False, reason=f"HTTP 429, server asked to wait {wait:.0f} s; rerun later"
+                False,
+                systemic=True,
+                reason=f"HTTP 429, server asked to wait {wait:.0f} s; rerun later",
             )
         return RetryDecision(
             left, backoff if wait is None else wait, pause_all=True, reason="HTTP 429"

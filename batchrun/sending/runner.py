@@ -1,11 +1,14 @@
-"""Run a prepared batch: lanes per thread, a fixed pool of workers, the journal, stopping.
+"""Run a planned batch: lanes per thread, a fixed pool of workers, followers, stopping.
 
-Rows that share a thread form a *lane* and go in input order, each after the previous
-run on that thread has stopped; lanes go in parallel. ``concurrency`` workers take the
-next step of some lane from a queue. A step that has to wait for a run (``--wait``, or a
-later row on the same thread) is handed to a follower task, so the worker moves on to
-create other runs while that one finishes.
+Rows that share a thread form a *lane* and go in input order, each after the previous run
+on that thread has stopped; lanes go in parallel. ``concurrency`` workers take the next
+step of some lane from a queue. A step that has to wait for a run (``--wait``, a later row
+on the same thread, or a thread busy with another run) is handed to a follower task, so
+the worker moves on to create other runs meanwhile. Workers and followers live in one
+:class:`asyncio.TaskGroup`: a follower that fails stops the job instead of hanging it.
 
+A row left for the next run (not sent, or maybe sent and unconfirmed) stops its lane: a
+later row on its thread must not overtake it.
 """
 
 from __future__ import annotations
@@ -13,19 +16,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from batchrun.config import Settings
-from batchrun.report import STOPPED_RUN_STATUSES, Outcome, RowResult, Summary, summarize
-from batchrun.sending.journal import CREATED, DONE, FAILED, SENDING, Entry, Journal
-
-if TYPE_CHECKING:
-    from batchrun.sending.sender import RowSender
+from batchrun.endpoints import runs
+from batchrun.report import STOPPED_RUN_STATUSES, Next, Outcome, RowResult
+from batchrun.sending.control import Control, StopSending
+from batchrun.sending.journal import Journal, journal_state
+from batchrun.sending.plan import Batch
+from batchrun.sending.reads import Reader
+from batchrun.sending.sender import Busy, RowSender
 
 
 class Progress(Protocol):
@@ -46,56 +50,32 @@ class _Silent:
         pass
 
 
-# How long in-flight requests may finish after Ctrl-C or SIGTERM before they are cut off.
-INTERRUPT_GRACE = 10.0
 # Rows marked ``sending`` in one journal transaction, ahead of being sent.
 MARK_AHEAD = 256
 
 
-@dataclass
+@dataclass(eq=False)
 class Lane:
     """The rows of one thread that this job must still handle, in input order."""
 
     thread_id: str
     rows: list[RowResult]
+    position: int = 0
     blocked: str = ""
+    # Monotonic deadline for waiting on other runs of the thread (set at the first wait).
+    busy_until: float | None = None
+
+    @property
+    def row(self) -> RowResult:
+        """The row this lane is at."""
+        return self.rows[self.position]
 
 
-@dataclass
-class Batch:
-    """Rows of one job and what each still needs."""
-
-    rows: list[RowResult]
-    to_create: set[int] = field(default_factory=set)
-    to_finish: set[int] = field(default_factory=set)
-    reconcile_first: set[int] = field(default_factory=set)
-
-
-def plan_batch(rows: list[RowResult], journal: Journal, settings: Settings) -> Batch:
-    """Decide per row, from the journal, what this job must do."""
-    entries = journal.load()
-    batch = Batch(rows)
-    for row in rows:
-        if row.outcome is Outcome.INVALID or row.key is None:
-            continue
-        entry: Entry | None = entries.get(row.key)
-        if entry is None:
-            batch.to_create.add(row.index)
-            continue
-        row.restore(entry.result)
-        if entry.state == SENDING:
-            batch.to_create.add(row.index)
-            batch.reconcile_first.add(row.index)
-        elif entry.state == FAILED and settings.retry_failed:
-            batch.to_create.add(row.index)
-            if row.ambiguous:
-                batch.reconcile_first.add(row.index)
-        elif (
-            entry.state == CREATED and settings.wait and row.run_status not in STOPPED_RUN_STATUSES
-        ):
-            batch.to_finish.add(row.index)
-            row.outcome, row.error = Outcome.OK, ""  # "pending" last time: follow it again
-    return batch
+def left_for_next_run(row: RowResult) -> bool:
+    """Whether a row ended this job unsent or unconfirmed, so later rows must wait."""
+    return row.outcome in (Outcome.FAILED, Outcome.NOT_SENT) and (
+        row.next is Next.SEND or row.maybe_sent
+    )
 
 
 class Execution:
@@ -105,28 +85,33 @@ class Execution:
         self,
         batch: Batch,
         sender: RowSender,
+        reader: Reader,
         journal: Journal,
         settings: Settings,
         progress: Progress | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.batch = batch
         self.sender = sender
+        self.reader = reader
         self.control = sender.control
         self.journal = journal
         self.settings = settings
         self.progress: Progress = progress or _Silent()
-        self.queue: asyncio.Queue[tuple[Lane, int]] = asyncio.Queue()
+        self._clock = clock
+        self.queue: asyncio.Queue[Lane | None] = asyncio.Queue()
         self.lanes_left = 0
-        self.all_done = asyncio.Event()
         self.followers: set[asyncio.Task[None]] = set()
+        self._group: asyncio.TaskGroup | None = None
         # Rows to create in input order, for marking ``sending`` a block ahead.
         self.due = collections.deque(r for r in batch.rows if r.index in batch.to_create)
         self.marked: set[int] = set()
+        self.journal_failed = False
 
     def lanes(self) -> list[Lane]:
         """Lanes of the rows this job handles, ordered by each thread's first row."""
         lanes: dict[str, Lane] = {}
-        wanted = self.batch.to_create | self.batch.to_finish
+        wanted = self.batch.to_create | self.batch.to_follow
         for row in self.batch.rows:
             if row.index in wanted:
                 lane = lanes.get(row.thread_id)
@@ -143,54 +128,185 @@ class Execution:
         if not lanes:
             return
         for lane in lanes:
-            self.queue.put_nowait((lane, 0))
-        workers = [asyncio.create_task(self.worker()) for _ in range(self.settings.concurrency)]
-        done = asyncio.create_task(self.all_done.wait())
-        try:
-            # A worker only ends by raising: surface that instead of waiting forever.
-            finished, _ = await asyncio.wait({done, *workers}, return_when=asyncio.FIRST_COMPLETED)
-            for task in finished - {done}:
-                task.result()
-        finally:
-            done.cancel()
-            for task in [*workers, *self.followers]:
-                task.cancel()
-            await asyncio.gather(*workers, *self.followers, return_exceptions=True)
+            self.queue.put_nowait(lane)
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            for _ in range(self.settings.concurrency):
+                group.create_task(self.worker())
 
     async def worker(self) -> None:
-        """Take lane steps off the queue until cancelled."""
-        from batchrun.sending.sender import StopSending
+        """Take lane steps off the queue until every lane is handled."""
+        while (lane := await self.queue.get()) is not None:
+            await self.step(lane)
 
-        while True:
-            lane, position = await self.queue.get()
-            row = lane.rows[position]
-            if self.control.reason is not None:
-                self.stop_lane(lane, position, f"not sent: job stopped ({self.control.reason})")
-                continue
-            if lane.blocked:
-                self.stop_lane(lane, position, lane.blocked)
-                continue
-            if row.index in self.batch.to_create:
-                try:
-                    await self.sender.create(
-                        row, reconcile_first=row.index in self.batch.reconcile_first
-                    )
-                except StopSending as stop:
-                    self.stop_lane(lane, position, f"not sent: job stopped ({stop})")
-                    continue
-                except sqlite3.Error:
-                    raise  # the journal failed: nothing more may be sent (see jobs.run_file)
-                except Exception as error:  # a bug must not stop the job: the row says it
-                    self.unexpected(row, error)
+    async def step(self, lane: Lane) -> None:
+        """The lane's current row: create its run, then follow it or move on."""
+        row = lane.row
+        if self.control.reason is not None:
+            self.stop_lane(lane, lane.position, f"not sent: job stopped ({self.control.reason})")
+            return
+        if lane.blocked:
+            self.stop_lane(lane, lane.position, lane.blocked)
+            return
+        if row.index in self.batch.to_create:
+            busy = await self.create(lane, row)
+            if busy is not None:
+                self.spawn(self.wait_for_thread(lane, busy))
+                return
+        if row.outcome is Outcome.OK and self.must_follow(lane):
+            self.spawn(self.follow(lane))
+            return
+        self.progress.update("done", row)
+        self.advance(lane)
+
+    async def create(self, lane: Lane, row: RowResult) -> Busy | None:
+        try:
+            busy = await self.sender.create(row)
+        except StopSending as stop:
+            row.fail(Outcome.NOT_SENT, f"not sent: job stopped ({stop})", Next.SEND)
+            busy = None
+        except sqlite3.Error:
+            raise  # the journal failed: nothing more may be sent
+        except Exception as error:  # a bug must not stop the job: the row says it
+            self.unexpected(row, error)
+            busy = None
+        if busy is not None:
+            return busy
+        self.record(row)
+        self.progress.update("created", row)
+        if left_for_next_run(row):
+            lane.blocked = (
+                f"not sent: an earlier row on thread {row.thread_id} was left for the next "
+                "run; rerun to send them in order"
+            )
+        return None
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        assert self._group is not None
+        task = self._group.create_task(coroutine)
+        self.followers.add(task)
+        task.add_done_callback(self.followers.discard)
+
+    def must_follow(self, lane: Lane) -> bool:
+        if lane.row.run_status in STOPPED_RUN_STATUSES:
+            return False
+        return self.settings.wait or lane.position + 1 < len(lane.rows)
+
+    async def wait_for_thread(self, lane: Lane, busy: Busy) -> None:
+        """The thread is busy with another run: wait for it, then send the lane's row."""
+        row = lane.row
+        if lane.busy_until is None:
+            lane.busy_until = self._clock() + self.settings.wait_timeout
+        try:
+            run = await self.reader.follow(row.thread_id, busy.run_id, deadline=lane.busy_until)
+        except StopSending as stop:
+            self.stop_lane(lane, lane.position, f"not sent: job stopped ({stop})")
+            return
+        except asyncio.CancelledError:
+            self.stop_lane(lane, lane.position, f"not sent: job stopped ({self.control.reason})")
+            raise
+        status = (run or {}).get("status")
+        if status == "requires_action":
+            reason = (
+                f"not sent: run {busy.run_id} on thread {row.thread_id} waits for tool "
+                "outputs (requires_action)"
+            )
+        elif status in STOPPED_RUN_STATUSES or self._clock() < lane.busy_until:
+            self.queue.put_nowait(lane)  # the thread is free: send the row now
+            return
+        else:
+            reason = (
+                f"not sent: thread {row.thread_id} still busy with run {busy.run_id} after "
+                "--wait-timeout; rerun to send it"
+            )
+        self.stop_lane(lane, lane.position, reason)
+
+    async def follow(self, lane: Lane) -> None:
+        """Wait for a row's run to stop, then let the lane go on (or block it)."""
+        row = lane.row
+        once = row.index in self.batch.look_once
+        deadline = self._clock() + (0.0 if once else self.settings.wait_timeout)
+        try:
+            if self.settings.wait:
+                await self.finish(row, deadline=deadline)
                 self.record(row)
-                self.progress.update("created", row)
-            if row.outcome is Outcome.OK and self.must_follow(lane, position):
-                task = asyncio.create_task(self.follow(lane, position))
-                self.followers.add(task)
-                task.add_done_callback(self.followers.discard)
             else:
-                self.progress.update("done", row)
-                self.advance(lane, position)
+                run = await self.reader.follow(row.thread_id, row.run_id, deadline=deadline)
+                row.run_status = str((run or {}).get("status", row.run_status))
+        except StopSending:
+            pass
+        except asyncio.CancelledError:
+            # Stopping (Ctrl-C): the run exists and the journal says so; the lane's later
+            # rows are not sent, and the lane must count as finished or the stop would hang.
+            reason = f"not sent: job stopped ({self.control.reason})"
+            self.stop_lane(lane, lane.position + 1, reason)
+            raise
+        except sqlite3.Error:
+            raise
+        except Exception as error:
+            self.unexpected(row, error)
+        if row.run_status == "requires_action":
+            lane.blocked = (
+                f"not sent: run {row.run_id} on this thread waits for tool outputs "
+                "(requires_action)"
+            )
+        elif row.run_status not in STOPPED_RUN_STATUSES:
+            lane.blocked = (
+                f"not sent: thread {row.thread_id} still busy with run {row.run_id} "
+                "after --wait-timeout; rerun to send it"
+            )
+        self.progress.update("done", row)
+        self.advance(lane)
+
+    async def finish(self, row: RowResult, *, deadline: float) -> None:
+        """--wait: follow the row's run to its end; --reply: fetch what it said."""
+        run = await self.reader.follow(row.thread_id, row.run_id, deadline=deadline)
+        if run is None:
+            row.outcome, row.error = Outcome.PENDING, "could not read the run's status"
+            row.next = Next.FOLLOW
+            return
+        runs.settle(row, run, wait=True)
+        if row.run_status not in STOPPED_RUN_STATUSES:
+            row.outcome = Outcome.PENDING
+            row.error = f"run still {row.run_status} after --wait-timeout; rerun to keep waiting"
+            if row.ghost and row.run_status == "queued":
+                row.error = (
+                    "run still queued after --wait-timeout: it was made although its create "
+                    "failed and may never start; check the server (a rerun looks at it "
+                    "once, without waiting again)"
+                )
+        elif row.run_status == "completed" and self.settings.reply:
+            row.reply = await self.reader.reply(row.thread_id, row.run_id)
+        if row.ghost:
+            row.error = "; ".join(part for part in (row.error, row.ghost) if part)
+
+    def unexpected(self, row: RowResult, error: Exception) -> None:
+        """Fail a row on an unexpected error; it may have been sent, so it is reconciled
+        before any later attempt (``--retry-failed``)."""
+        text = self.sender.client.mask(f"{type(error).__name__}: {error}")
+        row.fail(Outcome.FAILED, f"internal error: {text}")
+        row.maybe_sent = True
+        self.record(row)
+
+    def advance(self, lane: Lane) -> None:
+        lane.position += 1
+        if lane.position < len(lane.rows):
+            self.queue.put_nowait(lane)
+        else:
+            self.lane_finished()
+
+    def stop_lane(self, lane: Lane, start: int, reason: str) -> None:
+        for row in lane.rows[start:]:
+            if row.outcome is None or row.index in self.batch.to_create:
+                row.fail(Outcome.NOT_SENT, reason, Next.SEND)
+            self.progress.update("done", row)
+        self.lane_finished()
+
+    def lane_finished(self) -> None:
+        self.lanes_left -= 1
+        if self.lanes_left == 0:
+            for _ in range(self.settings.concurrency):
+                self.queue.put_nowait(None)  # every worker ends
 
     def mark_ahead(self, row: RowResult) -> None:
         """Before ``row`` is first sent: mark it, and the next rows due, ``sending``.
@@ -212,225 +328,42 @@ class Execution:
         # Only once committed: a row whose mark failed must never count as marked.
         self.marked.update(marked.index for marked in block)
 
-    def must_follow(self, lane: Lane, position: int) -> bool:
-        row = lane.rows[position]
-        if row.run_status in STOPPED_RUN_STATUSES:
-            return False
-        return self.settings.wait or position + 1 < len(lane.rows)
-
-    async def follow(self, lane: Lane, position: int) -> None:
-        """Wait for a row's run to stop, then let the lane go on (or block it)."""
-        from batchrun.sending.sender import StopSending
-
-        row = lane.rows[position]
-        deadline = time.monotonic() + self.settings.wait_timeout
-        try:
-            if self.settings.wait:
-                await self.sender.finish(row, deadline=deadline)
-                self.record(row)
-            else:
-                run = await self.sender.follow_run(row.thread_id, row.run_id, deadline=deadline)
-                row.run_status = str((run or {}).get("status", row.run_status))
-        except StopSending:
-            pass
-        except Exception as error:
-            self.unexpected(row, error)
-        except asyncio.CancelledError:
-            # Stopping (Ctrl-C): the run exists and the journal says so; the lane's later
-            # rows are not sent, and the lane must count as finished or the stop would hang.
-            self.stop_lane(lane, position + 1, f"not sent: job stopped ({self.control.reason})")
-            raise
-        if row.run_status == "requires_action":
-            lane.blocked = (
-                f"not sent: run {row.run_id} on this thread waits for tool outputs "
-                "(requires_action)"
-            )
-        elif row.run_status not in STOPPED_RUN_STATUSES:
-            lane.blocked = (
-                f"not sent: thread {row.thread_id} still busy with run {row.run_id} "
-                "after --wait-timeout; rerun to send it"
-            )
-        self.progress.update("done", row)
-        self.advance(lane, position)
-
-    def unexpected(self, row: RowResult, error: Exception) -> None:
-        """Fail a row on an unexpected error; it may have been sent, so it is reconciled
-        before any later attempt (``--retry-failed``)."""
-        text = self.sender.client.mask(f"{type(error).__name__}: {error}")
-        row.fail(Outcome.FAILED, f"internal error: {text}")
-        row.ambiguous = True
-        self.record(row)
-
-    def advance(self, lane: Lane, position: int) -> None:
-        if position + 1 < len(lane.rows):
-            self.queue.put_nowait((lane, position + 1))
-        else:
-            self.lane_finished()
-
-    def stop_lane(self, lane: Lane, position: int, reason: str) -> None:
-        for row in lane.rows[position:]:
-            if row.outcome is None or row.index in self.batch.to_create:
-                row.fail(Outcome.NOT_SENT, reason)
-                row.retry_next = True
-            self.progress.update("done", row)
-        self.lane_finished()
-
-    def lane_finished(self) -> None:
-        self.lanes_left -= 1
-        if self.lanes_left <= 0:
-            self.all_done.set()
-
     def record(self, row: RowResult) -> None:
-        """Write a row's state to the journal, as final as it is."""
-        if row.key is None:
+        """Write a row's state to the journal: what the next job does with it."""
+        if row.key is None or self.journal_failed:
             return
-        if row.outcome is Outcome.OK or row.outcome is Outcome.RUN_FAILED:
-            # "done" only once followed to its end; a run created without --wait may still
-            # be followed by a later --wait job.
-            ended = self.settings.wait and row.run_status in STOPPED_RUN_STATUSES
-            self.journal.record(row.key, DONE if ended else CREATED, row.to_journal())
-        elif row.outcome is Outcome.PENDING:
-            self.journal.record(row.key, CREATED, row.to_journal())
-        elif row.retry_next or row.outcome is Outcome.NOT_SENT:
-            if row.ambiguous or row.index in self.batch.reconcile_first:
-                self.journal.record(row.key, SENDING, row.to_journal())
-            else:
-                self.journal.forget([row.key])
-        elif row.outcome is Outcome.FAILED:
-            self.journal.record(row.key, FAILED, row.to_journal())
+        self.journal.record(row.key, journal_state(row), row.to_journal())
 
 
-def finish_rows(batch: Batch, control_reason: str | None, *, wait: bool) -> None:
+def finish_rows(batch: Batch, control: Control, *, wait: bool) -> None:
     """Give every row still open an outcome (rows a stop caught in flight or unreached)."""
-    reason = control_reason or "stopped"
-    handled = batch.to_create | batch.to_finish
+    reason = control.reason or "stopped"
+    handled = batch.to_create | batch.to_follow
     for row in batch.rows:
         if row.outcome is None:
-            # Cut off mid-request (a second Ctrl-C): it may have arrived, so keep it
-            # "sending" for the rerun to reconcile.
-            row.ambiguous = row.ambiguous or row.attempts > 0
+            # Cut off mid-request (a second Ctrl-C) it is maybe_sent: the rerun looks first.
             row.fail(Outcome.NOT_SENT, f"not sent: job stopped ({reason}); rerun to send it")
-            row.retry_next = True
+            row.next = Next.SEND
         elif (
             wait
             and row.outcome is Outcome.OK
             and row.index in handled
             and row.run_status not in STOPPED_RUN_STATUSES
         ):
-            row.outcome = Outcome.PENDING
+            row.outcome, row.next = Outcome.PENDING, Next.FOLLOW
             row.error = f"run still {row.run_status}: the job stopped ({reason}); rerun to wait"
 
 
-@contextlib.asynccontextmanager
-async def open_sender(settings: Settings) -> AsyncIterator[RowSender]:
-    """An HTTP session and sender for ``settings`` (starting the simulator if asked)."""
-    import aiohttp
-
-    from batchrun.sending.client import ApiClient
-    from batchrun.sending.limiter import RateLimiter
-    from batchrun.sending.sender import Control, RowSender
-
-    async with contextlib.AsyncExitStack() as stack:
-        if settings.simulate:
-            from batchrun.simulator import SimulatorConfig, serve_async
-
-            base_url = await stack.enter_async_context(serve_async(SimulatorConfig(port=0)))
-            settings = settings.with_base_url(base_url)
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        session = await stack.enter_async_context(
-            aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
-        )
-        yield RowSender(
-            ApiClient(session, settings),
-            settings,
-            Control(),
-            create_limiter=RateLimiter(settings.rpm),
-            read_limiter=RateLimiter(settings.read_rpm),
-            on_sending=lambda row: None,
-        )
-
-
-async def execute(
-    batch: Batch,
-    settings: Settings,
-    journal: Journal,
-    *,
-    progress: Progress | None = None,
-    handle_signals: bool = False,
-) -> tuple[str | None, bool, tuple[str, ...]]:
-    """Send the batch; returns (systemic abort reason, interrupted?, notes)."""
-    async with open_sender(settings) as sender:
-        execution = Execution(batch, sender, journal, settings, progress)
-        sender.on_sending = execution.mark_ahead
-        task = asyncio.create_task(execution.run())
-        interrupted = False
-        if handle_signals:
-            loop = asyncio.get_running_loop()
-            presses = 0
-
-            def on_signal() -> None:
-                nonlocal presses, interrupted
-                presses += 1
-                interrupted = True
-                sender.control.interrupt()
-                for follower in list(execution.followers):
-                    follower.cancel()
-                if presses > 1:
-                    task.cancel()
-                else:
-                    loop.call_later(INTERRUPT_GRACE, task.cancel)
-
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, on_signal)
-        try:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        finally:
-            if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-        control = sender.control
-        finish_rows(batch, control.reason, wait=settings.wait)
-        for row in batch.rows:
-            if row.outcome is Outcome.NOT_SENT and row.index in batch.to_create:
-                execution.record(row)
-        aborted = control.reason if control.systemic else None
-        return aborted, interrupted, tuple(control.notes)
-
-
-def run_rows(
-    rows: list[RowResult],
-    settings: Settings,
-    journal: Journal,
-    *,
-    progress: Progress | None = None,
-    handle_signals: bool = False,
-) -> Summary:
-    """Send prepared rows (a blocking call); the summary of the job."""
-    started = time.monotonic()
-    batch = plan_batch(rows, journal, settings)
-    with event_loop() as loop:
-        aborted, interrupted, notes = loop.run(
-            execute(batch, settings, journal, progress=progress, handle_signals=handle_signals)
-        )
-    return summarize(
-        rows,
-        time.monotonic() - started,
-        aborted=aborted,
-        interrupted=interrupted,
-        notes=notes,
-        count_runs=settings.wait,
-    )
-
-
-def event_loop() -> asyncio.Runner:
-    """A runner on uvloop where it is installed (Linux, macOS), else on asyncio's loop.
-
-    uvloop's loop costs less CPU per request than asyncio's, and sending at low latency
-    is bound by that CPU.
-    """
+@contextlib.contextmanager
+def journal_guard(execution: Execution) -> Any:
+    """Turn a journal failure into a stopped job (output still written), and anything else
+    into what it is."""
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.Runner()
-    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+        yield
+    except BaseExceptionGroup as group:
+        failed, rest = group.split(sqlite3.Error)
+        if failed is None or rest is not None:
+            raise
+        execution.journal_failed = True
+        error = failed.exceptions[0]
+        execution.control.abort(f"the journal {execution.journal.path} failed: {error}")

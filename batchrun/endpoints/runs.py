@@ -1,0 +1,85 @@
+"""The Assistants Create Run endpoint: paths, what a run answer means, the reply text.
+
+One row is one ``POST /threads/{thread_id}/runs``; rows that share a thread go in input
+order. A run answer becomes the row's ``run_id``, ``run_status``, usage and last error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from batchrun.report import STOPPED_RUN_STATUSES, Next, Outcome, RowResult
+
+NAME = "runs"
+RECONCILE_PAGE = 20
+
+
+def create_path(thread_id: str) -> str:
+    """Where a row's run is created."""
+    return f"/threads/{thread_id}/runs"
+
+
+def newest_runs_path(thread_id: str) -> str:
+    """The thread's newest runs, newest first, as reconciliation reads them."""
+    return f"/threads/{thread_id}/runs?limit={RECONCILE_PAGE}&order=desc"
+
+
+def run_path(thread_id: str, run_id: str) -> str:
+    """One run, as following reads it."""
+    return f"/threads/{thread_id}/runs/{run_id}"
+
+
+def messages_path(thread_id: str, run_id: str) -> str:
+    """The messages a run added, oldest first."""
+    return f"/threads/{thread_id}/messages?order=asc&limit=100&run_id={run_id}"
+
+
+def is_run(data: Any) -> bool:
+    """Whether a JSON answer looks like a run object."""
+    return isinstance(data, dict) and isinstance(data.get("id"), str) and "status" in data
+
+
+def settle(row: RowResult, run: Mapping[str, Any], *, wait: bool) -> None:
+    """Take ``run`` (created, adopted or followed) as the row's result, judged by its status.
+
+    A run that ended other than ``completed`` is ``run failed`` whether this job created,
+    adopted or followed it; one still going is ``ok`` (created) without ``--wait`` and
+    ``pending`` with it.
+    """
+    row.run_id = str(run.get("id", ""))
+    row.run_status = str(run.get("status", ""))
+    usage = run.get("usage")
+    if isinstance(usage, Mapping):
+        row.usage = {k: v for k, v in usage.items() if isinstance(v, int)}
+    last_error = run.get("last_error")
+    if isinstance(last_error, Mapping):
+        row.last_error = f"{last_error.get('code')}: {last_error.get('message')}"
+    if row.run_status not in STOPPED_RUN_STATUSES:
+        row.outcome, row.error = Outcome.OK, ""
+        row.next = Next.FOLLOW
+        return
+    if row.run_status == "completed":
+        row.outcome, row.error = Outcome.OK, ""
+        row.next = Next.NOTHING
+        return
+    row.outcome = Outcome.RUN_FAILED
+    row.error = f"run ended {row.run_status}" + (f" ({row.last_error})" if row.last_error else "")
+    # A new run on --retry-failed; the failed one is never adopted again.
+    row.next = Next.RETRY
+
+
+def reply_text(messages: Any, run_id: str) -> str:
+    """The assistant's text in a messages list answer, for ``run_id``."""
+    data = messages.get("data") if isinstance(messages, dict) else None
+    texts = []
+    for message in data if isinstance(data, list) else []:
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        if message.get("run_id") not in (None, run_id):
+            continue
+        for part in message.get("content") or []:
+            text = part.get("text") if isinstance(part, dict) else None
+            if isinstance(text, dict) and isinstance(text.get("value"), str):
+                texts.append(text["value"])
+    return "\n\n".join(texts)

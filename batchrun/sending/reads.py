@@ -1,0 +1,132 @@
+"""Reads under their own budget: a thread's newest runs, following a run, its reply.
+
+Reads never create anything, so they are retried freely; a 429 pauses every read (not the
+creates, which have a budget of their own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from batchrun.config import Settings
+from batchrun.endpoints import runs
+from batchrun.report import STOPPED_RUN_STATUSES
+from batchrun.sending.client import Answer, ApiClient, TransportError
+from batchrun.sending.control import Control
+from batchrun.sending.limiter import RateLimiter
+from batchrun.sending.retry import decide
+
+POLL_FIRST, POLL_CAP = 0.2, 5.0
+# 429 rate_limit_exceeded answers a request may wait out (0 when --max-retries is 0).
+RATE_LIMIT_RETRIES = 30
+
+
+def throttle_budget(settings: Settings) -> int:
+    """How many 429s one request may wait out: waiting for speed is not a failed attempt."""
+    retries = settings.max_retries
+    return retries and max(retries, RATE_LIMIT_RETRIES)
+
+
+class Reader:
+    """GETs for one job: retried, paced by the read limiter, stopped with the job."""
+
+    def __init__(
+        self,
+        client: ApiClient,
+        settings: Settings,
+        control: Control,
+        limiter: RateLimiter,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.control = control
+        self.limiter = limiter
+        self._sleep = sleep
+        self._clock = clock
+        self._rand = rand
+        self._throttle_budget = throttle_budget(settings)
+
+    async def read(self, path: str) -> Answer | None:
+        """A GET; its answer once it is not worth retrying, or None when there is none."""
+        failures = throttled = 0
+        while True:
+            self.control.check()
+            await self.limiter.acquire()
+            try:
+                answer = await self.client.call("GET", path)
+            except TransportError as error:
+                failures += 1
+                decision = decide(
+                    attempt=failures,
+                    max_retries=self.settings.max_retries,
+                    failure=error.failure,
+                    rand=self._rand,
+                )
+                headers: Mapping[str, str] = {}
+            else:
+                self.limiter.observe(answer.headers)
+                if answer.status < 400:
+                    return answer
+                headers = answer.headers
+                limited = answer.status == 429
+                throttled, failures = throttled + limited, failures + (not limited)
+                decision = decide(
+                    attempt=throttled if limited else failures,
+                    max_retries=self._throttle_budget if limited else self.settings.max_retries,
+                    status=answer.status,
+                    headers=headers,
+                    error=answer.error,
+                    rand=self._rand,
+                    now=time.time(),
+                )
+                if not decision.retry:
+                    return answer
+            if not decision.retry:
+                return None
+            if decision.pause_all:
+                self.limiter.throttled(decision.delay, headers)
+            else:
+                await self._sleep(decision.delay)
+
+    async def newest_runs(self, thread_id: str) -> list[dict[str, Any]] | None:
+        """The thread's newest runs, newest first; None when they cannot be read."""
+        answer = await self.read(runs.newest_runs_path(thread_id))
+        if answer is None or answer.status != 200 or not isinstance(answer.data, dict):
+            return None
+        found = answer.data.get("data")
+        if not isinstance(found, list):
+            return None
+        return [run for run in found if isinstance(run, dict)]
+
+    async def follow(
+        self, thread_id: str, run_id: str, *, deadline: float
+    ) -> dict[str, Any] | None:
+        """Poll a run until it stops or ``deadline`` passes; the last run read, or None."""
+        delay = POLL_FIRST
+        last: dict[str, Any] | None = None
+        while True:
+            answer = await self.read(runs.run_path(thread_id, run_id))
+            if answer is not None and runs.is_run(answer.data):
+                last = answer.data
+                if last.get("status") in STOPPED_RUN_STATUSES:
+                    return last
+            elif answer is not None and answer.status == 404:
+                return last
+            now = self._clock()
+            if now >= deadline:
+                return last
+            await self._sleep(min(delay, deadline - now))
+            delay = min(delay * 1.5, POLL_CAP)
+
+    async def reply(self, thread_id: str, run_id: str) -> str:
+        """The assistant's reply text of a completed run ("" when it cannot be read)."""
+        answer = await self.read(runs.messages_path(thread_id, run_id))
+        return runs.reply_text(answer.data if answer else None, run_id)

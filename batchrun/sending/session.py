@@ -1,0 +1,188 @@
+"""A job's sending session: HTTP, limiters and workers around a planned batch.
+
+:func:`run_rows` is the blocking entry point (it runs its own event loop, on a thread of
+its own when the caller already runs one, as Jupyter and KNIME's Python node do);
+:func:`run_rows_async` is its twin for callers with a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from batchrun.config import Settings
+from batchrun.report import Outcome, RowResult, Summary, summarize
+from batchrun.sending.control import Control
+from batchrun.sending.journal import Journal
+from batchrun.sending.plan import Batch, plan_batch
+from batchrun.sending.reads import Reader
+from batchrun.sending.runner import Execution, Progress, finish_rows, journal_guard
+from batchrun.sending.sender import RowSender
+
+# How long in-flight requests may finish after Ctrl-C or SIGTERM before they are cut off.
+INTERRUPT_GRACE = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sending:
+    """What sends one job's rows: the row sender and the reader it shares HTTP with."""
+
+    sender: RowSender
+    reader: Reader
+
+
+@contextlib.asynccontextmanager
+async def open_sending(settings: Settings, job_id: str = "") -> AsyncIterator[Sending]:
+    """An HTTP session, limiters, reader and sender for ``settings`` (starting the
+    simulator if asked)."""
+    import aiohttp
+
+    from batchrun.sending.client import ApiClient
+    from batchrun.sending.limiter import RateLimiter
+
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.simulate:
+            from batchrun.simulator import SimulatorConfig, serve_async
+
+            base_url = await stack.enter_async_context(serve_async(SimulatorConfig(port=0)))
+            settings = settings.with_base_url(base_url)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        session = await stack.enter_async_context(
+            # trust_env: HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as corporate networks need.
+            aiohttp.ClientSession(
+                connector=connector, skip_auto_headers=("User-Agent",), trust_env=True
+            )
+        )
+        client = ApiClient(session, settings)
+        control = Control()
+        reader = Reader(client, settings, control, RateLimiter(settings.read_rpm))
+        sender = RowSender(
+            client,
+            settings,
+            control,
+            create_limiter=RateLimiter(settings.rpm),
+            reader=reader,
+            job_id=job_id,
+        )
+        yield Sending(sender, reader)
+
+
+async def execute(
+    batch: Batch,
+    settings: Settings,
+    journal: Journal,
+    *,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+) -> Control:
+    """Send the batch; the job's control (why it stopped, notes) once every row has an
+    outcome and its journal state."""
+    async with open_sending(settings, journal.job_id) as sending:
+        execution = Execution(batch, sending.sender, sending.reader, journal, settings, progress)
+        sending.sender.on_sending = execution.mark_ahead
+        control = sending.sender.control
+        task = asyncio.create_task(execution.run())
+        presses = 0
+
+        def on_signal() -> None:
+            nonlocal presses
+            presses += 1
+            control.interrupt()
+            for follower in list(execution.followers):
+                follower.cancel()
+            if presses > 1:
+                task.cancel()
+            else:
+                asyncio.get_running_loop().call_later(INTERRUPT_GRACE, task.cancel)
+
+        caller_cancelled = False
+        with contextlib.ExitStack() as signals:
+            if handle_signals:
+                from batchrun.sending.signals import on_interrupt
+
+                signals.enter_context(on_interrupt(asyncio.get_running_loop(), on_signal))
+            try:
+                with journal_guard(execution):
+                    await task
+            except asyncio.CancelledError:
+                # Ours (a second Ctrl-C) ends here; the caller's own goes on after the rows
+                # are given their outcome and journal state.
+                current = asyncio.current_task()
+                caller_cancelled = current is not None and current.cancelling() > 0
+        finish_rows(batch, control, wait=settings.wait)
+        handled = batch.to_create | batch.to_follow
+        for row in batch.rows:
+            if row.index in handled and row.outcome in (Outcome.NOT_SENT, Outcome.PENDING):
+                execution.record(row)
+        if caller_cancelled:
+            raise asyncio.CancelledError
+        return control
+
+
+async def run_rows_async(
+    rows: list[RowResult],
+    settings: Settings,
+    journal: Journal,
+    *,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+) -> Summary:
+    """Send prepared rows; the summary of the job."""
+    started = time.monotonic()
+    batch = plan_batch(rows, journal.load(), retry_failed=settings.retry_failed, wait=settings.wait)
+    control = await execute(
+        batch, settings, journal, progress=progress, handle_signals=handle_signals
+    )
+    return summarize(
+        rows,
+        time.monotonic() - started,
+        aborted=control.reason if control.systemic else None,
+        interrupted=control.reason == "interrupted",
+        notes=tuple(control.notes),
+        count_runs=settings.wait,
+        from_journal=batch.from_journal,
+    )
+
+
+def run_rows(
+    rows: list[RowResult],
+    settings: Settings,
+    journal: Journal,
+    *,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+) -> Summary:
+    """Send prepared rows (a blocking call); the summary of the job.
+
+    Inside a running event loop (a notebook) the job runs on a thread of its own.
+    """
+    job = run_rows_async(rows, settings, journal, progress=progress, handle_signals=handle_signals)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        with event_loop() as runner:
+            return runner.run(job)
+
+    def in_thread() -> Summary:
+        with event_loop() as runner:
+            return runner.run(job)
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchrun") as pool:
+        return pool.submit(in_thread).result()
+
+
+def event_loop() -> asyncio.Runner:
+    """A runner on uvloop where it is installed (Linux, macOS), else on asyncio's loop.
+
+    uvloop's loop costs less CPU per request than asyncio's, and sending at low latency
+    is bound by that CPU.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)

@@ -1,0 +1,366 @@
+"""Exactly once in ordinary use: job identity, order per thread, stops, notebooks, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from aiohttp import web
+from job_support import TEST_KEY, command, read_rows, settings_for
+from loopback_server import CREATE_ROUTE, RunStore, app_with, serve_app
+
+import batchrun
+from batchrun.errors import ExitCode
+from batchrun.jobs import run_file
+from batchrun.sending import session
+from batchrun.sending.journal import Journal, default_journal_path
+from batchrun.sending.judge import Verdict, judge
+from batchrun.simulator import RunningSimulator
+
+MakeSimulator = Callable[..., RunningSimulator]
+CREATE = "POST /v1/threads/{thread_id}/runs"
+
+
+def write_sheet(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """Rows of (thread_id, instructions), all for assistant asst_1."""
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["thread_id", "assistant_id", "instructions"])
+        writer.writerows((thread, "asst_1", text) for thread, text in rows)
+    return path
+
+
+def posts(sim: RunningSimulator) -> int:
+    return sum(sim.stats()["requests"].get(CREATE, {}).values())
+
+
+def cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        env={**os.environ, "OPENAI_API_KEY": TEST_KEY, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+# --- a job is its input and its endpoint ----------------------------------------------------
+
+
+def test_a_rerun_with_another_output_sends_nothing_and_writes_the_same_run_ids(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    source = write_sheet(tmp_path / "in.csv", [(f"t_{n}", "hi") for n in range(30)])
+    first = run_file(source, tmp_path / "a.csv", settings_for(simulator.base_url))
+    second = run_file(source, tmp_path / "b.xlsx", settings_for(simulator.base_url))
+    again = run_file(source, tmp_path / "c.csv", settings_for(simulator.base_url))
+    assert simulator.stats()["runs_created"] == 30
+    assert [r["run_id"] for r in read_rows(first.output)] == [
+        r["run_id"] for r in read_rows(again.output)
+    ]
+    assert second.summary.sent == 0 and second.summary.from_journal == 30
+    assert "this run: 0 sent, 30 from the journal" in again.summary.line()
+
+
+def test_a_second_process_on_one_journal_exits_2_at_once_naming_the_first(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(latency_ms=300, run_seconds=0)
+    source = write_sheet(tmp_path / "in.csv", [(f"t_{n}", "hi") for n in range(40)])
+    args = command(source, tmp_path / "a.csv", sim.base_url, "--concurrency", "2")
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    first = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while sim.stats()["runs_created"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        second = cli(command(source, tmp_path / "b.csv", sim.base_url))
+        assert time.monotonic() - started < 5
+        assert second.returncode == 2, second.stderr
+        assert f"pid {first.pid}" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        first.wait(timeout=60)
+    assert first.returncode == 0
+    assert sim.stats()["runs_created"] == 40 and sim.stats()["duplicate_runs"] == 0
+
+
+def test_fresh_starts_a_new_job_whose_tags_never_match_an_older_jobs_run(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "in.batchrun.sqlite"
+    old = Journal(path, endpoint="http://x/v1", source="in.csv")
+    old_job = old.job_id
+    old.close()
+    new = Journal(path, endpoint="http://x/v1", source="in.csv", fresh=True)
+    assert new.job_id != old_job
+    new.close()
+    yesterday = {"id": "run_old", "status": "completed", "metadata": {"batchrun_key": "k.old"}}
+    verdict = judge([yesterday], tag="k.new", maybe_sent=True, sent_at=0.0).verdict
+    assert verdict is Verdict.ABSENT  # not adopted: a run of another job
+
+
+def test_the_journal_lives_beside_the_input() -> None:
+    assert default_journal_path(Path("data/sheet.xlsx")) == Path("data/sheet.batchrun.sqlite")
+
+
+# --- threads: requires_action, order, busy -------------------------------------------------
+
+
+def test_a_thread_stopped_at_requires_action_is_not_posted_to_again(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(run_seconds=0.2)
+    source = write_sheet(tmp_path / "in.csv", [("t_1", "tools [sim:requires_action]")])
+    run_file(source, tmp_path / "out.csv", settings_for(sim.base_url, wait=True))
+    write_sheet(source, [("t_1", "tools [sim:requires_action]"), ("t_1", "next"), ("t_1", "last")])
+    started = time.monotonic()
+    report = run_file(source, tmp_path / "out.csv", settings_for(sim.base_url, wait_timeout=8))
+    assert time.monotonic() - started < 3
+    rows = read_rows(report.output)
+    assert rows[1]["error"].endswith("waits for tool outputs (requires_action)")
+    assert rows[2]["outcome" if "outcome" in rows[2] else "error"] != "ok"
+    assert posts(sim) == 2  # the first job's one, and one refused "active run" answer
+
+
+async def refuse_first_row(request: web.Request, store: RunStore) -> web.Response:
+    body = await request.json()
+    if body.get("instructions") == "first":
+        return web.json_response({"error": {"message": "upstream"}}, status=503)
+    return web.json_response(store.create(request.match_info["thread_id"], body))
+
+
+def test_a_row_left_for_the_next_run_holds_back_later_rows_of_its_thread(
+    tmp_path: Path,
+) -> None:
+    store = RunStore()
+
+    async def create(request: web.Request) -> web.Response:
+        store.posts.append(request.match_info["thread_id"])
+        return await refuse_first_row(request, store)
+
+    async def unreadable(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "down"}}, status=503)
+
+    app = app_with(create, extra=[web.get(CREATE_ROUTE, unreadable)])
+    source = write_sheet(tmp_path / "in.csv", [("t_1", "first"), ("t_1", "second"), ("t_2", "x")])
+    with serve_app(app) as base_url:
+        report = run_file(
+            source, tmp_path / "out.csv", settings_for(base_url, max_retries=1, timeout=5)
+        )
+    rows = read_rows(report.output)
+    assert "rerun" in rows[0]["error"]
+    assert rows[1]["error"].startswith("not sent: an earlier row on thread t_1")
+    # The first row's one attempt (its runs could not be read to check before another);
+    # never the second row.
+    assert store.posts.count("t_1") == 1
+    assert rows[2]["status"] == "200"
+    assert report.summary.left == 2
+
+
+# --- notebooks, signals, proxies ------------------------------------------------------------
+
+
+def frame() -> pd.DataFrame:
+    return pd.DataFrame({"thread_id": ["t_1", "t_2"], "assistant_id": ["asst_1", "asst_1"]})
+
+
+def test_run_frame_works_inside_a_running_event_loop(
+    simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+
+    async def notebook_cell() -> pd.DataFrame:
+        return batchrun.run_frame(frame(), base_url=simulator.base_url)
+
+    out = asyncio.run(notebook_cell())
+    assert list(out["status"]) == [200, 200]
+
+
+def test_run_frame_async_runs_on_the_callers_loop_and_its_cancellation_is_not_swallowed(
+    make_simulator: MakeSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    quick, slow = make_simulator(), make_simulator(latency_ms=5000)
+
+    async def main() -> tuple[pd.DataFrame, bool]:
+        out = await batchrun.run_frame_async(frame(), base_url=quick.base_url)
+        task = asyncio.create_task(batchrun.run_frame_async(frame(), base_url=slow.base_url))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return out, True
+        return out, False
+
+    out, cancelled = asyncio.run(main())
+    assert list(out["status"]) == [200, 200]
+    assert cancelled
+
+
+class NoSignalHandlers(asyncio.SelectorEventLoop):
+    """An event loop without add_signal_handler, as on Windows."""
+
+    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+        raise NotImplementedError
+
+
+def test_ctrl_c_stops_a_job_where_the_loop_has_no_signal_handlers(
+    tmp_path: Path, make_simulator: MakeSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim = make_simulator(latency_ms=200, run_seconds=0)
+    monkeypatch.setattr(
+        session, "event_loop", lambda: asyncio.Runner(loop_factory=NoSignalHandlers)
+    )
+    source = write_sheet(tmp_path / "in.csv", [(f"t_{n}", "hi") for n in range(200)])
+    timer = threading.Timer(1.0, signal.raise_signal, (signal.SIGINT,))
+    timer.start()
+    try:
+        report = run_file(
+            source,
+            tmp_path / "out.csv",
+            settings_for(sim.base_url, concurrency=2),
+            handle_signals=True,
+        )
+    finally:
+        timer.cancel()
+    assert report.summary.exit_code is ExitCode.INTERRUPTED
+    assert "rerun the same command to resume" in report.summary.line()
+    assert 0 < sim.stats()["runs_created"] < 200
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_https_proxy_from_the_environment_is_used(
+    tmp_path: Path, simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The simulator plays the proxy: it answers the absolute-URI requests a proxy receives.
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", simulator.base_url.removesuffix("/v1"))
+    source = write_sheet(tmp_path / "in.csv", [("t_1", "hi")])
+    settings = settings_for("http://api.example.invalid/v1", allow_insecure_http=True)
+    report = run_file(source, tmp_path / "out.csv", settings)
+    assert read_rows(report.output)[0]["status"] == "200"
+    assert simulator.stats()["runs_created"] == 1
+
+
+# --- stopping: no key, wrong port, long pauses, failing journal -----------------------------
+
+
+def test_no_api_key_is_a_usage_error_naming_the_variable(tmp_path: Path) -> None:
+    source = write_sheet(tmp_path / "in.csv", [("t_1", "hi")])
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "batchrun",
+            "run",
+            str(source),
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "OPENAI_API_KEY" in result.stderr and not (tmp_path / "in.out.csv").exists()
+
+
+@pytest.mark.parametrize("rows", [1, 100])
+def test_a_refused_port_stops_the_job_quickly_whatever_the_row_count(
+    tmp_path: Path, rows: int
+) -> None:
+    source = write_sheet(tmp_path / "in.csv", [(f"t_{n}", "hi") for n in range(rows)])
+    started = time.monotonic()
+    report = run_file(source, tmp_path / "out.csv", settings_for("http://127.0.0.1:9/v1"))
+    assert time.monotonic() - started < 5
+    assert report.summary.exit_code is ExitCode.ABORTED
+    assert "check --base-url" in (report.summary.aborted or "")
+    assert report.summary.left == rows
+
+
+def test_an_error_whose_message_is_null_fails_its_row_clearly(tmp_path: Path) -> None:
+    async def null_message(request: web.Request) -> web.Response:
+        error = {"message": None, "type": "invalid_request_error", "param": None, "code": None}
+        return web.json_response({"error": error}, status=400)
+
+    source = write_sheet(tmp_path / "in.csv", [("t_1", "hi")])
+    with serve_app(app_with(null_message)) as base_url:
+        report = run_file(source, tmp_path / "out.csv", settings_for(base_url))
+    row = read_rows(report.output)[0]
+    assert row["status"] == "400" and "internal error" not in row["error"]
+
+
+def test_concurrency_bounds_polls_too(tmp_path: Path) -> None:
+    store = RunStore()
+    in_flight = {"now": 0, "most": 0}
+
+    async def create(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response(store.create(request.match_info["thread_id"], body))
+
+    async def get_run(request: web.Request) -> web.Response:
+        in_flight["now"] += 1
+        in_flight["most"] = max(in_flight["most"], in_flight["now"])
+        await asyncio.sleep(0.05)
+        in_flight["now"] -= 1
+        for run in store.runs.get(request.match_info["thread_id"], []):
+            run["status"] = "completed"
+            return web.json_response(run)
+        return web.json_response({}, status=404)
+
+    app = app_with(create, extra=[web.get(CREATE_ROUTE + "/{run_id}", get_run)])
+    source = write_sheet(tmp_path / "in.csv", [(f"t_{n}", "hi") for n in range(12)])
+    with serve_app(app) as base_url:
+        report = run_file(
+            source, tmp_path / "out.csv", settings_for(base_url, concurrency=2, wait=True)
+        )
+    assert report.summary.exit_code is ExitCode.OK
+    assert in_flight["most"] <= 2
+
+
+def test_a_failing_journal_while_following_stops_the_job_and_writes_the_output(
+    tmp_path: Path, simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Journal.record
+
+    def record(self: Journal, key: str, state: str | None, result: dict[str, Any]) -> None:
+        if state == "done":
+            raise sqlite3.OperationalError("disk I/O error")
+        original(self, key, state, result)
+
+    monkeypatch.setattr(Journal, "record", record)
+    source = write_sheet(tmp_path / "in.csv", [(f"t_{n}", "hi") for n in range(5)])
+    report = run_file(source, tmp_path / "out.csv", settings_for(simulator.base_url, wait=True))
+    assert report.summary.exit_code is ExitCode.ABORTED
+    assert "disk I/O error" in (report.summary.aborted or "")
+    assert len(read_rows(report.output)) == 5
+
+
+def test_sending_marks_are_synced_to_disk(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite", endpoint="e", source="s")
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    journal.mark_sending([("k", {})])
+    journal.close()
+    insert = next(n for n, text in enumerate(statements) if text.startswith("INSERT INTO log"))
+    assert "PRAGMA synchronous=FULL" in statements[:insert]
