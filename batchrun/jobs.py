@@ -31,11 +31,11 @@ from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, RowResult, Summary
 from batchrun.runner import Progress, run_rows
 from batchrun.sheets import batched, columns_of, iter_rows, read_rows, sheet_format
+from batchrun.sheets.formats import default_output, output_format
+from batchrun.sheets.writer import MAX_XLSX_DATA_ROWS, SheetWriter
 from batchrun.validation import checked_chunks
-from batchrun.writers import MAX_XLSX_DATA_ROWS, SheetWriter
 
 VALIDATE_CHUNK_ROWS = 50_000
-OUTPUT_SUFFIXES = (".csv", ".tsv", ".xlsx", ".jsonl")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +46,6 @@ class JobReport:
     output: Path
 
 
-def default_output(source: Path) -> Path:
-    """``data/sheet.xlsx`` -> ``data/sheet.out.xlsx`` (an ``.xlsm`` input gives ``.xlsx``)."""
-    suffix = ".xlsx" if source.suffix.lower() == ".xlsm" else source.suffix
-    return source.with_name(f"{source.stem}.out{suffix}")
-
-
 def settings_path(output: Path) -> Path:
     """``out.xlsx`` -> ``out.settings.toml``, the settings passthrough beside the output."""
     return output.with_name(f"{output.stem}.settings.toml")
@@ -60,8 +54,7 @@ def settings_path(output: Path) -> Path:
 def resolve_output(source: Path, output: Path | None) -> Path:
     """The output path, checked before any work is done."""
     target = output or default_output(source)
-    if target.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise UsageError(f"-o {target}: write .csv, .tsv, .xlsx or .jsonl")
+    output_format(target)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise UsageError(f"-o {target}: the output would overwrite the input")
     if not target.parent.is_dir():

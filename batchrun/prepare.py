@@ -6,7 +6,6 @@ gets outcome ``invalid`` and every reason in its ``error`` cell, and is never se
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from batchrun.config import Settings
 from batchrun.journal import body_digest, row_key
 from batchrun.report import Outcome, RowResult
 from batchrun.schema import RUN_TAG_KEY, BodyChecker
+from batchrun.sheets.cells import frame_cell_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,22 +36,8 @@ def text_rows(frame: pd.DataFrame) -> Iterator[tuple[str, ...]]:
     for column in columns:
         for position, cell in enumerate(column):
             if not isinstance(cell, str):
-                column[position] = cell_text(cell)
+                column[position] = frame_cell_text(cell)
     return zip(*columns, strict=True)
-
-
-def cell_text(cell: Any) -> str:
-    """Text of a non-text cell from a library caller's DataFrame (NaN and None are empty)."""
-    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
-        return ""
-    if isinstance(cell, float) and cell.is_integer():
-        return str(int(cell))
-    if isinstance(cell, bool):
-        return "TRUE" if cell else "FALSE"
-    if isinstance(cell, (dict, list)):
-        return orjson.dumps(cell).decode()
-    text = str(cell)
-    return "" if text in ("nan", "NaT", "<NA>") else text
 
 
 class RowPreparer:

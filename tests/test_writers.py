@@ -15,17 +15,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun import xlsx_writer
+from batchrun.sheets import xlsx_writer
 from batchrun.errors import UsageError
 from batchrun.sheets import read_sheet
-from batchrun.writers import (
+from batchrun.sheets.writer import (
     SheetWriter,
     escape_formula,
     escape_formula_cells,
     excel_text,
     write_sheet,
 )
-from batchrun.xlsx_writer import EXCEL_CELL_LIMIT
+from batchrun.sheets.xlsx_writer import EXCEL_CELL_LIMIT
 
 NUMBERS = frozenset({"status", "attempts"})
 
@@ -391,7 +391,7 @@ def test_failure_mid_write_leaves_previous_output_and_no_temp_files(
     target = out_dir / f"out{suffix}"
     write_sheet(target, frame_of([{"a": "old"}]))
     before = target.read_bytes()
-    monkeypatch.setattr("batchrun.writers._SLICE_ROWS", 10)
+    monkeypatch.setattr("batchrun.sheets.writer._SLICE_ROWS", 10)
     rows: list[dict[str, object]] = [{"a": f"new {i}"} for i in range(35)]
     rows[30] = {"a": Explodes()}
     with pytest.raises(RuntimeError, match="boom"), SheetWriter(target, ["a"]) as out:

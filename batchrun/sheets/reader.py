@@ -27,7 +27,7 @@ Per format:
   quoted cell never closed, or text after a closing quote is an error naming the row. A
   NUL byte, UTF-16 or invalid UTF-8 is refused before any row is returned, so a streaming
   caller never acts on half a file.
-- XLSX/XLSM: see :mod:`batchrun.xlsx_reader` (cells as Excel shows them).
+- XLSX/XLSM: see :mod:`batchrun.sheets.xlsx_reader` (cells as Excel shows them).
 - JSONL: one JSON object per line, blank lines skipped. Columns are the keys in first-seen
   order across all lines (the file is read twice when streamed). A string value is the
   cell; ``null`` or a missing key is an empty cell; any other value becomes its compact
@@ -49,14 +49,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import orjson
 
 from batchrun.errors import InputError, UsageError
-from batchrun.xlsx_reader import open_xlsx_sheet
+from batchrun.sheets.cells import json_cell_text
+from batchrun.sheets.formats import input_format
+from batchrun.sheets.xlsx_reader import open_xlsx_sheet
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
-    "FORMATS",
     "batched",
     "checked_headers",
     "columns_of",
@@ -68,28 +69,13 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_ROWS = 50_000
-FORMATS: dict[str, str] = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".xlsx": "xlsx",
-    ".xlsm": "xlsx",
-    ".jsonl": "jsonl",
-}
-_USE = "use .csv, .tsv, .xlsx, .xlsm or .jsonl"
 _BLOCK = 1 << 20
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 def sheet_format(path: Path) -> str:
     """Return "csv", "tsv", "xlsx" or "jsonl" from the file's extension."""
-    suffix = path.suffix.lower()
-    if suffix in FORMATS:
-        return FORMATS[suffix]
-    if suffix == ".xls":
-        raise InputError(path, "is an old .xls workbook; save it as .xlsx")
-    if not suffix:
-        raise InputError(path, f"has no extension; {_USE}")
-    raise InputError(path, f"unknown extension {path.suffix!r}; {_USE}")
+    return input_format(path).name
 
 
 def read_sheet(path: Path, sheet: str | int | None = None) -> pd.DataFrame:
@@ -334,23 +320,7 @@ def _jsonl_keys(path: Path) -> list[str]:
 
 def _jsonl_rows(path: Path, keys: list[str]) -> Iterator[list[str]]:
     for _, record in _jsonl_lines(path):
-        yield [_json_cell(record.get(key)) for key in keys]
-
-
-def _json_cell(value: object) -> str:
-    if type(value) is str:
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if type(value) is int:
-        return str(value)
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        # Integers beyond 64 bits or lone surrogates inside an object or array.
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        yield [json_cell_text(record.get(key)) for key in keys]
 
 
 # --- shared --------------------------------------------------------------------------------

@@ -23,15 +23,13 @@ Per format:
 - JSONL: one object per row, keys in column order; number columns as JSON numbers
   (``null`` when empty), other cells as strings. No summary. A frame with no rows gives an
   empty file.
-- XLSX: see :mod:`batchrun.xlsx_writer`; the summary becomes a ``summary`` sheet.
+- XLSX: see :mod:`batchrun.sheets.xlsx_writer`; the summary becomes a ``summary`` sheet.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -40,10 +38,15 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, Self
 import orjson
 
 from batchrun.atomic import StagedFile
-from batchrun.errors import UsageError
-from batchrun.xlsx_writer import (
+from batchrun.sheets import formats
+from batchrun.sheets.cells import (
+    PLAIN_NUMBER,
+    number_cells,
+    number_texts,
+    text_cells,
+)
+from batchrun.sheets.xlsx_writer import (
     MAX_XLSX_DATA_ROWS,
-    NumberCell,
     Summary,
     XlsxResultWriter,
     excel_text,
@@ -66,9 +69,6 @@ __all__ = [
 _SLICE_ROWS = 50_000  # bounds the writer's own copies whatever size the caller's frames are
 _TEXT_ROWS = 2_000  # rows of CSV text built at once
 _FORMULA_START = frozenset("=+-@\t\r")
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_OUTPUTS = (".csv", ".tsv", ".jsonl", ".xlsx")
-_PANDAS_MISSING = frozenset({"NAType", "NaTType"})  # pd.NA, pd.NaT: told by type, not text
 
 
 def escape_formula(text: str) -> str:
@@ -77,7 +77,7 @@ def escape_formula(text: str) -> str:
     Text starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return is escaped unless
     it is a plain number (``-5``, ``+1.5``, ``-1e3`` stay as they are).
     """
-    if text[:1] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(text):
+    if text[:1] in _FORMULA_START and not PLAIN_NUMBER.fullmatch(text):
         return "'" + text
     return text
 
@@ -88,20 +88,13 @@ def escape_formula_cells(texts: list[str]) -> list[str]:
     # which also run Python code per cell on object columns; the regex runs only for the
     # rare candidates.
     start = _FORMULA_START
-    number = _PLAIN_NUMBER.fullmatch
+    number = PLAIN_NUMBER.fullmatch
     return [("'" + t) if t[:1] in start and not number(t) else t for t in texts]
 
 
 def output_format(path: Path) -> str:
     """Return "csv", "tsv", "jsonl" or "xlsx" from an output file's extension."""
-    suffix = path.suffix.lower()
-    if suffix in _OUTPUTS:
-        return suffix[1:]
-    if suffix == ".xlsm":
-        raise UsageError(f"{path}: batchrun does not write macro workbooks; write .xlsx")
-    raise UsageError(
-        f"{path}: unknown output extension {path.suffix!r}; use .csv, .tsv, .xlsx or .jsonl"
-    )
+    return formats.output_format(path).name
 
 
 class _FormatWriter(Protocol):
@@ -169,7 +162,7 @@ class SheetWriter:
             part = frame.iloc[start : start + _SLICE_ROWS]
             self._write_cells(
                 [
-                    _number_cells(part.iloc[:, col].to_numpy(dtype=object).tolist())
+                    number_cells(part.iloc[:, col].to_numpy(dtype=object).tolist())
                     if is_number
                     else _frame_text_cells(part.iloc[:, col])
                     for col, is_number in enumerate(self._numbers)
@@ -189,9 +182,9 @@ class SheetWriter:
         for start in range(0, height, _SLICE_ROWS):
             self._write_cells(
                 [
-                    _number_cells(values[start : start + _SLICE_ROWS])
+                    number_cells(values[start : start + _SLICE_ROWS])
                     if is_number
-                    else _text_cells(values[start : start + _SLICE_ROWS])
+                    else text_cells(values[start : start + _SLICE_ROWS])
                     for values, is_number in zip(columns, self._numbers, strict=True)
                 ]
             )
@@ -249,70 +242,13 @@ def write_sheet(
         out.close(summary)
 
 
-# --- cell values ---------------------------------------------------------------------------
-
-
 def _frame_text_cells(column: pd.Series) -> list[str]:
     from pandas.api.types import infer_dtype
 
     values = column.to_numpy(dtype=object)
     if infer_dtype(values, skipna=False) == "string":
         return values.tolist()  # every cell is a str
-    return _text_cells(values.tolist())
-
-
-def _text_cells(values: Sequence[object]) -> list[str]:
-    return [v if type(v) is str else _cell_text(v) for v in values]
-
-
-def _number_cells(values: Sequence[object]) -> list[NumberCell]:
-    return [v if type(v) is int else _number_cell(v) for v in values]
-
-
-def _number_cell(value: object) -> NumberCell:
-    if value is None:
-        return None
-    if isinstance(value, bool | int):
-        return int(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        # A float column (pandas' int-with-missing) would otherwise show 200 as "200.0".
-        return int(value) if value.is_integer() and abs(value) < 2**53 else value
-    if _is_numpy_scalar(value):
-        return _number_cell(value.item())  # type: ignore[attr-defined]
-    if type(value).__name__ in _PANDAS_MISSING:
-        return None
-    text = str(value)
-    if not text.strip():
-        return None
-    if _PLAIN_NUMBER.fullmatch(text.strip()):
-        return _number_cell(float(text)) if any(c in text for c in ".eE") else int(text)
-    return text
-
-
-def _is_numpy_scalar(value: object) -> bool:
-    # numpy's scalars (np.int64, np.float32, np.bool_) become Python's through .item();
-    # checked by module name so that numpy need not be imported to write a sheet.
-    return type(value).__module__ == "numpy" and hasattr(value, "item")
-
-
-def _number_texts(values: list[NumberCell]) -> list[str]:
-    # Ints and empties first: they are nearly all of a status or attempts column.
-    return [str(v) if type(v) is int else "" if v is None else _cell_text(v) for v in values]
-
-
-def _cell_text(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if _is_numpy_scalar(value):
-        value = value.item()  # type: ignore[attr-defined]
-    if isinstance(value, bool):
-        return "true" if value else "false"  # as the JSONL reader gives JSON booleans
-    number = _number_cell(value)
-    if number is None:
-        return ""
-    return repr(number) if isinstance(number, float) else str(number)
+    return text_cells(values.tolist())
 
 
 # --- CSV/TSV and JSONL ---------------------------------------------------------------------
@@ -373,7 +309,7 @@ class _DelimitedWriter(_StagedStream):
     def write_columns(self, cells: list[list[Any]]) -> None:
         columns: list[list[str]] = []
         for values, is_number in zip(cells, self._numbers, strict=True):
-            texts = _number_texts(values) if is_number else values
+            texts = number_texts(values) if is_number else values
             columns.append(escape_formula_cells(texts) if self._escape else texts)
         self._write_rows(columns)
 

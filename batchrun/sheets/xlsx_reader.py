@@ -17,15 +17,15 @@ The table starts at the first row that has a value: that row is the header.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterator
 from pathlib import Path
 
 from python_calamine import CalamineError, CalamineWorkbook, PasswordError
 
 from batchrun.errors import InputError
+from batchrun.sheets.cells import excel_cell_text
 
-__all__ = ["excel_cell_text", "open_xlsx_sheet"]
+__all__ = ["open_xlsx_sheet"]
 
 
 def open_xlsx_sheet(path: Path, sheet: str | int | None) -> tuple[list[str], Iterator[list[str]]]:
@@ -52,40 +52,6 @@ def open_xlsx_sheet(path: Path, sheet: str | int | None) -> tuple[list[str], Ite
     else:
         raise InputError(path, f"sheet {names[index]!r} is empty (no header row)")
     return header, ([excel_cell_text(cell) for cell in row] for row in rows)
-
-
-def excel_cell_text(value: object) -> str:
-    """Return a cell value from calamine as the text Excel shows for it."""
-    if type(value) is str:
-        return value
-    if type(value) is float:
-        return _number_text(value)
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, datetime.timedelta):
-        return _duration_text(value)
-    return "" if value is None else str(value)
-
-
-def _number_text(value: float) -> str:
-    if value.is_integer() and abs(value) < 1e16:
-        # Exact digits for ids typed as numbers (Excel keeps 15 of them); int() also
-        # turns -0.0 into 0 as Excel shows it.
-        return str(int(value))
-    return repr(float(format(value, ".15g")))
-
-
-def _duration_text(value: datetime.timedelta) -> str:
-    sign = "-" if value < datetime.timedelta(0) else ""
-    value = abs(value)
-    hours, rest = divmod(value.days * 86_400 + value.seconds, 3_600)
-    minutes, seconds = divmod(rest, 60)
-    fraction = f".{value.microseconds:06d}".rstrip("0") if value.microseconds else ""
-    return f"{sign}{hours}:{minutes:02d}:{seconds:02d}{fraction}"
 
 
 def _sheet_index(path: Path, names: list[str], sheet: str | int | None) -> int:
