@@ -15,9 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun.sheets import xlsx_writer
 from batchrun.errors import UsageError
-from batchrun.sheets import read_sheet
+from batchrun.sheets import read_sheet, xlsx_writer
 from batchrun.sheets.writer import (
     SheetWriter,
     escape_formula,
