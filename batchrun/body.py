@@ -13,6 +13,7 @@ A field's value comes from its cell, else from ``--set``, else from the row's
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,11 @@ METADATA_PREFIX = "metadata."
 # A thread id goes into the URL path: anything but these characters could change the
 # path or the query, so such a row is refused rather than escaped.
 THREAD_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+# JSON numbers travel as 64-bit integers (orjson's range, and most servers'): a longer
+# integer would be rounded or refused on the way, so it is a row error instead.
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
 
 
 class Kind:
@@ -100,11 +106,16 @@ class RowPlan:
 
 @dataclass(frozen=True, slots=True)
 class Assembled:
-    """One row's outcome: the thread, and the body or the reasons there is none."""
+    """One row's outcome: the thread, and the body or the reasons there is none.
+
+    ``partial`` is the body with the cells that failed to convert left out: checking it
+    against the schema finds the row's other problems in the same pass.
+    """
 
     thread_id: str
     body: dict[str, Any] | None
     problems: list[Problem]
+    partial: dict[str, Any] = field(default_factory=dict)
 
 
 def normalize_header(name: object) -> str:
@@ -214,6 +225,7 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
             else:
                 problems.append(Problem(REQUEST_JSON, "must be a JSON object"))
     body.update(plan.defaults)
+    metadata_cell = None
     for name, index, kind in plan.field_columns:
         text = cells[index]
         if not text or text.isspace():
@@ -222,6 +234,10 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
             body[name] = CONVERTERS[kind](text)
         except CellError as error:
             problems.append(Problem(name, str(error)))
+            body.pop(name, None)  # not a --set or request_json value the cell was meant to replace
+        else:
+            if name == "metadata":
+                metadata_cell = body[name]
     for name, index in plan.foreign_columns:
         if cells[index].strip():
             other = "v2" if plan.api_version == "v1" else "v1"
@@ -233,18 +249,28 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
                 )
             )
     if plan.metadata_columns or plan.metadata_defaults:
-        _merge_metadata(plan, cells, body, problems)
-    return Assembled(thread_id, None if problems else body, problems)
+        _merge_metadata(plan, cells, body, problems, metadata_cell)
+    return Assembled(thread_id, None if problems else body, problems, body)
 
 
 def _merge_metadata(
-    plan: RowPlan, cells: Sequence[str], body: dict[str, Any], problems: list[Problem]
+    plan: RowPlan,
+    cells: Sequence[str],
+    body: dict[str, Any],
+    problems: list[Problem],
+    metadata_cell: Any,
 ) -> None:
-    pairs = dict(plan.metadata_defaults)
-    for key, index in plan.metadata_columns:
-        if cells[index]:
-            pairs[key] = cells[index]
-    if not pairs:
+    """Merge ``metadata.KEY`` cells and ``--set metadata.KEY`` values into ``metadata``.
+
+    The row's cells win over ``--set``, which wins over ``request_json``: a ``metadata``
+    cell's keys beat ``--set metadata.KEY``, and ``metadata.KEY`` cells beat both.
+    """
+    cell_pairs = {
+        key: cells[index]
+        for key, index in plan.metadata_columns
+        if cells[index] and not cells[index].isspace()
+    }
+    if not cell_pairs and not plan.metadata_defaults:
         return
     base = body.get("metadata")
     if base is None:
@@ -252,7 +278,10 @@ def _merge_metadata(
     if not isinstance(base, dict):
         problems.append(Problem("metadata", "must be a JSON object to merge metadata.* columns"))
         return
-    body["metadata"] = {**base, **pairs}
+    if metadata_cell is not None:
+        body["metadata"] = {**plan.metadata_defaults, **base, **cell_pairs}
+    else:
+        body["metadata"] = {**base, **plan.metadata_defaults, **cell_pairs}
 
 
 def convert(kind: str, text: str) -> Any:
@@ -295,18 +324,52 @@ CONVERTERS: dict[str, Callable[[str], Any]] = {kind: _converter(kind) for kind i
 
 
 def parse_json(text: str) -> Any:
-    """Parse JSON cell text."""
+    """Parse JSON cell text; integers beyond 64 bits are a CellError, never a float."""
+    if _LONG_DIGITS.search(text):
+        # orjson would read 99999999999999999999 as 1e+20: parse exactly, then refuse.
+        try:
+            value = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError as error:
+            raise CellError(f"is not valid JSON ({error})") from None
+        _check_json_integers(value, "")
+        return value
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as error:
         raise CellError(f"is not valid JSON ({error})") from None
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_json_integers(value: Any, path: str) -> None:
+    if type(value) is int:
+        _check_integer(value, f" at {path}" if path else "")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json_integers(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json_integers(item, f"{path}[{index}]")
+
+
+def _check_integer(value: int, where: str = "") -> int:
+    if not INT_MIN <= value <= INT_MAX:
+        raise CellError(
+            f"{value}{where} is beyond the 64-bit integer range a request can carry"
+            f" ({INT_MIN} to {INT_MAX})"
+        )
+    return value
+
+
 def _number(text: str) -> int | float:
     try:
-        return int(text)
+        whole = int(text)
     except ValueError:
         pass
+    else:
+        return _check_integer(whole)
     try:
         value = float(text)
     except ValueError:
@@ -318,14 +381,18 @@ def _number(text: str) -> int | float:
 
 def _integer(text: str) -> int:
     try:
-        value = _number(text)
-    except CellError:
+        whole = int(text)
+    except ValueError:
+        pass
+    else:
+        return _check_integer(whole)
+    try:
+        value = float(text)
+    except ValueError:
         value = math.nan
-    if isinstance(value, float):
-        if not value.is_integer():  # nan and infinities are not either
-            raise CellError(f"{text!r} is not a whole number")
-        return int(value)
-    return value
+    if not value.is_integer():  # nan and infinities are not either
+        raise CellError(f"{text!r} is not a whole number")
+    return _check_integer(int(value))
 
 
 def _tool_list(text: str) -> list[dict[str, str]]:

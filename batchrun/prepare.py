@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchrun.body import RowPlan, assemble, plan_columns
+from batchrun.body import REQUEST_JSON, RowPlan, assemble, plan_columns
 from batchrun.config import Settings
 from batchrun.journal import body_digest, row_key
 from batchrun.report import Outcome, RowResult
-from batchrun.schema import RUN_TAG_KEY, BodyChecker
+from batchrun.schema import RUN_TAG_KEY, BodyChecker, Problem
 from batchrun.sheets.cells import frame_cell_text
 
 if TYPE_CHECKING:
@@ -63,9 +63,9 @@ class RowPreparer:
             self.next_index += 1
             built = assemble(self.plan, cells)
             row.thread_id = built.thread_id
-            problems = built.problems
-            if built.body is not None:
-                problems = self.checker.check(built.body)
+            problems = self.checker.check(built.partial)
+            if built.problems:
+                problems = merged_problems(built.problems, problems)
             if problems:
                 row.fail(Outcome.INVALID, "; ".join(map(str, problems)))
             else:
@@ -75,6 +75,23 @@ class RowPreparer:
                 row.key = row_key(digest, self.occurrences[digest])
             results.append(row)
         return results
+
+
+def merged_problems(cell_problems: list[Problem], body_problems: list[Problem]) -> list[Problem]:
+    """A row's cell problems, then its body's, leaving out what a failed cell explains.
+
+    The body was checked without the cells that failed to convert, so a schema problem at
+    one of those fields (or a missing field, when ``request_json`` failed) says nothing new.
+    """
+    failed = {problem.path for problem in cell_problems}
+    base_failed = REQUEST_JSON in failed
+    kept = [
+        problem
+        for problem in body_problems
+        if problem.path.partition(".")[0].partition("[")[0] not in failed
+        and not (base_failed and problem.message == "is required")
+    ]
+    return [*cell_problems, *kept]
 
 
 def sent_body(row: RowResult, settings: Settings) -> dict[str, Any]:
