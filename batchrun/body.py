@@ -13,6 +13,7 @@ A field's value comes from its cell, else from ``--set``, else from the row's
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -118,6 +119,16 @@ class Assembled:
     partial: dict[str, Any] = field(default_factory=dict)
 
 
+def used_columns(plan: RowPlan) -> dict[int, str]:
+    """Column index -> the field it feeds, for every column whose cells may be sent."""
+    used = {plan.thread_column: THREAD_ID}
+    used.update({index: name for name, index, _ in plan.field_columns})
+    used.update({index: METADATA_PREFIX + key for key, index in plan.metadata_columns})
+    if plan.request_json_column is not None:
+        used[plan.request_json_column] = REQUEST_JSON
+    return used
+
+
 def normalize_header(name: object) -> str:
     """Headers match case-insensitively after trimming."""
     return str(name).strip().casefold()
@@ -149,7 +160,7 @@ def plan_columns(
 
     thread_column = column_of(THREAD_ID)
     if thread_column is None:
-        raise InputError(source, "has no 'thread_id' column (or name one with --column)")
+        raise InputError(source, missing_thread_column(headers))
     field_columns = []
     foreign_columns = []
     for name in sorted(known, key=lambda n: (n not in fields, n)):
@@ -181,6 +192,26 @@ def plan_columns(
         defaults=defaults,
         metadata_defaults=metadata_defaults,
     )
+
+
+def missing_thread_column(headers: Sequence[str]) -> str:
+    """Why a sheet has no ``thread_id`` column, with what it has and the likely fix."""
+    shown = ", ".join(repr(str(h)) for h in headers[:12])
+    if len(headers) > 12:
+        shown += f", ... ({len(headers)} columns)"
+    message = f"has no 'thread_id' column; its columns are {shown}"
+    if len(headers) == 1 and str(headers[0]).count(";") >= 1:
+        return (
+            f"has no 'thread_id' column: its header is one cell, {str(headers[0])!r}, so the"
+            " file is separated by ';' (as Excel saves CSV in some languages); save it"
+            " separated by commas, or as .xlsx"
+        )
+    loose = {normalize_header(h).replace(" ", "_").replace("-", "_"): str(h) for h in headers}
+    close = difflib.get_close_matches(THREAD_ID, list(loose), n=1, cutoff=0.6)
+    if close:
+        found = loose[close[0]]
+        return f'{message}. Did you mean {found!r}? Pass --column "thread_id={found}"'
+    return f"{message} (name the thread column with --column thread_id=HEADER)"
 
 
 def _parse_set_values(

@@ -336,8 +336,6 @@ def _settings(ctx: click.Context, options: dict[str, Any]) -> Any:
             source = ctx.get_parameter_source(name)
             if name not in values or source in (None, click.core.ParameterSource.DEFAULT):
                 values[name] = value
-    if isinstance(values.get("sheet"), str) and values["sheet"].isdigit():
-        values["sheet"] = int(values["sheet"])
     valid = set(Settings.__dataclass_fields__)
     return Settings(**environment_settings({k: v for k, v in values.items() if k in valid}))
 

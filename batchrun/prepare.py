@@ -7,12 +7,12 @@ gets outcome ``invalid`` and every reason in its ``error`` cell, and is never se
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchrun.body import REQUEST_JSON, RowPlan, assemble, plan_columns
+from batchrun.body import REQUEST_JSON, RowPlan, assemble, plan_columns, used_columns
 from batchrun.config import Settings
 from batchrun.journal import body_digest, row_key
 from batchrun.report import Outcome, RowResult
@@ -43,9 +43,18 @@ def text_rows(frame: pd.DataFrame) -> Iterator[tuple[str, ...]]:
 class RowPreparer:
     """Prepares consecutive chunks of one sheet, keeping occurrence counts across them."""
 
-    def __init__(self, plan: RowPlan, settings: Settings) -> None:
+    def __init__(
+        self,
+        plan: RowPlan,
+        settings: Settings,
+        cell_problems: Mapping[int, list[tuple[int, str]]] | None = None,
+    ) -> None:
         self.plan = plan
         self.settings = settings
+        # Row index -> [(column, problem)]: cells the reader could not read (an .xlsx
+        # formula without a value). Only those feeding the body make the row invalid.
+        self.cell_problems = cell_problems or {}
+        self._used = used_columns(plan)
         self.checker = BodyChecker(settings.api_version, run_tag=settings.run_tag)
         self.occurrences: Counter[str] = Counter()
         self.next_index = 0
@@ -64,8 +73,11 @@ class RowPreparer:
             built = assemble(self.plan, cells)
             row.thread_id = built.thread_id
             problems = self.checker.check(built.partial)
-            if built.problems:
-                problems = merged_problems(built.problems, problems)
+            cell_problems = built.problems
+            if self.cell_problems and row.index in self.cell_problems:
+                cell_problems = self._unreadable(row.index) + cell_problems
+            if cell_problems:
+                problems = merged_problems(cell_problems, problems)
             if problems:
                 row.fail(Outcome.INVALID, "; ".join(map(str, problems)))
             else:
@@ -75,6 +87,13 @@ class RowPreparer:
                 row.key = row_key(digest, self.occurrences[digest])
             results.append(row)
         return results
+
+    def _unreadable(self, index: int) -> list[Problem]:
+        return [
+            Problem(self._used[col], problem)
+            for col, problem in self.cell_problems[index]
+            if col in self._used
+        ]
 
 
 def merged_problems(cell_problems: list[Problem], body_problems: list[Problem]) -> list[Problem]:

@@ -204,7 +204,7 @@ FILE_PROBLEMS = [
         id="missing-sheet-name",
     ),
     pytest.param(
-        Case(raw("in.xlsx", GOOD_XLSX), "has no sheet 7", ("--sheet", "7")),
+        Case(raw("in.xlsx", GOOD_XLSX), "has no sheet '7'", ("--sheet", "7")),
         id="missing-sheet-index",
     ),
     pytest.param(

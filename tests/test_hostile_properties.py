@@ -105,7 +105,7 @@ def expected_refusal(raw: list[str]) -> type[Exception] | None:
 
 
 def check_validated(
-    source: Path, columns: list[str], rows: list[list[str]], cell: Callable[[Any], str]
+    source: Path, columns: list[str], rows: list[list[Any]], cell: Callable[[Any], Any]
 ) -> None:
     """validate_file's output: one row per input row, cells back exactly, request xor error."""
     refusal = expected_refusal(columns)
@@ -149,7 +149,18 @@ def test_any_csv_sheet_validates_row_for_row(sheet: tuple[list[str], list[list[s
             writer = csv.writer(stream)
             writer.writerow(columns)
             writer.writerows(rows)
-        check_validated(source, columns, rows, str)
+        check_validated(source, columns, without_empty_tail(columns, rows), str)
+
+
+def without_empty_tail(columns: list[str], rows: list[list[str]]) -> list[list[str]]:
+    """The rows a reader returns: fully empty rows at the end are dropped (Excel leaves
+    lines of only commas), except in a one-column sheet, where every cell is quoted."""
+    if len(columns) == 1:
+        return rows
+    kept = list(rows)
+    while kept and not any(kept[-1]):
+        kept.pop()
+    return kept
 
 
 JSON_VALUES = st.one_of(
@@ -159,19 +170,6 @@ JSON_VALUES = st.one_of(
     text(surrogates=True),
     st.lists(st.one_of(st.integers(), text(surrogates=True)), max_size=3),
 )
-
-
-def jsonl_cell(value: Any) -> str:
-    """The documented cell of a JSON value: strings as they are, null empty, else JSON text."""
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 @st.composite
@@ -189,7 +187,8 @@ def test_any_jsonl_sheet_validates_row_for_row(sheet: tuple[list[str], list[list
         source = Path(folder) / "in.jsonl"
         lines = [json.dumps(dict(zip(columns, row, strict=True))) for row in rows]
         source.write_text("\n".join(lines) + "\n", encoding="ascii")
-        check_validated(source, columns, rows, jsonl_cell)
+        # JSONL output keeps the JSON values as they came (null stays null).
+        check_validated(source, columns, rows, lambda value: value)
 
 
 @pytest.mark.parametrize("cell", [" ", "\t", "   "])

@@ -77,7 +77,7 @@ def _number_text(value: float) -> str:
             return str(int(value))  # exact; int() also turns -0.0 into 0 as Excel shows it
         # The shortest digits that read back as this double, without an exponent:
         # 12345678901234567 is stored as 1.2345678901234568e16 and shown 12345678901234568.
-        return format(Decimal(repr(value)), "f")
+        return str(int(Decimal(repr(value))))
     return repr(float(format(value, ".15g")))
 
 

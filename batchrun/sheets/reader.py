@@ -4,8 +4,10 @@
     headers, chunks = iter_sheet(Path("big.csv"))         # or chunk by chunk
     for chunk in chunks: ...
     headers, rows = read_rows(Path("jobs.csv"))           # lists of cells, without pandas
+    sheet = open_sheet(Path("jobs.xlsx"))                 # cell values as they came, typed
 
-What comes back, whatever the format:
+What comes back as text, whatever the format (``open_sheet`` keeps each value as it came,
+for writing it back typed, and gives the same text through ``Sheet.text_rows``):
 
 - Every column has ``object`` dtype and every cell is a Python ``str``; an empty cell is
   ``""``, never NaN or None. Nothing is guessed: ``00123``, ``1e5``, ``TRUE``, ``NA`` and
@@ -23,11 +25,12 @@ Per format:
 - CSV/TSV: UTF-8 with or without a BOM; standard quoting (``"`` doubled inside quotes),
   read by the standard library's csv module (one parser for every command). Blank and
   whitespace-only lines are skipped, except that in a one-column sheet a line of spaces is
-  a row. A row with fewer cells than the header is padded with ``""``; one with more, a
-  quoted cell never closed, or text after a closing quote is an error naming the row. A
-  NUL byte, UTF-16 or invalid UTF-8 is refused before any row is returned, so a streaming
-  caller never acts on half a file.
-- XLSX/XLSM: see :mod:`batchrun.sheets.xlsx_reader` (cells as Excel shows them).
+  a row; rows of only delimiters at the end are dropped. A row with fewer cells than the
+  header is padded with ``""``; one with more, a quoted cell never closed, or text after
+  a closing quote is an error naming the row. A NUL byte, UTF-16 or invalid UTF-8 is
+  refused before any row is returned, so a streaming caller never acts on half a file.
+- XLSX/XLSM: see :mod:`batchrun.sheets.xlsx_reader` (cells as Excel shows them; the first
+  visible sheet by default; merged ranges filled).
 - JSONL: one JSON object per line, blank lines skipped. Columns are the keys in first-seen
   order across all lines (the file is read twice when streamed). A string value is the
   cell; ``null`` or a missing key is an empty cell; any other value becomes its compact
@@ -36,21 +39,19 @@ Per format:
 
 from __future__ import annotations
 
-import codecs
-import csv
 import itertools
-import json
 import re
 import stat
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
-
-import orjson
+from typing import TYPE_CHECKING, Any
 
 from batchrun.errors import InputError, UsageError
-from batchrun.sheets.cells import json_cell_text
-from batchrun.sheets.formats import input_format
+from batchrun.sheets.cells import excel_cell_text, json_cell_text
+from batchrun.sheets.delimited import check_utf8_text, csv_header, csv_rows
+from batchrun.sheets.formats import Format, input_format
+from batchrun.sheets.jsonl import jsonl_keys, jsonl_rows
 from batchrun.sheets.xlsx_reader import open_xlsx_sheet
 
 if TYPE_CHECKING:
@@ -58,14 +59,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
+    "Sheet",
     "batched",
     "checked_headers",
     "columns_of",
     "iter_rows",
     "iter_sheet",
+    "open_sheet",
     "read_rows",
     "read_sheet",
     "sheet_format",
+    "text_rows",
 ]
 
 DEFAULT_CHUNK_ROWS = 50_000
@@ -111,22 +115,68 @@ def iter_sheet(
     return headers, _row_chunks(rows, headers, chunk_rows)
 
 
+@dataclass(slots=True)
+class Sheet:
+    """An open input sheet: its header, its rows of cell values as they came, and how to
+    read those values as text.
+
+    ``rows`` hold ``str`` cells for CSV/TSV; calamine's values for .xlsx (numbers, dates,
+    booleans); JSON values for .jsonl (None for null). :meth:`text_rows` gives the text
+    every format is assembled from.
+    """
+
+    path: Path
+    format: Format
+    headers: list[str]
+    rows: Iterator[list[Any]]
+    name: str | None = None  # the worksheet of an .xlsx input
+    # Data row (0-based) -> [(column, problem)]: cells that could not be read (.xlsx).
+    cell_problems: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        """How messages name the sheet: ``jobs.xlsx (sheet 'Data')``."""
+        return f"{self.path} (sheet {self.name!r})" if self.name is not None else str(self.path)
+
+    def text_rows(self, rows: Iterable[list[Any]] | None = None) -> Iterator[list[str]]:
+        """``rows`` (default: the sheet's own) as rows of text cells."""
+        return text_rows(self.format, self.rows if rows is None else rows)
+
+
+def text_rows(fmt: Format, rows: Iterable[list[Any]]) -> Iterator[list[str]]:
+    """Rows of cell values read from a ``fmt`` sheet, as rows of text cells."""
+    to_text = CELL_TEXT.get(fmt.name)
+    if to_text is None:
+        return iter(rows)  # CSV/TSV cells are text already
+    return ([to_text(cell) for cell in row] for row in rows)
+
+
+CELL_TEXT: dict[str, Callable[[Any], str]] = {"xlsx": excel_cell_text, "jsonl": json_cell_text}
+
+
+def open_sheet(path: Path, sheet: str | int | None = None) -> Sheet:
+    """Open an input sheet; file-level problems raise here (see :func:`iter_sheet`)."""
+    fmt = _checked_format(path)
+    if sheet is not None and fmt.name != "xlsx":
+        raise UsageError(f"--sheet applies to .xlsx/.xlsm input, not {path.suffix} ({path})")
+    if fmt.name == "xlsx":
+        found = open_xlsx_sheet(path, sheet)
+        headers = checked_headers(path, found.header)
+        return Sheet(path, fmt, headers, found.rows, found.name, found.cell_problems)
+    check_utf8_text(path)
+    if fmt.name == "jsonl":
+        keys = jsonl_keys(path)
+        return Sheet(path, fmt, checked_headers(path, keys), jsonl_rows(path, keys))
+    sep = fmt.delimiter or ","
+    headers = checked_headers(path, csv_header(path, sep))
+    return Sheet(path, fmt, headers, csv_rows(path, sep, len(headers)))
+
+
 def iter_rows(path: Path, sheet: str | int | None = None) -> tuple[list[str], Iterator[list[str]]]:
     """Return the headers and an iterator of rows, each a list of text cells as wide as the
     header. Problems are raised as :func:`iter_sheet` raises them."""
-    fmt = _checked_format(path)
-    if sheet is not None and fmt != "xlsx":
-        raise UsageError(f"--sheet applies to .xlsx/.xlsm input, not {path.suffix} ({path})")
-    if fmt == "xlsx":
-        raw, rows = open_xlsx_sheet(path, sheet)
-        return checked_headers(path, raw), rows
-    _check_utf8_text(path)
-    if fmt == "jsonl":
-        keys = _jsonl_keys(path)
-        return checked_headers(path, keys), _jsonl_rows(path, keys)
-    sep = "\t" if fmt == "tsv" else ","
-    headers = checked_headers(path, _csv_header(path, sep))
-    return headers, _csv_rows(path, sep, len(headers))
+    opened = open_sheet(path, sheet)
+    return opened.headers, opened.text_rows()
 
 
 def checked_headers(path: Path, raw: Sequence[str]) -> list[str]:
@@ -147,7 +197,7 @@ def checked_headers(path: Path, raw: Sequence[str]) -> list[str]:
     return names
 
 
-def _checked_format(path: Path) -> str:
+def _checked_format(path: Path) -> Format:
     try:
         status = path.stat()
     except FileNotFoundError:
@@ -156,171 +206,10 @@ def _checked_format(path: Path) -> str:
         raise InputError(path, f"cannot be read ({exc.strerror})") from None
     if stat.S_ISDIR(status.st_mode):
         raise InputError(path, "is a directory, not a sheet file")
-    fmt = sheet_format(path)
+    fmt = input_format(path)
     if status.st_size == 0:
         raise InputError(path, "is empty (no header row)")
     return fmt
-
-
-def _open_binary(path: Path) -> BinaryIO:
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise InputError(path, f"cannot be read ({exc.strerror})") from None
-
-
-def _check_utf8_text(path: Path) -> None:
-    # One fast pass (about 1 GB/s) so that a bad byte on line 900,000 stops the job before
-    # the first row is used, and so the message can name the line.
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    lines_before = 0
-    with _open_binary(path) as f:
-        first = f.read(2)
-        if first in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-            raise InputError(path, "is UTF-16 text: save it as UTF-8")
-        f.seek(0)
-        while block := f.read(_BLOCK):
-            nul = block.find(b"\x00")
-            if nul >= 0:
-                line = lines_before + block.count(b"\n", 0, nul) + 1
-                raise InputError(
-                    path, f"has a NUL byte on line {line}: it is binary or UTF-16, not UTF-8 text"
-                )
-            try:
-                decoder.decode(block)
-            except UnicodeDecodeError as exc:
-                line = lines_before + block.count(b"\n", 0, max(exc.start, 0)) + 1
-                raise InputError(
-                    path, f"is not UTF-8 text (line {line}): save it as UTF-8"
-                ) from None
-            lines_before += block.count(b"\n")
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise InputError(
-                path, f"is not UTF-8 text (line {lines_before + 1}): save it as UTF-8"
-            ) from None
-
-
-# --- CSV and TSV --------------------------------------------------------------------------
-
-
-def _csv_rows(path: Path, sep: str, width: int | None) -> Generator[list[str]]:
-    """The header (``width`` None) or the rows below it, each as wide as the header.
-
-    Blank lines and lines of only spaces are skipped, except below the header of a
-    one-column sheet (``width`` 1), where such a line is a row whose one cell is spaces.
-    Row numbers in errors count records; the header is row 1.
-    """
-    csv.field_size_limit(2**31 - 1)
-    number = 0  # records so far
-    with path.open(encoding="utf-8-sig", newline="") as stream:
-        try:
-            for record in csv.reader(stream, delimiter=sep, strict=True):
-                size = len(record)
-                if size == width and number:
-                    number += 1  # the common case: a full row below the header
-                    yield record
-                    continue
-                if not record or (
-                    size == 1 and not record[0].strip() and (width != 1 or not number)
-                ):
-                    continue
-                number += 1
-                if width is None:
-                    yield record  # the header
-                    return
-                if number == 1:
-                    continue  # the header
-                if size > width:
-                    raise InputError(
-                        path, f"row {number} has {size} cells but the header has {width}"
-                    )
-                yield record + [""] * (width - size)
-        except csv.Error as exc:
-            if "end of data" in str(exc):
-                problem = "a quoted cell is never closed"
-            elif "expected after" in str(exc):
-                problem = "a quoted cell has text after its closing quote"
-            else:
-                raise InputError(path, f"is not readable as delimited text ({exc})") from None
-            raise InputError(path, f"row {number + 1}: {problem}") from None
-
-
-def _csv_header(path: Path, sep: str) -> list[str]:
-    records = _csv_rows(path, sep, None)
-    try:
-        return next(records)
-    except StopIteration:
-        raise InputError(path, "is empty (no header row)") from None
-    finally:
-        records.close()
-
-
-# --- JSONL ---------------------------------------------------------------------------------
-
-
-def _jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with _open_binary(path) as f:
-        for number, raw in enumerate(f, start=1):
-            line = raw.removeprefix(codecs.BOM_UTF8) if number == 1 else raw
-            if line.strip():
-                yield number, _json_object(path, number, line)
-
-
-def _json_object(path: Path, number: int, line: bytes) -> dict[str, Any]:
-    try:
-        value = _parse_json(line)
-    except ValueError as exc:
-        detail = (
-            f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else exc
-        )
-        raise InputError(path, f"line {number} is not valid JSON ({detail})") from None
-    if not isinstance(value, dict):
-        raise InputError(path, f"line {number} is not a JSON object (it is {_json_kind(value)})")
-    return value
-
-
-def _parse_json(line: bytes) -> object:
-    # orjson is several times faster, but reads integers beyond 64 bits as floats (losing
-    # digits) and refuses lone surrogate escapes, both valid JSON; the standard library
-    # takes those, and gives the clearer message for invalid lines.
-    if not _LONG_DIGITS.search(line):
-        try:
-            return orjson.loads(line)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(line.decode("utf-8"), parse_constant=_refuse_constant)
-
-
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    return "null" if value is None else "a number"
-
-
-def _jsonl_keys(path: Path) -> list[str]:
-    keys: dict[str, None] = {}
-    found = False
-    for _, record in _jsonl_lines(path):
-        found = True
-        keys.update(dict.fromkeys(record))
-    if not found:
-        raise InputError(path, "is empty (no JSON objects)")
-    return list(keys)
-
-
-def _jsonl_rows(path: Path, keys: list[str]) -> Iterator[list[str]]:
-    for _, record in _jsonl_lines(path):
-        yield [json_cell_text(record.get(key)) for key in keys]
 
 
 # --- shared --------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ Per format:
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ from batchrun.atomic import StagedFile
 from batchrun.sheets import formats
 from batchrun.sheets.cells import (
     PLAIN_NUMBER,
+    excel_cell_text,
     number_cells,
     number_texts,
     text_cells,
@@ -115,6 +117,7 @@ class SheetWriter:
         *,
         escape_formulas: bool = True,
         number_columns: frozenset[str] = frozenset(),
+        typed_columns: frozenset[str] = frozenset(),
         sheet_name: str = "results",
     ) -> None:
         fmt = output_format(path)
@@ -123,11 +126,15 @@ class SheetWriter:
         if len(set(self.columns)) != len(self.columns):
             raise ValueError(f"duplicate column names: {self.columns}")
         numbers = [name in number_columns for name in self.columns]
+        # Typed cells (input values as they came) stay typed where the format has types;
+        # CSV/TSV write their text.
+        typed_here = typed_columns if formats.output_format(path).typed_cells else frozenset()
+        self._typed = [name in typed_here for name in self.columns]
         self.rows_written = 0
         self._done = False
         self._out: _FormatWriter
         if fmt == "xlsx":
-            self._out = XlsxResultWriter(path, self.columns, numbers, sheet_name)
+            self._out = XlsxResultWriter(path, self.columns, numbers, sheet_name, self._typed)
         elif fmt == "jsonl":
             self._out = _JsonlWriter(path, self.columns)
         else:
@@ -173,19 +180,26 @@ class SheetWriter:
         """Append rows given column by column, one sequence of cells per writer column.
 
         Cells are plain Python values: text columns take ``str`` (other values are written
-        as their text, None empty); number columns take numbers or None.
+        as their text, None empty); number columns take numbers or None; typed columns
+        take input values as a reader gave them (str, int, float, bool, date, datetime,
+        time, timedelta, JSON values, None), written typed in .xlsx and .jsonl.
         """
         self._check_open()
         if len(columns) != len(self.columns):
             raise ValueError(f"{len(columns)} columns given for {len(self.columns)}")
         height = len(columns[0]) if columns else 0
         for start in range(0, height, _SLICE_ROWS):
+            end = start + _SLICE_ROWS
             self._write_cells(
                 [
-                    number_cells(values[start : start + _SLICE_ROWS])
+                    number_cells(values[start:end])
                     if is_number
-                    else text_cells(values[start : start + _SLICE_ROWS])
-                    for values, is_number in zip(columns, self._numbers, strict=True)
+                    else list(values[start:end])
+                    if is_typed
+                    else text_cells(values[start:end])
+                    for values, is_number, is_typed in zip(
+                        columns, self._numbers, self._typed, strict=True
+                    )
                 ]
             )
 
@@ -361,7 +375,14 @@ class _JsonlWriter(_StagedStream):
         for row in zip(*cells, strict=True):
             record = dict(zip(keys, row, strict=True))
             try:
-                write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+                write(orjson.dumps(record, default=_json_default, option=orjson.OPT_APPEND_NEWLINE))
             except (orjson.JSONEncodeError, TypeError):
-                # Lone surrogates: the standard library escapes them as \udXXX.
-                write(json.dumps(record).encode() + b"\n")
+                # Lone surrogates (escaped as \udXXX) or integers beyond 64 bits (exact).
+                write(json.dumps(record, default=_json_default).encode() + b"\n")
+
+
+def _json_default(value: object) -> object:
+    """A typed input cell JSON has no type for: dates and times as their ISO text."""
+    if isinstance(value, datetime.date | datetime.time | datetime.timedelta):
+        return excel_cell_text(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
