@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batchrun import __version__
 from batchrun.atomic import StagedFile
-from batchrun.config import Settings, settings_toml
+from batchrun.config import Settings, applied_settings
+from batchrun.config_file import settings_toml
 from batchrun.errors import SystemicError, UsageError
 from batchrun.journal import Journal, default_journal_path
 from batchrun.output import (
@@ -32,12 +34,13 @@ from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, RowResult, Summary
 from batchrun.runner import Progress, run_rows
 from batchrun.sheets import batched, columns_of, sheet_format
-from batchrun.sheets.formats import default_output, output_format
+from batchrun.sheets.formats import default_output, input_format, output_format
 from batchrun.sheets.reader import Sheet, open_sheet
 from batchrun.sheets.writer import MAX_XLSX_DATA_ROWS, SheetWriter
 from batchrun.validation import checked_chunks
 
 VALIDATE_CHUNK_ROWS = 50_000
+OK, INVALID = Outcome.OK.value, Outcome.INVALID.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +56,10 @@ def settings_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.settings.toml")
 
 
-def resolve_output(source: Path, output: Path | None) -> Path:
-    """The output path, checked before any work is done."""
-    target = output or default_output(source)
+def resolve_output(source: Path, output: Path | None, tag: str = "out") -> Path:
+    """The output path, checked before any work is done: by default ``<stem>.<tag>.<ext>``
+    beside the input (``out`` for run, ``checked`` for validate)."""
+    target = output or default_output(source, tag)
     output_format(target)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise UsageError(f"-o {target}: the output would overwrite the input")
@@ -122,7 +126,9 @@ def _run_file(
         with contextlib.suppress(sqlite3.Error):
             journal.close()
     typed = sheet.format.typed_cells and output_format(target).typed_cells
-    write_output(target, headers, values if typed else cells, rows, settings, summary, typed=typed)
+    write_output(
+        target, headers, values if typed else cells, rows, settings, summary, source, typed=typed
+    )
     return JobReport(summary, target)
 
 
@@ -156,16 +162,16 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
     """
     started = time.monotonic()
     sheet_format(source)
-    target = resolve_output(source, output)
+    target = resolve_output(source, output, "checked")
     sheet = open_sheet(source, settings.sheet)
     header = sheet.headers
     check_names(header, settings, "validate")
     plan = make_plan(header, settings, sheet.source)
-    request_column, error_column = (settings.prefix + name for name in VALIDATE_COLUMNS)
+    result_names = [settings.prefix + name for name in VALIDATE_COLUMNS]
     typed = sheet.format.typed_cells and output_format(target).typed_cells
     writer = SheetWriter(
         target,
-        [*header, request_column, error_column],
+        [*header, *result_names],
         escape_formulas=settings.escape_formulas,
         typed_columns=frozenset(header) if typed else frozenset(),
     )
@@ -186,6 +192,7 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
             writer.write_columns(
                 [
                     *columns_of(written if typed else chunk, len(header)),
+                    [INVALID if error else OK for error in checked.errors],
                     checked.requests,
                     checked.errors,
                 ]
@@ -198,7 +205,7 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
             reconciled=0,
             seconds=time.monotonic() - started,
         )
-        writer.close(summary.sections(settings.public()))
+        writer.close(sheet_summary(summary, settings, "validate", source, target))
     except BaseException:
         writer.abort()
         raise
@@ -222,6 +229,7 @@ def write_output(
     rows: list[RowResult],
     settings: Settings,
     summary: Summary,
+    source: Path,
     *,
     typed: bool = False,
 ) -> None:
@@ -237,8 +245,22 @@ def write_output(
         typed_columns=frozenset(headers) if typed else frozenset(),
     ) as out:
         out.write_columns([*inputs, *result_cells(rows, settings, "run")])
-        out.close(summary.sections(settings.public()))
+        out.close(sheet_summary(summary, settings, "run", source, target))
     write_text_atomic(settings_path(target), settings_toml(settings))
+
+
+def sheet_summary(
+    summary: Summary, settings: Settings, mode: str, source: Path, target: Path
+) -> dict[str, list[tuple[str, object]]]:
+    """The summary sheet's sections: counts, the job (input file, batchrun version) and
+    the settings that applied."""
+    applied = applied_settings(
+        settings,
+        mode,
+        csv_output=output_format(target).delimiter is not None,
+        xlsx_input=input_format(source).name == "xlsx",
+    )
+    return summary.sections(applied, job=[("input", source.name), ("batchrun", __version__)])
 
 
 def write_text_atomic(path: Path, text: str) -> None:

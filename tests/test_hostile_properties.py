@@ -99,7 +99,7 @@ def expected_refusal(raw: list[str]) -> type[Exception] | None:
     names = [name.strip().casefold() for name in expected_columns(raw)]
     if len(set(names)) != len(names):
         return InputError
-    if {"request", "error"} & set(names):
+    if {"outcome", "request", "error"} & set(names):
         return UsageError
     return None
 
@@ -121,7 +121,8 @@ def check_validated(
     names = expected_columns(columns)
     assert len(records) == len(rows) == report.summary.rows
     for record, row in zip(records, rows, strict=True):
-        assert list(record) == [*names, "request", "error"]
+        assert list(record) == [*names, "outcome", "request", "error"]
+        assert record["outcome"] == ("invalid" if record["error"] else "ok")
         assert [record[name] for name in names] == [cell(value) for value in row]
         assert bool(record["request"]) != bool(record["error"]), record
         if record["request"]:

@@ -29,7 +29,8 @@ from aiohttp import web
 from loopback_server import CREATE_ROUTE, RUN_ROUTE, RunStore, serve_app
 
 from batchrun.client import mask_key
-from batchrun.config import Settings, environment_settings, mask_secrets, settings_toml
+from batchrun.config import Settings, environment_settings, mask_secrets
+from batchrun.config_file import settings_toml
 from batchrun.jobs import run_file
 from batchrun.report import Summary
 from batchrun.simulator import RunningSimulator

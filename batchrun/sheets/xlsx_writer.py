@@ -57,6 +57,9 @@ _OPTIONS = {
 }
 
 Summary = Mapping[str, Sequence[tuple[str, object]]]
+# The summary section charted beside its counts, and the one added for cut cells.
+CHART_SECTION = "Rows by outcome"
+CUT_SECTION = "Cut cells"
 NumberCell = int | float | str | None
 
 
@@ -325,11 +328,19 @@ class XlsxResultWriter:
     def _write_summary(self, summary: Summary) -> None:
         taken = self._sheet.get_name().casefold() == "summary"
         sheet = self._workbook.add_worksheet("batchrun summary" if taken else "summary")
+        sections = dict(summary)
+        if self.cut_cells:
+            sections[CUT_SECTION] = [
+                (f"cells cut to {EXCEL_CELL_LIMIT:,} characters", self.cut_cells),
+                ("full text in", self._sidecar_path.name),
+            ]
         row = 0
         widths = [8, 8]
-        for title, items in summary.items():
+        for title, items in sections.items():
             sheet.write_string(row, 0, _summary_text(title), self._bold)
             row += 1
+            if title == CHART_SECTION and items:
+                self._chart_outcomes(sheet, sheet.get_name(), row, len(items))
             for key, value in items:
                 key_text = _summary_text(key)
                 sheet.write_string(row, 0, key_text)
@@ -346,6 +357,24 @@ class XlsxResultWriter:
             row += 1  # a blank row between sections
         for col, width in enumerate(widths):
             sheet.set_column(col, col, min(MAX_COLUMN_WIDTH, width))
+
+    def _chart_outcomes(self, sheet: Any, name: str, first: int, count: int) -> None:
+        """A native Excel bar chart of the outcome counts, beside them (columns D to K)."""
+        chart = self._workbook.add_chart({"type": "bar"})
+        last = first + count - 1
+        quoted = "'" + name.replace("'", "''") + "'"
+        chart.add_series(
+            {
+                "name": "rows",
+                "categories": f"={quoted}!$A${first + 1}:$A${last + 1}",
+                "values": f"={quoted}!$B${first + 1}:$B${last + 1}",
+                "data_labels": {"value": True},
+            }
+        )
+        chart.set_title({"name": "Rows by outcome"})
+        chart.set_legend({"none": True})
+        chart.set_y_axis({"reverse": True})  # the first outcome on top, as in the table
+        sheet.insert_chart(0, 3, chart, {"x_scale": 1.0, "y_scale": 0.8})
 
 
 def _summary_text(value: object) -> str:
