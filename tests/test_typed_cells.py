@@ -14,12 +14,15 @@ import pytest
 import xlsxwriter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from job_support import settings_for
 
+from batchrun.cli import main
 from batchrun.config import Settings
 from batchrun.errors import InputError
-from batchrun.jobs import validate_file
+from batchrun.jobs import run_file, validate_file
 from batchrun.sheets import read_rows
 from batchrun.sheets.cells import excel_cell_text
+from batchrun.simulator import RunningSimulator
 
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -316,3 +319,52 @@ def test_a_missing_thread_column_names_the_sheet(tmp_path: Path) -> None:
         InputError, match=r"in\.xlsx \(sheet 'Jobs'\): has no 'thread_id'.*ThreadId"
     ):
         validate_file(source, None, Settings())
+
+
+def test_a_run_from_xlsx_to_xlsx_keeps_types_and_never_sends_an_na_row(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    source = tmp_path / "in.xlsx"
+    book = xlsxwriter.Workbook(str(source))
+    sheet = book.add_worksheet("jobs")
+    day = book.add_format({"num_format": "yyyy-mm-dd"})
+    sheet.write_row(0, 0, ["thread_id", "assistant_id", "instructions", "amount", "due", "vip"])
+    sheet.write_row(1, 0, ["thread_1", "asst_1", "hi", 1250.5])
+    sheet.write_datetime(1, 4, datetime.datetime(2024, 5, 1), day)
+    sheet.write_boolean(1, 5, True)
+    sheet.write_row(2, 0, ["thread_2", "asst_1"])
+    sheet.write_formula(2, 2, "=VLOOKUP(9,A1:A2,1,0)", None, "#N/A")
+    sheet.write_number(2, 3, 7)
+    book.close()
+    report = run_file(source, tmp_path / "out.xlsx", settings_for(simulator.base_url))
+    results = openpyxl.load_workbook(report.output)["results"]
+    header = [cell.value for cell in results[1]]
+    first = dict(zip(header, [cell.value for cell in results[2]], strict=True))
+    second = dict(zip(header, [cell.value for cell in results[3]], strict=True))
+    assert (first["amount"], first["due"], first["vip"]) == (
+        1250.5,
+        datetime.datetime(2024, 5, 1),
+        True,
+    )
+    assert results.cell(2, header.index("due") + 1).number_format == "yyyy-mm-dd"
+    assert (first["outcome"], first["status"]) == ("ok", 200)
+    assert second["amount"] == 7 and second["outcome"] == "invalid"
+    assert second["error"] == "instructions: cell C3 holds the error #N/A"
+    assert simulator.stats()["runs_created"] == 1
+
+
+def test_sheet_2_on_the_command_line_is_the_sheet_named_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = workbook(
+        tmp_path / "in.xlsx",
+        [
+            ("a", [["thread_id", "assistant_id"], ["from_a", "x"]], False),
+            ("b", [["thread_id", "assistant_id"], ["from_b", "x"]], False),
+            ("2", [["thread_id", "assistant_id"], ["from_named_2", "x"]], False),
+        ],
+    )
+    with pytest.raises(SystemExit) as stop:
+        main(["validate", str(source), "--sheet", "2", "-o", str(tmp_path / "out.csv")])
+    assert stop.value.code == 0, capsys.readouterr().err
+    assert (tmp_path / "out.csv").read_text().splitlines()[1].startswith("from_named_2,")
