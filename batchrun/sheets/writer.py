@@ -120,7 +120,8 @@ class SheetWriter:
         typed_columns: frozenset[str] = frozenset(),
         sheet_name: str = "results",
     ) -> None:
-        fmt = output_format(path)
+        fmt = formats.output_format(path)
+        self.format = fmt
         self.path = path
         self.columns = list(columns)
         if len(set(self.columns)) != len(self.columns):
@@ -128,19 +129,18 @@ class SheetWriter:
         numbers = [name in number_columns for name in self.columns]
         # Typed cells (input values as they came) stay typed where the format has types;
         # CSV/TSV write their text.
-        typed_here = typed_columns if formats.output_format(path).typed_cells else frozenset()
+        typed_here = typed_columns if fmt.typed_cells else frozenset()
         self._typed = [name in typed_here for name in self.columns]
         self.rows_written = 0
         self._done = False
         self._out: _FormatWriter
-        if fmt == "xlsx":
+        if fmt.name == "xlsx":
             self._out = XlsxResultWriter(path, self.columns, numbers, sheet_name, self._typed)
-        elif fmt == "jsonl":
+        elif fmt.name == "jsonl":
             self._out = _JsonlWriter(path, self.columns)
         else:
-            self._out = _DelimitedWriter(
-                path, self.columns, numbers, "\t" if fmt == "tsv" else ",", escape_formulas
-            )
+            delimiter = fmt.delimiter or ","
+            self._out = _DelimitedWriter(path, self.columns, numbers, delimiter, escape_formulas)
         self._numbers = numbers
 
     def __enter__(self) -> Self:
@@ -222,11 +222,12 @@ class SheetWriter:
         return self._out.cut_cells
 
     def close(self, summary: Summary | None = None) -> None:
-        """Finish the file and move it onto the target (the summary goes to .xlsx only)."""
+        """Finish the file and move it onto the target (the summary goes only to formats
+        with room for a summary sheet: .xlsx)."""
         if self._done:
             return
         self._done = True
-        self._out.close(summary)
+        self._out.close(summary if self.format.summary_sheet else None)
 
     def abort(self) -> None:
         """Drop what was written; an earlier target file stays untouched."""
