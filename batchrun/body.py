@@ -13,16 +13,14 @@ A field's value comes from its cell, else from ``--set``, else from the row's
 
 from __future__ import annotations
 
-import math
+import difflib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
 from typing import Any
 
-import orjson
-
 from batchrun.errors import InputError, UsageError
+from batchrun.field_values import CONVERTERS, FIELD_KINDS, CellError, convert, parse_json
 from batchrun.schema import API_VERSIONS, Problem, body_fields
 
 THREAD_ID = "thread_id"
@@ -31,56 +29,6 @@ METADATA_PREFIX = "metadata."
 # A thread id goes into the URL path: anything but these characters could change the
 # path or the query, so such a row is refused rather than escaped.
 THREAD_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
-
-
-class Kind:
-    """How a cell's text becomes a JSON value (plain strings: cheap to hash per cell)."""
-
-    TEXT = "text"  # sent as written
-    NAME = "name"  # an identifier: surrounding spaces trimmed
-    NUMBER = "number"
-    INTEGER = "integer"
-    BOOLEAN = "boolean"
-    JSON = "json"  # JSON text
-    TOOLS = "tools"  # JSON text, or a comma list of built-in tool types
-    NAME_OR_JSON = "name_or_json"  # a bare string form ("auto"), or JSON text
-
-
-KINDS = (
-    Kind.TEXT,
-    Kind.NAME,
-    Kind.NUMBER,
-    Kind.INTEGER,
-    Kind.BOOLEAN,
-    Kind.JSON,
-    Kind.TOOLS,
-    Kind.NAME_OR_JSON,
-)
-FIELD_KINDS: dict[str, str] = {
-    "assistant_id": Kind.NAME,
-    "model": Kind.NAME,
-    "instructions": Kind.TEXT,
-    "additional_instructions": Kind.TEXT,
-    "additional_messages": Kind.JSON,
-    "tools": Kind.TOOLS,
-    "metadata": Kind.JSON,
-    "temperature": Kind.NUMBER,
-    "top_p": Kind.NUMBER,
-    "stream": Kind.BOOLEAN,
-    "max_prompt_tokens": Kind.INTEGER,
-    "max_completion_tokens": Kind.INTEGER,
-    "truncation_strategy": Kind.JSON,
-    "tool_choice": Kind.NAME_OR_JSON,
-    "parallel_tool_calls": Kind.BOOLEAN,
-    "response_format": Kind.NAME_OR_JSON,
-    "reasoning_effort": Kind.NAME,
-}
-TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "on"})
-FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "off"})
-
-
-class CellError(ValueError):
-    """A cell's text cannot become its field's value."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +48,26 @@ class RowPlan:
 
 @dataclass(frozen=True, slots=True)
 class Assembled:
-    """One row's outcome: the thread, and the body or the reasons there is none."""
+    """One row's outcome: the thread, and the body or the reasons there is none.
+
+    ``partial`` is the body with the cells that failed to convert left out: checking it
+    against the schema finds the row's other problems in the same pass.
+    """
 
     thread_id: str
     body: dict[str, Any] | None
     problems: list[Problem]
+    partial: dict[str, Any] = field(default_factory=dict)
+
+
+def used_columns(plan: RowPlan) -> dict[int, str]:
+    """Column index -> the field it feeds, for every column whose cells may be sent."""
+    used = {plan.thread_column: THREAD_ID}
+    used.update({index: name for name, index, _ in plan.field_columns})
+    used.update({index: METADATA_PREFIX + key for key, index in plan.metadata_columns})
+    if plan.request_json_column is not None:
+        used[plan.request_json_column] = REQUEST_JSON
+    return used
 
 
 def normalize_header(name: object) -> str:
@@ -138,7 +101,7 @@ def plan_columns(
 
     thread_column = column_of(THREAD_ID)
     if thread_column is None:
-        raise InputError(source, "has no 'thread_id' column (or name one with --column)")
+        raise InputError(source, missing_thread_column(headers))
     field_columns = []
     foreign_columns = []
     for name in sorted(known, key=lambda n: (n not in fields, n)):
@@ -170,6 +133,26 @@ def plan_columns(
         defaults=defaults,
         metadata_defaults=metadata_defaults,
     )
+
+
+def missing_thread_column(headers: Sequence[str]) -> str:
+    """Why a sheet has no ``thread_id`` column, with what it has and the likely fix."""
+    shown = ", ".join(repr(str(h)) for h in headers[:12])
+    if len(headers) > 12:
+        shown += f", ... ({len(headers)} columns)"
+    message = f"has no 'thread_id' column; its columns are {shown}"
+    if len(headers) == 1 and str(headers[0]).count(";") >= 1:
+        return (
+            f"has no 'thread_id' column: its header is one cell, {str(headers[0])!r}, so the"
+            " file is separated by ';' (as Excel saves CSV in some languages); save it"
+            " separated by commas, or as .xlsx"
+        )
+    loose = {normalize_header(h).replace(" ", "_").replace("-", "_"): str(h) for h in headers}
+    close = difflib.get_close_matches(THREAD_ID, list(loose), n=1, cutoff=0.6)
+    if close:
+        found = loose[close[0]]
+        return f'{message}. Did you mean {found!r}? Pass --column "thread_id={found}"'
+    return f"{message} (name the thread column with --column thread_id=HEADER)"
 
 
 def _parse_set_values(
@@ -214,6 +197,7 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
             else:
                 problems.append(Problem(REQUEST_JSON, "must be a JSON object"))
     body.update(plan.defaults)
+    metadata_cell = None
     for name, index, kind in plan.field_columns:
         text = cells[index]
         if not text or text.isspace():
@@ -222,6 +206,10 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
             body[name] = CONVERTERS[kind](text)
         except CellError as error:
             problems.append(Problem(name, str(error)))
+            body.pop(name, None)  # not a --set or request_json value the cell was meant to replace
+        else:
+            if name == "metadata":
+                metadata_cell = body[name]
     for name, index in plan.foreign_columns:
         if cells[index].strip():
             other = "v2" if plan.api_version == "v1" else "v1"
@@ -233,18 +221,28 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
                 )
             )
     if plan.metadata_columns or plan.metadata_defaults:
-        _merge_metadata(plan, cells, body, problems)
-    return Assembled(thread_id, None if problems else body, problems)
+        _merge_metadata(plan, cells, body, problems, metadata_cell)
+    return Assembled(thread_id, None if problems else body, problems, body)
 
 
 def _merge_metadata(
-    plan: RowPlan, cells: Sequence[str], body: dict[str, Any], problems: list[Problem]
+    plan: RowPlan,
+    cells: Sequence[str],
+    body: dict[str, Any],
+    problems: list[Problem],
+    metadata_cell: Any,
 ) -> None:
-    pairs = dict(plan.metadata_defaults)
-    for key, index in plan.metadata_columns:
-        if cells[index]:
-            pairs[key] = cells[index]
-    if not pairs:
+    """Merge ``metadata.KEY`` cells and ``--set metadata.KEY`` values into ``metadata``.
+
+    The row's cells win over ``--set``, which wins over ``request_json``: a ``metadata``
+    cell's keys beat ``--set metadata.KEY``, and ``metadata.KEY`` cells beat both.
+    """
+    cell_pairs = {
+        key: cells[index]
+        for key, index in plan.metadata_columns
+        if cells[index] and not cells[index].isspace()
+    }
+    if not cell_pairs and not plan.metadata_defaults:
         return
     base = body.get("metadata")
     if base is None:
@@ -252,84 +250,7 @@ def _merge_metadata(
     if not isinstance(base, dict):
         problems.append(Problem("metadata", "must be a JSON object to merge metadata.* columns"))
         return
-    body["metadata"] = {**base, **pairs}
-
-
-def convert(kind: str, text: str) -> Any:
-    """The JSON value a cell's text stands for; raises CellError if it stands for none."""
-    return CONVERTERS[kind](text)
-
-
-def _convert(kind: str, text: str) -> Any:
-    stripped = text.strip()
-    if kind == Kind.NAME:
-        return stripped
-    if kind == Kind.NUMBER:
-        return _number(stripped)
-    if kind == Kind.INTEGER:
-        return _integer(stripped)
-    if kind == Kind.BOOLEAN:
-        word = stripped.casefold()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
-        raise CellError(f"{stripped!r} is not true or false")
-    if kind == Kind.TOOLS and stripped[:1] not in ("[", "{"):
-        return _tool_list(stripped)
-    if kind == Kind.NAME_OR_JSON and stripped[:1] not in ("[", "{"):
-        return stripped
-    return parse_json(stripped)
-
-
-def _converter(kind: str) -> Callable[[str], Any]:
-    if kind == Kind.TEXT:
-        return str
-    # Values repeat down a column (the same tools, temperature, model), so conversions are
-    # cached; a cached value is shared between rows, which is safe as bodies are never
-    # mutated after assembly.
-    return lru_cache(maxsize=4096)(partial(_convert, kind))
-
-
-CONVERTERS: dict[str, Callable[[str], Any]] = {kind: _converter(kind) for kind in KINDS}
-
-
-def parse_json(text: str) -> Any:
-    """Parse JSON cell text."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as error:
-        raise CellError(f"is not valid JSON ({error})") from None
-
-
-def _number(text: str) -> int | float:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        raise CellError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise CellError(f"{text!r} is not a finite number")
-    return value
-
-
-def _integer(text: str) -> int:
-    try:
-        value = _number(text)
-    except CellError:
-        value = math.nan
-    if isinstance(value, float):
-        if not value.is_integer():  # nan and infinities are not either
-            raise CellError(f"{text!r} is not a whole number")
-        return int(value)
-    return value
-
-
-def _tool_list(text: str) -> list[dict[str, str]]:
-    names = [name.strip() for name in text.split(",")]
-    if not all(names):
-        raise CellError(f"{text!r} is not a comma list of tool types")
-    return [{"type": name} for name in names]
+    if metadata_cell is not None:
+        body["metadata"] = {**plan.metadata_defaults, **base, **cell_pairs}
+    else:
+        body["metadata"] = {**base, **plan.metadata_defaults, **cell_pairs}

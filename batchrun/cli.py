@@ -8,111 +8,35 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
 
 import click
 
 from batchrun import __version__
-from batchrun.config import (
-    DEFAULT_API_KEY_ENV,
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT,
-    DEFAULT_WAIT_TIMEOUT,
+from batchrun.cli_help import (
+    RUN_EPILOG,
+    RUN_GROUPS,
+    SERVE_EPILOG,
+    SERVE_GROUPS,
+    VALIDATE_EPILOG,
+    GroupedCommand,
+)
+from batchrun.cli_options import (
+    TRACEBACK_KEY,
+    run_options,
+    serve_options,
+    sheet_options,
+    traceback_option,
 )
 from batchrun.errors import BatchrunError, ExitCode, UsageError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _pairs(
-    option: str,
-) -> Callable[[click.Context, click.Parameter, tuple[str, ...]], dict[str, str]]:
-    def parse(
-        ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-    ) -> dict[str, str]:
-        pairs = {}
-        for value in values:
-            name, sep, text = value.partition("=")
-            if not sep or not name.strip():
-                raise click.BadParameter(f"{value!r} is not {option}", ctx, param)
-            pairs[name.strip()] = text
-        return pairs
-
-    return parse
-
-
-def sheet_options(command: F) -> F:
-    """Options shared by ``run`` and ``validate``: input, columns, body, output."""
-    for decorator in reversed(
-        [
-            click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path)),
-            click.option(
-                "-o",
-                "--output",
-                type=click.Path(path_type=Path),
-                help="Output file (.csv/.tsv/.xlsx/.jsonl); default INPUT.out.EXT.",
-            ),
-            click.option(
-                "--config",
-                "config_file",
-                type=click.Path(path_type=Path),
-                help="TOML file of options, [columns] and [set]; flags win.",
-            ),
-            click.option("--sheet", help="Worksheet of an .xlsx input, by name or 0-based index."),
-            click.option(
-                "--column",
-                "columns",
-                multiple=True,
-                metavar="FIELD=HEADER",
-                callback=_pairs("FIELD=HEADER"),
-                help="Read FIELD from a differently named column (repeatable).",
-            ),
-            click.option(
-                "--set",
-                "set_values",
-                multiple=True,
-                metavar="FIELD=VALUE",
-                callback=_pairs("FIELD=VALUE"),
-                help="Value for rows whose cell is empty; JSON for JSON fields.",
-            ),
-            click.option(
-                "--api-version",
-                type=click.Choice(["v1", "v2"]),
-                default="v2",
-                show_default=True,
-                help="Assistants API version: schema and beta header.",
-            ),
-            click.option(
-                "--limit", type=click.IntRange(min=0), help="Only the first N rows of the input."
-            ),
-            click.option("--prefix", default="", help="Prefix for the result column names."),
-            click.option(
-                "--no-run-tag",
-                "run_tag",
-                flag_value=False,
-                default=True,
-                help="Do not add metadata.batchrun_key (loses duplicate protection).",
-            ),
-            click.option(
-                "--no-escape-formulas",
-                "escape_formulas",
-                flag_value=False,
-                default=True,
-                help="CSV: write cells verbatim, even those a spreadsheet runs.",
-            ),
-            click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line."),
-        ]
-    ):
-        command = decorator(command)
-    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="batchrun")
+@traceback_option
 def cli() -> None:
     """Send a spreadsheet of OpenAI Assistants "Create Run" requests, safely.
 
@@ -122,76 +46,18 @@ def cli() -> None:
     """
 
 
-@cli.command()
+@cli.command(cls=GroupedCommand, groups=RUN_GROUPS, epilog=RUN_EPILOG)
 @sheet_options
-@click.option(
-    "--base-url", help="API base URL [env OPENAI_BASE_URL; default https://api.openai.com/v1]."
-)
-@click.option(
-    "--api-key-env",
-    default=DEFAULT_API_KEY_ENV,
-    show_default=True,
-    help="Environment variable holding the API key.",
-)
-@click.option("--beta-header", help="Send this OpenAI-Beta header value verbatim.")
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=DEFAULT_CONCURRENCY,
-    show_default=True,
-    help="Requests in flight at once.",
-)
-@click.option(
-    "--rpm",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Run creations per minute (default: adapt to the server).",
-)
-@click.option(
-    "--read-rpm",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Polls and reconciling reads per minute.",
-)
-@click.option(
-    "--max-retries",
-    type=click.IntRange(min=0),
-    default=DEFAULT_MAX_RETRIES,
-    show_default=True,
-    help="Retries per row after errors (rate-limit waits have their own budget).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    help="Seconds per attempt.",
-)
-@click.option("--wait", is_flag=True, help="Poll each run until it ends.")
-@click.option(
-    "--wait-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_WAIT_TIMEOUT,
-    show_default=True,
-    help="Seconds to wait for a run to end.",
-)
-@click.option("--reply", is_flag=True, help="Also fetch the assistant's reply (implies --wait).")
-@click.option("--simulate", is_flag=True, help="Send to a built-in local simulator.")
-@click.option(
-    "--journal",
-    type=click.Path(path_type=Path),
-    help="Journal file (default OUTPUT.journal.sqlite).",
-)
-@click.option("--fresh", is_flag=True, help="Ignore the journal and start over.")
-@click.option("--retry-failed", is_flag=True, help="Send rows that failed last time again.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--allow-insecure-http", is_flag=True, help="Allow plain http:// to other hosts.")
+@run_options
 def run(**options: Any) -> None:
     """Send every valid row of INPUT and write OUTPUT."""
     from batchrun.jobs import run_file
 
     ctx = click.get_current_context()
-    source, output, quiet = options["input_path"], options["output"], options["quiet"]
+    source, output = options["input_path"], options["output"]
     with _errors():
         settings = _settings(ctx, options)
+        quiet = options["quiet"]
         bar = None if quiet or options["no_progress"] else _progress_bar()
         try:
             report = run_file(source, output, settings, progress=bar, handle_signals=True)
@@ -208,7 +74,7 @@ def run(**options: Any) -> None:
         raise JobDone(int(summary.exit_code))
 
 
-@cli.command()
+@cli.command(cls=GroupedCommand, groups=RUN_GROUPS, epilog=VALIDATE_EPILOG)
 @sheet_options
 def validate(**options: Any) -> None:
     """Assemble and check every row of INPUT; send nothing."""
@@ -218,7 +84,7 @@ def validate(**options: Any) -> None:
     with _errors():
         settings = _settings(ctx, options)
         report = validate_file(options["input_path"], options["output"], settings)
-        if not options["quiet"]:
+        if not options["quiet"] or report.summary.exit_code:
             click.echo(report.summary.line(report.output), err=True)
         sys.exit(int(report.summary.exit_code))
 
@@ -234,29 +100,8 @@ def schema(api_version: str) -> None:
     click.echo(json.dumps(load_schema(api_version), indent=2))
 
 
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--api-key", help="Accept only this bearer key (default: any non-empty key).")
-@click.option("--strict-threads", is_flag=True, help="Only threads created by POST /threads exist.")
-@click.option(
-    "--run-seconds",
-    type=float,
-    default=1.0,
-    show_default=True,
-    help="Seconds from queued to completed.",
-)
-@click.option("--rpm", type=float, help="Limit run creation to R per minute (429 beyond).")
-@click.option("--read-rpm", type=float, help="Limit GETs to R per minute.")
-@click.option("--burst", type=float, help="Token bucket size (default one second's worth).")
-@click.option("--latency", "latency_ms", type=float, default=0.0, help="Added latency, ms.")
-@click.option("--fail-rate", type=float, default=0.0, help="Share of 500/502/503 answers.")
-@click.option("--hang-rate", type=float, default=0.0, help="Share of creates answered late.")
-@click.option("--hang-seconds", type=float, default=30.0, show_default=True)
-@click.option(
-    "--reset-rate", type=float, default=0.0, help="Share of creates whose connection drops."
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault draws.")
+@cli.command(cls=GroupedCommand, groups=SERVE_GROUPS, epilog=SERVE_EPILOG)
+@serve_options
 def serve(**options: Any) -> None:
     """Run the local Assistants API simulator in the foreground."""
     from batchrun.simulator import SimulatorConfig, serve_forever
@@ -265,15 +110,22 @@ def serve(**options: Any) -> None:
         try:
             config = SimulatorConfig(**options)
         except (TypeError, ValueError) as error:
-            text = str(error)
-            for name in options:  # the simulator speaks of fields; the user typed flags
-                text = text.replace(name, "--" + name.replace("_", "-").removesuffix("-ms"))
-            raise click.UsageError(text) from None
+            raise click.UsageError(_flag_words(str(error), options)) from None
         try:
             serve_forever(config, announce=lambda line: click.echo(line, err=True))
         except OSError as error:
             where = f"{config.host}:{config.port}"
             raise UsageError(f"cannot listen on {where}: {error.strerror or error}") from None
+
+
+def _flag_words(text: str, options: dict[str, Any]) -> str:
+    """A simulator message, speaking of fields (``read_rpm``), in the flags the user typed
+    (``--read-rpm``). Whole words only, so ``rpm`` never rewrites ``read_rpm``."""
+    flags = {name: "--" + name.replace("_", "-").removesuffix("-ms") for name in options}
+    pattern = re.compile(
+        r"\b(" + "|".join(sorted(map(re.escape, flags), key=len, reverse=True)) + r")\b"
+    )
+    return pattern.sub(lambda match: flags[match.group(1)], text)
 
 
 def main(args: Sequence[str] | None = None, prog_name: str = "batchrun") -> None:
@@ -324,8 +176,13 @@ def _exit_now(code: int) -> NoReturn:
 
 
 def _settings(ctx: click.Context, options: dict[str, Any]) -> Any:
-    """One Settings object from flags, --config and the environment (flags win)."""
-    from batchrun.config import Settings, environment_settings, read_config_file
+    """One Settings object from flags, --config and the environment (flags win).
+
+    ``[columns]`` and ``[set]`` merge with ``--column``/``--set`` key by key; ``quiet`` and
+    ``no-progress`` from the file are written back into ``options`` for the command.
+    """
+    from batchrun.config import Settings, environment_settings
+    from batchrun.config_file import CLI_ONLY_SETTINGS, read_config_file
 
     values = dict(options)
     config_file = values.pop("config_file", None)
@@ -334,10 +191,14 @@ def _settings(ctx: click.Context, options: dict[str, Any]) -> Any:
     if config_file is not None:
         for name, value in read_config_file(config_file).items():
             source = ctx.get_parameter_source(name)
-            if name not in values or source in (None, click.core.ParameterSource.DEFAULT):
+            given = source not in (None, click.core.ParameterSource.DEFAULT)
+            if name in ("columns", "set_values"):
+                values[name] = {**value, **(values.get(name) or {})}
+            elif name in CLI_ONLY_SETTINGS:
+                if not given:
+                    options[name] = value
+            elif not given or name not in values:
                 values[name] = value
-    if isinstance(values.get("sheet"), str) and values["sheet"].isdigit():
-        values["sheet"] = int(values["sheet"])
     valid = set(Settings.__dataclass_fields__)
     return Settings(**environment_settings({k: v for k, v in values.items() if k in valid}))
 
@@ -359,8 +220,15 @@ def _errors() -> Iterator[None]:
         from batchrun.config import mask_secrets
 
         text = mask_secrets(f"{type(error).__name__}: {error}")
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None and ctx.meta.get(TRACEBACK_KEY):
+            import traceback
+
+            click.echo(mask_secrets("".join(traceback.format_exc())).rstrip(), err=True)
+        else:
+            text += "; --traceback shows where"
         click.echo(f"batchrun: internal error ({text})", err=True)
-        sys.exit(int(ExitCode.ROWS_FAILED))
+        sys.exit(int(ExitCode.INTERNAL))
 
 
 def _progress_bar() -> Any:

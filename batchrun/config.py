@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -122,6 +121,57 @@ class Settings:
         return out
 
 
+def applied_settings(
+    settings: Settings, mode: str, *, csv_output: bool = False, xlsx_input: bool = False
+) -> list[tuple[str, object]]:
+    """The settings that shaped this job, as option names and human values, for the
+    summary sheet: what did not apply (sending options for ``validate``, ``--wait-timeout``
+    without ``--wait``, formula escaping outside CSV) is left out, and so is the key."""
+    rows: list[tuple[str, object]] = [("--api-version", settings.api_version)]
+    if xlsx_input and settings.sheet is not None:
+        rows.append(("--sheet", settings.sheet))
+    rows += [("--column", settings.columns), ("--set", settings.set_values)]
+    rows += [("--limit", settings.limit), ("--prefix", settings.prefix)]
+    if not settings.run_tag:
+        rows.append(("--no-run-tag", True))
+    if csv_output and not settings.escape_formulas:
+        rows.append(("--no-escape-formulas", True))
+    if mode == "run":
+        if settings.simulate:
+            rows.append(("--simulate", True))
+        else:
+            rows += [("--base-url", settings.base_url), ("--api-key-env", settings.api_key_env)]
+            rows += [("OpenAI-Organization", settings.organization)]
+            rows += [("OpenAI-Project", settings.project)]
+        rows += [("OpenAI-Beta", settings.beta)]
+        rows += [("--concurrency", settings.concurrency), ("--rpm", settings.rpm)]
+        rows += [("--read-rpm", settings.read_rpm), ("--max-retries", settings.max_retries)]
+        rows += [("--timeout", settings.timeout)]
+        if settings.wait:
+            rows += [("--wait", True), ("--wait-timeout", settings.wait_timeout)]
+            rows += [("--reply", settings.reply)]
+        rows += [("--journal", settings.journal), ("--fresh", settings.fresh)]
+        rows += [("--retry-failed", settings.retry_failed)]
+        rows += [("--allow-insecure-http", settings.allow_insecure_http)]
+    return [
+        (name, human_value(value))
+        for name, value in rows
+        if value not in (None, "", False) and not (isinstance(value, Mapping) and not value)
+    ]
+
+
+def human_value(value: object) -> object:
+    """A setting as a person reads it: ``yes``/``no``, ``FIELD=VALUE, ...``, numbers as
+    numbers, anything else as its text."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key}={text}" for key, text in value.items()) or "none"
+    if isinstance(value, int | float):
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+    return "" if value is None else str(value)
+
+
 def check_base_url(url: str, *, allow_insecure_http: bool) -> None:
     """Refuse URLs that would leak the key: plain http to a non-loopback host.
 
@@ -204,100 +254,3 @@ def mask_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
         if secret and len(value.strip()) >= 8 and value.strip() in text:
             text = text.replace(value.strip(), "***")
     return text
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Options from a TOML file: option names as keys (dashes or underscores), plus
-    ``[columns]`` and ``[set]`` tables. Unknown keys are an error, not a silent no-op."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"--config {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise UsageError(f"--config {path}: {error}") from None
-    known = {item.name for item in fields(Settings)} - {"api_key"}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = {"set": "set_values"}.get(key, key.replace("-", "_"))
-        if name not in known:
-            raise UsageError(f"--config {path}: unknown setting {key!r}")
-        expected = CONFIG_TYPES.get(name)
-        if expected and not _is_a(value, expected):
-            wanted = " or ".join(t.__name__.replace("str", "text") for t in expected)
-            raise UsageError(f"--config {path}: {key} must be {wanted}, not {value!r}")
-        if name in ("columns", "set_values"):
-            if not isinstance(value, dict):
-                raise UsageError(f"--config {path}: [{key}] must be a table")
-            value = {str(k): _toml_text(v) for k, v in value.items()}
-        elif name == "journal":
-            value = Path(value)
-        out[name] = value
-    return out
-
-
-# What each --config key must hold (TOML types); tables are checked where they are read.
-CONFIG_TYPES: dict[str, tuple[type, ...]] = {
-    "api_version": (str,),
-    "beta_header": (str,),
-    "base_url": (str,),
-    "api_key_env": (str,),
-    "organization": (str,),
-    "project": (str,),
-    "concurrency": (int,),
-    "rpm": (int, float),
-    "read_rpm": (int, float),
-    "max_retries": (int,),
-    "timeout": (int, float),
-    "wait": (bool,),
-    "wait_timeout": (int, float),
-    "reply": (bool,),
-    "simulate": (bool,),
-    "journal": (str,),
-    "fresh": (bool,),
-    "retry_failed": (bool,),
-    "limit": (int,),
-    "prefix": (str,),
-    "run_tag": (bool,),
-    "allow_insecure_http": (bool,),
-    "escape_formulas": (bool,),
-    "sheet": (str, int),
-}
-
-
-def _is_a(value: Any, expected: tuple[type, ...]) -> bool:
-    # bool is an int in Python, but `concurrency = true` is not a number in a config file.
-    if isinstance(value, bool):
-        return bool in expected
-    return isinstance(value, expected)
-
-
-def _toml_text(value: Any) -> str:
-    """``[set]`` values are cell text: TOML numbers and booleans become their text."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        import orjson
-
-        return orjson.dumps(value).decode()
-    return str(value)
-
-
-def settings_toml(settings: Settings) -> str:
-    """The ``<output stem>.settings.toml`` passthrough: feed it back with ``--config``."""
-    import tomli_w
-
-    public = settings.public()
-    # Job-specific or environment-sourced values would surprise the next job.
-    for name in ("fresh", "journal", "limit", "organization", "project"):
-        public.pop(name, None)
-    if settings.simulate:
-        public.pop("base_url", None)
-    columns = public.pop("columns", {})
-    set_values = public.pop("set_values", {})
-    document: dict[str, Any] = dict(public)
-    if columns:
-        document["columns"] = columns
-    if set_values:
-        document["set"] = set_values
-    header = "# Settings of this batchrun job (never the API key). Reuse: --config THIS_FILE\n"
-    return header + tomli_w.dumps(document)

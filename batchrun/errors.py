@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     ROWS_FAILED = 1
     USAGE = 2
     ABORTED = 3
+    INTERNAL = 4  # a bug: one line, the traceback with --traceback
     INTERRUPTED = 130
 
 

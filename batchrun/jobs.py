@@ -11,13 +11,16 @@ import gc
 import itertools
 import sqlite3
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from batchrun import __version__
 from batchrun.atomic import StagedFile
-from batchrun.config import Settings, settings_toml
+from batchrun.config import Settings, applied_settings
+from batchrun.config_file import settings_toml
 from batchrun.errors import UsageError
 from batchrun.output import (
     VALIDATE_COLUMNS,
@@ -31,12 +34,14 @@ from batchrun.report import Outcome, RowResult, Summary
 from batchrun.sending.journal import Journal, default_journal_path
 from batchrun.sending.runner import Progress
 from batchrun.sending.session import run_rows
-from batchrun.sheets import batched, columns_of, iter_rows, read_rows, sheet_format
+from batchrun.sheets import batched, columns_of, sheet_format
+from batchrun.sheets.formats import default_output, input_format, output_format
+from batchrun.sheets.reader import Sheet, open_sheet
+from batchrun.sheets.writer import MAX_XLSX_DATA_ROWS, SheetWriter
 from batchrun.validation import checked_chunks
-from batchrun.writers import MAX_XLSX_DATA_ROWS, SheetWriter
 
 VALIDATE_CHUNK_ROWS = 50_000
-OUTPUT_SUFFIXES = (".csv", ".tsv", ".xlsx", ".jsonl")
+OK, INVALID = Outcome.OK.value, Outcome.INVALID.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,22 +52,16 @@ class JobReport:
     output: Path
 
 
-def default_output(source: Path) -> Path:
-    """``data/sheet.xlsx`` -> ``data/sheet.out.xlsx`` (an ``.xlsm`` input gives ``.xlsx``)."""
-    suffix = ".xlsx" if source.suffix.lower() == ".xlsm" else source.suffix
-    return source.with_name(f"{source.stem}.out{suffix}")
-
-
 def settings_path(output: Path) -> Path:
     """``out.xlsx`` -> ``out.settings.toml``, the settings passthrough beside the output."""
     return output.with_name(f"{output.stem}.settings.toml")
 
 
-def resolve_output(source: Path, output: Path | None) -> Path:
-    """The output path, checked before any work is done."""
-    target = output or default_output(source)
-    if target.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise UsageError(f"-o {target}: write .csv, .tsv, .xlsx or .jsonl")
+def resolve_output(source: Path, output: Path | None, tag: str = "out") -> Path:
+    """The output path, checked before any work is done: by default ``<stem>.<tag>.<ext>``
+    beside the input (``out`` for run, ``checked`` for validate)."""
+    target = output or default_output(source, tag)
+    output_format(target)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise UsageError(f"-o {target}: the output would overwrite the input")
     if not target.parent.is_dir():
@@ -94,17 +93,19 @@ def _run_file(
     handle_signals: bool,
 ) -> JobReport:
     # Lists of cells, not a DataFrame: sending starts without importing pandas (~0.15 s).
-    headers, cells = read_rows(source, settings.sheet)
-    if settings.limit is not None:
-        del cells[settings.limit :]
+    sheet = open_sheet(source, settings.sheet)
+    headers = sheet.headers
+    values = list(itertools.islice(sheet.rows, settings.limit))
+    # Text for assembly; the values as they came (numbers, dates, JSON) for the output.
+    cells = list(sheet.text_rows(values)) if sheet.format.typed_cells else values
     if target.suffix.lower() == ".xlsx" and len(cells) > MAX_XLSX_DATA_ROWS:
         # Found out before sending, not after: Excel holds 1,048,575 data rows.
         raise UsageError(
             f"-o {target}: {len(cells):,} rows do not fit a worksheet; write .csv or .jsonl"
         )
     check_names(headers, settings, "run")
-    plan = make_plan(headers, settings, source)
-    rows = RowPreparer(plan, settings).prepare_rows(cells)
+    plan = make_plan(headers, settings, sheet.source)
+    rows = RowPreparer(plan, settings, sheet.cell_problems).prepare_rows(cells)
     journal_path = settings.journal or default_journal_path(source)
     try:
         journal = Journal(
@@ -124,7 +125,10 @@ def _run_file(
     finally:
         with contextlib.suppress(sqlite3.Error):
             journal.close()
-    write_output(target, headers, cells, rows, settings, summary)
+    typed = sheet.format.typed_cells and output_format(target).typed_cells
+    write_output(
+        target, headers, values if typed else cells, rows, settings, summary, source, typed=typed
+    )
     return JobReport(summary, target)
 
 
@@ -158,25 +162,40 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
     """
     started = time.monotonic()
     sheet_format(source)
-    target = resolve_output(source, output)
-    header, rows = iter_rows(source, settings.sheet)
+    target = resolve_output(source, output, "checked")
+    sheet = open_sheet(source, settings.sheet)
+    header = sheet.headers
     check_names(header, settings, "validate")
-    plan = make_plan(header, settings, source)
-    request_column, error_column = (settings.prefix + name for name in VALIDATE_COLUMNS)
+    plan = make_plan(header, settings, sheet.source)
+    result_names = [settings.prefix + name for name in VALIDATE_COLUMNS]
+    typed = sheet.format.typed_cells and output_format(target).typed_cells
     writer = SheetWriter(
-        target, [*header, request_column, error_column], escape_formulas=settings.escape_formulas
+        target,
+        [*header, *result_names],
+        escape_formulas=settings.escape_formulas,
+        typed_columns=frozenset(header) if typed else frozenset(),
     )
     outcomes: Counter[str] = Counter()
     total = 0
-    chunks = batched(itertools.islice(rows, settings.limit), VALIDATE_CHUNK_ROWS)
+    chunks = batched(itertools.islice(sheet.rows, settings.limit), VALIDATE_CHUNK_ROWS)
+    # Typed sheets are checked as text and written back as the values they came as.
+    originals: deque[list[list[Any]]] = deque()
+    if sheet.format.typed_cells:
+        chunks = _keeping(chunks, originals, sheet)
     try:
-        for chunk, checked in checked_chunks(chunks, plan, settings):
+        for chunk, checked in checked_chunks(chunks, plan, settings, sheet.cell_problems):
             invalid = checked.invalid
             outcomes[Outcome.INVALID.value] += invalid
             outcomes[Outcome.OK.value] += len(chunk) - invalid
             total += len(chunk)
+            written = originals.popleft() if originals else chunk
             writer.write_columns(
-                [*columns_of(chunk, len(header)), checked.requests, checked.errors]
+                [
+                    *columns_of(written if typed else chunk, len(header)),
+                    [INVALID if error else OK for error in checked.errors],
+                    checked.requests,
+                    checked.errors,
+                ]
             )
         summary = Summary(
             rows=total,
@@ -186,7 +205,7 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
             reconciled=0,
             seconds=time.monotonic() - started,
         )
-        writer.close(summary.sections(settings.public()))
+        writer.close(sheet_summary(summary, settings, "validate", source, target))
     except BaseException:
         writer.abort()
         raise
@@ -194,16 +213,28 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
     return JobReport(summary, target)
 
 
+def _keeping(
+    chunks: Iterator[list[list[Any]]], originals: deque[list[list[Any]]], sheet: Sheet
+) -> Iterator[list[list[str]]]:
+    """Each chunk as text, its values kept (in order) for the writer."""
+    for chunk in chunks:
+        originals.append(chunk)
+        yield list(sheet.text_rows(chunk))
+
+
 def write_output(
     target: Path,
     headers: list[str],
-    cells: list[list[str]],
+    cells: list[list[Any]],
     rows: list[RowResult],
     settings: Settings,
     summary: Summary,
+    source: Path,
+    *,
+    typed: bool = False,
 ) -> None:
     """Write the input cells and each row's results (atomically), and the settings
-    passthrough beside them."""
+    passthrough beside them. ``typed``: the cells are values as read, to write typed."""
     inputs = columns_of(cells, len(headers))
     names = [settings.prefix + name for name in result_columns(settings, "run")]
     with SheetWriter(
@@ -211,10 +242,25 @@ def write_output(
         [*headers, *names],
         escape_formulas=settings.escape_formulas,
         number_columns=number_columns(settings),
+        typed_columns=frozenset(headers) if typed else frozenset(),
     ) as out:
         out.write_columns([*inputs, *result_cells(rows, settings, "run")])
-        out.close(summary.sections(settings.public()))
+        out.close(sheet_summary(summary, settings, "run", source, target))
     write_text_atomic(settings_path(target), settings_toml(settings))
+
+
+def sheet_summary(
+    summary: Summary, settings: Settings, mode: str, source: Path, target: Path
+) -> dict[str, list[tuple[str, object]]]:
+    """The summary sheet's sections: counts, the job (input file, batchrun version) and
+    the settings that applied."""
+    applied = applied_settings(
+        settings,
+        mode,
+        csv_output=output_format(target).delimiter is not None,
+        xlsx_input=input_format(source).name == "xlsx",
+    )
+    return summary.sections(applied, job=[("input", source.name), ("batchrun", __version__)])
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -1,4 +1,8 @@
-"""The result columns added to the sheet, named and filled from row results."""
+"""The result columns added to the sheet, named and filled from row results.
+
+``outcome`` comes first among them in every output: one word a person can filter on
+(``ok``, ``invalid``, ``failed``, ``not sent``, ``run failed``, ``pending``).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,20 @@ from batchrun.body import normalize_header
 from batchrun.config import Settings
 from batchrun.errors import UsageError
 from batchrun.prepare import request_text
-from batchrun.report import RowResult
+from batchrun.report import Outcome, RowResult
 
 if TYPE_CHECKING:
     import pandas as pd
 
 Mode = Literal["run", "validate"]
-RUN_COLUMNS = ("status", "body", "error", "run_id", "run_status", "attempts")
+RUN_COLUMNS = ("outcome", "status", "body", "error", "run_id", "run_status", "attempts")
 WAIT_COLUMNS = (
     "usage_prompt_tokens",
     "usage_completion_tokens",
     "usage_total_tokens",
     "last_error",
 )
-VALIDATE_COLUMNS = ("request", "error")
+VALIDATE_COLUMNS = ("outcome", "request", "error")
 NUMBER_COLUMNS = frozenset(
     {"status", "attempts", "usage_prompt_tokens", "usage_completion_tokens", "usage_total_tokens"}
 )
@@ -69,8 +73,13 @@ def result_cells(rows: list[RowResult], settings: Settings, mode: Mode) -> list[
     """The result columns' cells, column by column, in :func:`result_columns` order."""
     # Column by column: one comprehension a column costs a tenth of a list a row.
     if mode == "validate":
-        return [[request_text(row, settings) for row in rows], [row.error for row in rows]]
+        return [
+            [Outcome.INVALID.value if row.error else Outcome.OK.value for row in rows],
+            [request_text(row, settings) for row in rows],
+            [row.error for row in rows],
+        ]
     columns: list[list[object]] = [
+        [row.outcome.value if row.outcome else "" for row in rows],
         [row.status for row in rows],
         [row.response for row in rows],
         [row.error for row in rows],

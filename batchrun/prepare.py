@@ -6,18 +6,18 @@ gets outcome ``invalid`` and every reason in its ``error`` cell, and is never se
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchrun.body import RowPlan, assemble, plan_columns
+from batchrun.body import REQUEST_JSON, RowPlan, assemble, plan_columns, used_columns
 from batchrun.config import Settings
 from batchrun.report import Next, Outcome, RowResult
-from batchrun.schema import RUN_TAG_KEY, BodyChecker
+from batchrun.schema import RUN_TAG_KEY, BodyChecker, Problem
 from batchrun.sending.journal import body_digest, row_key
+from batchrun.sheets.cells import frame_cell_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,30 +36,25 @@ def text_rows(frame: pd.DataFrame) -> Iterator[tuple[str, ...]]:
     for column in columns:
         for position, cell in enumerate(column):
             if not isinstance(cell, str):
-                column[position] = cell_text(cell)
+                column[position] = frame_cell_text(cell)
     return zip(*columns, strict=True)
-
-
-def cell_text(cell: Any) -> str:
-    """Text of a non-text cell from a library caller's DataFrame (NaN and None are empty)."""
-    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
-        return ""
-    if isinstance(cell, float) and cell.is_integer():
-        return str(int(cell))
-    if isinstance(cell, bool):
-        return "TRUE" if cell else "FALSE"
-    if isinstance(cell, (dict, list)):
-        return orjson.dumps(cell).decode()
-    text = str(cell)
-    return "" if text in ("nan", "NaT", "<NA>") else text
 
 
 class RowPreparer:
     """Prepares consecutive chunks of one sheet, keeping occurrence counts across them."""
 
-    def __init__(self, plan: RowPlan, settings: Settings) -> None:
+    def __init__(
+        self,
+        plan: RowPlan,
+        settings: Settings,
+        cell_problems: Mapping[int, list[tuple[int, str]]] | None = None,
+    ) -> None:
         self.plan = plan
         self.settings = settings
+        # Row index -> [(column, problem)]: cells the reader could not read (an .xlsx
+        # formula without a value). Only those feeding the body make the row invalid.
+        self.cell_problems = cell_problems or {}
+        self._used = used_columns(plan)
         self.checker = BodyChecker(settings.api_version, run_tag=settings.run_tag)
         self.occurrences: Counter[str] = Counter()
         self.next_index = 0
@@ -77,9 +72,12 @@ class RowPreparer:
             self.next_index += 1
             built = assemble(self.plan, cells)
             row.thread_id = built.thread_id
-            problems = built.problems
-            if built.body is not None:
-                problems = self.checker.check(built.body)
+            problems = self.checker.check(built.partial)
+            cell_problems = built.problems
+            if self.cell_problems and row.index in self.cell_problems:
+                cell_problems = self._unreadable(row.index) + cell_problems
+            if cell_problems:
+                problems = merged_problems(cell_problems, problems)
             if problems:
                 row.fail(Outcome.INVALID, "; ".join(map(str, problems)), Next.NOTHING)
             else:
@@ -89,6 +87,30 @@ class RowPreparer:
                 row.key = row_key(digest, self.occurrences[digest])
             results.append(row)
         return results
+
+    def _unreadable(self, index: int) -> list[Problem]:
+        return [
+            Problem(self._used[col], problem)
+            for col, problem in self.cell_problems[index]
+            if col in self._used
+        ]
+
+
+def merged_problems(cell_problems: list[Problem], body_problems: list[Problem]) -> list[Problem]:
+    """A row's cell problems, then its body's, leaving out what a failed cell explains.
+
+    The body was checked without the cells that failed to convert, so a schema problem at
+    one of those fields (or a missing field, when ``request_json`` failed) says nothing new.
+    """
+    failed = {problem.path for problem in cell_problems}
+    base_failed = REQUEST_JSON in failed
+    kept = [
+        problem
+        for problem in body_problems
+        if problem.path.partition(".")[0].partition("[")[0] not in failed
+        and not (base_failed and problem.message == "is required")
+    ]
+    return [*cell_problems, *kept]
 
 
 def sent_body(row: RowResult, settings: Settings, tag: str | None = None) -> dict[str, Any]:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from batchrun.config import human_value
 from batchrun.errors import ExitCode
 
+OUTCOME_SECTION = "Rows by outcome"
 TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 # A run waiting for tool outputs: stopped, and only the user can move it on.
 STOPPED_RUN_STATUSES = TERMINAL_RUN_STATUSES | {"requires_action"}
@@ -183,27 +186,42 @@ class Summary:
             line += f" -> {output}"
         return line
 
-    def sections(self, settings: dict[str, Any]) -> dict[str, list[tuple[str, object]]]:
-        """The summary sheet: counts by outcome and status, timing, settings."""
-        return {
-            "Rows by outcome": [(k, v) for k, v in self.outcomes.items()],
-            "Failed rows by HTTP status": [(k, v) for k, v in self.failed_statuses.items()],
-            "Runs by final status": [(k, v) for k, v in self.run_statuses.items()],
-            "Job": [
-                ("rows", self.rows),
-                ("reconciled", self.reconciled),
-                ("sent by this run", self.sent),
-                ("taken from the journal", self.from_journal),
-                ("left for the next run", self.left),
-                ("runs created despite an error answer", self.ghosts),
-                ("started", _iso(self.finished_at - self.seconds)),
-                ("finished", _iso(self.finished_at)),
-                ("seconds", round(self.seconds, 3)),
-                ("stopped", self.aborted or ("interrupted" if self.interrupted else "")),
-                *[("note", note) for note in self.notes],
-            ],
-            "Settings": [(k, str(v)) for k, v in settings.items()],
+    def sections(
+        self,
+        settings: Mapping[str, object] | Sequence[tuple[str, object]],
+        *,
+        job: Sequence[tuple[str, object]] = (),
+    ) -> dict[str, list[tuple[str, object]]]:
+        """The summary sheet: counts by outcome (and status), the job, the settings.
+
+        Sections with nothing to count are left out; ``job`` rows (input file, batchrun
+        version) come first in the "Job" section; settings are shown in human forms.
+        """
+        sections: dict[str, list[tuple[str, object]]] = {
+            OUTCOME_SECTION: [(k, v) for k, v in self.outcomes.items()],
         }
+        if self.failed_statuses:
+            sections["Failed rows by HTTP status"] = list(self.failed_statuses.items())
+        if self.run_statuses:
+            sections["Runs by final status"] = list(self.run_statuses.items())
+        stopped = self.aborted or ("interrupted" if self.interrupted else "")
+        sections["Job"] = [
+            *job,
+            ("rows", self.rows),
+            *([("reconciled", self.reconciled)] if self.reconciled else []),
+            ("sent by this run", self.sent),
+            *([("taken from the journal", self.from_journal)] if self.from_journal else []),
+            *([("left for the next run", self.left)] if self.left else []),
+            *([("runs made although their create failed", self.ghosts)] if self.ghosts else []),
+            ("started", _iso(self.finished_at - self.seconds)),
+            ("finished", _iso(self.finished_at)),
+            ("seconds", round(self.seconds, 3)),
+            *([("stopped", stopped)] if stopped else []),
+            *[("note", note) for note in self.notes],
+        ]
+        items = settings.items() if isinstance(settings, Mapping) else settings
+        sections["Settings"] = [(str(k), human_value(v)) for k, v in items]
+        return sections
 
 
 def _iso(moment: float) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -32,10 +32,16 @@ FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One reason a body cannot be sent: where (a dotted path) and what."""
+    """One reason a body cannot be sent: where (a dotted path) and what.
+
+    ``code`` is the error code OpenAI answers for the same problem
+    (``missing_required_parameter``, ``unknown_parameter``, ``invalid_type``, ...); None
+    for batchrun's own rules, which the service does not have.
+    """
 
     path: str
     message: str
+    code: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
@@ -67,15 +73,24 @@ def body_fields(api_version: str) -> tuple[str, ...]:
 class BodyChecker:
     """Checks request bodies of one API version; reusable and cheap per call."""
 
-    __slots__ = ("_fast", "_slow", "api_version", "run_tag")
+    __slots__ = ("_fast", "_slow", "api_version", "batchrun_rules", "run_tag")
 
-    def __init__(self, api_version: str = DEFAULT_API_VERSION, *, run_tag: bool = False) -> None:
+    def __init__(
+        self,
+        api_version: str = DEFAULT_API_VERSION,
+        *,
+        run_tag: bool = False,
+        batchrun_rules: bool = True,
+    ) -> None:
         import jsonschema_rs
 
         schema = load_schema(api_version)
         self.api_version = api_version
         # With the run tag on, batchrun adds one metadata key of its own to every body.
         self.run_tag = run_tag
+        # batchrun's own rules (no streaming, the run tag's key); without them, the checks
+        # are the service's own: the schema and the limits OpenAI documents and enforces.
+        self.batchrun_rules = batchrun_rules
         self._fast = jsonschema_rs.validator_for(schema)
         self._slow: Any = None
 
@@ -100,7 +115,7 @@ class BodyChecker:
 
     def _limit_problems(self, body: Mapping[str, Any]) -> list[Problem]:
         problems = []
-        if body.get("stream") is True:
+        if self.batchrun_rules and body.get("stream") is True:
             problems.append(
                 Problem(
                     "stream",
@@ -123,6 +138,7 @@ class BodyChecker:
                     Problem(
                         f"tools[{index}].function.name",
                         f"{name!r} must be 1 to 64 letters, digits, '_' or '-'",
+                        "invalid_value",
                     )
                 )
         return problems
@@ -162,19 +178,31 @@ def metadata_problems(metadata: Any, path: str, *, run_tag: bool) -> list[Proble
     if len(metadata) > limit:
         hint = " (batchrun's run tag takes one; --no-run-tag frees it)" if run_tag else ""
         problems.append(
-            Problem(path, f"has {len(metadata)} keys; at most {limit} are allowed{hint}")
+            Problem(
+                path,
+                f"has {len(metadata)} keys; at most {limit} are allowed{hint}",
+                "object_above_max_properties",
+            )
         )
     for key, value in metadata.items():
         if len(key) > METADATA_KEY_MAX_CHARS:
             problems.append(
-                Problem(f"{path}.{key}", f"key is {len(key)} characters; at most 64 are allowed")
+                Problem(
+                    f"{path}.{key}",
+                    f"key is {len(key)} characters; at most 64 are allowed",
+                    "string_above_max_length",
+                )
             )
         if not isinstance(value, str):
-            problems.append(Problem(f"{path}.{key}", f"{json.dumps(value)} is not a string"))
+            problems.append(
+                Problem(f"{path}.{key}", f"{json.dumps(value)} is not a string", "invalid_type")
+            )
         elif len(value) > METADATA_VALUE_MAX_CHARS:
             problems.append(
                 Problem(
-                    f"{path}.{key}", f"value is {len(value)} characters; at most 512 are allowed"
+                    f"{path}.{key}",
+                    f"value is {len(value)} characters; at most 512 are allowed",
+                    "string_above_max_length",
                 )
             )
     return problems
@@ -190,10 +218,26 @@ def _explain(error: Any) -> list[Problem]:
     if error.validator == "required" and isinstance(error.instance, Mapping):
         missing = [name for name in error.validator_value if name not in error.instance]
         return [
-            Problem(format_path([*error.absolute_path, name]), "is required") for name in missing
+            Problem(
+                format_path([*error.absolute_path, name]),
+                "is required",
+                "missing_required_parameter",
+            )
+            for name in missing
+        ]
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        allowed = error.schema.get("properties", {})
+        return [
+            Problem(
+                format_path([*error.absolute_path, name]),
+                "is not a field here (additional properties are not allowed)",
+                "unknown_parameter",
+            )
+            for name in error.instance
+            if name not in allowed
         ]
     if not error.context:
-        return [Problem(format_path(error.absolute_path), error.message)]
+        return [Problem(format_path(error.absolute_path), error.message, _code(error))]
     branches: dict[Any, list[Any]] = {}
     for sub in error.context:
         branches.setdefault(sub.relative_schema_path[0], []).append(sub)
@@ -217,11 +261,34 @@ def _explain(error: Any) -> list[Problem]:
     kinds = _discriminators(error)
     if isinstance(instance, Mapping) and "type" in instance and kinds:
         path = format_path([*error.absolute_path, "type"])
-        return [Problem(path, f"{instance['type']!r} is not one of {kinds}")]
+        return [Problem(path, f"{instance['type']!r} is not one of {kinds}", "invalid_value")]
     expected = " or ".join(dict.fromkeys(_alternatives(error)))
     return [
-        Problem(format_path(error.absolute_path), f"{instance!r} is not valid: expected {expected}")
+        Problem(
+            format_path(error.absolute_path),
+            f"{instance!r} is not valid: expected {expected}",
+            "invalid_value",
+        )
     ]
+
+
+def _code(error: Any) -> str:
+    """OpenAI's error code for a JSON Schema error (as its API answers the same body)."""
+    # Named for the field's type, not the value's: temperature 3 is a decimal above max.
+    types = error.schema.get("type")
+    integer = "integer" in types if isinstance(types, list) else types == "integer"
+    kind = "integer" if integer else "decimal"
+    if error.validator in ("maximum", "exclusiveMaximum"):
+        return f"{kind}_above_max_value"
+    if error.validator in ("minimum", "exclusiveMinimum"):
+        return f"{kind}_below_min_value"
+    if error.validator == "type":
+        return "invalid_type"
+    if error.validator in ("maxLength", "minLength"):
+        return f"string_{'above_max' if error.validator == 'maxLength' else 'below_min'}_length"
+    if error.validator in ("maxItems", "minItems"):
+        return f"array_{'above_max' if error.validator == 'maxItems' else 'below_min'}_length"
+    return "invalid_value"
 
 
 def _leaves(error: Any) -> list[Any]:
@@ -258,9 +325,17 @@ def _list(value: Any) -> list[Any]:
 
 def check_body(body: Mapping[str, Any], api_version: str = DEFAULT_API_VERSION) -> list[Problem]:
     """Every problem of ``body`` under ``api_version`` (no run tag reserved)."""
-    return _checker(api_version).check(body)
+    return _checker(api_version, batchrun_rules=True).check(body)
+
+
+def service_problems(
+    body: Mapping[str, Any], api_version: str = DEFAULT_API_VERSION
+) -> list[Problem]:
+    """The problems the service itself finds in ``body``: the schema and its documented
+    limits, without batchrun's own rules (``stream: true`` is the service's to serve)."""
+    return _checker(api_version, batchrun_rules=False).check(body)
 
 
 @cache
-def _checker(api_version: str) -> BodyChecker:
-    return BodyChecker(api_version)
+def _checker(api_version: str, *, batchrun_rules: bool) -> BodyChecker:
+    return BodyChecker(api_version, batchrun_rules=batchrun_rules)

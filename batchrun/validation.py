@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -21,6 +21,7 @@ from batchrun.prepare import RowPreparer, request_text
 
 MAX_WORKERS = 4
 Rows = list[list[str]]
+CellProblems = Mapping[int, list[tuple[int, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +38,12 @@ class CheckedChunk:
         return sum(1 for error in self.errors if error)
 
 
-def check_chunk(plan: RowPlan, settings: Settings, chunk: Rows) -> CheckedChunk:
-    """Assemble and check every row of one chunk (occurrences counted within it)."""
-    rows = RowPreparer(plan, settings).prepare_rows(chunk)
+def check_chunk(
+    plan: RowPlan, settings: Settings, chunk: Rows, cell_problems: CellProblems | None = None
+) -> CheckedChunk:
+    """Assemble and check every row of one chunk (occurrences counted within it);
+    ``cell_problems`` are keyed by row index within the chunk."""
+    rows = RowPreparer(plan, settings, cell_problems).prepare_rows(chunk)
     return CheckedChunk(
         requests=[request_text(row, settings) for row in rows],
         errors=[row.error for row in rows],
@@ -72,17 +76,32 @@ class OccurrenceCounter:
 
 
 def checked_chunks(
-    chunks: Iterator[Rows], plan: RowPlan, settings: Settings
+    chunks: Iterator[Rows],
+    plan: RowPlan,
+    settings: Settings,
+    cell_problems: CellProblems | None = None,
 ) -> Iterator[tuple[Rows, CheckedChunk]]:
-    """Each chunk with its results, in order; a second chunk brings in worker processes."""
+    """Each chunk with its results, in order; a second chunk brings in worker processes.
+
+    ``cell_problems`` are keyed by row index within the whole sheet.
+    """
     counter = OccurrenceCounter()
+    problems = cell_problems or {}
     first = next(chunks, None)
     if not first:
         return
     second = next(chunks, None)
     if second is None:
-        yield first, counter.fix(check_chunk(plan, settings, first))
+        yield first, counter.fix(check_chunk(plan, settings, first, problems))
         return
+    start = 0
+
+    def within(chunk: Rows) -> CellProblems:
+        nonlocal start
+        found = {i - start: problems[i] for i in problems if start <= i < start + len(chunk)}
+        start += len(chunk)
+        return found
+
     workers = min(MAX_WORKERS, os.cpu_count() or 1)
     # forkserver: workers start clean even when the caller runs threads (a fork would copy
     # their locks); the cost is paid once, and only for sheets of more than one chunk.
@@ -90,7 +109,8 @@ def checked_chunks(
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: deque[tuple[Rows, Future[CheckedChunk]]] = deque()
         for chunk in _chain(first, second, chunks):
-            pending.append((chunk, pool.submit(check_chunk, plan, settings, chunk)))
+            future = pool.submit(check_chunk, plan, settings, chunk, within(chunk))
+            pending.append((chunk, future))
             if len(pending) > workers:
                 done, future = pending.popleft()
                 yield done, counter.fix(future.result())

@@ -89,7 +89,7 @@ def chunks(rows: int) -> Iterator[object]:
 def worker(task: str, rows: int, folder: Path) -> dict[str, float]:
     """Run one measurement in this process; return seconds, peak RSS and file size."""
     from batchrun.sheets import iter_sheet, read_sheet
-    from batchrun.writers import SheetWriter
+    from batchrun.sheets.writer import SheetWriter
 
     source = folder / "input.csv"
     started = time.perf_counter()

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 import batchrun
-from batchrun.config import Settings, read_config_file, settings_toml
+from batchrun.config import Settings
+from batchrun.config_file import read_config_file, settings_toml
 from batchrun.errors import UsageError
 
 SHEET = "thread_id,Bot,temperature\nthread_1,,0.5\nthread_2,asst_cell,\n"
@@ -105,7 +106,11 @@ def test_library_validate_frame_returns_request_and_error() -> None:
         }
     )
     out = batchrun.validate_frame(frame)
-    assert list(out.columns) == ["thread_id", "assistant_id", "temperature", "request", "error"]
+    assert list(out.columns) == [
+        *("thread_id", "assistant_id", "temperature"),
+        *("outcome", "request", "error"),
+    ]
+    assert out["outcome"].tolist() == ["ok", "invalid"]
     assert '"temperature":0.5' in out["request"][0] and out["error"][0] == ""
     assert out["request"][1] == "" and out["error"][1].startswith("thread_id:")
 

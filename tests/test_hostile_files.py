@@ -204,7 +204,7 @@ FILE_PROBLEMS = [
         id="missing-sheet-name",
     ),
     pytest.param(
-        Case(raw("in.xlsx", GOOD_XLSX), "has no sheet 7", ("--sheet", "7")),
+        Case(raw("in.xlsx", GOOD_XLSX), "has no sheet '7'", ("--sheet", "7")),
         id="missing-sheet-index",
     ),
     pytest.param(
@@ -418,7 +418,9 @@ def test_a_header_without_rows_exits_0_with_an_empty_output(
         assert code == 0, (command, err)
         assert "0 rows" in err and "Traceback" not in err, (command, err)
     with (tmp_path / "validated.csv").open(newline="", encoding="utf-8") as stream:
-        assert list(csv.reader(stream)) == [["thread_id", "assistant_id", "request", "error"]]
+        assert list(csv.reader(stream)) == [
+            ["thread_id", "assistant_id", "outcome", "request", "error"]
+        ]
     for output in ("simulated.csv", "sent.csv"):
         with (tmp_path / output).open(newline="", encoding="utf-8") as stream:
             header, *rows = list(csv.reader(stream))

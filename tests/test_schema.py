@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.schema import BodyChecker, Problem, check_body, load_schema
+from batchrun.schema import BodyChecker, Problem, check_body, load_schema, service_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -172,7 +172,7 @@ def test_verdict_matches_the_official_schema(version: str, data: st.DataObject) 
         pytest.param(
             "v1",
             {"assistant_id": "a", "thread_id": "thread_1"},
-            ["body: Additional properties are not allowed ('thread_id' was unexpected)"],
+            ["thread_id: is not a field here (additional properties are not allowed)"],
             id="thread-id-not-a-body-field",
         ),
         pytest.param(
@@ -259,3 +259,38 @@ def test_run_tag_key_is_reserved_and_the_error_names_the_flag() -> None:
     (problem,) = BodyChecker("v2", run_tag=True).check(body)
     assert problem.path == "metadata.batchrun_key"
     assert "--no-run-tag" in problem.message
+
+
+def test_the_services_checks_are_kept_apart_from_batchruns_rules() -> None:
+    body = {"assistant_id": "a", "stream": True}
+    assert [p.path for p in check_body(body)] == ["stream"]  # batchrun records runs
+    assert service_problems(body) == []  # the API itself streams
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "code"),
+    [
+        pytest.param({}, "assistant_id", "missing_required_parameter", id="missing"),
+        pytest.param({"assistant_id": "a", "foo": 1}, "foo", "unknown_parameter", id="unknown"),
+        pytest.param(
+            {"assistant_id": "a", "temperature": "hot"}, "temperature", "invalid_type", id="type"
+        ),
+        pytest.param(
+            {"assistant_id": "a", "max_prompt_tokens": 10},
+            "max_prompt_tokens",
+            "integer_below_min_value",
+            id="integer-below-min",
+        ),
+        pytest.param(
+            {"assistant_id": "a", "top_p": 2},
+            "top_p",
+            "decimal_above_max_value",
+            id="decimal-above-max",
+        ),
+    ],
+)
+def test_schema_problems_carry_openais_error_code(
+    body: dict[str, Any], path: str, code: str
+) -> None:
+    problems = service_problems(body)
+    assert [(p.path, p.code) for p in problems] == [(path, code)]

@@ -28,7 +28,8 @@ import pytest
 from aiohttp import web
 from loopback_server import CREATE_ROUTE, RUN_ROUTE, RunStore, serve_app
 
-from batchrun.config import Settings, environment_settings, mask_secrets, settings_toml
+from batchrun.config import Settings, environment_settings, mask_secrets
+from batchrun.config_file import settings_toml
 from batchrun.jobs import run_file
 from batchrun.report import Summary
 from batchrun.sending.client import mask_key

@@ -108,12 +108,23 @@ def test_csv_cells_are_never_type_guessed(tmp_path: Path, text: str) -> None:
 
 def test_short_rows_are_padded_and_blank_lines_skipped(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
-    path.write_text("a,b,c\n1\n\n   \n2,3\n,,\n", encoding="utf-8")
+    path.write_text("a,b,c\n1\n\n   \n,,\n2,3\n", encoding="utf-8")
     assert records(read_sheet(path)) == [
         {"a": "1", "b": "", "c": ""},
+        {"a": "", "b": "", "c": ""},  # an empty row between rows with values is a row
         {"a": "2", "b": "3", "c": ""},
-        {"a": "", "b": "", "c": ""},
     ]
+
+
+@pytest.mark.parametrize("tail", [",,\n,,\n", ",,\r\n,\n,,", ",,,\n"])
+def test_rows_of_only_commas_at_the_end_are_dropped(tmp_path: Path, tail: str) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("a,b,c\nx,y,z\n" + tail, encoding="utf-8")
+    if tail == ",,,\n":  # one cell too many is still an error, not a silent drop
+        with pytest.raises(InputError, match="row 3 has 4 cells"):
+            read_sheet(path)
+        return
+    assert records(read_sheet(path)) == [{"a": "x", "b": "y", "c": "z"}]
 
 
 def test_one_column_sheet_keeps_rows_of_spaces_but_not_blank_lines_above_its_header(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -99,12 +101,14 @@ NO_BETA = {k: v for k, v in API_HEADERS.items() if k != "OpenAI-Beta"}
         pytest.param(
             {}, "POST", RUNS, {**BODY, "temperature": 3}, None, 400,
             {"type": "invalid_request_error", "param": "temperature",
-             "message": "temperature: 3 is greater than the maximum of 2"},
+             "code": "decimal_above_max_value",
+             "message": "Invalid 'temperature': 3 is greater than the maximum of 2."},
             id="invalid-body-names-param",
         ),
         pytest.param(
             {}, "POST", RUNS, {"instructions": "x"}, None, 400,
-            {"param": "assistant_id", "message": "assistant_id: is required"},
+            {"param": "assistant_id", "code": "missing_required_parameter",
+             "message": "Missing required parameter: 'assistant_id'."},
             id="missing-assistant-id",
         ),
         pytest.param(
@@ -113,7 +117,16 @@ NO_BETA = {k: v for k, v in API_HEADERS.items() if k != "OpenAI-Beta"}
         ),
         pytest.param(
             {}, "POST", RUNS, {**BODY, "temperature": 1}, {**API_HEADERS, "OpenAI-Beta":
-            "assistants=v1"}, 400, {"param": "body"}, id="v1-header-applies-v1-schema",
+            "assistants=v1"}, 400, {"param": "temperature", "code": "unknown_parameter",
+            "message": "Unknown parameter: 'temperature'."}, id="v1-header-applies-v1-schema",
+        ),
+        pytest.param(
+            {}, "POST", RUNS, {**BODY, "temprature": 1}, None, 400,
+            {"param": "temprature", "code": "unknown_parameter"}, id="unknown-parameter",
+        ),
+        pytest.param(
+            {}, "POST", RUNS, {**BODY, "tools": [{"type": "retrieval"}]}, None, 400,
+            {"param": "tools[0].type", "code": "invalid_value"}, id="bad-value-names-the-path",
         ),
         pytest.param(
             {}, "POST", RUNS, b"{not json", None, 400,
@@ -375,3 +388,25 @@ def test_page_cursors_follow_openai_semantics(
 ) -> None:
     chosen, more = page(list("abcde"), str, order="desc", limit=limit, after=after, before=before)
     assert (chosen, more) == (expected, has_more)
+
+
+def test_stream_true_is_answered_with_an_event_stream_not_a_client_rule(
+    make_simulator: Callable[..., RunningSimulator],
+) -> None:
+    """OpenAI streams when asked; refusing stream: true is batchrun's rule, not the API's."""
+    sim = make_simulator(run_seconds=0)
+    request = urllib.request.Request(
+        f"{sim.base_url}{RUNS}",
+        data=json.dumps({**BODY, "stream": True}).encode(),
+        headers=API_HEADERS,
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.headers["Content-Type"].startswith("text/event-stream")
+        text = answer.read().decode()
+    events = [block.split("\n") for block in text.strip().split("\n\n")]
+    assert [lines[0] for lines in events] == ["event: thread.run.created", "event: done"]
+    run = json.loads(events[0][1].removeprefix("data: "))
+    assert run["object"] == "thread.run" and run["status"] == "queued"
+    assert events[1][1] == "data: [DONE]"
+    assert sim.stats()["runs_created"] == 1

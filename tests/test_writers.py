@@ -15,17 +15,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun import xlsx_writer
 from batchrun.errors import UsageError
-from batchrun.sheets import read_sheet
-from batchrun.writers import (
+from batchrun.sheets import read_sheet, xlsx_writer
+from batchrun.sheets.writer import (
     SheetWriter,
     escape_formula,
     escape_formula_cells,
     excel_text,
     write_sheet,
 )
-from batchrun.xlsx_writer import EXCEL_CELL_LIMIT
+from batchrun.sheets.xlsx_writer import EXCEL_CELL_LIMIT
 
 NUMBERS = frozenset({"status", "attempts"})
 
@@ -391,7 +390,7 @@ def test_failure_mid_write_leaves_previous_output_and_no_temp_files(
     target = out_dir / f"out{suffix}"
     write_sheet(target, frame_of([{"a": "old"}]))
     before = target.read_bytes()
-    monkeypatch.setattr("batchrun.writers._SLICE_ROWS", 10)
+    monkeypatch.setattr("batchrun.sheets.writer._SLICE_ROWS", 10)
     rows: list[dict[str, object]] = [{"a": f"new {i}"} for i in range(35)]
     rows[30] = {"a": Explodes()}
     with pytest.raises(RuntimeError, match="boom"), SheetWriter(target, ["a"]) as out:
@@ -483,7 +482,18 @@ def assert_cells(back: pd.DataFrame, frame: pd.DataFrame, expect: Any) -> None:
 @given(frame=frames(NO_NUL), suffix=st.sampled_from([".csv", ".tsv"]))
 def test_delimited_round_trip_is_exact_without_escaping(frame: pd.DataFrame, suffix: str) -> None:
     back = round_trip(frame, suffix, escape_formulas=False)
-    assert_cells(back, frame, lambda text: text)
+    assert_cells(back, without_trailing_empty_rows(frame), lambda text: text)
+
+
+def without_trailing_empty_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """What a CSV/TSV reads back: rows of only empty cells at the end are dropped (the rows
+    of only commas Excel leaves), except in a one-column sheet, where an empty row is data."""
+    if len(frame.columns) < 2:
+        return frame
+    end = len(frame)
+    while end and all(cell == "" for cell in frame.iloc[end - 1]):
+        end -= 1
+    return frame.iloc[:end]
 
 
 @ROUND_TRIP
@@ -492,6 +502,7 @@ def test_delimited_round_trip_with_escaping_only_adds_a_quote(
     frame: pd.DataFrame, suffix: str
 ) -> None:
     back = round_trip(frame, suffix)
+    frame = without_trailing_empty_rows(frame)
     assert_cells(back, frame, escape_formula)
     for got, original in zip(back.values.ravel(), frame.values.ravel(), strict=True):
         assert got in (original, "'" + original)

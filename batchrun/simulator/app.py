@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler as WebHandler
 
-from batchrun.schema import check_body
+from batchrun.schema import service_problems
 from batchrun.simulator import envelope
 from batchrun.simulator.envelope import ApiError
 from batchrun.simulator.faults import FaultPlan
@@ -33,6 +33,8 @@ MAX_PAGE_SIZE = 100
 CREATE, READ = "create", "read"  # which token bucket a route draws from
 JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
 UNMATCHED = "<unmatched>"
+# A handler answering with server-sent events returns {EVENTS_KEY: [(event, data), ...]}.
+EVENTS_KEY = "__events__"
 
 Answer = dict[str, Any]
 Clock = Callable[[], float]
@@ -164,6 +166,14 @@ class Simulator:
             "x-request-id": f"req_{self.serial:024x}",
             **(extra or {}),
         }
+        events = payload.get(EVENTS_KEY) if status == 200 else None
+        if events is not None:
+            # stream: true. The whole event stream is written at once: the run it announces
+            # proceeds as any other (read it with GET .../runs/{id}).
+            text = "".join(f"event: {name}\ndata: {data}\n\n" for name, data in events)
+            return web.Response(
+                text=text, status=200, headers=headers, content_type="text/event-stream"
+            )
         body = orjson.dumps(payload)
         return web.Response(
             body=body, status=status, headers=headers, content_type="application/json"
@@ -209,13 +219,17 @@ class Simulator:
     async def create_run(self, request: web.Request, version: str) -> Answer:
         """``POST /v1/threads/{thread_id}/runs``: check the body, start a run, answer queued."""
         body = await _json_body(request, empty_ok=False)
-        problems = check_body(body, version)
+        problems = service_problems(body, version)
         if problems:
-            raise envelope.invalid_param(problems[0].path, str(problems[0]))
+            raise envelope.invalid_body(problems[0].path, problems[0].message, problems[0].code)
         thread = self._thread(request)
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         run = self.store.create_run(thread, body, canonical, self.clock())
-        return run.to_json(status="queued")
+        answer = run.to_json(status="queued")
+        if body.get("stream") is True:
+            created = orjson.dumps(answer).decode()
+            return {EVENTS_KEY: [("thread.run.created", created), ("done", "[DONE]")]}
+        return answer
 
     async def list_runs(self, request: web.Request, version: str) -> Answer:
         """``GET /v1/threads/{thread_id}/runs``: newest first unless ``order=asc``."""

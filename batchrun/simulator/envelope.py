@@ -110,6 +110,17 @@ def invalid_param(param: str, message: str, code: str | None = None) -> ApiError
     return ApiError(400, message, param=param, code=code)
 
 
+def invalid_body(param: str, problem: str, code: str | None) -> ApiError:
+    """400 for a body the schema refuses, worded and coded as OpenAI answers it."""
+    if code == "missing_required_parameter":
+        message = f"Missing required parameter: '{param}'."
+    elif code == "unknown_parameter":
+        message = f"Unknown parameter: '{param}'."
+    else:
+        message = f"Invalid '{param}': {problem}."
+    return ApiError(400, message, param=param, code=code or "invalid_value")
+
+
 def no_thread(thread_id: str) -> ApiError:
     """404 for a thread the service does not know."""
     return ApiError(404, f"No thread found with id '{thread_id}'.")

@@ -56,7 +56,7 @@ class SimulatorConfig:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.api_key == "":
-            raise ValueError("api_key must not be empty (use None to accept any key)")
+            raise ValueError("api_key must not be empty (leave it unset to accept any key)")
 
     def burst_for(self, per_minute: float) -> float:
         """The bucket size for a limit of ``per_minute``: ``burst`` or one second's worth."""

@@ -23,15 +23,14 @@ Per format:
 - JSONL: one object per row, keys in column order; number columns as JSON numbers
   (``null`` when empty), other cells as strings. No summary. A frame with no rows gives an
   empty file.
-- XLSX: see :mod:`batchrun.xlsx_writer`; the summary becomes a ``summary`` sheet.
+- XLSX: see :mod:`batchrun.sheets.xlsx_writer`; the summary becomes a ``summary`` sheet.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import json
-import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -40,10 +39,16 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, Self
 import orjson
 
 from batchrun.atomic import StagedFile
-from batchrun.errors import UsageError
-from batchrun.xlsx_writer import (
+from batchrun.sheets import formats
+from batchrun.sheets.cells import (
+    PLAIN_NUMBER,
+    excel_cell_text,
+    number_cells,
+    number_texts,
+    text_cells,
+)
+from batchrun.sheets.xlsx_writer import (
     MAX_XLSX_DATA_ROWS,
-    NumberCell,
     Summary,
     XlsxResultWriter,
     excel_text,
@@ -66,9 +71,6 @@ __all__ = [
 _SLICE_ROWS = 50_000  # bounds the writer's own copies whatever size the caller's frames are
 _TEXT_ROWS = 2_000  # rows of CSV text built at once
 _FORMULA_START = frozenset("=+-@\t\r")
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_OUTPUTS = (".csv", ".tsv", ".jsonl", ".xlsx")
-_PANDAS_MISSING = frozenset({"NAType", "NaTType"})  # pd.NA, pd.NaT: told by type, not text
 
 
 def escape_formula(text: str) -> str:
@@ -77,7 +79,7 @@ def escape_formula(text: str) -> str:
     Text starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return is escaped unless
     it is a plain number (``-5``, ``+1.5``, ``-1e3`` stay as they are).
     """
-    if text[:1] in _FORMULA_START and not _PLAIN_NUMBER.fullmatch(text):
+    if text[:1] in _FORMULA_START and not PLAIN_NUMBER.fullmatch(text):
         return "'" + text
     return text
 
@@ -88,20 +90,13 @@ def escape_formula_cells(texts: list[str]) -> list[str]:
     # which also run Python code per cell on object columns; the regex runs only for the
     # rare candidates.
     start = _FORMULA_START
-    number = _PLAIN_NUMBER.fullmatch
+    number = PLAIN_NUMBER.fullmatch
     return [("'" + t) if t[:1] in start and not number(t) else t for t in texts]
 
 
 def output_format(path: Path) -> str:
     """Return "csv", "tsv", "jsonl" or "xlsx" from an output file's extension."""
-    suffix = path.suffix.lower()
-    if suffix in _OUTPUTS:
-        return suffix[1:]
-    if suffix == ".xlsm":
-        raise UsageError(f"{path}: batchrun does not write macro workbooks; write .xlsx")
-    raise UsageError(
-        f"{path}: unknown output extension {path.suffix!r}; use .csv, .tsv, .xlsx or .jsonl"
-    )
+    return formats.output_format(path).name
 
 
 class _FormatWriter(Protocol):
@@ -122,25 +117,30 @@ class SheetWriter:
         *,
         escape_formulas: bool = True,
         number_columns: frozenset[str] = frozenset(),
+        typed_columns: frozenset[str] = frozenset(),
         sheet_name: str = "results",
     ) -> None:
-        fmt = output_format(path)
+        fmt = formats.output_format(path)
+        self.format = fmt
         self.path = path
         self.columns = list(columns)
         if len(set(self.columns)) != len(self.columns):
             raise ValueError(f"duplicate column names: {self.columns}")
         numbers = [name in number_columns for name in self.columns]
+        # Typed cells (input values as they came) stay typed where the format has types;
+        # CSV/TSV write their text.
+        typed_here = typed_columns if fmt.typed_cells else frozenset()
+        self._typed = [name in typed_here for name in self.columns]
         self.rows_written = 0
         self._done = False
         self._out: _FormatWriter
-        if fmt == "xlsx":
-            self._out = XlsxResultWriter(path, self.columns, numbers, sheet_name)
-        elif fmt == "jsonl":
+        if fmt.name == "xlsx":
+            self._out = XlsxResultWriter(path, self.columns, numbers, sheet_name, self._typed)
+        elif fmt.name == "jsonl":
             self._out = _JsonlWriter(path, self.columns)
         else:
-            self._out = _DelimitedWriter(
-                path, self.columns, numbers, "\t" if fmt == "tsv" else ",", escape_formulas
-            )
+            delimiter = fmt.delimiter or ","
+            self._out = _DelimitedWriter(path, self.columns, numbers, delimiter, escape_formulas)
         self._numbers = numbers
 
     def __enter__(self) -> Self:
@@ -169,7 +169,7 @@ class SheetWriter:
             part = frame.iloc[start : start + _SLICE_ROWS]
             self._write_cells(
                 [
-                    _number_cells(part.iloc[:, col].to_numpy(dtype=object).tolist())
+                    number_cells(part.iloc[:, col].to_numpy(dtype=object).tolist())
                     if is_number
                     else _frame_text_cells(part.iloc[:, col])
                     for col, is_number in enumerate(self._numbers)
@@ -180,19 +180,26 @@ class SheetWriter:
         """Append rows given column by column, one sequence of cells per writer column.
 
         Cells are plain Python values: text columns take ``str`` (other values are written
-        as their text, None empty); number columns take numbers or None.
+        as their text, None empty); number columns take numbers or None; typed columns
+        take input values as a reader gave them (str, int, float, bool, date, datetime,
+        time, timedelta, JSON values, None), written typed in .xlsx and .jsonl.
         """
         self._check_open()
         if len(columns) != len(self.columns):
             raise ValueError(f"{len(columns)} columns given for {len(self.columns)}")
         height = len(columns[0]) if columns else 0
         for start in range(0, height, _SLICE_ROWS):
+            end = start + _SLICE_ROWS
             self._write_cells(
                 [
-                    _number_cells(values[start : start + _SLICE_ROWS])
+                    number_cells(values[start:end])
                     if is_number
-                    else _text_cells(values[start : start + _SLICE_ROWS])
-                    for values, is_number in zip(columns, self._numbers, strict=True)
+                    else list(values[start:end])
+                    if is_typed
+                    else text_cells(values[start:end])
+                    for values, is_number, is_typed in zip(
+                        columns, self._numbers, self._typed, strict=True
+                    )
                 ]
             )
 
@@ -215,11 +222,12 @@ class SheetWriter:
         return self._out.cut_cells
 
     def close(self, summary: Summary | None = None) -> None:
-        """Finish the file and move it onto the target (the summary goes to .xlsx only)."""
+        """Finish the file and move it onto the target (the summary goes only to formats
+        with room for a summary sheet: .xlsx)."""
         if self._done:
             return
         self._done = True
-        self._out.close(summary)
+        self._out.close(summary if self.format.summary_sheet else None)
 
     def abort(self) -> None:
         """Drop what was written; an earlier target file stays untouched."""
@@ -249,70 +257,13 @@ def write_sheet(
         out.close(summary)
 
 
-# --- cell values ---------------------------------------------------------------------------
-
-
 def _frame_text_cells(column: pd.Series) -> list[str]:
     from pandas.api.types import infer_dtype
 
     values = column.to_numpy(dtype=object)
     if infer_dtype(values, skipna=False) == "string":
         return values.tolist()  # every cell is a str
-    return _text_cells(values.tolist())
-
-
-def _text_cells(values: Sequence[object]) -> list[str]:
-    return [v if type(v) is str else _cell_text(v) for v in values]
-
-
-def _number_cells(values: Sequence[object]) -> list[NumberCell]:
-    return [v if type(v) is int else _number_cell(v) for v in values]
-
-
-def _number_cell(value: object) -> NumberCell:
-    if value is None:
-        return None
-    if isinstance(value, bool | int):
-        return int(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        # A float column (pandas' int-with-missing) would otherwise show 200 as "200.0".
-        return int(value) if value.is_integer() and abs(value) < 2**53 else value
-    if _is_numpy_scalar(value):
-        return _number_cell(value.item())  # type: ignore[attr-defined]
-    if type(value).__name__ in _PANDAS_MISSING:
-        return None
-    text = str(value)
-    if not text.strip():
-        return None
-    if _PLAIN_NUMBER.fullmatch(text.strip()):
-        return _number_cell(float(text)) if any(c in text for c in ".eE") else int(text)
-    return text
-
-
-def _is_numpy_scalar(value: object) -> bool:
-    # numpy's scalars (np.int64, np.float32, np.bool_) become Python's through .item();
-    # checked by module name so that numpy need not be imported to write a sheet.
-    return type(value).__module__ == "numpy" and hasattr(value, "item")
-
-
-def _number_texts(values: list[NumberCell]) -> list[str]:
-    # Ints and empties first: they are nearly all of a status or attempts column.
-    return [str(v) if type(v) is int else "" if v is None else _cell_text(v) for v in values]
-
-
-def _cell_text(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if _is_numpy_scalar(value):
-        value = value.item()  # type: ignore[attr-defined]
-    if isinstance(value, bool):
-        return "true" if value else "false"  # as the JSONL reader gives JSON booleans
-    number = _number_cell(value)
-    if number is None:
-        return ""
-    return repr(number) if isinstance(number, float) else str(number)
+    return text_cells(values.tolist())
 
 
 # --- CSV/TSV and JSONL ---------------------------------------------------------------------
@@ -373,7 +324,7 @@ class _DelimitedWriter(_StagedStream):
     def write_columns(self, cells: list[list[Any]]) -> None:
         columns: list[list[str]] = []
         for values, is_number in zip(cells, self._numbers, strict=True):
-            texts = _number_texts(values) if is_number else values
+            texts = number_texts(values) if is_number else values
             columns.append(escape_formula_cells(texts) if self._escape else texts)
         self._write_rows(columns)
 
@@ -425,7 +376,14 @@ class _JsonlWriter(_StagedStream):
         for row in zip(*cells, strict=True):
             record = dict(zip(keys, row, strict=True))
             try:
-                write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+                write(orjson.dumps(record, default=_json_default, option=orjson.OPT_APPEND_NEWLINE))
             except (orjson.JSONEncodeError, TypeError):
-                # Lone surrogates: the standard library escapes them as \udXXX.
-                write(json.dumps(record).encode() + b"\n")
+                # Lone surrogates (escaped as \udXXX) or integers beyond 64 bits (exact).
+                write(json.dumps(record, default=_json_default).encode() + b"\n")
+
+
+def _json_default(value: object) -> object:
+    """A typed input cell JSON has no type for: dates and times as their ISO text."""
+    if isinstance(value, datetime.date | datetime.time | datetime.timedelta):
+        return excel_cell_text(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")

@@ -1,0 +1,268 @@
+"""The options of each command, declared once (cli.py holds the commands)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from batchrun.config import (
+    DEFAULT_API_KEY_ENV,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _pairs(
+    option: str,
+) -> Callable[[click.Context, click.Parameter, tuple[str, ...]], dict[str, str]]:
+    def parse(
+        ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+    ) -> dict[str, str]:
+        pairs = {}
+        for value in values:
+            name, sep, text = value.partition("=")
+            if not sep or not name.strip():
+                raise click.BadParameter(f"{value!r} is not {option}", ctx, param)
+            pairs[name.strip()] = text
+        return pairs
+
+    return parse
+
+
+def _remember_traceback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[TRACEBACK_KEY] = True  # ctx.meta is shared by the group and its commands
+
+
+TRACEBACK_KEY = "batchrun.traceback"
+POSITIVE = click.FloatRange(min=0, min_open=True)
+SHARE = click.FloatRange(0, 1)
+traceback_option = click.option(
+    "--traceback",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_remember_traceback,
+    help="On an internal error (exit 4), also print the traceback.",
+)
+
+
+def sheet_options(command: F) -> F:
+    """Options shared by ``run`` and ``validate``: input, columns, body, output."""
+    for decorator in reversed(
+        [
+            click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path)),
+            click.option(
+                "-o",
+                "--output",
+                type=click.Path(path_type=Path),
+                help="Output file (.csv/.tsv/.xlsx/.jsonl); default INPUT.out.EXT"
+                " (validate: INPUT.checked.EXT).",
+            ),
+            click.option(
+                "--config",
+                "config_file",
+                type=click.Path(path_type=Path),
+                help="TOML file of options, [columns] and [set]; flags win.",
+            ),
+            click.option("--sheet", help="Worksheet of an .xlsx input, by name or 0-based index."),
+            click.option(
+                "--column",
+                "columns",
+                multiple=True,
+                metavar="FIELD=HEADER",
+                callback=_pairs("FIELD=HEADER"),
+                help="Read FIELD from a differently named column (repeatable).",
+            ),
+            click.option(
+                "--set",
+                "set_values",
+                multiple=True,
+                metavar="FIELD=VALUE",
+                callback=_pairs("FIELD=VALUE"),
+                help="Value for rows whose cell is empty; JSON for JSON fields.",
+            ),
+            click.option(
+                "--api-version",
+                type=click.Choice(["v1", "v2"]),
+                default="v2",
+                show_default=True,
+                help="Assistants API version: schema and beta header.",
+            ),
+            click.option(
+                "--limit", type=click.IntRange(min=0), help="Only the first N rows of the input."
+            ),
+            click.option("--prefix", default="", help="Prefix for the result column names."),
+            click.option(
+                "--no-run-tag",
+                "run_tag",
+                flag_value=False,
+                default=True,
+                help="Do not add metadata.batchrun_key (loses duplicate protection).",
+            ),
+            click.option(
+                "--no-escape-formulas",
+                "escape_formulas",
+                flag_value=False,
+                default=True,
+                help="CSV: write cells verbatim, even those a spreadsheet runs.",
+            ),
+            click.option(
+                "-q",
+                "--quiet",
+                is_flag=True,
+                help="No progress bar; the summary line only when a row is not ok.",
+            ),
+            traceback_option,
+        ]
+    ):
+        command = decorator(command)
+    return command
+
+
+def _apply(command: F, decorators: list[Callable[[F], F]]) -> F:
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def run_options(command: F) -> F:
+    """The options only ``run`` has: where and how fast to send, following, resuming."""
+    return _apply(
+        command,
+        [
+            click.option(
+                "--base-url",
+                help="API base URL [env OPENAI_BASE_URL; default https://api.openai.com/v1].",
+            ),
+            click.option(
+                "--api-key-env",
+                default=DEFAULT_API_KEY_ENV,
+                show_default=True,
+                help="Environment variable holding the API key.",
+            ),
+            click.option("--beta-header", help="Send this OpenAI-Beta header value verbatim."),
+            click.option(
+                "--concurrency",
+                type=click.IntRange(min=1),
+                default=DEFAULT_CONCURRENCY,
+                show_default=True,
+                help="Requests in flight at once.",
+            ),
+            click.option(
+                "--rpm",
+                type=click.FloatRange(min=0, min_open=True),
+                help="Run creations per minute (default: adapt to the server).",
+            ),
+            click.option(
+                "--read-rpm",
+                type=click.FloatRange(min=0, min_open=True),
+                help="Polls and reconciling reads per minute.",
+            ),
+            click.option(
+                "--max-retries",
+                type=click.IntRange(min=0),
+                default=DEFAULT_MAX_RETRIES,
+                show_default=True,
+                help="Retries per row after errors (rate-limit waits have their own budget).",
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                default=DEFAULT_TIMEOUT,
+                show_default=True,
+                help="Seconds per attempt.",
+            ),
+            click.option("--wait", is_flag=True, help="Poll each run until it ends."),
+            click.option(
+                "--wait-timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                default=DEFAULT_WAIT_TIMEOUT,
+                show_default=True,
+                help="Seconds to wait for a run to end.",
+            ),
+            click.option(
+                "--reply", is_flag=True, help="Also fetch the assistant's reply (implies --wait)."
+            ),
+            click.option("--simulate", is_flag=True, help="Send to a built-in local simulator."),
+            click.option(
+                "--journal",
+                type=click.Path(path_type=Path),
+                help="Journal file (default INPUT_STEM.batchrun.sqlite beside the input).",
+            ),
+            click.option("--fresh", is_flag=True, help="Ignore the journal and start over."),
+            click.option(
+                "--retry-failed", is_flag=True, help="Send rows that failed last time again."
+            ),
+            click.option("--no-progress", is_flag=True, help="No progress bar."),
+            click.option(
+                "--allow-insecure-http", is_flag=True, help="Allow plain http:// to other hosts."
+            ),
+        ],
+    )
+
+
+def serve_options(command: F) -> F:
+    """The simulator's options."""
+    return _apply(
+        command,
+        [
+            click.option("--host", default="127.0.0.1", show_default=True),
+            click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True),
+            click.option(
+                "--api-key", help="Accept only this bearer key (default: any non-empty key)."
+            ),
+            click.option(
+                "--strict-threads",
+                is_flag=True,
+                help="Only threads created by POST /threads exist.",
+            ),
+            click.option(
+                "--run-seconds",
+                type=click.FloatRange(min=0),
+                default=1.0,
+                show_default=True,
+                help="Seconds from queued to completed.",
+            ),
+            click.option(
+                "--rpm", type=POSITIVE, help="Limit run creation to R per minute (429 beyond)."
+            ),
+            click.option("--read-rpm", type=POSITIVE, help="Limit GETs to R per minute."),
+            click.option(
+                "--burst", type=POSITIVE, help="Token bucket size (default one second's worth)."
+            ),
+            click.option(
+                "--latency",
+                "latency_ms",
+                type=click.FloatRange(min=0),
+                default=0.0,
+                help="Added latency, ms.",
+            ),
+            click.option(
+                "--fail-rate", type=SHARE, default=0.0, help="Share of 500/502/503 answers."
+            ),
+            click.option(
+                "--hang-rate", type=SHARE, default=0.0, help="Share of creates answered late."
+            ),
+            click.option(
+                "--hang-seconds", type=click.FloatRange(min=0), default=30.0, show_default=True
+            ),
+            click.option(
+                "--reset-rate",
+                type=SHARE,
+                default=0.0,
+                help="Share of creates whose connection drops.",
+            ),
+            click.option(
+                "--seed", type=int, default=0, show_default=True, help="Seed of the fault draws."
+            ),
+            traceback_option,
+        ],
+    )

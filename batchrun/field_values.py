@@ -1,0 +1,197 @@
+"""How a cell's text becomes the JSON value of its body field.
+
+Each field has a :class:`Kind`; :data:`CONVERTERS` turn text into values::
+
+    >>> convert(Kind.TOOLS, "code_interpreter, file_search")
+    [{'type': 'code_interpreter'}, {'type': 'file_search'}]
+    >>> convert(Kind.BOOLEAN, "Yes")
+    True
+
+Text that stands for no value raises :class:`CellError`. Integers must fit 64 bits, in a
+cell or inside JSON: a longer one is an error, never rounded to a float.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from functools import lru_cache, partial
+from typing import Any
+
+import orjson
+
+# JSON numbers travel as 64-bit integers (orjson's range, and most servers'): a longer
+# integer would be rounded or refused on the way, so it is a row error instead.
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
+class Kind:
+    """How a cell's text becomes a JSON value (plain strings: cheap to hash per cell)."""
+
+    TEXT = "text"  # sent as written
+    NAME = "name"  # an identifier: surrounding spaces trimmed
+    NUMBER = "number"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    JSON = "json"  # JSON text
+    TOOLS = "tools"  # JSON text, or a comma list of built-in tool types
+    NAME_OR_JSON = "name_or_json"  # a bare string form ("auto"), or JSON text
+
+
+KINDS = (
+    Kind.TEXT,
+    Kind.NAME,
+    Kind.NUMBER,
+    Kind.INTEGER,
+    Kind.BOOLEAN,
+    Kind.JSON,
+    Kind.TOOLS,
+    Kind.NAME_OR_JSON,
+)
+FIELD_KINDS: dict[str, str] = {
+    "assistant_id": Kind.NAME,
+    "model": Kind.NAME,
+    "instructions": Kind.TEXT,
+    "additional_instructions": Kind.TEXT,
+    "additional_messages": Kind.JSON,
+    "tools": Kind.TOOLS,
+    "metadata": Kind.JSON,
+    "temperature": Kind.NUMBER,
+    "top_p": Kind.NUMBER,
+    "stream": Kind.BOOLEAN,
+    "max_prompt_tokens": Kind.INTEGER,
+    "max_completion_tokens": Kind.INTEGER,
+    "truncation_strategy": Kind.JSON,
+    "tool_choice": Kind.NAME_OR_JSON,
+    "parallel_tool_calls": Kind.BOOLEAN,
+    "response_format": Kind.NAME_OR_JSON,
+    "reasoning_effort": Kind.NAME,
+}
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "on"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "off"})
+
+
+class CellError(ValueError):
+    """A cell's text cannot become its field's value."""
+
+
+def convert(kind: str, text: str) -> Any:
+    """The JSON value a cell's text stands for; raises CellError if it stands for none."""
+    return CONVERTERS[kind](text)
+
+
+def _convert(kind: str, text: str) -> Any:
+    stripped = text.strip()
+    if kind == Kind.NAME:
+        return stripped
+    if kind == Kind.NUMBER:
+        return _number(stripped)
+    if kind == Kind.INTEGER:
+        return _integer(stripped)
+    if kind == Kind.BOOLEAN:
+        word = stripped.casefold()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise CellError(f"{stripped!r} is not true or false")
+    if kind == Kind.TOOLS and stripped[:1] not in ("[", "{"):
+        return _tool_list(stripped)
+    if kind == Kind.NAME_OR_JSON and stripped[:1] not in ("[", "{"):
+        return stripped
+    return parse_json(stripped)
+
+
+def _converter(kind: str) -> Callable[[str], Any]:
+    if kind == Kind.TEXT:
+        return str
+    # Values repeat down a column (the same tools, temperature, model), so conversions are
+    # cached; a cached value is shared between rows, which is safe as bodies are never
+    # mutated after assembly.
+    return lru_cache(maxsize=4096)(partial(_convert, kind))
+
+
+CONVERTERS: dict[str, Callable[[str], Any]] = {kind: _converter(kind) for kind in KINDS}
+
+
+def parse_json(text: str) -> Any:
+    """Parse JSON cell text; integers beyond 64 bits are a CellError, never a float."""
+    if _LONG_DIGITS.search(text):
+        # orjson would read 99999999999999999999 as 1e+20: parse exactly, then refuse.
+        try:
+            value = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError as error:
+            raise CellError(f"is not valid JSON ({error})") from None
+        _check_json_integers(value, "")
+        return value
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise CellError(f"is not valid JSON ({error})") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_json_integers(value: Any, path: str) -> None:
+    if type(value) is int:
+        _check_integer(value, f" at {path}" if path else "")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json_integers(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json_integers(item, f"{path}[{index}]")
+
+
+def _check_integer(value: int, where: str = "") -> int:
+    if not INT_MIN <= value <= INT_MAX:
+        raise CellError(
+            f"{value}{where} is beyond the 64-bit integer range a request can carry"
+            f" ({INT_MIN} to {INT_MAX})"
+        )
+    return value
+
+
+def _number(text: str) -> int | float:
+    try:
+        whole = int(text)
+    except ValueError:
+        pass
+    else:
+        return _check_integer(whole)
+    try:
+        value = float(text)
+    except ValueError:
+        raise CellError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise CellError(f"{text!r} is not a finite number")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        whole = int(text)
+    except ValueError:
+        pass
+    else:
+        return _check_integer(whole)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value.is_integer():  # nan and infinities are not either
+        raise CellError(f"{text!r} is not a whole number")
+    return _check_integer(int(value))
+
+
+def _tool_list(text: str) -> list[dict[str, str]]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise CellError(f"{text!r} is not a comma list of tool types")
+    return [{"type": name} for name in names]
