@@ -1,9 +1,10 @@
 """Settings: one frozen object built in one place; the only module that reads env vars.
 
 Precedence, highest first: command-line option, ``--config FILE.toml``, environment
-(``OPENAI_BASE_URL``), built-in default. The API key is only ever read from the
-environment (``OPENAI_API_KEY`` or the variable named by ``--api-key-env``) and is kept
-out of ``repr``, the settings passthrough file and every message.
+(``OPENAI_BASE_URL``, ``BATCHRUN_LIMITER_URL``), built-in default. The API key is only ever
+read from the environment (``OPENAI_API_KEY`` or the variable named by ``--api-key-env``)
+and is kept out of ``repr``, the settings passthrough file and every message; so is the
+password of a ``--limiter-url`` (shown masked).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -27,6 +29,8 @@ DEFAULT_WAIT_TIMEOUT = 600.0
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 SIMULATOR_KEY = "sk-batchrun-simulator"
 SIMULATED_ENDPOINT = "simulator:"
+LIMITER_URL_ENV = "BATCHRUN_LIMITER_URL"
+LIMITER_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,9 @@ class Settings:
     sheet: str | int | None = None
     columns: Mapping[str, str] = field(default_factory=dict)
     set_values: Mapping[str, str] = field(default_factory=dict)
+    # Shared rate limit (DESIGN.md "Shared rate limit"); the URL may hold a password.
+    limiter_url: str | None = field(default=None, repr=False)
+    limiter_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.api_version not in API_VERSIONS:
@@ -78,6 +85,14 @@ class Settings:
             raise UsageError("--limit must be 0 or more")
         if self.reply and not self.wait:
             object.__setattr__(self, "wait", True)  # --reply implies --wait
+        if self.limiter_url is not None:
+            check_limiter_url(self.limiter_url)
+            if self.rpm is None:
+                raise UsageError(
+                    "--limiter-url shares the --rpm budget between jobs: set --rpm too"
+                )
+        if self.limiter_key is not None and not self.limiter_key.strip():
+            raise UsageError("--limiter-key must not be empty")
 
     @property
     def beta(self) -> str:
@@ -105,7 +120,9 @@ class Settings:
             value = getattr(self, item.name)
             if item.name == "api_key" or value is None:
                 continue
-            if isinstance(value, Path):
+            if item.name == "limiter_url":
+                value = mask_url(value)
+            elif isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, Mapping):
                 value = dict(value)
@@ -141,6 +158,30 @@ def check_base_url(url: str, *, allow_insecure_http: bool) -> None:
         )
 
 
+def check_limiter_url(url: str) -> None:
+    """Refuse a ``--limiter-url`` that is not a Redis URL (messages never show a password)."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in LIMITER_SCHEMES:
+        raise UsageError(
+            f"--limiter-url {mask_url(url)}: use redis://HOST:PORT/DB "
+            "(or rediss:// for TLS, unix:///path/to/socket)"
+        )
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(unparsable URL)"
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is this machine (localhost or a loopback address)."""
     if host.casefold() == "localhost":
@@ -168,6 +209,8 @@ def environment_settings(
     for name, variable in (("organization", "OPENAI_ORG_ID"), ("project", "OPENAI_PROJECT_ID")):
         if merged.get(name) is None:
             merged[name] = _header_safe(variable, env.get(variable)) or None
+    if merged.get("limiter_url") is None:
+        merged["limiter_url"] = env.get(LIMITER_URL_ENV, "").strip() or None
     return merged
 
 
@@ -254,6 +297,8 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "allow_insecure_http": (bool,),
     "escape_formulas": (bool,),
     "sheet": (str, int),
+    "limiter_url": (str,),
+    "limiter_key": (str,),
 }
 
 
@@ -285,6 +330,11 @@ def settings_toml(settings: Settings) -> str:
         public.pop(name, None)
     if settings.simulate:
         public.pop("base_url", None)
+    header = "# Settings of this batchrun job (never the API key). Reuse: --config THIS_FILE\n"
+    if settings.limiter_url is not None and public.get("limiter_url") != settings.limiter_url:
+        # A masked password would not connect: leave the URL to the environment instead.
+        public.pop("limiter_url")
+        header += f"# limiter_url holds a password: set ${LIMITER_URL_ENV} for the next job\n"
     columns = public.pop("columns", {})
     set_values = public.pop("set_values", {})
     document: dict[str, Any] = dict(public)
@@ -292,5 +342,4 @@ def settings_toml(settings: Settings) -> str:
         document["columns"] = columns
     if set_values:
         document["set"] = set_values
-    header = "# Settings of this batchrun job (never the API key). Reuse: --config THIS_FILE\n"
     return header + tomli_w.dumps(document)

@@ -327,8 +327,8 @@ async def open_sender(settings: Settings) -> AsyncIterator[RowSender]:
     import aiohttp
 
     from batchrun.client import ApiClient
-    from batchrun.limiter import RateLimiter
-    from batchrun.sender import Control, RowSender
+    from batchrun.sender import Control, RowSender, StopSending
+    from batchrun.shared_limiter import limiters_for
 
     async with contextlib.AsyncExitStack() as stack:
         if settings.simulate:
@@ -340,12 +340,18 @@ async def open_sender(settings: Settings) -> AsyncIterator[RowSender]:
         session = await stack.enter_async_context(
             aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
         )
+        control = Control()
+        # In-process limiters, or budgets shared through Redis (--limiter-url): losing
+        # Redis stops the job as a systemic error, with the unsent rows left for the next run.
+        create_limiter, read_limiter = await stack.enter_async_context(
+            limiters_for(settings, on_lost=control.abort, stop=StopSending)
+        )
         yield RowSender(
             ApiClient(session, settings),
             settings,
-            Control(),
-            create_limiter=RateLimiter(settings.rpm),
-            read_limiter=RateLimiter(settings.read_rpm),
+            control,
+            create_limiter=create_limiter,
+            read_limiter=read_limiter,
             on_sending=lambda row: None,
         )
 

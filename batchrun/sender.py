@@ -24,7 +24,7 @@ import orjson
 
 from batchrun.client import Answer, ApiClient, TransportError, is_run
 from batchrun.config import Settings
-from batchrun.limiter import RateLimiter
+from batchrun.limiter import Limiter
 from batchrun.prepare import sent_body
 from batchrun.report import STOPPED_RUN_STATUSES, Outcome, RowResult
 from batchrun.retry import Failure, RetryDecision, decide
@@ -105,8 +105,8 @@ class RowSender:
         settings: Settings,
         control: Control,
         *,
-        create_limiter: RateLimiter,
-        read_limiter: RateLimiter,
+        create_limiter: Limiter,
+        read_limiter: Limiter,
         on_sending: Callable[[RowResult], None],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
