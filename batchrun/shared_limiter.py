@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -140,8 +141,9 @@ class SharedRateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._lost: str | None = None
-        # Local pauses only: they let this process's own waiting callers re-reserve.
-        self._paused_until = 0.0
+        # Local pauses only: they let this process's own waiting callers re-reserve. Not
+        # 0.0: nothing promises a local clock above zero (the clock-skew test sets one below).
+        self._paused_until = -math.inf
         self._pushes: set[asyncio.Task[None]] = set()
         self.granted = 0
 
