@@ -67,8 +67,8 @@ local pause = tonumber(ARGV[3])
 local stored = tonumber(redis.call('GET', KEYS[1]))
 local tat, wait
 if pause > 0 then
-  -- Empty at the pause's end: the next slot is one interval after it.
-  tat = now + pause + interval + tolerance
+  -- No slot before the pause ends, and then no burst: the budget restarts empty.
+  tat = now + pause + tolerance
   if stored and stored >= tat then return 0 end
   wait = 0
 elseif stored then
@@ -164,38 +164,48 @@ class SharedRateLimiter:
             if now < self._paused_until:
                 await self._sleep(self._paused_until - now)
                 continue
-            reserved_at = now
             wait_us = await self._run(0.0)
             if wait_us > 0:
                 await self._sleep(wait_us / 1e6)
-            # A pause that began while this caller waited voids its slot: the pause has
-            # pushed the shared TAT past it, so the caller reserves again after the pause
+            # A slot that a pause (a 429 met meanwhile) has overtaken is given up: the pause
+            # pushed the shared TAT past its end, so the caller reserves again after it
             # instead of sending into it.
-            if self._paused_until <= reserved_at:
+            if self._clock() >= self._paused_until:
                 break
         self.granted += 1
 
     def pause(self, seconds: float) -> None:
-        """Hold back every process sharing the key for ``seconds``; the budget restarts empty."""
+        """Hold back every process sharing the key for ``seconds``; the budget restarts empty.
+
+        This process's own waiting callers give up slots that fall within the pause.
+        """
         seconds = min(seconds, LONGEST_PAUSE)
         if seconds <= 0 or self._lost is not None:
             return
         self._paused_until = max(self._paused_until, self._clock() + seconds)
-        # pause() is called from synchronous code; the push to Redis runs beside it, and
-        # this process's callers wait for the local pause meanwhile.
-        task = asyncio.get_running_loop().create_task(self._push(seconds))
-        self._pushes.add(task)
-        task.add_done_callback(self._pushes.discard)
+        self._push_later(seconds)
 
     def throttled(self, seconds: float, headers: Mapping[str, str]) -> None:
         """A 429: pause everyone sharing the key (the shared rate is fixed by ``--rpm``)."""
         self.pause(seconds)
 
     def observe(self, headers: Mapping[str, str]) -> None:
-        """Apply ``x-ratelimit-*`` headers as the in-process limiter does, for every process."""
+        """``x-ratelimit-remaining-requests: 0``: no new slot before the server has one.
+
+        Only the shared state moves, and only when the schedule is ahead of the server:
+        pacing exactly at the server's rate leaves its bucket near empty by design, and
+        the slots already handed out were paced, so they are kept (a local pause here
+        would give up a slot after nearly every answer).
+        """
         seconds = observed_pause(headers)
-        if seconds is not None:
-            self.pause(seconds)
+        if seconds is not None and self._lost is None:
+            self._push_later(min(seconds, LONGEST_PAUSE))
+
+    def _push_later(self, seconds: float) -> None:
+        # Called from synchronous code: the push to Redis runs beside the caller.
+        task = asyncio.get_running_loop().create_task(self._push(seconds))
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
 
     async def aclose(self) -> None:
         """Let pauses still being pushed to Redis finish (briefly)."""
