@@ -22,13 +22,14 @@ A slot, once reserved, is spent: a process killed while waiting loses at most th
 holds (one per waiting caller, at most ``--concurrency``), never more, and nothing needs
 cleaning up: the key expires when its budget is full again.
 
-A pause (a 429, or ``x-ratelimit-remaining-requests: 0``) pushes the shared TAT past the
-pause, so every process sharing the key holds back, and the budget restarts empty after it,
-as in-process. Reservations that other processes took before the pause still go out; this
-process's own waiting callers re-reserve. If Redis goes away, ``on_lost`` is told once and
+A 429's pause pushes the shared TAT past its end, so every process sharing the key holds
+back, and the budget restarts empty after it, as in-process; slots that other processes
+reserved before it still go out, this process's own waiting callers reserve again.
+``x-ratelimit-remaining-requests: 0`` pushes the TAT to the server's next free slot, only
+when the schedule is ahead of the server. If Redis goes away, ``on_lost`` is told once and
 the waiting caller gets ``stop(reason)`` raised: the job stops dispatching (exit 3) with the
-rows left for the next run. ``redis`` is imported only here, and this module only when
-``--limiter-url`` is given, so ``batchrun --help`` stays quick.
+rows left for the next run. ``redis`` is imported only when a client is made (``--limiter-url``),
+so ``batchrun --help`` stays quick.
 """
 
 from __future__ import annotations
