@@ -61,7 +61,7 @@ def test_the_first_burst_is_one_seconds_worth_then_the_exact_rate(
     assert times[19] < 0.1  # 20 without waiting (the round trips only): one second's worth
     # Then one every 50 ms, after the 50 ms grace: the 21st at ~0.1 s, the 30th at ~0.55 s.
     assert 0.09 <= times[20] <= 0.15
-    assert (times[29] - times[20]) == pytest.approx(9 * 0.05, abs=0.015)
+    assert (times[29] - times[20]) == pytest.approx(9 * 0.05, abs=0.03)
 
 
 def test_create_and_read_budgets_are_shared_separately(redis_server: RedisServer) -> None:
@@ -142,7 +142,7 @@ def test_a_pause_holds_back_every_process_sharing_the_key(redis_server: RedisSer
     times = asyncio.run(main())
     # Nothing for 0.3 s, then the budget restarts empty: one every 0.1 s, no burst.
     assert 0.29 <= times[0] <= 0.4
-    assert times[2] - times[0] == pytest.approx(0.2, abs=0.02)
+    assert times[2] - times[0] == pytest.approx(0.2, abs=0.03)
 
 
 def test_remaining_zero_pauses_the_shared_budget(redis_server: RedisServer) -> None:

@@ -122,4 +122,4 @@ def test_a_killed_process_loses_at_most_its_reserved_slots(
 
     times = asyncio.run(after_the_kill())
     assert times[0] <= concurrency * interval + 0.05
-    assert times[-1] - times[0] == pytest.approx(3 * interval, abs=0.02)
+    assert times[-1] - times[0] == pytest.approx(3 * interval, abs=0.03)
