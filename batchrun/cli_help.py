@@ -65,6 +65,7 @@ RUN_GROUPS = (
         ["base_url", "api_key_env", "beta_header", "simulate", "allow_insecure_http"],
     ),
     ("Pace and retries", ["concurrency", "rpm", "read_rpm", "max_retries", "timeout"]),
+    ("Shared rate limit", ["limiter_url", "limiter_key"]),
     ("Following runs", ["wait", "wait_timeout", "reply"]),
     ("Resume", ["journal", "fresh", "retry_failed"]),
     ("Output", ["output", "prefix", "escape_formulas"]),

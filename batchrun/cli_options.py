@@ -167,6 +167,18 @@ def run_options(command: F) -> F:
                 help="Polls and reconciling reads per minute.",
             ),
             click.option(
+                "--limiter-url",
+                metavar="redis://HOST:PORT/DB",
+                help="Share --rpm/--read-rpm with every job naming this Redis and limit key "
+                "[env BATCHRUN_LIMITER_URL].",
+            ),
+            click.option(
+                "--limiter-key",
+                metavar="NAME",
+                help="Name of the shared budget (default: the base URL plus a hash of the "
+                "API key).",
+            ),
+            click.option(
                 "--max-retries",
                 type=click.IntRange(min=0),
                 default=DEFAULT_MAX_RETRIES,

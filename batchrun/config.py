@@ -1,15 +1,17 @@
 """Settings: one frozen object built in one place; the only module that reads env vars.
 
 Precedence, highest first: command-line option, ``--config FILE.toml``, environment
-(``OPENAI_BASE_URL``), built-in default. The API key is only ever read from the
-environment (``OPENAI_API_KEY`` or the variable named by ``--api-key-env``) and is kept
-out of ``repr``, the settings passthrough file and every message.
+(``OPENAI_BASE_URL``, ``BATCHRUN_LIMITER_URL``), built-in default. The API key is only ever
+read from the environment (``OPENAI_API_KEY`` or the variable named by ``--api-key-env``)
+and is kept out of ``repr``, the settings passthrough file and every message; so is the
+password of a ``--limiter-url`` (shown masked).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -26,6 +28,8 @@ DEFAULT_WAIT_TIMEOUT = 600.0
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 SIMULATOR_KEY = "sk-batchrun-simulator"
 SIMULATED_ENDPOINT = "simulator:"
+LIMITER_URL_ENV = "BATCHRUN_LIMITER_URL"
+LIMITER_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class Settings:
     sheet: str | int | None = None
     columns: Mapping[str, str] = field(default_factory=dict)
     set_values: Mapping[str, str] = field(default_factory=dict)
+    # Shared rate limit (DESIGN.md "Shared rate limit"); the URL may hold a password.
+    limiter_url: str | None = field(default=None, repr=False)
+    limiter_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.api_version not in API_VERSIONS:
@@ -77,6 +84,14 @@ class Settings:
             raise UsageError("--limit must be 0 or more")
         if self.reply and not self.wait:
             object.__setattr__(self, "wait", True)  # --reply implies --wait
+        if self.limiter_url is not None:
+            check_limiter_url(self.limiter_url)
+            if self.rpm is None:
+                raise UsageError(
+                    "--limiter-url shares the --rpm budget between jobs: set --rpm too"
+                )
+        if self.limiter_key is not None and not self.limiter_key.strip():
+            raise UsageError("--limiter-key must not be empty")
 
     @property
     def beta(self) -> str:
@@ -111,7 +126,9 @@ class Settings:
             value = getattr(self, item.name)
             if item.name == "api_key" or value is None:
                 continue
-            if isinstance(value, Path):
+            if item.name == "limiter_url":
+                value = mask_url(value)
+            elif isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, Mapping):
                 value = dict(value)
@@ -198,6 +215,30 @@ def check_base_url(url: str, *, allow_insecure_http: bool) -> None:
         )
 
 
+def check_limiter_url(url: str) -> None:
+    """Refuse a ``--limiter-url`` that is not a Redis URL (messages never show a password)."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in LIMITER_SCHEMES:
+        raise UsageError(
+            f"--limiter-url {mask_url(url)}: use redis://HOST:PORT/DB "
+            "(or rediss:// for TLS, unix:///path/to/socket)"
+        )
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(unparsable URL)"
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def is_loopback(host: str) -> bool:
     """Whether ``host`` is this machine (localhost or a loopback address)."""
     if host.casefold() == "localhost":
@@ -225,6 +266,8 @@ def environment_settings(
     for name, variable in (("organization", "OPENAI_ORG_ID"), ("project", "OPENAI_PROJECT_ID")):
         if merged.get(name) is None:
             merged[name] = _header_safe(variable, env.get(variable)) or None
+    if merged.get("limiter_url") is None:
+        merged["limiter_url"] = env.get(LIMITER_URL_ENV, "").strip() or None
     return merged
 
 

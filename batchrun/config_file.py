@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from batchrun.config import Settings
+from batchrun.config import LIMITER_URL_ENV, Settings
 from batchrun.errors import UsageError
 
 # Options that describe one run rather than the job: never in the settings passthrough.
@@ -113,6 +113,8 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "allow_insecure_http": (bool,),
     "escape_formulas": (bool,),
     "sheet": (str, int),
+    "limiter_url": (str,),
+    "limiter_key": (str,),
 }
 
 
@@ -145,6 +147,11 @@ def settings_toml(settings: Settings) -> str:
         public.pop(name, None)
     if settings.simulate:
         public.pop("base_url", None)
+    header = "# Settings of this batchrun job (never the API key). Reuse: --config THIS_FILE\n"
+    if settings.limiter_url is not None and public.get("limiter_url") != settings.limiter_url:
+        # A masked password would not connect: leave the URL to the environment instead.
+        public.pop("limiter_url")
+        header += f"# limiter_url holds a password: set ${LIMITER_URL_ENV} for the next job\n"
     columns = public.pop("columns", {})
     set_values = public.pop("set_values", {})
     document: dict[str, Any] = dict(public)
@@ -152,5 +159,4 @@ def settings_toml(settings: Settings) -> str:
         document["columns"] = columns
     if set_values:
         document["set"] = set_values
-    header = "# Settings of this batchrun job (never the API key). Reuse: --config THIS_FILE\n"
     return header + tomli_w.dumps(document)

@@ -1,7 +1,8 @@
 """Shared fixtures: real simulators on loopback ports, a fake clock, and a raw HTTP caller.
 
 ``make_simulator(**config)`` starts a :class:`RunningSimulator` (stopped at teardown);
-``simulator`` is one with ``run_seconds=0.2`` and ``base_url`` its address. ``api_call`` sends
+``simulator`` is one with ``run_seconds=0.2`` and ``base_url`` its address;
+``redis_server`` is a real ``redis-server`` on a free loopback port. ``api_call`` sends
 one raw request and returns status, headers and JSON, for tests that pin exact wire shapes.
 """
 
@@ -12,10 +13,12 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from redis_server import RedisServer
 
 from batchrun.simulator import RunningSimulator, SimulatorConfig
 
@@ -123,3 +126,11 @@ def simulator(make_simulator: Callable[..., RunningSimulator]) -> RunningSimulat
 def base_url(simulator: RunningSimulator) -> str:
     """The running ``simulator``'s base URL, ``http://127.0.0.1:PORT/v1``."""
     return simulator.base_url
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real ``redis-server`` on a free loopback port (see ``redis_server.py``)."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()

@@ -364,3 +364,18 @@ def test_sending_marks_are_synced_to_disk(tmp_path: Path) -> None:
     journal.close()
     insert = next(n for n, text in enumerate(statements) if text.startswith("INSERT INTO log"))
     assert "PRAGMA synchronous=FULL" in statements[:insert]
+
+
+def test_a_simulate_rerun_follows_the_pending_runs_of_the_job_before(tmp_path: Path) -> None:
+    source = write_sheet(tmp_path / "in.csv", [(f"t_{n}", "hi") for n in range(3)])
+    options: dict[str, Any] = {"simulate": True, "wait": True}
+    first = run_file(source, tmp_path / "out.csv", settings_for("", wait_timeout=0.2, **options))
+    assert first.summary.outcomes == {"pending": 3}
+    again = run_file(source, tmp_path / "out.csv", settings_for("", **options))
+    assert again.summary.exit_code is ExitCode.OK, again.summary.line()
+    assert again.summary.sent == 0
+    assert [r["run_id"] for r in read_rows(first.output)] == [
+        r["run_id"] for r in read_rows(again.output)
+    ]
+    log = tmp_path / "in.batchrun.sqlite.simulator.jsonl"
+    assert len(log.read_text(encoding="utf-8").splitlines()) == 3  # no run made twice

@@ -12,7 +12,9 @@ lockstep with the server would sometimes arrive a hair early and be refused.
 
 :meth:`pause` holds back every caller (a 429 for one request means the server is
 refusing all of them); :meth:`observe` applies a server's ``x-ratelimit-*`` headers.
-The clock and sleep are injectable so tests never sleep for real.
+The clock and sleep are injectable so tests never sleep for real. :class:`Limiter` is the
+interface the sender relies on; :mod:`batchrun.sending.shared_limiter` implements it on Redis, for
+several processes sharing one budget.
 """
 
 from __future__ import annotations
@@ -20,12 +22,59 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 from batchrun.sending.retry import LONGEST_PAUSE, parse_go_duration
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 DEFAULT_GRACE = 0.05
+
+
+class Limiter(Protocol):
+    """What the sender needs of a limiter: in-process (:class:`RateLimiter`) or shared."""
+
+    granted: int
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per second, or None when unlimited."""
+
+    async def acquire(self) -> None:
+        """Wait until one more request may start."""
+
+    def pause(self, seconds: float) -> None:
+        """Hold back every caller for ``seconds`` from now."""
+
+    def throttled(self, seconds: float, headers: Mapping[str, str]) -> None:
+        """A 429 answered with these headers: pause, and adapt where the limiter can."""
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Apply a server's ``x-ratelimit-*`` headers."""
+
+
+def observed_pause(headers: Mapping[str, str]) -> float | None:
+    """The pause ``x-ratelimit-*`` headers ask for, or None when requests may go on.
+
+    When ``x-ratelimit-remaining-requests`` is below 1, the reset header says when the
+    server's bucket is full again; the next single request is allowed after one token's
+    time, 60 / ``x-ratelimit-limit-requests`` seconds, so the pause is the shorter of both.
+    """
+    remaining = headers.get("x-ratelimit-remaining-requests")
+    if remaining is None:
+        return None
+    try:
+        left = float(remaining)
+    except ValueError:
+        return None
+    if left >= 1:
+        return None
+    reset = parse_go_duration(headers.get("x-ratelimit-reset-requests", "")) or 1.0
+    try:
+        limit = float(headers.get("x-ratelimit-limit-requests", ""))
+    except ValueError:
+        limit = 0.0
+    return min(reset, 60.0 / limit) if limit > 0 else reset
 
 
 class RateLimiter:
@@ -126,21 +175,6 @@ class RateLimiter:
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Adapt to ``x-ratelimit-remaining-requests`` / ``x-ratelimit-reset-requests``."""
-        remaining = headers.get("x-ratelimit-remaining-requests")
-        if remaining is None:
-            return
-        try:
-            left = float(remaining)
-        except ValueError:
-            return
-        if left < 1:
-            reset = parse_go_duration(headers.get("x-ratelimit-reset-requests", "")) or 1.0
-            # The reset header says when the server's bucket is full again; the next single
-            # request is allowed after one token's time, 60 / limit seconds.
-            try:
-                limit = float(headers.get("x-ratelimit-limit-requests", ""))
-            except ValueError:
-                limit = 0.0
-            if limit > 0:
-                reset = min(reset, 60.0 / limit)
-            self.pause(reset)
+        seconds = observed_pause(headers)
+        if seconds is not None:
+            self.pause(seconds)

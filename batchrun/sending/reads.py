@@ -17,7 +17,7 @@ from batchrun.endpoints import runs
 from batchrun.report import STOPPED_RUN_STATUSES
 from batchrun.sending.client import Answer, ApiClient, TransportError
 from batchrun.sending.control import Control
-from batchrun.sending.limiter import RateLimiter
+from batchrun.sending.limiter import Limiter
 from batchrun.sending.retry import decide
 
 POLL_FIRST, POLL_CAP = 0.2, 5.0
@@ -39,7 +39,7 @@ class Reader:
         client: ApiClient,
         settings: Settings,
         control: Control,
-        limiter: RateLimiter,
+        limiter: Limiter,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,

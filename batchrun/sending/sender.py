@@ -39,7 +39,7 @@ from batchrun.sending.control import (
     route_stop_reason,
 )
 from batchrun.sending.judge import Judgement, Verdict, judge, tag_of
-from batchrun.sending.limiter import RateLimiter
+from batchrun.sending.limiter import Limiter
 from batchrun.sending.reads import POLL_FIRST, Reader, throttle_budget
 from batchrun.sending.retry import Failure, RetryDecision, decide
 
@@ -64,7 +64,7 @@ class RowSender:
         settings: Settings,
         control: Control,
         *,
-        create_limiter: RateLimiter,
+        create_limiter: Limiter,
         reader: Reader,
         job_id: str = "",
         on_sending: Callable[[RowResult], None] = lambda row: None,

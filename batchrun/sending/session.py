@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from batchrun.config import Settings
 from batchrun.report import Outcome, RowResult, Summary, summarize
@@ -36,19 +37,26 @@ class Sending:
 
 
 @contextlib.asynccontextmanager
-async def open_sending(settings: Settings, job_id: str = "") -> AsyncIterator[Sending]:
+async def open_sending(
+    settings: Settings, job_id: str = "", journal_path: Path | None = None
+) -> AsyncIterator[Sending]:
     """An HTTP session, limiters, reader and sender for ``settings`` (starting the
     simulator if asked)."""
     import aiohttp
 
     from batchrun.sending.client import ApiClient
-    from batchrun.sending.limiter import RateLimiter
+    from batchrun.sending.control import StopSending
+    from batchrun.sending.shared_limiter import limiters_for
 
     async with contextlib.AsyncExitStack() as stack:
         if settings.simulate:
             from batchrun.simulator import SimulatorConfig, serve_async
 
-            base_url = await stack.enter_async_context(serve_async(SimulatorConfig(port=0)))
+            # The runs it makes are logged beside the journal, so a rerun's simulator knows
+            # them: a pending run can be followed, a row caught in flight reconciled.
+            run_log = None if journal_path is None else f"{journal_path}.simulator.jsonl"
+            config = SimulatorConfig(port=0, run_log=run_log)
+            base_url = await stack.enter_async_context(serve_async(config))
             settings = settings.with_base_url(base_url)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         session = await stack.enter_async_context(
@@ -59,12 +67,17 @@ async def open_sending(settings: Settings, job_id: str = "") -> AsyncIterator[Se
         )
         client = ApiClient(session, settings)
         control = Control()
-        reader = Reader(client, settings, control, RateLimiter(settings.read_rpm))
+        # In-process limiters, or budgets shared through Redis (--limiter-url): losing
+        # Redis stops the job as a systemic error, with the unsent rows left for the next run.
+        create_limiter, read_limiter = await stack.enter_async_context(
+            limiters_for(settings, on_lost=control.abort, stop=StopSending)
+        )
+        reader = Reader(client, settings, control, read_limiter)
         sender = RowSender(
             client,
             settings,
             control,
-            create_limiter=RateLimiter(settings.rpm),
+            create_limiter=create_limiter,
             reader=reader,
             job_id=job_id,
         )
@@ -81,7 +94,7 @@ async def execute(
 ) -> Control:
     """Send the batch; the job's control (why it stopped, notes) once every row has an
     outcome and its journal state."""
-    async with open_sending(settings, journal.job_id) as sending:
+    async with open_sending(settings, journal.job_id, journal.path) as sending:
         execution = Execution(batch, sending.sender, sending.reader, journal, settings, progress)
         sending.sender.on_sending = execution.mark_ahead
         control = sending.sender.control

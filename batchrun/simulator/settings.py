@@ -36,6 +36,9 @@ class SimulatorConfig:
     quota_exhausted: bool = False
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    # A JSON-lines log of the runs created: replayed at start, appended to after. So the
+    # in-process simulator of a --simulate rerun knows the runs of the job before it.
+    run_log: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "hang_rate", "reset_rate"):

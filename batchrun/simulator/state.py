@@ -313,14 +313,19 @@ class Store:
         return thread
 
     def create_run(
-        self, thread: Thread, body: Mapping[str, Any], canonical: bytes, now: float
+        self,
+        thread: Thread,
+        body: Mapping[str, Any],
+        canonical: bytes,
+        now: float,
+        run_id: str | None = None,
     ) -> Run:
         """Start a run on ``thread`` (already settled); 400 while another run is active."""
         if thread.active is not None:
             raise envelope.busy_thread(thread.id, thread.active.id)
         for message in body.get("additional_messages") or ():
             self.add_message(thread, message, now)
-        run = Run(self.new_id("run_"), thread, body, now, self.config.run_seconds)
+        run = Run(run_id or self.new_id("run_"), thread, body, now, self.config.run_seconds)
         thread.runs[run.id] = run
         thread.active = run
         self.runs_created += 1
