@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +105,7 @@ class ApiClient:
         # Every request, create or read, holds one of --concurrency slots while in flight:
         # followers polling many runs must not exceed the bound the user set.
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self._proxy = env_proxy(self._base_url)
         headers = {
             "OpenAI-Beta": settings.beta,
             "Content-Type": "application/json",
@@ -142,6 +144,7 @@ class ApiClient:
                     headers=self._headers,
                     timeout=self._timeout,
                     allow_redirects=False,
+                    proxy=self._proxy,
                 ) as response,
             ):
                 raw = await _read_capped(response)
@@ -179,6 +182,15 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
             raise AnswerTooLarge("answer larger than 10 MB (not read)")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def env_proxy(url: yarl.URL) -> str | None:
+    """The proxy ``HTTPS_PROXY``/``HTTP_PROXY`` name for ``url`` (None when none applies,
+    or ``NO_PROXY`` exempts its host), as corporate networks need."""
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if not proxy or urllib.request.proxy_bypass(url.host or ""):
+        return None
+    return proxy
 
 
 def mask_key(key: str) -> str:
