@@ -187,6 +187,7 @@ def test_run_works_without_importing_pandas(tmp_path: Path, sample: str, output:
     )
     source = Path(__file__).parents[1] / "samples" / sample
     args = ["run", str(source), "--simulate", "--quiet", "-o", str(tmp_path / output)]
+    args += ["--journal", str(tmp_path / "journal.sqlite")]  # not beside the samples
     result = subprocess.run(
         [sys.executable, "-c", code, *args],
         capture_output=True,
