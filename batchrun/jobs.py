@@ -114,8 +114,9 @@ def _run_file(
             source=source.name,
             fresh=settings.fresh,
         )
-    except sqlite3.Error as error:
-        raise UsageError(f"cannot open the journal {journal_path}: {error}") from None
+    except (sqlite3.Error, OSError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise UsageError(f"cannot open the journal {journal_path}: {reason}") from None
     try:
         # A journal failure mid-job (disk full) stops sending; the summary says so and the
         # output is still written below. What was committed stays.

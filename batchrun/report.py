@@ -175,11 +175,12 @@ class Summary:
         if self.run_statuses:
             runs = ", ".join(f"{n} {s}" for s, n in sorted(self.run_statuses.items()))
             line += f"; runs: {runs}"
-        line += f"; this run: {self.sent} sent"
-        if self.from_journal:
-            line += f", {self.from_journal} from the journal"
-        if self.left:
-            line += f", {self.left} left for the next run"
+        if self.sent or self.from_journal or self.left:  # a run job with rows to handle
+            line += f"; this run: {self.sent} sent"
+            if self.from_journal:
+                line += f", {self.from_journal} from the journal"
+            if self.left:
+                line += f", {self.left} left for the next run"
         if self.interrupted:
             line += "; interrupted: rerun the same command to resume"
         if output is not None:

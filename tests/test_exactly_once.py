@@ -379,3 +379,13 @@ def test_a_simulate_rerun_follows_the_pending_runs_of_the_job_before(tmp_path: P
     ]
     log = tmp_path / "in.batchrun.sqlite.simulator.jsonl"
     assert len(log.read_text(encoding="utf-8").splitlines()) == 3  # no run made twice
+
+
+def test_a_journal_in_a_missing_folder_is_a_usage_error(tmp_path: Path) -> None:
+    source = write_sheet(tmp_path / "in.csv", [("t_1", "hi")])
+    result = cli(
+        [*command(source, tmp_path / "out.csv", "http://127.0.0.1:9/v1")]
+        + ["--journal", str(tmp_path / "missing" / "j.sqlite")]
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("batchrun: cannot open the journal")

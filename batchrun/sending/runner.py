@@ -206,7 +206,12 @@ class Execution:
             self.stop_lane(lane, lane.position, f"not sent: job stopped ({self.control.reason})")
             raise
         status = (run or {}).get("status")
-        if status == "requires_action":
+        if run is None:
+            reason = (
+                f"not sent: thread {row.thread_id} is busy with run {busy.run_id}, which "
+                "cannot be read; rerun to send it"
+            )
+        elif status == "requires_action":
             reason = (
                 f"not sent: run {busy.run_id} on thread {row.thread_id} waits for tool "
                 "outputs (requires_action)"
