@@ -383,9 +383,29 @@ def test_a_simulate_rerun_follows_the_pending_runs_of_the_job_before(tmp_path: P
 
 def test_a_journal_in_a_missing_folder_is_a_usage_error(tmp_path: Path) -> None:
     source = write_sheet(tmp_path / "in.csv", [("t_1", "hi")])
+    missing = str(tmp_path / "missing" / "j.sqlite")
     result = cli(
-        [*command(source, tmp_path / "out.csv", "http://127.0.0.1:9/v1")]
-        + ["--journal", str(tmp_path / "missing" / "j.sqlite")]
+        [*command(source, tmp_path / "out.csv", "http://127.0.0.1:9/v1"), "--journal", missing]
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("batchrun: cannot open the journal")
+
+
+def test_a_busy_thread_holds_no_worker_and_waits_once_for_all_its_rows(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(run_seconds=30)
+    source = write_sheet(tmp_path / "in.csv", [("busy", "someone else's run")])
+    run_file(source, tmp_path / "first.csv", settings_for(sim.base_url))
+    rows = [("busy", "a"), ("busy", "b"), ("busy", "c")] + [(f"t_{n}", "x") for n in range(6)]
+    write_sheet(source, [("busy", "someone else's run"), *rows])
+    started = time.monotonic()
+    report = run_file(
+        source, tmp_path / "out.csv", settings_for(sim.base_url, concurrency=1, wait_timeout=1)
+    )
+    assert time.monotonic() - started < 4  # one --wait-timeout, not one per row
+    out = read_rows(report.output)
+    assert all(row["status"] == "200" for row in out[4:])  # the one worker went on meanwhile
+    assert "still busy" in out[1]["error"] and out[1]["error"].startswith("not sent")
+    assert all(row["error"].startswith("not sent") for row in out[2:4])
+    assert report.summary.left == 3
