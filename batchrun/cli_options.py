@@ -154,7 +154,7 @@ def run_options(command: F) -> F:
                 type=click.IntRange(min=1),
                 default=DEFAULT_CONCURRENCY,
                 show_default=True,
-                help="Requests in flight at once.",
+                help="Requests in flight at once, creates and polls together.",
             ),
             click.option(
                 "--rpm",
@@ -209,9 +209,11 @@ def run_options(command: F) -> F:
                 type=click.Path(path_type=Path),
                 help="Journal file (default INPUT_STEM.batchrun.sqlite beside the input).",
             ),
-            click.option("--fresh", is_flag=True, help="Ignore the journal and start over."),
+            click.option("--fresh", is_flag=True, help="Start a new job: send every row again."),
             click.option(
-                "--retry-failed", is_flag=True, help="Send rows that failed last time again."
+                "--retry-failed",
+                is_flag=True,
+                help="Send failed rows again (a new run where a run ended failed).",
             ),
             click.option("--no-progress", is_flag=True, help="No progress bar."),
             click.option(
