@@ -1,0 +1,186 @@
+"""Pure decisions of the sending core, by tables: the reconciliation judge, the per-row plan
+from the journal, and the watchers that stop a job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from batchrun.report import Next, Outcome, RowResult
+from batchrun.sending.control import ConnectWatch, RouteWatch, missing_route
+from batchrun.sending.journal import CREATED, DONE, FAILED, SENDING, journal_state
+from batchrun.sending.judge import Verdict, judge
+from batchrun.sending.plan import Action, plan_entry
+
+SENT_AT = 1_000.0
+
+
+def run(
+    run_id: str, status: str = "completed", tag: str | None = None, created: float = SENT_AT
+) -> dict[str, Any]:
+    found: dict[str, Any] = {"id": run_id, "status": status, "created_at": created}
+    found["metadata"] = {"batchrun_key": tag} if tag else {}
+    return found
+
+
+def without_metadata(found: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in found.items() if key != "metadata"}
+
+
+JUDGE_CASES = [
+    pytest.param([], {}, Verdict.ABSENT, None, id="no-runs"),
+    pytest.param([run("r1", tag="k.j")], {}, Verdict.ADOPT, "r1", id="own-tag"),
+    pytest.param(
+        [run("r2", "in_progress", tag="k.j"), run("r1", tag="k.j")],
+        {"superseded": ["r2"]},
+        Verdict.ADOPT,
+        "r1",
+        id="a-superseded-run-is-never-adopted-again",
+    ),
+    pytest.param([run("r1", tag="k.old")], {}, Verdict.ABSENT, None, id="another-jobs-tag"),
+    pytest.param(
+        [run("r1", "queued", tag="k.old")], {}, Verdict.BUSY, "r1", id="busy-with-another-run"
+    ),
+    pytest.param(
+        [run("r1", "requires_action", tag="x")],
+        {},
+        Verdict.BLOCKED,
+        "r1",
+        id="requires-action-blocks",
+    ),
+    pytest.param(
+        [without_metadata(run("r1"))],
+        {},
+        Verdict.UNSURE,
+        "r1",
+        id="no-metadata-and-made-since-sent",
+    ),
+    pytest.param(
+        [without_metadata(run("r1", created=SENT_AT - 3600))],
+        {},
+        Verdict.ABSENT,
+        None,
+        id="no-metadata-but-made-long-before",
+    ),
+    pytest.param(
+        [without_metadata(run("r1"))],
+        {"maybe_sent": False},
+        Verdict.ABSENT,
+        None,
+        id="not-maybe-sent-never-unsure",
+    ),
+    pytest.param(
+        [run("r1")], {"tags_seen": True}, Verdict.ABSENT, None, id="tags-seen-foreign-run"
+    ),
+    pytest.param(
+        [without_metadata(run("r1"))],
+        {"tags_seen": True},
+        Verdict.UNSURE,
+        "r1",
+        id="tags-seen-but-this-run-shows-no-metadata",
+    ),
+    pytest.param([run("r1")], {"tag": None}, Verdict.UNSURE, "r1", id="no-tag-maybe-sent"),
+]
+
+
+@pytest.mark.parametrize(("runs", "options", "verdict", "run_id"), JUDGE_CASES)
+def test_the_judge(
+    runs: list[dict[str, Any]], options: dict[str, Any], verdict: Verdict, run_id: str | None
+) -> None:
+    arguments: dict[str, Any] = {"tag": "k.j", "maybe_sent": True, "sent_at": SENT_AT}
+    judged = judge(runs, **{**arguments, **options})
+    assert judged.verdict is verdict
+    if run_id is not None:
+        assert judged.run is not None and judged.run["id"] == run_id
+
+
+def restored(outcome: Outcome | None, run_status: str = "", ghost: str = "") -> RowResult:
+    return RowResult(0, outcome=outcome, run_status=run_status, ghost=ghost)
+
+
+PLAN_CASES = [
+    pytest.param(SENDING, restored(None), {}, Action.SEND, id="caught-in-flight"),
+    pytest.param(FAILED, restored(Outcome.FAILED), {}, Action.KEEP, id="failed-kept"),
+    pytest.param(
+        FAILED, restored(Outcome.FAILED), {"retry_failed": True}, Action.SEND, id="retry-failed"
+    ),
+    pytest.param(
+        DONE,
+        restored(Outcome.RUN_FAILED, "failed"),
+        {"retry_failed": True},
+        Action.NEW_RUN,
+        id="run-failed-gets-a-new-run",
+    ),
+    pytest.param(
+        DONE, restored(Outcome.RUN_FAILED, "failed"), {}, Action.KEEP, id="run-failed-kept"
+    ),
+    pytest.param(
+        CREATED, restored(Outcome.OK, "queued"), {"wait": True}, Action.FOLLOW, id="follow"
+    ),
+    pytest.param(CREATED, restored(Outcome.OK, "queued"), {}, Action.KEEP, id="no-wait-kept"),
+    pytest.param(
+        CREATED,
+        restored(Outcome.PENDING, "queued", ghost="HTTP 500"),
+        {"wait": True},
+        Action.LOOK_ONCE,
+        id="a-stalled-ghost-run-is-looked-at-once",
+    ),
+    pytest.param(DONE, restored(Outcome.OK, "completed"), {"wait": True}, Action.KEEP, id="done"),
+]
+
+
+@pytest.mark.parametrize(("state", "row", "options", "action"), PLAN_CASES)
+def test_the_plan(state: str, row: RowResult, options: dict[str, Any], action: Action) -> None:
+    flags = {"retry_failed": False, "wait": False, **options}
+    assert plan_entry(state, row, **flags) is action
+
+
+STATE_CASES = [
+    pytest.param(Next.NOTHING, False, DONE, id="final"),
+    pytest.param(Next.FOLLOW, False, CREATED, id="follow"),
+    pytest.param(Next.RETRY, True, FAILED, id="retry"),
+    pytest.param(Next.SEND, True, SENDING, id="left-maybe-sent-reconciled-next-time"),
+    pytest.param(Next.SEND, False, None, id="left-unsent-no-entry"),
+]
+
+
+@pytest.mark.parametrize(("next_step", "maybe_sent", "state"), STATE_CASES)
+def test_the_journal_state_keeps_what_the_next_job_does(
+    next_step: Next, maybe_sent: bool, state: str | None
+) -> None:
+    assert journal_state(RowResult(0, next=next_step, maybe_sent=maybe_sent)) == state
+
+
+ROUTE_CASES = [
+    pytest.param(404, None, True, id="empty-or-html-404"),
+    pytest.param(404, {"detail": "Not Found"}, True, id="fastapi-bare-404"),
+    pytest.param(404, {"error": {"message": "Invalid URL (POST /v1/x)"}}, True, id="openai"),
+    pytest.param(404, {"error": {"message": "Assistant not found"}}, False, id="about-the-row"),
+    pytest.param(404, {"error": {"message": None}}, False, id="null-message"),
+    pytest.param(404, {"detail": "Thread not found"}, False, id="fastapi-about-the-row"),
+    pytest.param(405, {"detail": "Method Not Allowed"}, True, id="405"),
+    pytest.param(501, None, True, id="501"),
+    pytest.param(400, None, False, id="400"),
+]
+
+
+@pytest.mark.parametrize(("status", "data", "missing"), ROUTE_CASES)
+def test_what_says_the_route_is_missing(status: int, data: Any, missing: bool) -> None:
+    assert missing_route(status, data, "") is missing
+
+
+def test_three_route_misses_in_a_row_stop_and_an_answer_between_resets() -> None:
+    watch = RouteWatch()
+    assert not watch.answered(404, None, "") and not watch.answered(404, None, "")
+    assert not watch.answered(200, {"id": "r"}, "")
+    assert not watch.answered(404, None, "") and not watch.answered(404, None, "")
+    assert watch.answered(404, None, "")
+
+
+def test_refused_connections_stop_sooner_before_the_server_ever_answered() -> None:
+    unseen = ConnectWatch()
+    assert [unseen.refused() for _ in range(3)] == [False, False, True]
+    seen = ConnectWatch()
+    seen.answered()
+    assert [seen.refused() for _ in range(8)] == [False] * 7 + [True]
