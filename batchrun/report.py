@@ -210,7 +210,7 @@ class Summary:
             *job,
             ("rows", self.rows),
             *([("reconciled", self.reconciled)] if self.reconciled else []),
-            ("sent by this run", self.sent),
+            *([("sent by this run", self.sent)] if self.sent else []),
             *([("taken from the journal", self.from_journal)] if self.from_journal else []),
             *([("left for the next run", self.left)] if self.left else []),
             *([("runs made although their create failed", self.ghosts)] if self.ghosts else []),
