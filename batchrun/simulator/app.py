@@ -20,9 +20,12 @@ from aiohttp.typedefs import Handler as WebHandler
 
 from batchrun.schema import service_problems
 from batchrun.simulator import envelope
+from batchrun.simulator.chat import ChatCompletions
+from batchrun.simulator.conversations import Conversations
 from batchrun.simulator.envelope import ApiError
 from batchrun.simulator.faults import FaultPlan
 from batchrun.simulator.limits import UNLIMITED_HEADERS, TokenBucket, token_headers
+from batchrun.simulator.responses import Responses
 from batchrun.simulator.settings import SimulatorConfig
 from batchrun.simulator.state import Run, Store, Thread, page
 from batchrun.simulator.wire import (
@@ -49,6 +52,18 @@ CREATE_ROUTES = frozenset(
 )
 ASSISTANTS_PREFIX = "/v1/threads"  # only the Assistants routes need the OpenAI-Beta header
 UNMATCHED = "<unmatched>"
+# (method, template, part of the simulator, its handler) of the live endpoints' routes.
+LIVE_ROUTES = (
+    ("POST", "/v1/conversations", "conversations", "create"),
+    ("GET", "/v1/conversations/{conversation_id}", "conversations", "retrieve"),
+    ("GET", "/v1/conversations/{conversation_id}/items", "conversations", "list_items"),
+    ("POST", "/v1/responses", "responses", "create"),
+    ("GET", "/v1/responses/{response_id}", "responses", "retrieve"),
+    ("POST", "/v1/responses/{response_id}/cancel", "responses", "cancel"),
+    ("POST", "/v1/chat/completions", "chat", "create"),
+    ("GET", "/v1/chat/completions", "chat", "list"),
+    ("GET", "/v1/chat/completions/{completion_id}", "chat", "retrieve"),
+)
 
 
 class Simulator:
@@ -67,6 +82,10 @@ class Simulator:
         config = self.config
         now = self.clock()
         self.store = Store(config)
+        # The live endpoints share the store's ids, so a seeded session reproduces them too.
+        self.conversations = Conversations(config, self.clock, self.store.new_id)
+        self.responses = Responses(config, self.clock, self.conversations)
+        self.chat = ChatCompletions(config, self.clock, self.store.new_id)
         if config.run_log is not None:
             self._replay(config.run_log)
         self.faults = FaultPlan(config)
@@ -88,6 +107,11 @@ class Simulator:
             "rate_limited": self.rate_limited,
             "faults": dict(self.fault_counts),
             "threads": len(self.store.threads),
+            "responses_created": self.responses.created,
+            "duplicate_responses": self.responses.duplicates,
+            "chat_completions_created": self.chat.created,
+            "duplicate_chat_completions": self.chat.duplicates,
+            "conversations": len(self.conversations.by_id),
         }
 
     # -- the gate -------------------------------------------------------------------------
@@ -339,6 +363,17 @@ def _run_id(run: Run) -> str:
     return run.id
 
 
+def _live(simulator: Simulator, part: str, method: str) -> Handler:
+    """A handler that calls ``method`` of the simulator's current ``part`` (conversations,
+    responses or chat), which :meth:`Simulator.reset` replaces."""
+
+    async def handle(request: web.Request, version: str) -> Answer:
+        handler: Handler = getattr(getattr(simulator, part), method)
+        return await handler(request, version)
+
+    return handle
+
+
 SIMULATOR_KEY = web.AppKey("batchrun_simulator", Simulator)
 
 
@@ -361,6 +396,8 @@ def create_app(
         ("POST", "/v1/threads/{thread_id}/runs/{run_id}/cancel", simulator.cancel_run),
         ("GET", "/v1/threads/{thread_id}/messages", simulator.list_messages),
     ]
+    # The live endpoints; reset() replaces their state, so each route looks it up per call.
+    routes += [(method, path, _live(simulator, *where)) for method, path, *where in LIVE_ROUTES]
     for method, template, handler in routes:
         app.router.add_route(method, template, simulator.endpoint(method, template, handler))
     app.router.add_route("GET", "/_simulator/stats", simulator.stats_route)
