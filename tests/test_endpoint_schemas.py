@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -240,7 +241,7 @@ INVALID = [
 
 
 @pytest.mark.parametrize(("name", "body"), VALID)
-def test_official_examples_are_accepted(name: str, body: dict[str, Any]) -> None:
+def test_valid_request_shapes_are_accepted(name: str, body: dict[str, Any]) -> None:
     assert verdicts(name, body) == (True, True)
     assert BodyChecker(name, batchrun_rules=False).check(body) == []
 
@@ -283,13 +284,41 @@ def test_what_the_official_schema_leaves_to_the_service(name: str, body: dict[st
     assert verdicts(name, body) == (True, True)
 
 
-def test_function_tools_need_strict_and_parameters_as_the_schema_says() -> None:
-    """A surprise worth pinning: CreateResponse's tools are the Response's FunctionTool, whose
-    ``strict`` and ``parameters`` are required (nullable); the SDK's type agrees."""
-    body = {"model": "gpt-4o", "tools": [{"type": "function", "name": "lookup"}]}
-    assert verdicts("responses", body) == (False, False)
-    paths = {p.path for p in BodyChecker("responses", batchrun_rules=False).check(body)}
-    assert paths == {"tools[0].strict", "tools[0].parameters"}
+def test_function_tools_and_image_parts_need_what_their_request_side_twins_need() -> None:
+    """CreateResponse reaches the Response's FunctionTool (``strict`` and ``parameters``
+    required) and InputImageContent (``detail`` required), which the document's own examples
+    leave out; the document's request-side twins require only ``name``/``type``."""
+    tool = {"model": "gpt-4o", "tools": [{"type": "function", "name": "lookup"}]}
+    image = {"type": "input_image", "image_url": "https://example.com/a.png"}
+    parts = {"model": "gpt-4o", "input": [{"role": "user", "content": [image]}]}
+    assert verdicts("responses", tool) == (True, True)
+    assert verdicts("responses", parts) == (True, True)
+    defs = load_schema("responses")["$defs"]
+    assert defs["FunctionTool"]["required"] == defs["FunctionToolParam"]["required"]
+
+
+def official_examples() -> list[Any]:
+    """The JSON body of every curl example of POST /responses and /chat/completions."""
+    if not OPENAPI.is_file():
+        return []
+    spec = build_schemas().load_openapi(OPENAPI)
+    found = []
+    for path, name in (("/responses", "responses"), ("/chat/completions", "chat")):
+        for example in spec["paths"][path]["post"]["x-oaiMeta"]["examples"]:
+            data = re.search(r"-d '(.*)'\s*$", example["request"]["curl"], re.S)
+            assert data is not None, example["title"]
+            body = json.loads(data.group(1))
+            found.append(
+                pytest.param(name, body, id=f"{name}-{example['title'].lower().replace(' ', '-')}")
+            )
+    return found
+
+
+@needs_reference
+@pytest.mark.parametrize(("name", "body"), official_examples())
+def test_every_official_request_example_is_accepted(name: str, body: dict[str, Any]) -> None:
+    assert verdicts(name, body) == (True, True)
+    assert BodyChecker(name, batchrun_rules=False).check(body) == []
 
 
 def test_body_fields_gather_the_properties_of_every_allof_part() -> None:

@@ -16,6 +16,8 @@ as in OpenAPI 3.0.3, ``nullable`` does not add ``null`` to an enum),
 (``description``, ``example``, ``x-*``) are dropped. One deliberate change: v1's
 ``required`` lists ``thread_id``, a path parameter that ``additionalProperties: false``
 forbids in the body, so no body could ever pass; it is corrected to ``[assistant_id]``.
+The full document needs a few more steps, listed in :func:`convert_component`, and two
+corrections so that its own request examples pass (``REQUEST_SIDE_TWINS``).
 """
 
 from __future__ import annotations
@@ -100,6 +102,14 @@ ENDPOINT_SCHEMAS = {
     "chat": ("CreateChatCompletionRequest", "CreateChatCompletionRequest (Chat Completions)"),
 }
 COMPONENT_REF = "#/components/schemas/"
+# CreateResponse reaches two response-side shapes whose ``required`` lists the document's
+# own examples break: the "Functions" example sends a function tool without ``strict``, the
+# "Image input" example an image part without ``detail``. The document also has their
+# request-side twins, which require only what a request must send; their lists are used.
+REQUEST_SIDE_TWINS = {
+    "FunctionTool": "FunctionToolParam",
+    "InputImageContent": "InputImageContentParamAutoParam",
+}
 # OpenAPI's own annotations, which JSON Schema does not validate. A ``discriminator`` only
 # names the property that tells oneOf branches apart; the branches' ``type`` enums already
 # do that in JSON Schema (see the tests, which check that official examples still pass).
@@ -195,7 +205,11 @@ def build_endpoint(spec: dict[str, Any], name: str) -> dict[str, Any]:
         "title": title,
         **convert_component(request, component),
     }
-    schema["$defs"] = {ref: convert_component(components[ref], ref) for ref in names}
+    defs = {ref: convert_component(components[ref], ref) for ref in names}
+    for shape, twin in REQUEST_SIDE_TWINS.items():
+        if shape in defs:
+            defs[shape]["required"] = list(components[twin]["required"])
+    schema["$defs"] = defs
     return schema
 
 
