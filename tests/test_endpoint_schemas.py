@@ -10,6 +10,8 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from batchrun.schema import BodyChecker, body_fields, load_schema
@@ -341,3 +343,45 @@ def test_schemas_are_plain_json() -> None:
     for name in ENDPOINTS:
         text = (ROOT / "batchrun" / "schemas" / f"{name}.json").read_text("utf-8")
         assert json.loads(text) == load_schema(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "value"),
+    [
+        # OpenAPI's nullable: true, on a plain type, on a oneOf and on an object.
+        pytest.param("chat", "frequency_penalty", None, id="nullable-number"),
+        pytest.param("chat", "prediction", None, id="nullable-oneof"),
+        pytest.param("chat", "stop", None, id="nullable-component"),
+        pytest.param("chat", "audio", None, id="nullable-object"),
+        pytest.param("chat", "web_search_options", {"user_location": None}, id="nullable-nested"),
+        # JSON Schema's anyOf with {type: null}.
+        pytest.param("chat", "temperature", None, id="anyof-null"),
+        pytest.param("chat", "metadata", None, id="anyof-null-component"),
+        pytest.param("responses", "instructions", None, id="responses-anyof-null"),
+        pytest.param("responses", "conversation", None, id="responses-anyof-null-ref"),
+        pytest.param("responses", "reasoning", None, id="responses-reasoning-null"),
+    ],
+)
+def test_both_spellings_of_null_take_null(name: str, field: str, value: Any) -> None:
+    body: dict[str, Any] = {"model": "gpt-4o", field: value}
+    if name == "chat":
+        body["messages"] = [USER_HI]
+    assert verdicts(name, body) == (True, True)
+
+
+@needs_reference
+@given(
+    st.sampled_from(["string", "integer", "number", "boolean", "object", "array"]),
+    st.booleans(),
+)
+def test_nullable_converts_to_a_schema_taking_null_and_the_type(kind: str, enum: bool) -> None:
+    tools = build_schemas()
+    samples = {"string": "a", "integer": 1, "number": 1.5, "boolean": True, "object": {},
+               "array": []}  # fmt: skip
+    node: dict[str, Any] = {"type": kind, "nullable": True, "description": "doc"}
+    if enum:
+        node["enum"] = [samples[kind]]
+    converted = tools.convert_component(node, "X")
+    validator = Draft202012Validator(converted)
+    assert validator.is_valid(None) and validator.is_valid(samples[kind])
+    assert "description" not in converted and "nullable" not in converted

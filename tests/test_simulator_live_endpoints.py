@@ -480,3 +480,28 @@ def test_background_stream_announces_the_queued_response(make_simulator: Make) -
     blocks = [block.split("\n") for block in text.strip().split("\n\n")]
     assert [lines[0] for lines in blocks] == ["event: response.created", "event: response.queued"]
     assert json.loads(blocks[0][1].removeprefix("data: "))["response"]["status"] == "queued"
+
+
+def test_conversation_items_page_newest_first_by_default(make_simulator: Make) -> None:
+    sim = make_simulator()
+    items = [{"role": "user", "content": f"m{index}"} for index in range(3)]
+    conversation = call(sim.base_url, "POST", "/conversations", {"items": items}).json
+    path = f"/conversations/{conversation['id']}/items"
+    newest = call(sim.base_url, "GET", f"{path}?limit=2").json
+    texts = [item["content"][0]["text"] for item in newest["data"]]
+    assert (texts, newest["has_more"]) == (["m2", "m1"], True)
+    rest = call(sim.base_url, "GET", f"{path}?after={newest['last_id']}").json
+    assert [item["content"][0]["text"] for item in rest["data"]] == ["m0"]
+    assert sim.stats()["conversations"] == 1
+
+
+def test_any_well_formed_conversation_id_exists_unless_strict(make_simulator: Make) -> None:
+    sim = make_simulator()
+    read = call(sim.base_url, "GET", "/conversations/conv_from_a_sheet").json
+    assert (read["id"], read["object"], read["metadata"]) == (
+        "conv_from_a_sheet", "conversation", {},
+    )  # fmt: skip
+    malformed = call(sim.base_url, "GET", "/conversations/conv.x")
+    assert error_of(malformed)["message"] == "Conversation with id 'conv.x' not found."
+    strict = make_simulator(strict_threads=True)
+    assert call(strict.base_url, "GET", "/conversations/conv_from_a_sheet").status == 404

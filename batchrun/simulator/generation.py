@@ -40,12 +40,8 @@ def estimate_tokens(chars: int) -> int:
 
 
 def outcome(text: str) -> str:
-    """``completed``, or what a marker in ``text`` asks for."""
-    chosen = "completed"
-    for marker, status in OUTCOME_MARKERS:
-        if marker in text:
-            chosen = status
-    return chosen
+    """``completed``, or what a marker in ``text`` asks for (``[sim:fail]`` first)."""
+    return next((status for marker, status in OUTCOME_MARKERS if marker in text), "completed")
 
 
 def is_slow(text: str) -> bool:

@@ -9,6 +9,7 @@ schema only describes, and the first problem is answered as OpenAI words it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from functools import cache
 from typing import Any
 
 import orjson
@@ -53,13 +54,18 @@ def check_body(body: Mapping[str, Any], schema: str, *, required: tuple[str, ...
     for name in required:
         if body.get(name) is None:
             raise envelope.invalid_body(name, "is required", "missing_required_parameter")
-    known = set(body_fields(schema))
+    known = _known_fields(schema)
     for name in body:
         if name not in known:
             raise envelope.invalid_body(name, "is not a field here", "unknown_parameter")
     problems = service_problems(body, schema)
     if problems:
         raise envelope.invalid_body(problems[0].path, problems[0].message, problems[0].code)
+
+
+@cache
+def _known_fields(schema: str) -> frozenset[str]:
+    return frozenset(body_fields(schema))
 
 
 def page_query(request: web.Request, *, default_order: str = "desc") -> dict[str, Any]:
