@@ -505,3 +505,29 @@ def test_any_well_formed_conversation_id_exists_unless_strict(make_simulator: Ma
     assert error_of(malformed)["message"] == "Conversation with id 'conv.x' not found."
     strict = make_simulator(strict_threads=True)
     assert call(strict.base_url, "GET", "/conversations/conv_from_a_sheet").status == 404
+
+
+def test_a_run_log_carries_responses_and_stored_completions_to_the_next_simulator(
+    make_simulator: Make, clock: FakeClock, tmp_path: Any
+) -> None:
+    """What ``--simulate`` reruns rely on: the next process's simulator knows them."""
+    log = str(tmp_path / "job.simulator.jsonl")
+    first = make_simulator(clock=clock, run_seconds=1.0, run_log=log)
+    background = {**HI, "background": True, "conversation": "conv_1"}
+    response = call(first.base_url, "POST", "/responses", background).json
+    call(first.base_url, "POST", "/responses", background)  # locked: not created, not logged
+    stored = {**CHAT, "store": True, "metadata": {"batchrun_key": "k1"}}
+    completion = call(first.base_url, "POST", "/chat/completions", stored).json
+    call(first.base_url, "POST", "/chat/completions", CHAT)  # not stored: not logged
+    first.stop()
+
+    clock.advance(1.0)
+    again = make_simulator(clock=clock, run_seconds=1.0, run_log=log)
+    followed = call(again.base_url, "GET", f"/responses/{response['id']}").json
+    found = call(again.base_url, "GET", "/chat/completions?metadata[batchrun_key]=k1").json
+    items = call(again.base_url, "GET", "/conversations/conv_1/items").json
+    assert (followed["status"], followed["created_at"]) == ("completed", response["created_at"])
+    assert [c["id"] for c in found["data"]] == [completion["id"]]
+    assert found["data"][0]["choices"] == completion["choices"]
+    assert [item["role"] for item in items["data"]] == ["assistant", "user"]
+    assert again.stats()["responses_created"] == 1

@@ -33,6 +33,7 @@ from batchrun.simulator.wire import (
     Answer,
     Clock,
     Handler,
+    append_to_log,
     event_stream,
     json_body,
     listing,
@@ -259,8 +260,8 @@ class Simulator:
         return self._thread(request).to_json()
 
     def _replay(self, path: str) -> None:
-        """Create again, at their own times, the runs a run log holds (a line cut short by a
-        crash is skipped)."""
+        """Create again, at their own times, the runs, responses and stored chat completions
+        a run log holds (a line cut short by a crash is skipped)."""
         try:
             with open(path, "rb") as log:
                 lines = log.read().splitlines()
@@ -272,6 +273,12 @@ class Simulator:
             except orjson.JSONDecodeError:
                 continue
             body, at = entry["body"], float(entry["at"])
+            if "response" in entry:
+                self.responses.restore(body, at, entry["response"])
+                continue
+            if "chat" in entry:
+                self.chat.restore(body, at, entry["chat"])
+                continue
             thread = self.store.thread(entry["thread"], at)
             canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
             if thread.active is None:
@@ -287,11 +294,9 @@ class Simulator:
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         now = self.clock()
         run = self.store.create_run(thread, body, canonical, now)
-        if self.config.run_log is not None:
-            entry = {"thread": thread.id, "run": run.id, "at": now, "body": body}
-            # One short line a run, appended in microseconds: not worth a thread hop.
-            with open(self.config.run_log, "ab") as log:  # noqa: ASYNC230
-                log.write(orjson.dumps(entry) + b"\n")
+        append_to_log(
+            self.config.run_log, {"thread": thread.id, "run": run.id, "at": now, "body": body}
+        )
         answer = run.to_json(status="queued")
         if body.get("stream") is True:
             created = orjson.dumps(answer).decode()

@@ -19,7 +19,15 @@ from aiohttp import web
 from batchrun.simulator import envelope, generation
 from batchrun.simulator.settings import SimulatorConfig
 from batchrun.simulator.state import page
-from batchrun.simulator.wire import EVENTS_KEY, Answer, check_body, json_body, listing, page_query
+from batchrun.simulator.wire import (
+    EVENTS_KEY,
+    Answer,
+    append_to_log,
+    check_body,
+    json_body,
+    listing,
+    page_query,
+)
 
 METADATA_QUERY = re.compile(r"metadata\[(?P<key>[^\]]*)\]")
 FINGERPRINT = "fp_simulated"
@@ -45,7 +53,22 @@ class ChatCompletions:
         """``POST /v1/chat/completions``: check the body, answer the completion."""
         body = await json_body(request, empty_ok=False)
         check_body(body, "chat", required=("model", "messages"))
-        completion = self._complete(body, int(self.clock()))
+        now = self.clock()
+        completion = self._complete(body, int(now))
+        self._keep(completion, body)
+        if body.get("store") is True:
+            log_entry = {"chat": completion["id"], "at": now, "body": body}
+            append_to_log(self.config.run_log, log_entry)
+        if body.get("stream") is True:
+            return {EVENTS_KEY: chunks(completion)}
+        return completion
+
+    def restore(self, body: Mapping[str, Any], at: float, completion_id: str) -> None:
+        """Create again a stored completion a run log holds, as it was made at ``at``."""
+        self._keep({**self._complete(body, int(at)), "id": completion_id}, body)
+
+    def _keep(self, completion: Answer, body: Mapping[str, Any]) -> None:
+        """Count the new completion, and store it with its metadata if ``store: true``."""
         self.created += 1
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         if canonical in self._bodies:
@@ -54,9 +77,6 @@ class ChatCompletions:
             self._bodies.add(canonical)
         if body.get("store") is True:
             self.stored[completion["id"]] = {**completion, "metadata": body.get("metadata") or {}}
-        if body.get("stream") is True:
-            return {EVENTS_KEY: chunks(completion)}
-        return completion
 
     def _complete(self, body: Mapping[str, Any], created: int) -> Answer:
         messages = body["messages"]
@@ -131,7 +151,7 @@ def _completion_id(completion: Answer) -> str:
 
 def chunks(completion: Answer) -> list[tuple[str | None, str]]:
     """``stream: true``: one chunk with each choice's role and whole text, one with its
-    finish reason and the usage, then ``[DONE]``; bare ``data:`` lines, as OpenAI sends."""
+    finish reason, then ``[DONE]``; bare ``data:`` lines, as OpenAI sends them."""
     base = {key: completion[key] for key in ("id", "created", "model", "system_fingerprint")}
     base["object"] = "chat.completion.chunk"
     events: list[tuple[str | None, str]] = []

@@ -21,7 +21,7 @@ from aiohttp import web
 from batchrun.simulator import envelope, generation
 from batchrun.simulator.conversations import Conversation, Conversations
 from batchrun.simulator.settings import SimulatorConfig
-from batchrun.simulator.wire import EVENTS_KEY, Answer, check_body, json_body
+from batchrun.simulator.wire import EVENTS_KEY, Answer, append_to_log, check_body, json_body
 
 ACTIVE = frozenset({"queued", "in_progress"})
 DEFAULTS: dict[str, Any] = {
@@ -211,21 +211,12 @@ class Responses:
         check_body(body, "responses", required=("model",))
         now = self.clock()
         conversation, context = self._context(body, now)
-        new_id = self.conversations.new_id
-        response = Response(
-            new_id("resp_"),
-            body,
-            now,
-            duration=self.config.run_seconds,
-            conversation=conversation,
-            context_chars=context,
-            new_id=new_id,
-        )
+        response = self._start(self.conversations.new_id("resp_"), body, now, conversation, context)
         if conversation is not None:
             conversation.occupy(response, now)
-        self._count(body)
-        if body.get("store") is not False or response.background:
-            self.by_id[response.id] = response
+        self._keep(response, body)
+        log_entry = {"response": response.id, "at": now, "body": body}
+        append_to_log(self.config.run_log, log_entry)
         stream = body.get("stream") is True
         if response.background:
             answer = response.to_json()
@@ -238,6 +229,48 @@ class Responses:
             response.finish(self.clock())
         answer = response.to_json()
         return {EVENTS_KEY: stream_events(started, answer)} if stream else answer
+
+    def restore(self, body: Mapping[str, Any], at: float, response_id: str) -> None:
+        """Create again a response a run log holds, as it was created at ``at``."""
+        try:
+            conversation, context = self._context(body, at)
+        except envelope.ApiError:
+            return  # what it built on is gone; the rerun will see a 404, as it would live
+        response = self._start(response_id, body, at, conversation, context)
+        if conversation is not None and conversation.occupant is None:
+            conversation.occupant = response
+        self._keep(response, body)
+        if not response.background:
+            response.finish(at + response.duration)
+
+    def _start(
+        self,
+        response_id: str,
+        body: Mapping[str, Any],
+        now: float,
+        conversation: Conversation | None,
+        context: int,
+    ) -> Response:
+        return Response(
+            response_id,
+            body,
+            now,
+            duration=self.config.run_seconds,
+            conversation=conversation,
+            context_chars=context,
+            new_id=self.conversations.new_id,
+        )
+
+    def _keep(self, response: Response, body: Mapping[str, Any]) -> None:
+        """Count the new response, and store it unless ``store: false`` (foreground only)."""
+        self.created += 1
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        if canonical in self._bodies:
+            self.duplicates += 1
+        else:
+            self._bodies.add(canonical)
+        if body.get("store") is not False or response.background:
+            self.by_id[response.id] = response
 
     def _context(self, body: Mapping[str, Any], now: float) -> tuple[Conversation | None, int]:
         """The conversation the request joins, and the characters of context it reads."""
@@ -256,14 +289,6 @@ class Responses:
             previous.advance(now)
             return None, previous.context_chars
         return None, 0
-
-    def _count(self, body: Mapping[str, Any]) -> None:
-        self.created += 1
-        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-        if canonical in self._bodies:
-            self.duplicates += 1
-        else:
-            self._bodies.add(canonical)
 
     def _response(self, request: web.Request) -> Response:
         response_id = request.match_info["response_id"]

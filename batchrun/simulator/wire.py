@@ -113,6 +113,18 @@ def listing(data: list[Answer], has_more: bool) -> Answer:
     }
 
 
+def append_to_log(path: str | None, entry: Answer) -> None:
+    """Append ``entry`` as one JSON line to the run log at ``path`` (if there is one).
+
+    The log is how the in-process simulator of a ``--simulate`` rerun knows what the job
+    before it created; :meth:`Simulator.reset` replays it.
+    """
+    if path is not None:
+        # One short line, appended in microseconds: not worth a thread hop.
+        with open(path, "ab") as log:
+            log.write(orjson.dumps(entry) + b"\n")
+
+
 def event_stream(events: list[tuple[str | None, str]]) -> str:
     """Server-sent events: ``event: NAME`` (when named) and ``data: ...``, blank-line ended."""
     return "".join(
