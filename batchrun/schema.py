@@ -1,4 +1,4 @@
-"""The request-body JSON Schemas (v1, v2) and the limits they only describe.
+"""The request-body JSON Schemas (v1, v2, responses, chat) and the limits they only describe.
 
 Checking a body yields a list of :class:`Problem` records, never an exception::
 
@@ -23,6 +23,10 @@ from typing import Any
 
 API_VERSIONS = ("v1", "v2")
 DEFAULT_API_VERSION = "v2"
+# The live endpoints' bodies, cut from the official OpenAPI document: CreateResponse and
+# CreateChatCompletionRequest. A checker of one of these names checks that body.
+ENDPOINT_SCHEMAS = ("responses", "chat")
+SCHEMA_NAMES = (*API_VERSIONS, *ENDPOINT_SCHEMAS)
 RUN_TAG_KEY = "batchrun_key"
 METADATA_MAX_KEYS = 16
 METADATA_KEY_MAX_CHARS = 64
@@ -57,17 +61,36 @@ def format_path(parts: Iterable[str | int]) -> str:
 
 @cache
 def load_schema(api_version: str) -> dict[str, Any]:
-    """The CreateRunRequest JSON Schema of ``api_version`` (``"v1"`` or ``"v2"``)."""
-    if api_version not in API_VERSIONS:
-        raise ValueError(f"unknown API version {api_version!r}; use v1 or v2")
+    """The request-body JSON Schema named ``api_version``.
+
+    ``"v1"`` or ``"v2"``: CreateRunRequest of that Assistants version; ``"responses"``:
+    CreateResponse; ``"chat"``: CreateChatCompletionRequest.
+    """
+    if api_version not in SCHEMA_NAMES:
+        raise ValueError(f"unknown schema {api_version!r}; use one of {', '.join(SCHEMA_NAMES)}")
     text = resources.files("batchrun").joinpath("schemas", f"{api_version}.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
 
 def body_fields(api_version: str) -> tuple[str, ...]:
-    """The top-level body properties of ``api_version``, in schema order."""
-    return tuple(load_schema(api_version)["properties"])
+    """The top-level body properties of schema ``api_version``, in schema order.
+
+    The cut-out schemas are an ``allOf`` of components (CreateResponse joins three), so the
+    properties of every part count, each name once.
+    """
+    schema = load_schema(api_version)
+    return tuple(dict.fromkeys(_top_level_properties(schema, schema)))
+
+
+def _top_level_properties(node: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        node = schema["$defs"][ref.removeprefix("#/$defs/")]
+    names = list(node.get("properties", ()))
+    for part in node.get("allOf", ()):
+        names.extend(_top_level_properties(part, schema))
+    return names
 
 
 class BodyChecker:

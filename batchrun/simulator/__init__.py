@@ -1,7 +1,7 @@
-"""A local OpenAI Assistants API (the part batchrun uses), faithful enough for the SDK.
+"""A local OpenAI API (the parts batchrun uses), faithful enough for the SDK.
 
-Routes, all under ``/v1`` and needing ``Authorization: Bearer`` and
-``OpenAI-Beta: assistants=v1|v2``::
+Routes, all under ``/v1`` and needing ``Authorization: Bearer``; the Assistants ones also
+need ``OpenAI-Beta: assistants=v1|v2``::
 
     POST /v1/threads                                   create a thread
     GET  /v1/threads/{thread_id}                       read a thread
@@ -10,6 +10,19 @@ Routes, all under ``/v1`` and needing ``Authorization: Bearer`` and
     GET  /v1/threads/{thread_id}/runs/{run_id}         read a run
     POST /v1/threads/{thread_id}/runs/{run_id}/cancel  cancel a run
     GET  /v1/threads/{thread_id}/messages              list messages (same + run_id)
+
+OpenAI's live endpoints, which need no beta header (see :mod:`.conversations`,
+:mod:`.responses` and :mod:`.chat`)::
+
+    POST /v1/conversations                             create a conversation
+    GET  /v1/conversations/{conversation_id}           read a conversation
+    GET  /v1/conversations/{conversation_id}/items     list its items
+    POST /v1/responses                                 create a response (body checked)
+    GET  /v1/responses/{response_id}                   read a response
+    POST /v1/responses/{response_id}/cancel            cancel a background response
+    POST /v1/chat/completions                          create a chat completion
+    GET  /v1/chat/completions                          list stored ones (metadata[KEY]=V)
+    GET  /v1/chat/completions/{completion_id}          read a stored one
 
 and, without auth, ``GET /_simulator/stats`` (counters) and ``POST /_simulator/reset``.
 Any other route answers 404 "Invalid URL (METHOD /path)". Errors use OpenAI's envelope
@@ -20,13 +33,15 @@ Behaviour (see :class:`SimulatorConfig`): any well-formed thread id exists unles
 over ``run_seconds`` and leave a deterministic assistant reply and ``usage``; instruction
 markers ``[sim:fail]``, ``[sim:expire]``, ``[sim:requires_action]`` and ``[sim:slow]`` pick
 other outcomes. Every answer carries ``x-ratelimit-*`` headers; ``rpm``/``read_rpm`` enforce
-token buckets with 429 + ``retry-after``; ``quota_exhausted`` makes every run creation an
-``insufficient_quota`` 429.
+token buckets with 429 + ``retry-after``; ``quota_exhausted`` makes every creation an
+``insufficient_quota`` 429. "Creation" is ``POST .../runs``, ``POST /v1/responses`` and
+``POST /v1/chat/completions``: they share ``rpm`` and the hang and reset faults.
 
 Faults, reproducible with ``seed`` (one random stream per route, drawn on arrival):
 ``latency_ms`` delays every answer; ``fail_rate`` answers 500/502/503 before any state
-changes; ``hang_rate`` (run creation) creates the run, then holds the answer back for
-``hang_seconds``; ``reset_rate`` (run creation) creates the run, then drops the connection.
+changes; ``hang_rate`` (creation) creates the run (response, completion), then holds the
+answer back for ``hang_seconds``; ``reset_rate`` (creation) creates it, then drops the
+connection.
 
 Starting it::
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import Awaitable, Callable
 from operator import itemgetter
 from typing import Any
 
@@ -21,24 +20,51 @@ from aiohttp.typedefs import Handler as WebHandler
 
 from batchrun.schema import service_problems
 from batchrun.simulator import envelope
+from batchrun.simulator.chat import ChatCompletions
+from batchrun.simulator.conversations import Conversations
 from batchrun.simulator.envelope import ApiError
 from batchrun.simulator.faults import FaultPlan
 from batchrun.simulator.limits import UNLIMITED_HEADERS, TokenBucket, token_headers
+from batchrun.simulator.responses import Responses
 from batchrun.simulator.settings import SimulatorConfig
 from batchrun.simulator.state import Run, Store, Thread, page
+from batchrun.simulator.wire import (
+    EVENTS_KEY,
+    Answer,
+    Clock,
+    Handler,
+    append_to_log,
+    event_stream,
+    json_body,
+    listing,
+    page_query,
+)
 
 BETA_VERSIONS = {"assistants=v1": "v1", "assistants=v2": "v2"}
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 CREATE, READ = "create", "read"  # which token bucket a route draws from
-JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
+# The routes that create billed work: they draw from --rpm, meet the quota switch and may
+# hang or drop their connection after the work is created.
+CREATE_ROUTES = frozenset(
+    {
+        "POST /v1/threads/{thread_id}/runs",
+        "POST /v1/responses",
+        "POST /v1/chat/completions",
+    }
+)
+ASSISTANTS_PREFIX = "/v1/threads"  # only the Assistants routes need the OpenAI-Beta header
 UNMATCHED = "<unmatched>"
-# A handler answering with server-sent events returns {EVENTS_KEY: [(event, data), ...]}.
-EVENTS_KEY = "__events__"
-
-Answer = dict[str, Any]
-Clock = Callable[[], float]
-Handler = Callable[[web.Request, str], Awaitable[Answer]]
+# (method, template, part of the simulator, its handler) of the live endpoints' routes.
+LIVE_ROUTES = (
+    ("POST", "/v1/conversations", "conversations", "create"),
+    ("GET", "/v1/conversations/{conversation_id}", "conversations", "retrieve"),
+    ("GET", "/v1/conversations/{conversation_id}/items", "conversations", "list_items"),
+    ("POST", "/v1/responses", "responses", "create"),
+    ("GET", "/v1/responses/{response_id}", "responses", "retrieve"),
+    ("POST", "/v1/responses/{response_id}/cancel", "responses", "cancel"),
+    ("POST", "/v1/chat/completions", "chat", "create"),
+    ("GET", "/v1/chat/completions", "chat", "list"),
+    ("GET", "/v1/chat/completions/{completion_id}", "chat", "retrieve"),
+)
 
 
 class Simulator:
@@ -57,6 +83,10 @@ class Simulator:
         config = self.config
         now = self.clock()
         self.store = Store(config)
+        # The live endpoints share the store's ids, so a seeded session reproduces them too.
+        self.conversations = Conversations(config, self.clock, self.store.new_id)
+        self.responses = Responses(config, self.clock, self.conversations)
+        self.chat = ChatCompletions(config, self.clock, self.store.new_id)
         if config.run_log is not None:
             self._replay(config.run_log)
         self.faults = FaultPlan(config)
@@ -78,6 +108,11 @@ class Simulator:
             "rate_limited": self.rate_limited,
             "faults": dict(self.fault_counts),
             "threads": len(self.store.threads),
+            "responses_created": self.responses.created,
+            "duplicate_responses": self.responses.duplicates,
+            "chat_completions_created": self.chat.created,
+            "duplicate_chat_completions": self.chat.duplicates,
+            "conversations": len(self.conversations.by_id),
         }
 
     # -- the gate -------------------------------------------------------------------------
@@ -85,19 +120,20 @@ class Simulator:
     def endpoint(self, method: str, template: str, handler: Handler) -> WebHandler:
         """Wrap ``handler`` in the checks, limits, faults and counting every route shares."""
         route = f"{method} {template}"
-        creates_run = method == "POST" and template.endswith("/runs")
-        kind = CREATE if creates_run else READ if method == "GET" else None
+        creates = route in CREATE_ROUTES
+        assistants = template.startswith(ASSISTANTS_PREFIX)
+        kind = CREATE if creates else READ if method == "GET" else None
 
         async def serve(request: web.Request) -> web.StreamResponse:
-            faults = self.faults.draw(route, creates_run=creates_run)
+            faults = self.faults.draw(route, creates_run=creates)
             # Until an answer is chosen, the client is the one who left (nginx's 499).
             outcome = "499"
             try:
                 if self.latency:
                     await asyncio.sleep(self.latency)
                 try:
-                    version = self._admit(request)
-                    self._limit(kind, creates_run)
+                    version = self._admit(request, assistants=assistants)
+                    self._limit(kind, creates)
                     if faults.fail_status is not None:
                         self.fault_counts["fail"] += 1
                         raise envelope.server_error(faults.fail_status)
@@ -121,8 +157,9 @@ class Simulator:
 
         return serve
 
-    def _admit(self, request: web.Request) -> str:
-        """Check the key and the beta header; the API version the header names."""
+    def _admit(self, request: web.Request, *, assistants: bool) -> str:
+        """Check the key and, on an Assistants route, the beta header; the API version the
+        header names ("" elsewhere: the live endpoints need no beta header)."""
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
@@ -131,6 +168,8 @@ class Simulator:
         # compare_digest: the time taken must not tell how much of a guessed key was right.
         if expected is not None and not hmac.compare_digest(key.encode(), expected.encode()):
             raise envelope.wrong_key(key)
+        if not assistants:
+            return ""
         beta = request.headers.get("OpenAI-Beta", "")
         version = BETA_VERSIONS.get(beta)
         if version is None:
@@ -141,9 +180,9 @@ class Simulator:
                 raise envelope.invalid_beta()
         return version
 
-    def _limit(self, kind: str | None, creates_run: bool) -> None:
+    def _limit(self, kind: str | None, creates: bool) -> None:
         """Refuse with 429 when the quota is gone or the route's bucket is empty."""
-        if creates_run and self.config.quota_exhausted:
+        if creates and self.config.quota_exhausted:
             raise envelope.quota_exhausted()
         bucket = self.buckets.get(kind) if kind else None
         if bucket is not None:
@@ -172,9 +211,11 @@ class Simulator:
         if events is not None:
             # stream: true. The whole event stream is written at once: the run it announces
             # proceeds as any other (read it with GET .../runs/{id}).
-            text = "".join(f"event: {name}\ndata: {data}\n\n" for name, data in events)
             return web.Response(
-                text=text, status=200, headers=headers, content_type="text/event-stream"
+                text=event_stream(events),
+                status=200,
+                headers=headers,
+                content_type="text/event-stream",
             )
         body = orjson.dumps(payload)
         return web.Response(
@@ -201,7 +242,7 @@ class Simulator:
 
     async def create_thread(self, request: web.Request, version: str) -> Answer:
         """``POST /v1/threads``: a new thread, with ``messages`` and ``metadata`` if sent."""
-        body = await _json_body(request, empty_ok=True)
+        body = await json_body(request, empty_ok=True)
         metadata = body.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise envelope.invalid_param(
@@ -219,8 +260,8 @@ class Simulator:
         return self._thread(request).to_json()
 
     def _replay(self, path: str) -> None:
-        """Create again, at their own times, the runs a run log holds (a line cut short by a
-        crash is skipped)."""
+        """Create again, at their own times, the runs, responses and stored chat completions
+        a run log holds (a line cut short by a crash is skipped)."""
         try:
             with open(path, "rb") as log:
                 lines = log.read().splitlines()
@@ -232,6 +273,12 @@ class Simulator:
             except orjson.JSONDecodeError:
                 continue
             body, at = entry["body"], float(entry["at"])
+            if "response" in entry:
+                self.responses.restore(body, at, entry["response"])
+                continue
+            if "chat" in entry:
+                self.chat.restore(body, at, entry["chat"])
+                continue
             thread = self.store.thread(entry["thread"], at)
             canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
             if thread.active is None:
@@ -239,7 +286,7 @@ class Simulator:
 
     async def create_run(self, request: web.Request, version: str) -> Answer:
         """``POST /v1/threads/{thread_id}/runs``: check the body, start a run, answer queued."""
-        body = await _json_body(request, empty_ok=False)
+        body = await json_body(request, empty_ok=False)
         problems = service_problems(body, version)
         if problems:
             raise envelope.invalid_body(problems[0].path, problems[0].message, problems[0].code)
@@ -247,11 +294,9 @@ class Simulator:
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         now = self.clock()
         run = self.store.create_run(thread, body, canonical, now)
-        if self.config.run_log is not None:
-            entry = {"thread": thread.id, "run": run.id, "at": now, "body": body}
-            # One short line a run, appended in microseconds: not worth a thread hop.
-            with open(self.config.run_log, "ab") as log:  # noqa: ASYNC230
-                log.write(orjson.dumps(entry) + b"\n")
+        append_to_log(
+            self.config.run_log, {"thread": thread.id, "run": run.id, "at": now, "body": body}
+        )
         answer = run.to_json(status="queued")
         if body.get("stream") is True:
             created = orjson.dumps(answer).decode()
@@ -261,8 +306,8 @@ class Simulator:
     async def list_runs(self, request: web.Request, version: str) -> Answer:
         """``GET /v1/threads/{thread_id}/runs``: newest first unless ``order=asc``."""
         thread = self._thread(request)
-        runs, has_more = page(list(thread.runs.values()), _run_id, **_page_query(request))
-        return _listing([run.to_json() for run in runs], has_more)
+        runs, has_more = page(list(thread.runs.values()), _run_id, **page_query(request))
+        return listing([run.to_json() for run in runs], has_more)
 
     async def get_run(self, request: web.Request, version: str) -> Answer:
         """``GET /v1/threads/{thread_id}/runs/{run_id}``."""
@@ -281,8 +326,8 @@ class Simulator:
         run_id = request.query.get("run_id")
         if run_id is not None:
             messages = [message for message in messages if message["run_id"] == run_id]
-        chosen, has_more = page(messages, itemgetter("id"), **_page_query(request))
-        return _listing(chosen, has_more)
+        chosen, has_more = page(messages, itemgetter("id"), **page_query(request))
+        return listing(chosen, has_more)
 
     def _thread(self, request: web.Request) -> Thread:
         return self.store.thread(request.match_info["thread_id"], self.clock())
@@ -323,63 +368,15 @@ def _run_id(run: Run) -> str:
     return run.id
 
 
-def _listing(data: list[Answer], has_more: bool) -> Answer:
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    }
+def _live(simulator: Simulator, part: str, method: str) -> Handler:
+    """A handler that calls ``method`` of the simulator's current ``part`` (conversations,
+    responses or chat), which :meth:`Simulator.reset` replaces."""
 
+    async def handle(request: web.Request, version: str) -> Answer:
+        handler: Handler = getattr(getattr(simulator, part), method)
+        return await handler(request, version)
 
-def _page_query(request: web.Request) -> dict[str, Any]:
-    """``order``, ``limit``, ``after`` and ``before`` of a list request, checked."""
-    query = request.query
-    order = query.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise envelope.invalid_param(
-            "order",
-            f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.",
-            "invalid_value",
-        )
-    text = query.get("limit", str(DEFAULT_PAGE_SIZE))
-    try:
-        limit = int(text)
-    except ValueError:
-        raise envelope.invalid_param(
-            "limit",
-            f"Invalid 'limit': expected an integer, but got '{text}' instead.",
-            "invalid_type",
-        ) from None
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        code = "integer_below_min_value" if limit < 1 else "integer_above_max_value"
-        raise envelope.invalid_param(
-            "limit",
-            f"Invalid 'limit': expected a value between 1 and {MAX_PAGE_SIZE}, got {limit}.",
-            code,
-        )
-    return {
-        "order": order,
-        "limit": limit,
-        "after": query.get("after"),
-        "before": query.get("before"),
-    }
-
-
-async def _json_body(request: web.Request, *, empty_ok: bool) -> dict[str, Any]:
-    """The request's JSON object; 400 for anything else."""
-    raw = await request.read()
-    if not raw.strip() and empty_ok:
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise envelope.invalid_json() from None
-    if not isinstance(body, dict):
-        kind = "a boolean" if isinstance(body, bool) else JSON_KINDS.get(type(body), "null")
-        raise envelope.not_an_object(kind)
-    return body
+    return handle
 
 
 SIMULATOR_KEY = web.AppKey("batchrun_simulator", Simulator)
@@ -404,6 +401,8 @@ def create_app(
         ("POST", "/v1/threads/{thread_id}/runs/{run_id}/cancel", simulator.cancel_run),
         ("GET", "/v1/threads/{thread_id}/messages", simulator.list_messages),
     ]
+    # The live endpoints; reset() replaces their state, so each route looks it up per call.
+    routes += [(method, path, _live(simulator, *where)) for method, path, *where in LIVE_ROUTES]
     for method, template, handler in routes:
         app.router.add_route(method, template, simulator.endpoint(method, template, handler))
     app.router.add_route("GET", "/_simulator/stats", simulator.stats_route)

@@ -141,6 +141,57 @@ def cannot_cancel(status: str) -> ApiError:
     return ApiError(400, f"Cannot cancel run with status '{status}'.")
 
 
+def conversation_locked() -> ApiError:
+    """400 for a request on a conversation another request is still working on."""
+    return ApiError(
+        400,
+        "Another process is currently operating on this conversation. Please retry in a few "
+        "seconds.",
+        param="conversation",
+        code="conversation_locked",
+    )
+
+
+def no_conversation(conversation_id: str) -> ApiError:
+    """404 for a conversation the service does not know."""
+    return ApiError(404, f"Conversation with id '{conversation_id}' not found.")
+
+
+def no_response(response_id: str) -> ApiError:
+    """404 for a response the service does not have (or did not store)."""
+    return ApiError(404, f"Response with id '{response_id}' not found.")
+
+
+def previous_response_not_found(response_id: str) -> ApiError:
+    """400 for a ``previous_response_id`` the service does not have."""
+    return ApiError(
+        400,
+        f"Previous response with id '{response_id}' not found.",
+        param="previous_response_id",
+        code="previous_response_not_found",
+    )
+
+
+def conversation_and_previous_response() -> ApiError:
+    """400 for a request naming both a conversation and a previous response."""
+    return ApiError(
+        400,
+        "Mutually exclusive parameters: Ensure you are only providing one of: "
+        "'previous_response_id' or 'conversation'.",
+        code="mutually_exclusive_parameters",
+    )
+
+
+def cannot_cancel_synchronous() -> ApiError:
+    """400 for cancelling a response that was not created with ``background: true``."""
+    return ApiError(400, "Cannot cancel a synchronous response.")
+
+
+def no_chat_completion(completion_id: str) -> ApiError:
+    """404 for a chat completion the service did not store."""
+    return ApiError(404, f"Chat completion with id '{completion_id}' not found.")
+
+
 def rate_limited(limit: float, wait_seconds: float, headers: dict[str, str]) -> ApiError:
     """429 from an empty token bucket, with ``retry-after`` and ``retry-after-ms``."""
     retry_ms = max(1, int(wait_seconds * 1000 + 0.999))

@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from batchrun.simulator.app import SIMULATOR_KEY, Clock, Simulator, create_app
+from batchrun.simulator.app import SIMULATOR_KEY, Simulator, create_app
 from batchrun.simulator.settings import SimulatorConfig
+from batchrun.simulator.wire import Clock
 
 # A stopped server cuts requests still in flight (hung ones) after this long.
 SHUTDOWN_SECONDS = 0.5

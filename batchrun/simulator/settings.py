@@ -16,7 +16,8 @@ DEFAULT_MODEL = "gpt-4o"
 class SimulatorConfig:
     """How the simulator behaves: auth, run timing, rate limits and injected faults.
 
-    ``rpm`` limits run creation (``POST .../runs``) and ``read_rpm`` the GET routes, each
+    ``rpm`` limits creation (``POST .../runs``, ``POST /v1/responses``,
+    ``POST /v1/chat/completions``) and ``read_rpm`` the GET routes, each
     with a token bucket that holds ``burst`` tokens (default: one second's worth, at least 1)
     and starts full. Fault rates are probabilities per request, drawn from ``seed``.
     """

@@ -1,0 +1,165 @@
+"""Chat Completions: answered at once, stored with ``store: true`` and listable by metadata.
+
+Each of the ``n`` choices is a deterministic reply to the request's model and messages
+(see :mod:`~batchrun.simulator.generation`), with ``finish_reason: "stop"``. A stored
+completion can be read back with ``GET /chat/completions/{id}`` and found with
+``GET /chat/completions?metadata[KEY]=VALUE`` (every pair must match; oldest first unless
+``order=desc``), which is how a client reconciles a request whose answer it never saw.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from batchrun.simulator import envelope, generation
+from batchrun.simulator.settings import SimulatorConfig
+from batchrun.simulator.state import page
+from batchrun.simulator.wire import (
+    EVENTS_KEY,
+    Answer,
+    append_to_log,
+    check_body,
+    json_body,
+    listing,
+    page_query,
+)
+
+METADATA_QUERY = re.compile(r"metadata\[(?P<key>[^\]]*)\]")
+FINGERPRINT = "fp_simulated"
+
+
+class ChatCompletions:
+    """Every stored chat completion of one simulator, and the routes that serve them."""
+
+    __slots__ = ("_bodies", "clock", "config", "created", "duplicates", "new_id", "stored")
+
+    def __init__(
+        self, config: SimulatorConfig, clock: Callable[[], float], new_id: Callable[[str], str]
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.new_id = new_id
+        self.stored: dict[str, Answer] = {}  # insertion order is creation order
+        self.created = 0
+        self.duplicates = 0  # completions beyond the first created with the same body
+        self._bodies: set[bytes] = set()
+
+    async def create(self, request: web.Request, version: str) -> Answer:
+        """``POST /v1/chat/completions``: check the body, answer the completion."""
+        body = await json_body(request, empty_ok=False)
+        check_body(body, "chat", required=("model", "messages"))
+        now = self.clock()
+        completion = self._complete(body, int(now))
+        self._keep(completion, body)
+        if body.get("store") is True:
+            log_entry = {"chat": completion["id"], "at": now, "body": body}
+            append_to_log(self.config.run_log, log_entry)
+        if body.get("stream") is True:
+            return {EVENTS_KEY: chunks(completion)}
+        return completion
+
+    def restore(self, body: Mapping[str, Any], at: float, completion_id: str) -> None:
+        """Create again a stored completion a run log holds, as it was made at ``at``."""
+        self._keep({**self._complete(body, int(at)), "id": completion_id}, body)
+
+    def _keep(self, completion: Answer, body: Mapping[str, Any]) -> None:
+        """Count the new completion, and store it with its metadata if ``store: true``."""
+        self.created += 1
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        if canonical in self._bodies:
+            self.duplicates += 1
+        else:
+            self._bodies.add(canonical)
+        if body.get("store") is True:
+            self.stored[completion["id"]] = {**completion, "metadata": body.get("metadata") or {}}
+
+    def _complete(self, body: Mapping[str, Any], created: int) -> Answer:
+        messages = body["messages"]
+        prompt = generation.estimate_tokens(len(generation.text_of(messages)))
+        choices = []
+        completion_tokens = 0
+        for index in range(body.get("n") or 1):
+            text, tokens = generation.reply(body["model"], messages, index)
+            completion_tokens += tokens
+            message: Answer = {
+                "role": "assistant",
+                "content": text,
+                "refusal": None,
+                "annotations": [],
+            }
+            choices.append(
+                {"index": index, "message": message, "logprobs": None, "finish_reason": "stop"}
+            )
+        return {
+            "id": self.new_id("chatcmpl-"),
+            "object": "chat.completion",
+            "created": created,
+            "model": body["model"],
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {
+                    "reasoning_tokens": 0,
+                    "audio_tokens": 0,
+                    "accepted_prediction_tokens": 0,
+                    "rejected_prediction_tokens": 0,
+                },
+            },
+            "service_tier": body.get("service_tier") or "default",
+            "system_fingerprint": FINGERPRINT,
+        }
+
+    async def list(self, request: web.Request, version: str) -> Answer:
+        """``GET /v1/chat/completions``: stored completions, filtered by metadata and model."""
+        wanted = {}
+        for name, value in request.query.items():
+            match = METADATA_QUERY.fullmatch(name)
+            if match is not None:
+                wanted[match["key"]] = value
+        model = request.query.get("model")
+        chosen = [
+            completion
+            for completion in self.stored.values()
+            if all(completion["metadata"].get(key) == value for key, value in wanted.items())
+            and (model is None or completion["model"] == model)
+        ]
+        query = page_query(request, default_order="asc")
+        found, has_more = page(chosen, _completion_id, **query)
+        return listing(found, has_more)
+
+    async def retrieve(self, request: web.Request, version: str) -> Answer:
+        """``GET /v1/chat/completions/{completion_id}``: a stored completion."""
+        completion_id = request.match_info["completion_id"]
+        completion = self.stored.get(completion_id)
+        if completion is None:
+            raise envelope.no_chat_completion(completion_id)
+        return completion
+
+
+def _completion_id(completion: Answer) -> str:
+    identifier: str = completion["id"]
+    return identifier
+
+
+def chunks(completion: Answer) -> list[tuple[str | None, str]]:
+    """``stream: true``: one chunk with each choice's role and whole text, one with its
+    finish reason, then ``[DONE]``; bare ``data:`` lines, as OpenAI sends them."""
+    base = {key: completion[key] for key in ("id", "created", "model", "system_fingerprint")}
+    base["object"] = "chat.completion.chunk"
+    events: list[tuple[str | None, str]] = []
+    for choice in completion["choices"]:
+        delta = {"role": "assistant", "content": choice["message"]["content"], "refusal": None}
+        first = {"index": choice["index"], "delta": delta, "logprobs": None, "finish_reason": None}
+        events.append((None, orjson.dumps({**base, "choices": [first]}).decode()))
+        last = {**first, "delta": {}, "finish_reason": choice["finish_reason"]}
+        events.append((None, orjson.dumps({**base, "choices": [last]}).decode()))
+    events.append((None, "[DONE]"))
+    return events

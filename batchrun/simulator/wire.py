@@ -1,0 +1,133 @@
+"""Reading requests and shaping list answers, as every route of the simulated API does.
+
+A body is a JSON object or a 400; a list request's ``order``/``limit`` are checked as
+OpenAI checks them; a list answer is ``{"object": "list", "data", "first_id", "last_id",
+"has_more"}``. A body is checked against the schema of its endpoint and the limits the
+schema only describes, and the first problem is answered as OpenAI words it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from functools import cache
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from batchrun.schema import body_fields, service_problems
+from batchrun.simulator import envelope
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
+
+Answer = dict[str, Any]
+Clock = Callable[[], float]
+Handler = Callable[[web.Request, str], Awaitable[Answer]]
+# A handler answering with server-sent events returns {EVENTS_KEY: [(event, data), ...]};
+# an event of name None is written as a bare ``data:`` line (Chat Completions' chunks).
+EVENTS_KEY = "__events__"
+
+
+async def json_body(request: web.Request, *, empty_ok: bool) -> dict[str, Any]:
+    """The request's JSON object; 400 for anything else."""
+    raw = await request.read()
+    if not raw.strip() and empty_ok:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise envelope.invalid_json() from None
+    if not isinstance(body, dict):
+        kind = "a boolean" if isinstance(body, bool) else JSON_KINDS.get(type(body), "null")
+        raise envelope.not_an_object(kind)
+    return body
+
+
+def check_body(body: Mapping[str, Any], schema: str, *, required: tuple[str, ...] = ()) -> None:
+    """Answer 400 for the first problem the service finds in ``body`` under ``schema``.
+
+    The cut-out schemas forbid no unknown top-level field and CreateResponse requires none,
+    yet the service refuses both: ``required`` names the fields it insists on.
+    """
+    for name in required:
+        if body.get(name) is None:
+            raise envelope.invalid_body(name, "is required", "missing_required_parameter")
+    known = _known_fields(schema)
+    for name in body:
+        if name not in known:
+            raise envelope.invalid_body(name, "is not a field here", "unknown_parameter")
+    problems = service_problems(body, schema)
+    if problems:
+        raise envelope.invalid_body(problems[0].path, problems[0].message, problems[0].code)
+
+
+@cache
+def _known_fields(schema: str) -> frozenset[str]:
+    return frozenset(body_fields(schema))
+
+
+def page_query(request: web.Request, *, default_order: str = "desc") -> dict[str, Any]:
+    """``order``, ``limit``, ``after`` and ``before`` of a list request, checked."""
+    query = request.query
+    order = query.get("order", default_order)
+    if order not in ("asc", "desc"):
+        raise envelope.invalid_param(
+            "order",
+            f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.",
+            "invalid_value",
+        )
+    text = query.get("limit", str(DEFAULT_PAGE_SIZE))
+    try:
+        limit = int(text)
+    except ValueError:
+        raise envelope.invalid_param(
+            "limit",
+            f"Invalid 'limit': expected an integer, but got '{text}' instead.",
+            "invalid_type",
+        ) from None
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        code = "integer_below_min_value" if limit < 1 else "integer_above_max_value"
+        raise envelope.invalid_param(
+            "limit",
+            f"Invalid 'limit': expected a value between 1 and {MAX_PAGE_SIZE}, got {limit}.",
+            code,
+        )
+    return {
+        "order": order,
+        "limit": limit,
+        "after": query.get("after"),
+        "before": query.get("before"),
+    }
+
+
+def listing(data: list[Answer], has_more: bool) -> Answer:
+    """One page of objects in OpenAI's list envelope."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
+def append_to_log(path: str | None, entry: Answer) -> None:
+    """Append ``entry`` as one JSON line to the run log at ``path`` (if there is one).
+
+    The log is how the in-process simulator of a ``--simulate`` rerun knows what the job
+    before it created; :meth:`Simulator.reset` replays it.
+    """
+    if path is not None:
+        # One short line, appended in microseconds: not worth a thread hop.
+        with open(path, "ab") as log:
+            log.write(orjson.dumps(entry) + b"\n")
+
+
+def event_stream(events: list[tuple[str | None, str]]) -> str:
+    """Server-sent events: ``event: NAME`` (when named) and ``data: ...``, blank-line ended."""
+    return "".join(
+        f"data: {data}\n\n" if name is None else f"event: {name}\ndata: {data}\n\n"
+        for name, data in events
+    )
