@@ -246,7 +246,9 @@ def serve_options(command: F) -> F:
                 help="Seconds from queued to completed.",
             ),
             click.option(
-                "--rpm", type=POSITIVE, help="Limit run creation to R per minute (429 beyond)."
+                "--rpm",
+                type=POSITIVE,
+                help="Limit creates (runs, responses, chat) to R per minute (429 beyond).",
             ),
             click.option("--read-rpm", type=POSITIVE, help="Limit GETs to R per minute."),
             click.option(
