@@ -294,3 +294,14 @@ def test_schema_problems_carry_openais_error_code(
 ) -> None:
     problems = service_problems(body)
     assert [(p.path, p.code) for p in problems] == [(path, code)]
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_property_named_like_a_keyword_is_checked_as_a_property(version: str) -> None:
+    # FunctionObject has a property called "description": it is data, not documentation.
+    function = {"name": "lookup", "description": 5}
+    body = {"assistant_id": "asst_1", "tools": [{"type": "function", "function": function}]}
+    problems = BodyChecker(version).check(body)
+    assert [p.path for p in problems] == ["tools[0].function.description"], problems
+    function["description"] = "Looks a thing up."
+    assert BodyChecker(version).check(body) == []

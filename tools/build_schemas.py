@@ -41,6 +41,11 @@ def convert(node: Any) -> Any:
         return node
     out: dict[str, Any] = {}
     for key, value in node.items():
+        if key == "properties" and isinstance(value, dict):
+            # Property names are data, not keywords: a property called "description" (a
+            # function's) is kept and checked like any other.
+            out[key] = {name: convert(schema) for name, schema in value.items()}
+            continue
         if key in DOC_KEYS or key.startswith("x-") or key == "nullable":
             continue
         if key == "$ref":
@@ -124,10 +129,9 @@ def convert_component(node: Any, component: str) -> Any:
     """Return ``node``, a part of the component schema ``component`` of an OpenAPI 3.1
     document, as JSON Schema 2020-12.
 
-    :func:`convert` is kept unchanged so that v1.json and v2.json stay byte-identical. This
-    one differs where the full document needs it: names under ``properties`` are kept even
-    when they look like keywords (a function's ``description``, an item's ``title``);
-    a ``oneOf`` with a ``discriminator`` becomes an ``anyOf`` (see below);
+    :func:`convert` (the createRun cut-outs) keeps names under ``properties`` too; this
+    one also keeps them under the other maps of names, and differs where the full document
+    needs it: a ``oneOf`` with a ``discriminator`` becomes an ``anyOf`` (see below);
     ``$recursiveRef: "#"`` (2019-09 recursion) becomes a reference to the enclosing
     component, because in a cut-out document "#" would be the request itself; OpenAPI's
     ``discriminator`` and ``deprecated`` are dropped; and ``nullable: true`` beside an
