@@ -125,6 +125,11 @@ async def execute(
                 # are given their outcome and journal state.
                 current = asyncio.current_task()
                 caller_cancelled = current is not None and current.cancelling() > 0
+                if not task.done():  # the caller's cancel reached us first: let the job stop
+                    task.cancel()
+                    await asyncio.wait({task})
+                if not task.cancelled():
+                    task.exception()  # retrieved: the caller's cancellation is what counts
         finish_rows(batch, control, wait=settings.wait)
         handled = batch.to_create | batch.to_follow
         for row in batch.rows:
