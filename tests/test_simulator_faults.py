@@ -221,6 +221,8 @@ def test_serve_async_runs_inside_the_callers_loop() -> None:
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_serve_forever_announces_then_stops_cleanly_on_signal(stop_signal: int) -> None:
     code = (
+        # A shell's background job starts with Ctrl-C ignored; a terminal user's does not.
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from batchrun.simulator import SimulatorConfig, serve_forever\n"
         "serve_forever(SimulatorConfig(port=0), lambda line: print(line, flush=True))\n"
     )
