@@ -81,11 +81,11 @@ class RowResult:
     # POSTs made by this job (``attempts`` counts every job's).
     sent_now: int = 0
 
-    def fail(self, outcome: Outcome, error: str, next: Next = Next.RETRY) -> None:
-        """End the row without a run; ``next`` says what a later job does with it."""
+    def fail(self, outcome: Outcome, error: str, then: Next = Next.RETRY) -> None:
+        """End the row without a run; ``then`` says what a later job does with it."""
         self.outcome = outcome
         self.error = error
-        self.next = next
+        self.next = then
 
     def to_journal(self) -> dict[str, Any]:
         """The fields a rerun needs to rebuild this row's result."""

@@ -35,6 +35,19 @@ def messages_path(thread_id: str, run_id: str) -> str:
     return f"/threads/{thread_id}/messages?order=asc&limit=100&run_id={run_id}"
 
 
+def blocked_reason(run_id: object, thread_id: str) -> str:
+    """Why a row is not sent while its thread's run waits for tool outputs."""
+    return f"not sent: run {run_id} on thread {thread_id} waits for tool outputs (requires_action)"
+
+
+def busy_reason(run_id: object, thread_id: str) -> str:
+    """Why a row is not sent while its thread is still busy after --wait-timeout."""
+    return (
+        f"not sent: thread {thread_id} still busy with run {run_id} after --wait-timeout; "
+        "rerun to send it"
+    )
+
+
 def is_run(data: Any) -> bool:
     """Whether a JSON answer looks like a run object."""
     return isinstance(data, dict) and isinstance(data.get("id"), str) and "status" in data

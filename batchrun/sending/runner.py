@@ -212,18 +212,12 @@ class Execution:
                 "cannot be read; rerun to send it"
             )
         elif status == "requires_action":
-            reason = (
-                f"not sent: run {busy.run_id} on thread {row.thread_id} waits for tool "
-                "outputs (requires_action)"
-            )
+            reason = runs.blocked_reason(busy.run_id, row.thread_id)
         elif status in STOPPED_RUN_STATUSES or self._clock() < lane.busy_until:
             self.queue.put_nowait(lane)  # the thread is free: send the row now
             return
         else:
-            reason = (
-                f"not sent: thread {row.thread_id} still busy with run {busy.run_id} after "
-                "--wait-timeout; rerun to send it"
-            )
+            reason = runs.busy_reason(busy.run_id, row.thread_id)
         self.stop_lane(lane, lane.position, reason)
 
     async def follow(self, lane: Lane) -> None:
@@ -251,15 +245,9 @@ class Execution:
         except Exception as error:
             self.unexpected(row, error)
         if row.run_status == "requires_action":
-            lane.blocked = (
-                f"not sent: run {row.run_id} on this thread waits for tool outputs "
-                "(requires_action)"
-            )
+            lane.blocked = runs.blocked_reason(row.run_id, row.thread_id)
         elif row.run_status not in STOPPED_RUN_STATUSES:
-            lane.blocked = (
-                f"not sent: thread {row.thread_id} still busy with run {row.run_id} "
-                "after --wait-timeout; rerun to send it"
-            )
+            lane.blocked = runs.busy_reason(row.run_id, row.thread_id)
         self.progress.update("done", row)
         self.advance(lane)
 

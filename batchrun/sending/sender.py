@@ -260,12 +260,7 @@ class RowSender:
             row.fail(Outcome.FAILED, self._unsure_reason(row, judgement))
             return True
         if verdict is Verdict.BLOCKED:
-            row.fail(
-                Outcome.NOT_SENT,
-                f"not sent: run {run.get('id')} on thread {row.thread_id} waits for tool "
-                "outputs (requires_action)",
-                Next.SEND,
-            )
+            row.fail(Outcome.NOT_SENT, runs.blocked_reason(run.get("id"), row.thread_id), Next.SEND)
             return True
         if verdict is Verdict.BUSY:
             return Busy(str(run.get("id")))

@@ -108,10 +108,10 @@ class Simulator:
             "rate_limited": self.rate_limited,
             "faults": dict(self.fault_counts),
             "threads": len(self.store.threads),
-            "responses_created": self.responses.created,
-            "duplicate_responses": self.responses.duplicates,
-            "chat_completions_created": self.chat.created,
-            "duplicate_chat_completions": self.chat.duplicates,
+            "responses_created": self.responses.creates.count,
+            "duplicate_responses": self.responses.creates.duplicates,
+            "chat_completions_created": self.chat.creates.count,
+            "duplicate_chat_completions": self.chat.creates.duplicates,
             "conversations": len(self.conversations.by_id),
         }
 

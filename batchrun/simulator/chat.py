@@ -22,6 +22,7 @@ from batchrun.simulator.state import page
 from batchrun.simulator.wire import (
     EVENTS_KEY,
     Answer,
+    Creates,
     append_to_log,
     check_body,
     json_body,
@@ -36,7 +37,7 @@ FINGERPRINT = "fp_simulated"
 class ChatCompletions:
     """Every stored chat completion of one simulator, and the routes that serve them."""
 
-    __slots__ = ("_bodies", "clock", "config", "created", "duplicates", "new_id", "stored")
+    __slots__ = ("clock", "config", "creates", "new_id", "stored")
 
     def __init__(
         self, config: SimulatorConfig, clock: Callable[[], float], new_id: Callable[[str], str]
@@ -45,9 +46,7 @@ class ChatCompletions:
         self.clock = clock
         self.new_id = new_id
         self.stored: dict[str, Answer] = {}  # insertion order is creation order
-        self.created = 0
-        self.duplicates = 0  # completions beyond the first created with the same body
-        self._bodies: set[bytes] = set()
+        self.creates = Creates()
 
     async def create(self, request: web.Request, version: str) -> Answer:
         """``POST /v1/chat/completions``: check the body, answer the completion."""
@@ -69,12 +68,7 @@ class ChatCompletions:
 
     def _keep(self, completion: Answer, body: Mapping[str, Any]) -> None:
         """Count the new completion, and store it with its metadata if ``store: true``."""
-        self.created += 1
-        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-        if canonical in self._bodies:
-            self.duplicates += 1
-        else:
-            self._bodies.add(canonical)
+        self.creates.add(body)
         if body.get("store") is True:
             self.stored[completion["id"]] = {**completion, "metadata": body.get("metadata") or {}}
 

@@ -21,7 +21,14 @@ from aiohttp import web
 from batchrun.simulator import envelope, generation
 from batchrun.simulator.conversations import Conversation, Conversations
 from batchrun.simulator.settings import SimulatorConfig
-from batchrun.simulator.wire import EVENTS_KEY, Answer, append_to_log, check_body, json_body
+from batchrun.simulator.wire import (
+    EVENTS_KEY,
+    Answer,
+    Creates,
+    append_to_log,
+    check_body,
+    json_body,
+)
 
 ACTIVE = frozenset({"queued", "in_progress"})
 DEFAULTS: dict[str, Any] = {
@@ -189,7 +196,7 @@ def _given(body: Mapping[str, Any], name: str, default: Any) -> Any:
 class Responses:
     """Every stored response of one simulator, and the routes that serve them."""
 
-    __slots__ = ("_bodies", "by_id", "clock", "config", "conversations", "created", "duplicates")
+    __slots__ = ("by_id", "clock", "config", "conversations", "creates")
 
     def __init__(
         self,
@@ -201,9 +208,7 @@ class Responses:
         self.clock = clock
         self.conversations = conversations
         self.by_id: dict[str, Response] = {}
-        self.created = 0
-        self.duplicates = 0  # responses beyond the first created with the same body
-        self._bodies: set[bytes] = set()
+        self.creates = Creates()
 
     async def create(self, request: web.Request, version: str) -> Answer:
         """``POST /v1/responses``: check the body, then answer the response (or its events)."""
@@ -263,12 +268,7 @@ class Responses:
 
     def _keep(self, response: Response, body: Mapping[str, Any]) -> None:
         """Count the new response, and store it unless ``store: false`` (foreground only)."""
-        self.created += 1
-        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-        if canonical in self._bodies:
-            self.duplicates += 1
-        else:
-            self._bodies.add(canonical)
+        self.creates.add(body)
         if body.get("store") is not False or response.background:
             self.by_id[response.id] = response
 

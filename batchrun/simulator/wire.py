@@ -131,3 +131,24 @@ def event_stream(events: list[tuple[str | None, str]]) -> str:
         f"data: {data}\n\n" if name is None else f"event: {name}\ndata: {data}\n\n"
         for name, data in events
     )
+
+
+class Creates:
+    """Creates of one kind: how many, and how many repeated a body already seen (what a
+    client's blind retry makes: a second response or completion for the same row)."""
+
+    __slots__ = ("_seen", "count", "duplicates")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.duplicates = 0
+        self._seen: set[bytes] = set()
+
+    def add(self, body: Mapping[str, Any]) -> None:
+        """Count one create of ``body``."""
+        self.count += 1
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        if canonical in self._seen:
+            self.duplicates += 1
+        else:
+            self._seen.add(canonical)
