@@ -1,4 +1,5 @@
-"""Turn one sheet row into the Create Run request body that will be sent.
+"""Turn one sheet row into the request body that will be sent (a run, response or chat
+completion: the schema in force names the fields).
 
 A row's cells are text. :func:`plan_columns` decides once, from the header, which column
 feeds which body field; :func:`assemble` then builds each row's body::
@@ -9,6 +10,10 @@ feeds which body field; :func:`assemble` then builds each row's body::
 
 A field's value comes from its cell, else from ``--set``, else from the row's
 ``request_json`` object. Empty cells are "not sent". Problems are returned, never raised.
+
+Dotted columns fill an object field key by key: ``metadata.KEY`` (text values), and for the
+live endpoints ``reasoning.effort``, ``text.verbosity`` and the like. For chat, the text
+columns ``system`` and ``user`` add a system message first and a user message last.
 """
 
 from __future__ import annotations
@@ -20,14 +25,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchrun.errors import InputError, UsageError
-from batchrun.field_values import CONVERTERS, FIELD_KINDS, CellError, convert, parse_json
-from batchrun.schema import API_VERSIONS, Problem, body_fields
+from batchrun.field_values import (
+    CONVERTERS,
+    FIELD_KINDS,
+    KIND_OVERRIDES,
+    CellError,
+    Kind,
+    convert,
+    kind_for_types,
+    parse_json,
+)
+from batchrun.schema import API_VERSIONS, Problem, body_fields, value_types
 
 THREAD_ID = "thread_id"
+CONVERSATION = "conversation"
 REQUEST_JSON = "request_json"
+METADATA = "metadata"
 METADATA_PREFIX = "metadata."
+# Chat: text columns that become a system message (first) and a user message (last).
+MESSAGE_COLUMNS = ("system", "user")
 # A thread id goes into the URL path: anything but these characters could change the
-# path or the query, so such a row is refused rather than escaped.
+# path or the query, so such a row is refused rather than escaped. Conversation ids are
+# held to the same rule: they are ids, and servers put them in paths of their own.
 THREAD_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -35,15 +54,20 @@ THREAD_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 class RowPlan:
     """Which column feeds which field, decided once from the header."""
 
-    api_version: str
-    thread_column: int
+    api_version: str  # the schema in force: v1, v2, responses or chat
+    # The thread column (runs); None where the lane comes from the body (a conversation).
+    thread_column: int | None
     field_columns: tuple[tuple[str, int, str], ...]
-    metadata_columns: tuple[tuple[str, int], ...]
+    # (field, key, column, kind) of dotted columns: metadata.KEY, reasoning.effort, ...
+    sub_columns: tuple[tuple[str, str, int, str], ...]
     request_json_column: int | None
     # Columns named after a field of the other API version: a value there is a row error.
     foreign_columns: tuple[tuple[str, int], ...]
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    metadata_defaults: Mapping[str, str] = field(default_factory=dict)
+    # --set FIELD.KEY values, by field.
+    sub_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # (role, column) of chat's system and user text columns.
+    message_columns: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +86,10 @@ class Assembled:
 
 def used_columns(plan: RowPlan) -> dict[int, str]:
     """Column index -> the field it feeds, for every column whose cells may be sent."""
-    used = {plan.thread_column: THREAD_ID}
+    used = {} if plan.thread_column is None else {plan.thread_column: THREAD_ID}
     used.update({index: name for name, index, _ in plan.field_columns})
-    used.update({index: METADATA_PREFIX + key for key, index in plan.metadata_columns})
+    used.update({index: f"{name}.{key}" for name, key, index, _ in plan.sub_columns})
+    used.update({index: role for role, index in plan.message_columns})
     if plan.request_json_column is not None:
         used[plan.request_json_column] = REQUEST_JSON
     return used
@@ -75,6 +100,22 @@ def normalize_header(name: object) -> str:
     return str(name).strip().casefold()
 
 
+def is_assistants(api_version: str) -> bool:
+    """Whether schema ``api_version`` is an Assistants version (rows need a thread)."""
+    return api_version in API_VERSIONS
+
+
+def field_kind(api_version: str, path: tuple[str, ...]) -> str:
+    """How a cell for a field (or a dotted sub-field) of schema ``api_version`` is read."""
+    if len(path) == 2 and path[0] == METADATA:
+        return Kind.TEXT  # metadata values are strings, kept as written
+    if is_assistants(api_version) and len(path) == 1:
+        return FIELD_KINDS[path[0]]
+    if len(path) == 1 and path[0] in KIND_OVERRIDES:
+        return KIND_OVERRIDES[path[0]]
+    return kind_for_types(value_types(api_version, path))
+
+
 def plan_columns(
     headers: Sequence[str],
     api_version: str,
@@ -83,13 +124,21 @@ def plan_columns(
     *,
     source: object = "input",
 ) -> RowPlan:
-    """Map the header to body fields; raises InputError/UsageError for sheet-wide problems."""
+    """Map the header to body fields of schema ``api_version`` (v1, v2, responses, chat);
+    raises InputError/UsageError for sheet-wide problems."""
     fields = body_fields(api_version)
-    known = {name for version in API_VERSIONS for name in body_fields(version)}
+    assistants = is_assistants(api_version)
+    known = (
+        {name for version in API_VERSIONS for name in body_fields(version)}
+        if assistants
+        else set(fields)
+    )
+    extra = (THREAD_ID,) if assistants else MESSAGE_COLUMNS if api_version == "chat" else ()
+    objects = {name for name in fields if _takes_keys(api_version, name)}
     position = {normalize_header(name): index for index, name in enumerate(headers)}
     renames = {key.strip(): value for key, value in (columns or {}).items()}
     for name in renames:
-        if name not in (*known, THREAD_ID, REQUEST_JSON) and not name.startswith(METADATA_PREFIX):
+        if name not in (*known, *extra, REQUEST_JSON) and _dotted(name, objects) is None:
             raise UsageError(f"--column {name}=...: {name!r} is not a field of the request body")
 
     def column_of(name: str) -> int | None:
@@ -99,8 +148,8 @@ def plan_columns(
             raise InputError(source, f"--column {name}={header}: no column named {header!r}")
         return index
 
-    thread_column = column_of(THREAD_ID)
-    if thread_column is None:
+    thread_column = column_of(THREAD_ID) if assistants else None
+    if assistants and thread_column is None:
         raise InputError(source, missing_thread_column(headers))
     field_columns = []
     foreign_columns = []
@@ -109,30 +158,58 @@ def plan_columns(
         if index is None:
             continue
         if name in fields:
-            field_columns.append((name, index, FIELD_KINDS[name]))
+            field_columns.append((name, index, field_kind(api_version, (name,))))
         else:
             foreign_columns.append((name, index))
-    metadata_columns = [
-        (str(header).strip()[len(METADATA_PREFIX) :], index)
-        for index, header in enumerate(headers)
-        if normalize_header(header).startswith(METADATA_PREFIX)
+    sub_columns: dict[tuple[str, str], int] = {}
+    for index, header in enumerate(headers):
+        dotted = _dotted(str(header).strip(), objects, fold=True)
+        if dotted is not None:
+            sub_columns[dotted] = index
+    for name in renames:
+        dotted = _dotted(name, objects)
+        if dotted is not None and (index := column_of(name)) is not None:
+            sub_columns[dotted] = index
+    message_columns = [
+        (role, index)
+        for role in (MESSAGE_COLUMNS if api_version == "chat" else ())
+        if (index := column_of(role)) is not None
     ]
-    metadata_columns += [
-        (name[len(METADATA_PREFIX) :], index)
-        for name, header in renames.items()
-        if name.startswith(METADATA_PREFIX) and (index := column_of(name)) is not None
-    ]
-    defaults, metadata_defaults = _parse_set_values(set_values or {}, fields)
+    defaults, sub_defaults = _parse_set_values(set_values or {}, api_version, fields, objects)
     return RowPlan(
         api_version=api_version,
         thread_column=thread_column,
         field_columns=tuple(field_columns),
-        metadata_columns=tuple(dict(metadata_columns).items()),
+        sub_columns=tuple(
+            (name, key, index, field_kind(api_version, (name, key)))
+            for (name, key), index in sub_columns.items()
+        ),
         request_json_column=column_of(REQUEST_JSON),
         foreign_columns=tuple(foreign_columns),
         defaults=defaults,
-        metadata_defaults=metadata_defaults,
+        sub_defaults=sub_defaults,
+        message_columns=tuple(message_columns),
     )
+
+
+def _takes_keys(api_version: str, name: str) -> bool:
+    """Whether a field is an object that dotted columns may fill key by key."""
+    if name == METADATA:
+        return True
+    return not is_assistants(api_version) and "object" in value_types(api_version, (name,))
+
+
+def _dotted(name: str, objects: set[str], *, fold: bool = False) -> tuple[str, str] | None:
+    """``("reasoning", "effort")`` for ``reasoning.effort`` when ``reasoning`` takes keys.
+
+    The field's part matches case-insensitively when ``fold`` (a header); the key is kept
+    as written.
+    """
+    head, dot, key = name.partition(".")
+    head = head.strip().casefold() if fold else head
+    if not dot or not key or head not in objects:
+        return None
+    return head, key
 
 
 def missing_thread_column(headers: Sequence[str]) -> str:
@@ -156,34 +233,34 @@ def missing_thread_column(headers: Sequence[str]) -> str:
 
 
 def _parse_set_values(
-    set_values: Mapping[str, str], fields: Sequence[str]
-) -> tuple[dict[str, Any], dict[str, str]]:
+    set_values: Mapping[str, str], api_version: str, fields: Sequence[str], objects: set[str]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     defaults: dict[str, Any] = {}
-    metadata_defaults: dict[str, str] = {}
+    sub_defaults: dict[str, dict[str, Any]] = {}
     for name, text in set_values.items():
         name = name.strip()
-        if name.startswith(METADATA_PREFIX):
-            metadata_defaults[name[len(METADATA_PREFIX) :]] = text
-            continue
-        if name not in fields:
+        dotted = _dotted(name, objects)
+        path = dotted or (name,)
+        if dotted is None and name not in fields:
             raise UsageError(f"--set {name}=...: {name!r} is not a field of the request body")
         try:
-            defaults[name] = convert(FIELD_KINDS[name], text)
+            value = convert(field_kind(api_version, path), text)
         except CellError as error:
             raise UsageError(f"--set {name}=...: {error}") from None
-    return defaults, metadata_defaults
+        if dotted is None:
+            defaults[name] = value
+        else:
+            sub_defaults.setdefault(dotted[0], {})[dotted[1]] = value
+    return defaults, sub_defaults
 
 
 def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
     """Build one row's body from its cells; every problem is collected, none raised."""
     problems: list[Problem] = []
-    thread_id = cells[plan.thread_column].strip(" ")
-    if not thread_id:
-        problems.append(Problem(THREAD_ID, "is empty"))
-    elif not THREAD_ID_PATTERN.fullmatch(thread_id):
-        problems.append(
-            Problem(THREAD_ID, f"{thread_id!r} may only hold letters, digits, '_' and '-'")
-        )
+    thread_id = ""
+    if plan.thread_column is not None:
+        thread_id = cells[plan.thread_column].strip(" ")
+        _check_id(THREAD_ID, thread_id, problems)
 
     body: dict[str, Any] = {}
     if plan.request_json_column is not None and (text := cells[plan.request_json_column]).strip():
@@ -197,7 +274,7 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
             else:
                 problems.append(Problem(REQUEST_JSON, "must be a JSON object"))
     body.update(plan.defaults)
-    metadata_cell = None
+    from_cells: set[str] = set()
     for name, index, kind in plan.field_columns:
         text = cells[index]
         if not text or text.isspace():
@@ -208,8 +285,7 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
             problems.append(Problem(name, str(error)))
             body.pop(name, None)  # not a --set or request_json value the cell was meant to replace
         else:
-            if name == "metadata":
-                metadata_cell = body[name]
+            from_cells.add(name)
     for name, index in plan.foreign_columns:
         if cells[index].strip():
             other = "v2" if plan.api_version == "v1" else "v1"
@@ -220,37 +296,80 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
                     f" (it is one of {other}: --api-version {other})",
                 )
             )
-    if plan.metadata_columns or plan.metadata_defaults:
-        _merge_metadata(plan, cells, body, problems, metadata_cell)
+    if plan.sub_columns or plan.sub_defaults:
+        _merge_sub_fields(plan, cells, body, problems, from_cells)
+    if plan.message_columns:
+        _add_messages(plan, cells, body, problems)
+    if plan.thread_column is None and CONVERSATION in body:
+        # Rows that share a conversation form a lane, as rows of a thread do.
+        thread_id = _conversation_id(body[CONVERSATION])
+        if thread_id:
+            _check_id(CONVERSATION, thread_id, problems)
     return Assembled(thread_id, None if problems else body, problems, body)
 
 
-def _merge_metadata(
+def _check_id(name: str, value: str, problems: list[Problem]) -> None:
+    if not value:
+        problems.append(Problem(name, "is empty"))
+    elif not THREAD_ID_PATTERN.fullmatch(value):
+        problems.append(Problem(name, f"{value!r} may only hold letters, digits, '_' and '-'"))
+
+
+def _conversation_id(value: Any) -> str:
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value.strip(" ") if isinstance(value, str) else ""
+
+
+def _merge_sub_fields(
     plan: RowPlan,
     cells: Sequence[str],
     body: dict[str, Any],
     problems: list[Problem],
-    metadata_cell: Any,
+    from_cells: set[str],
 ) -> None:
-    """Merge ``metadata.KEY`` cells and ``--set metadata.KEY`` values into ``metadata``.
+    """Merge dotted cells (``metadata.KEY``, ``reasoning.effort``) and ``--set FIELD.KEY``
+    values into their object fields.
 
-    The row's cells win over ``--set``, which wins over ``request_json``: a ``metadata``
-    cell's keys beat ``--set metadata.KEY``, and ``metadata.KEY`` cells beat both.
+    The row's cells win over ``--set``, which wins over ``request_json``: a field's own
+    cell (``metadata``) beats ``--set metadata.KEY``, and dotted cells beat both.
     """
-    cell_pairs = {
-        key: cells[index]
-        for key, index in plan.metadata_columns
-        if cells[index] and not cells[index].isspace()
-    }
-    if not cell_pairs and not plan.metadata_defaults:
+    cell_values: dict[str, dict[str, Any]] = {}
+    for name, key, index, kind in plan.sub_columns:
+        text = cells[index]
+        if not text or text.isspace():
+            continue
+        try:
+            cell_values.setdefault(name, {})[key] = CONVERTERS[kind](text)
+        except CellError as error:
+            problems.append(Problem(f"{name}.{key}", str(error)))
+    for name in dict.fromkeys([*plan.sub_defaults, *cell_values]):
+        defaults = plan.sub_defaults.get(name, {})
+        pairs = cell_values.get(name, {})
+        base = body.get(name)
+        if base is None:
+            base = {}
+        if not isinstance(base, dict):
+            problems.append(Problem(name, f"must be a JSON object to merge {name}.* columns"))
+            continue
+        if name in from_cells:
+            body[name] = {**defaults, **base, **pairs}
+        else:
+            body[name] = {**base, **defaults, **pairs}
+
+
+def _add_messages(
+    plan: RowPlan, cells: Sequence[str], body: dict[str, Any], problems: list[Problem]
+) -> None:
+    """Chat: a ``system`` cell becomes the first message, a ``user`` cell the last."""
+    texts = {role: cells[index] for role, index in plan.message_columns}
+    texts = {role: text for role, text in texts.items() if text and not text.isspace()}
+    if not texts:
         return
-    base = body.get("metadata")
-    if base is None:
-        base = {}
-    if not isinstance(base, dict):
-        problems.append(Problem("metadata", "must be a JSON object to merge metadata.* columns"))
+    messages = body.get("messages", [])
+    if not isinstance(messages, list):
+        problems.append(Problem("messages", "must be a JSON array to add system and user cells"))
         return
-    if metadata_cell is not None:
-        body["metadata"] = {**plan.metadata_defaults, **base, **cell_pairs}
-    else:
-        body["metadata"] = {**base, **plan.metadata_defaults, **cell_pairs}
+    first = [{"role": "system", "content": texts["system"]}] if "system" in texts else []
+    last = [{"role": "user", "content": texts["user"]}] if "user" in texts else []
+    body["messages"] = [*first, *messages, *last]

@@ -26,6 +26,7 @@ from batchrun.cli_help import (
 )
 from batchrun.cli_options import (
     TRACEBACK_KEY,
+    endpoint_option,
     run_options,
     serve_options,
     sheet_options,
@@ -90,14 +91,15 @@ def validate(**options: Any) -> None:
 
 
 @cli.command()
+@endpoint_option
 @click.option("--api-version", type=click.Choice(["v1", "v2"]), default="v2", show_default=True)
-def schema(api_version: str) -> None:
-    """Print the request-body JSON Schema in force."""
+def schema(endpoint: str, api_version: str) -> None:
+    """Print the request-body JSON Schema in force (of --endpoint; for runs, --api-version)."""
     import json
 
     from batchrun.schema import load_schema
 
-    click.echo(json.dumps(load_schema(api_version), indent=2))
+    click.echo(json.dumps(load_schema(api_version if endpoint == "runs" else endpoint), indent=2))
 
 
 @cli.command(cls=GroupedCommand, groups=SERVE_GROUPS, epilog=SERVE_EPILOG)

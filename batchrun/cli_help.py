@@ -59,7 +59,7 @@ Exit codes:
 # Option groups of each command's help, by parameter name.
 RUN_GROUPS = (
     ("Input", ["sheet", "columns", "limit", "config_file"]),
-    ("Request body", ["set_values", "api_version", "run_tag"]),
+    ("Request body", ["endpoint", "set_values", "api_version", "run_tag"]),
     (
         "Where to send",
         ["base_url", "api_key_env", "beta_header", "simulate", "allow_insecure_http"],

@@ -89,12 +89,13 @@ def sheet_options(command: F) -> F:
                 callback=_pairs("FIELD=VALUE"),
                 help="Value for rows whose cell is empty; JSON for JSON fields.",
             ),
+            endpoint_option,
             click.option(
                 "--api-version",
                 type=click.Choice(["v1", "v2"]),
                 default="v2",
                 show_default=True,
-                help="Assistants API version: schema and beta header.",
+                help="Assistants API version (--endpoint runs): schema and beta header.",
             ),
             click.option(
                 "--limit", type=click.IntRange(min=0), help="Only the first N rows of the input."
@@ -125,6 +126,16 @@ def sheet_options(command: F) -> F:
     ):
         command = decorator(command)
     return command
+
+
+endpoint_option = click.option(
+    "--endpoint",
+    type=click.Choice(["runs", "responses", "chat"]),
+    default="runs",
+    show_default=True,
+    help="What a row is: an Assistants run (POST /threads/{id}/runs), a response"
+    " (POST /responses) or a chat completion (POST /chat/completions).",
+)
 
 
 def _apply(command: F, decorators: list[Callable[[F], F]]) -> F:

@@ -20,6 +20,9 @@ from typing import Any
 from batchrun.errors import UsageError
 from batchrun.schema import API_VERSIONS, DEFAULT_API_VERSION
 
+ENDPOINTS = ("runs", "responses", "chat")
+DEFAULT_ENDPOINT = "runs"
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_MAX_RETRIES = 6
@@ -36,6 +39,7 @@ LIMITER_SCHEMES = ("redis", "rediss", "unix")
 class Settings:
     """Everything a job needs to know, validated; see DESIGN.md "Command line"."""
 
+    endpoint: str = DEFAULT_ENDPOINT
     api_version: str = DEFAULT_API_VERSION
     beta_header: str | None = None
     base_url: str = DEFAULT_BASE_URL
@@ -68,6 +72,8 @@ class Settings:
     limiter_key: str | None = None
 
     def __post_init__(self) -> None:
+        if self.endpoint not in ENDPOINTS:
+            raise UsageError(f"--endpoint {self.endpoint}: use one of {', '.join(ENDPOINTS)}")
         if self.api_version not in API_VERSIONS:
             raise UsageError(f"--api-version {self.api_version}: use v1 or v2")
         for name in ("concurrency", "max_retries"):
@@ -99,9 +105,17 @@ class Settings:
         return self.beta_header or f"assistants={self.api_version}"
 
     @property
-    def endpoint(self) -> str:
-        """What the journal remembers as "where rows were sent"."""
-        return SIMULATED_ENDPOINT if self.simulate else self.base_url.rstrip("/")
+    def schema(self) -> str:
+        """The name of the request-body schema in force (see :func:`batchrun.schema.load_schema`):
+        the Assistants version for ``runs``, else the endpoint's own."""
+        return self.api_version if self.endpoint == "runs" else self.endpoint
+
+    @property
+    def destination(self) -> str:
+        """What the journal remembers as "where rows were sent": the endpoint kind (for
+        the live endpoints) and the base URL, or the simulator."""
+        where = SIMULATED_ENDPOINT if self.simulate else self.base_url.rstrip("/")
+        return where if self.endpoint == "runs" else f"{self.endpoint} {where}"
 
     def check_sending(self) -> None:
         """Refuse to send without a key, or where the key could leak; called before any
@@ -144,7 +158,10 @@ def applied_settings(
     """The settings that shaped this job, as option names and human values, for the
     summary sheet: what did not apply (sending options for ``validate``, ``--wait-timeout``
     without ``--wait``, formula escaping outside CSV) is left out, and so is the key."""
-    rows: list[tuple[str, object]] = [("--api-version", settings.api_version)]
+    runs = settings.endpoint == "runs"
+    rows: list[tuple[str, object]] = [("--endpoint", settings.endpoint)]
+    if runs:
+        rows.append(("--api-version", settings.api_version))
     if xlsx_input and settings.sheet is not None:
         rows.append(("--sheet", settings.sheet))
     rows += [("--column", settings.columns), ("--set", settings.set_values)]
@@ -160,7 +177,8 @@ def applied_settings(
             rows += [("--base-url", settings.base_url), ("--api-key-env", settings.api_key_env)]
             rows += [("OpenAI-Organization", settings.organization)]
             rows += [("OpenAI-Project", settings.project)]
-        rows += [("OpenAI-Beta", settings.beta)]
+        if runs:
+            rows += [("OpenAI-Beta", settings.beta)]
         rows += [("--concurrency", settings.concurrency), ("--rpm", settings.rpm)]
         rows += [("--read-rpm", settings.read_rpm), ("--max-retries", settings.max_retries)]
         rows += [("--timeout", settings.timeout)]

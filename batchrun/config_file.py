@@ -89,6 +89,7 @@ CLI_ONLY_SETTINGS = ("quiet", "no_progress")
 
 # What each --config key must hold (TOML types); tables are checked where they are read.
 CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "endpoint": (str,),
     "api_version": (str,),
     "beta_header": (str,),
     "base_url": (str,),

@@ -40,6 +40,7 @@ class Kind:
     JSON = "json"  # JSON text
     TOOLS = "tools"  # JSON text, or a comma list of built-in tool types
     NAME_OR_JSON = "name_or_json"  # a bare string form ("auto"), or JSON text
+    TEXT_OR_JSON = "text_or_json"  # text as written, or a JSON array ("[...]")
 
 
 KINDS = (
@@ -51,6 +52,7 @@ KINDS = (
     Kind.JSON,
     Kind.TOOLS,
     Kind.NAME_OR_JSON,
+    Kind.TEXT_OR_JSON,
 )
 FIELD_KINDS: dict[str, str] = {
     "assistant_id": Kind.NAME,
@@ -103,7 +105,34 @@ def _convert(kind: str, text: str) -> Any:
         return _tool_list(stripped)
     if kind == Kind.NAME_OR_JSON and stripped[:1] not in ("[", "{"):
         return stripped
+    if kind == Kind.TEXT_OR_JSON and not (stripped[:1] == "[" and stripped[-1:] == "]"):
+        return text
     return parse_json(stripped)
+
+
+# Fields of the live endpoints whose kind is not the one their JSON types suggest.
+KIND_OVERRIDES: dict[str, str] = {
+    "input": Kind.TEXT_OR_JSON,  # a prompt, or a JSON array of input items
+    "stop": Kind.TEXT_OR_JSON,  # a stop sequence, or a JSON array of them
+    "instructions": Kind.TEXT,
+    "tools": Kind.TOOLS,
+    "metadata": Kind.JSON,
+}
+
+
+def kind_for_types(types: frozenset[str]) -> str:
+    """The kind of a field that takes values of these JSON types (``null`` left out)."""
+    if types == {"number"} or types == {"number", "integer"}:
+        return Kind.NUMBER
+    if types == {"integer"}:
+        return Kind.INTEGER
+    if types == {"boolean"}:
+        return Kind.BOOLEAN
+    if types == {"string"}:
+        return Kind.NAME
+    if types and "string" not in types:
+        return Kind.JSON
+    return Kind.NAME_OR_JSON  # a string or a JSON value, or the schema does not say
 
 
 def _converter(kind: str) -> Callable[[str], Any]:

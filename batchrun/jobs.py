@@ -110,7 +110,7 @@ def _run_file(
     try:
         journal = Journal(
             journal_path,
-            endpoint=settings.endpoint,
+            endpoint=settings.destination,
             source=source.name,
             fresh=settings.fresh,
         )

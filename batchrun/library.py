@@ -64,7 +64,7 @@ def _prepare_run(
     settings.check_sending()
     rows = RowPreparer(make_plan(list(frame.columns), settings), settings).prepare(frame)
     journal = Journal(
-        settings.journal, endpoint=settings.endpoint, source="frame", fresh=settings.fresh
+        settings.journal, endpoint=settings.destination, source="frame", fresh=settings.fresh
     )
     return settings, rows, journal
 

@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from batchrun.body import normalize_header
 from batchrun.config import Settings
+from batchrun.endpoints import endpoint_named
 from batchrun.errors import UsageError
 from batchrun.prepare import request_text
 from batchrun.report import Outcome, RowResult
@@ -18,29 +20,47 @@ if TYPE_CHECKING:
     import pandas as pd
 
 Mode = Literal["run", "validate"]
-RUN_COLUMNS = ("outcome", "status", "body", "error", "run_id", "run_status", "attempts")
-WAIT_COLUMNS = (
-    "usage_prompt_tokens",
-    "usage_completion_tokens",
-    "usage_total_tokens",
-    "last_error",
-)
 VALIDATE_COLUMNS = ("outcome", "request", "error")
-NUMBER_COLUMNS = frozenset(
-    {"status", "attempts", "usage_prompt_tokens", "usage_completion_tokens", "usage_total_tokens"}
-)
+Cells = Callable[[list[RowResult]], list[object]]
+NUMBER_COLUMNS = frozenset({"status", "attempts"})  # and every usage_* column
+
+
+def _run_columns(settings: Settings) -> list[tuple[str, Cells]]:
+    """A run job's result columns and how each is filled, in order: the answer's id and
+    status are named for the endpoint (``run_id``, ``response_id``, ``completion_id``)."""
+    endpoint = endpoint_named(settings.endpoint)
+    columns: list[tuple[str, Cells]] = [
+        ("outcome", lambda rows: [row.outcome.value if row.outcome else "" for row in rows]),
+        ("status", lambda rows: [row.status for row in rows]),
+        ("body", lambda rows: [row.response for row in rows]),
+        ("error", lambda rows: [row.error for row in rows]),
+        (endpoint.id_column, lambda rows: [row.run_id for row in rows]),
+        (endpoint.status_column, lambda rows: [row.run_status for row in rows]),
+        (
+            "attempts",
+            lambda rows: [
+                row.attempts if row.attempts or row.status is not None else None for row in rows
+            ],
+        ),
+    ]
+    if settings.wait or endpoint.usage_at_once:
+        columns += [(name, _usage(key)) for name, key in endpoint.usage_columns]
+        if endpoint.has_last_error:
+            columns.append(("last_error", lambda rows: [row.last_error for row in rows]))
+    if settings.reply or endpoint.reply_at_once:
+        columns.append(("reply", lambda rows: [row.reply for row in rows]))
+    return columns
+
+
+def _usage(key: str) -> Cells:
+    return lambda rows: [row.usage.get(key) for row in rows]
 
 
 def result_columns(settings: Settings, mode: Mode) -> list[str]:
     """The result column names (before ``--prefix``) for this job."""
     if mode == "validate":
         return list(VALIDATE_COLUMNS)
-    names = list(RUN_COLUMNS)
-    if settings.wait:
-        names += WAIT_COLUMNS
-    if settings.reply:
-        names.append("reply")
-    return names
+    return [name for name, _ in _run_columns(settings)]
 
 
 def check_names(input_columns: list[str], settings: Settings, mode: Mode) -> None:
@@ -65,7 +85,9 @@ def number_columns(settings: Settings, mode: Mode = "run") -> frozenset[str]:
     ``--wait``) is input, written as it was read.
     """
     return frozenset(
-        settings.prefix + name for name in result_columns(settings, mode) if name in NUMBER_COLUMNS
+        settings.prefix + name
+        for name in result_columns(settings, mode)
+        if name in NUMBER_COLUMNS or name.startswith("usage_")
     )
 
 
@@ -78,25 +100,7 @@ def result_cells(rows: list[RowResult], settings: Settings, mode: Mode) -> list[
             [request_text(row, settings) for row in rows],
             [row.error for row in rows],
         ]
-    columns: list[list[object]] = [
-        [row.outcome.value if row.outcome else "" for row in rows],
-        [row.status for row in rows],
-        [row.response for row in rows],
-        [row.error for row in rows],
-        [row.run_id for row in rows],
-        [row.run_status for row in rows],
-        [row.attempts if row.attempts or row.status is not None else None for row in rows],
-    ]
-    if settings.wait:
-        columns += [
-            [row.usage.get("prompt_tokens") for row in rows],
-            [row.usage.get("completion_tokens") for row in rows],
-            [row.usage.get("total_tokens") for row in rows],
-            [row.last_error for row in rows],
-        ]
-    if settings.reply:
-        columns.append([row.reply for row in rows])
-    return columns
+    return [cells(rows) for _, cells in _run_columns(settings)]
 
 
 def result_frame(

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def make_plan(columns: list[str], settings: Settings, source: object = "input") -> RowPlan:
     """The column plan for a sheet with these headers under ``settings``."""
     return plan_columns(
-        columns, settings.api_version, settings.columns, settings.set_values, source=source
+        columns, settings.schema, settings.columns, settings.set_values, source=source
     )
 
 
@@ -55,7 +55,7 @@ class RowPreparer:
         # formula without a value). Only those feeding the body make the row invalid.
         self.cell_problems = cell_problems or {}
         self._used = used_columns(plan)
-        self.checker = BodyChecker(settings.api_version, run_tag=settings.run_tag)
+        self.checker = BodyChecker(settings.schema, run_tag=settings.run_tag)
         self.occurrences: Counter[str] = Counter()
         self.next_index = 0
 
@@ -66,7 +66,7 @@ class RowPreparer:
     def prepare_rows(self, rows: Iterable[Sequence[str]]) -> list[RowResult]:
         """Assemble, check and key each row of text cells (in the plan's column order)."""
         results = []
-        api_version = self.settings.api_version
+        api_version = self.settings.schema
         for cells in rows:
             row = RowResult(self.next_index)
             self.next_index += 1

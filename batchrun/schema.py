@@ -93,10 +93,56 @@ def _top_level_properties(node: Mapping[str, Any], schema: Mapping[str, Any]) ->
     return names
 
 
+def _resolve(node: Mapping[str, Any], schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    while isinstance(ref := node.get("$ref"), str) and ref.startswith("#/$defs/"):
+        node = schema["$defs"][ref.removeprefix("#/$defs/")]
+    return node
+
+
+def _property_schemas(node: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    node = _resolve(node, schema)
+    found = dict(node.get("properties", {}))
+    for part in node.get("allOf", ()):
+        found.update(_property_schemas(part, schema))
+    return found
+
+
+def value_types(api_version: str, path: tuple[str, ...]) -> frozenset[str]:
+    """The JSON types (``null`` left out) the schema accepts at a top-level field
+    (``("temperature",)``) or one of its object's properties (``("reasoning", "effort")``);
+    empty when the schema does not say."""
+    schema = load_schema(api_version)
+    node: Mapping[str, Any] = schema
+    for name in path:
+        found: dict[str, Any] = {}
+        for branch in _branches(node, schema):
+            found.update(_property_schemas(branch, schema))
+        if name not in found:
+            return frozenset()
+        node = found[name]
+    types: set[str] = set()
+    for branch in _branches(node, schema):
+        kind = branch.get("type")
+        if "enum" in branch and kind is None:
+            kind = "string" if all(isinstance(v, str | None) for v in branch["enum"]) else None
+        types.update([kind] if isinstance(kind, str) else kind or ())
+    types.discard("null")
+    return frozenset(types)
+
+
+def _branches(node: Mapping[str, Any], schema: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A schema's alternatives (anyOf/oneOf, nested), each resolved; itself if it has none."""
+    node = _resolve(node, schema)
+    options = node.get("anyOf") or node.get("oneOf")
+    if not options:
+        return [node]
+    return [branch for option in options for branch in _branches(option, schema)]
+
+
 class BodyChecker:
     """Checks request bodies of one API version; reusable and cheap per call."""
 
-    __slots__ = ("_fast", "_slow", "api_version", "batchrun_rules", "run_tag")
+    __slots__ = ("_fast", "_records", "_slow", "api_version", "batchrun_rules", "run_tag")
 
     def __init__(
         self,
@@ -109,6 +155,7 @@ class BodyChecker:
 
         schema = load_schema(api_version)
         self.api_version = api_version
+        self._records = "runs" if api_version in API_VERSIONS else "answers"
         # With the run tag on, batchrun adds one metadata key of its own to every body.
         self.run_tag = run_tag
         # batchrun's own rules (no streaming, the run tag's key); without them, the checks
@@ -142,8 +189,8 @@ class BodyChecker:
             problems.append(
                 Problem(
                     "stream",
-                    "true is not supported: batchrun records runs, not event streams "
-                    "(leave stream empty or false)",
+                    f"true is not supported: batchrun records {self._records}, not event "
+                    "streams (leave stream empty or false)",
                 )
             )
         metadata = body.get("metadata")
@@ -154,17 +201,50 @@ class BodyChecker:
                 path = f"additional_messages[{index}].metadata"
                 problems.extend(metadata_problems(message.get("metadata"), path, run_tag=False))
         for index, tool in enumerate(_list(body.get("tools"))):
-            function = tool.get("function") if isinstance(tool, Mapping) else None
-            name = function.get("name") if isinstance(function, Mapping) else None
+            if not isinstance(tool, Mapping):
+                continue
+            # Assistants and chat nest a function's name; the Responses API's tools are flat.
+            function = tool.get("function")
+            path, name = f"tools[{index}].function.name", None
+            if isinstance(function, Mapping):
+                name = function.get("name")
+            elif self.api_version == "responses" and tool.get("type") == "function":
+                path, name = f"tools[{index}].name", tool.get("name")
             if isinstance(name, str) and not FUNCTION_NAME.fullmatch(name):
                 problems.append(
                     Problem(
-                        f"tools[{index}].function.name",
+                        path,
                         f"{name!r} must be 1 to 64 letters, digits, '_' or '-'",
                         "invalid_value",
                     )
                 )
+        if self.api_version == "responses":
+            problems.extend(_responses_problems(body, batchrun_rules=self.batchrun_rules))
         return problems
+
+
+def _responses_problems(body: Mapping[str, Any], *, batchrun_rules: bool) -> list[Problem]:
+    """What the Responses API refuses beyond its schema, and batchrun's rule that a row
+    names its model (the prompt objects that could stand in for one are retired)."""
+    problems = []
+    if batchrun_rules and "model" not in body:
+        problems.append(
+            Problem(
+                "model",
+                "is required (prompt objects are retired: name the model in the row)",
+                "missing_required_parameter",
+            )
+        )
+    both = body.get("conversation") is not None and body.get("previous_response_id") is not None
+    if batchrun_rules and both:  # the service says so itself, in words of its own
+        problems.append(
+            Problem(
+                "previous_response_id",
+                "cannot be combined with conversation (a conversation keeps its own history)",
+                "mutually_exclusive_parameters",
+            )
+        )
+    return problems
 
 
 def _metadata_fits(metadata: Any, *, run_tag: bool) -> bool:

@@ -1,4 +1,127 @@
 """What one row is, per endpoint: its request, the ids that order rows, its result columns.
 
 - :mod:`~batchrun.endpoints.runs` — the seed's Create Run (``POST /threads/{id}/runs``).
+- :mod:`~batchrun.endpoints.responses` — the Responses API (``POST /responses``).
+- :mod:`~batchrun.endpoints.chat` — Chat Completions (``POST /chat/completions``).
+
+Everything else (reading, validation, limiter, retries, journal, output) is shared; the
+sending core asks the row's :class:`Endpoint` what is particular to it.
 """
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from batchrun.report import STOPPED_RUN_STATUSES, RowResult
+
+# How a "busy" answer is handled: read the lane's answers and wait for the active one
+# ("look"), or wait and try again ("wait": the holder cannot be named).
+LOOK, WAIT = "look", "wait"
+
+
+class Endpoint(abc.ABC):
+    """One kind of row; subclasses say what differs from endpoint to endpoint.
+
+    ``lane`` names the id that orders rows ("thread", "conversation"): rows that share one
+    go in input order, one at a time. Rows without one are independent.
+    """
+
+    name: ClassVar[str]
+    lane: ClassVar[str] = ""
+    # Result column names for the answer's id and status.
+    id_column: ClassVar[str]
+    status_column: ClassVar[str]
+    # (result column, usage key) in column order.
+    usage_columns: ClassVar[tuple[tuple[str, str], ...]]
+    # Whether usage_* columns are written without --wait (the answer carries them).
+    usage_at_once: ClassVar[bool] = True
+    # Whether a reply column is written without --reply (the answer carries the text).
+    reply_at_once: ClassVar[bool] = True
+    # Whether a lane's active answer can be read (runs: the thread's runs).
+    has_active: ClassVar[bool] = False
+    # Whether the answer can say why it did not complete (a last_error column).
+    has_last_error: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def create_path(self, row: RowResult) -> str:
+        """Where a row's request goes."""
+
+    def wire_body(self, body: dict[str, Any], *, wait: bool) -> dict[str, Any]:
+        """The body as sent, given the job's options (``body`` may be changed in place)."""
+        return body
+
+    def is_answer(self, data: Any) -> bool:
+        """Whether a 2xx answer is the object this endpoint creates."""
+        return isinstance(data, dict) and isinstance(data.get("id"), str)
+
+    @abc.abstractmethod
+    def settle(self, row: RowResult, answer: Mapping[str, Any], *, wait: bool) -> None:
+        """Take ``answer`` (created, adopted or followed) as the row's result."""
+
+    def stopped(self, status: str) -> bool:
+        """Whether an answer of ``status`` will not change any more by itself."""
+        return status in STOPPED_RUN_STATUSES
+
+    def can_look(self, row: RowResult) -> bool:
+        """Whether what a row's request created can be found again by its run tag."""
+        return False
+
+    def look_path(self, row: RowResult, tag: str) -> str:
+        """The read that lists answers a row's request may have created (when
+        :meth:`can_look`), or the lane's newest answers (when ``has_active``)."""
+        raise LookupError(f"{self.name}: what a request created cannot be looked up")
+
+    @abc.abstractmethod
+    def follow_path(self, row: RowResult, answer_id: str) -> str:
+        """The read of one answer (the row's, or another on its lane), as following
+        polls it."""
+
+    def reply_path(self, row: RowResult) -> str | None:
+        """A read that fetches the reply text (None: the answer itself holds it)."""
+        return None
+
+    def reply_text(self, data: Any, row: RowResult) -> str:
+        """The reply text in ``data`` (the answer itself, or what reply_path read)."""
+        return ""
+
+    def busy(self, status: int, error: Mapping[str, Any]) -> str | None:
+        """LOOK or WAIT when an answer says the row's lane is busy, else None."""
+        return None
+
+    def blocked_reason(self, answer_id: object, lane_id: str) -> str:
+        """Why a row is not sent while its lane waits for the user."""
+        return f"not sent: {answer_id} on {self.lane} {lane_id} waits for the user"
+
+    def busy_reason(self, answer_id: object, lane_id: str) -> str:
+        """Why a row is not sent while its lane is still busy after --wait-timeout."""
+        holder = f" with {answer_id}" if answer_id else ""
+        return (
+            f"not sent: {self.lane} {lane_id} still busy{holder} after --wait-timeout; "
+            "rerun to send it"
+        )
+
+    def unsure_reason(self, before: str) -> str:
+        """Why a row whose request may have arrived is not sent again blindly."""
+        return (
+            f"{before}; a {self.answer_word} may have been created and cannot be looked up: "
+            "check, then rerun with --retry-failed to send it again"
+        )
+
+    @property
+    def answer_word(self) -> str:
+        """What a row's request creates, in words ("run", "response")."""
+        return self.id_column.removesuffix("_id")
+
+
+def endpoint_named(name: str) -> Endpoint:
+    """The endpoint of ``--endpoint NAME``."""
+    from batchrun.endpoints import chat, responses, runs
+
+    endpoints: dict[str, Endpoint] = {
+        "runs": runs.ENDPOINT,
+        "responses": responses.ENDPOINT,
+        "chat": chat.ENDPOINT,
+    }
+    return endpoints[name]

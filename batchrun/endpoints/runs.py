@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from batchrun.endpoints import LOOK, Endpoint
 from batchrun.report import STOPPED_RUN_STATUSES, Next, Outcome, RowResult
 
 NAME = "runs"
 RECONCILE_PAGE = 20
+# A thread busy with another run answers 400 with this in its message.
+ACTIVE_RUN = "already has an active run"
 
 
 def create_path(thread_id: str) -> str:
@@ -96,3 +99,56 @@ def reply_text(messages: Any, run_id: str) -> str:
             if isinstance(text, dict) and isinstance(text.get("value"), str):
                 texts.append(text["value"])
     return "\n\n".join(texts)
+
+
+class Runs(Endpoint):
+    """``POST /threads/{thread_id}/runs``: rows of a thread go one run at a time."""
+
+    name = NAME
+    lane = "thread"
+    id_column, status_column = "run_id", "run_status"
+    usage_columns = (
+        ("usage_prompt_tokens", "prompt_tokens"),
+        ("usage_completion_tokens", "completion_tokens"),
+        ("usage_total_tokens", "total_tokens"),
+    )
+    usage_at_once = reply_at_once = False  # a run is created queued: --wait, --reply
+    has_active = True
+
+    def create_path(self, row: RowResult) -> str:
+        return create_path(row.thread_id)
+
+    def is_answer(self, data: Any) -> bool:
+        return is_run(data)
+
+    def settle(self, row: RowResult, answer: Mapping[str, Any], *, wait: bool) -> None:
+        settle(row, answer, wait=wait)
+
+    def can_look(self, row: RowResult) -> bool:
+        return True
+
+    def look_path(self, row: RowResult, tag: str) -> str:
+        return newest_runs_path(row.thread_id)
+
+    def follow_path(self, row: RowResult, answer_id: str) -> str:
+        return run_path(row.thread_id, answer_id)
+
+    def reply_path(self, row: RowResult) -> str | None:
+        return messages_path(row.thread_id, row.run_id)
+
+    def reply_text(self, data: Any, row: RowResult) -> str:
+        return reply_text(data, row.run_id)
+
+    def busy(self, status: int, error: Mapping[str, Any]) -> str | None:
+        if status == 400 and ACTIVE_RUN in str(error.get("message") or ""):
+            return LOOK
+        return None
+
+    def blocked_reason(self, answer_id: object, lane_id: str) -> str:
+        return blocked_reason(answer_id, lane_id)
+
+    def busy_reason(self, answer_id: object, lane_id: str) -> str:
+        return busy_reason(answer_id, lane_id)
+
+
+ENDPOINT = Runs()

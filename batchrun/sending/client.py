@@ -107,10 +107,11 @@ class ApiClient:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._proxy = env_proxy(self._base_url)
         headers = {
-            "OpenAI-Beta": settings.beta,
             "Content-Type": "application/json",
             "User-Agent": f"batchrun/{__version__}",
         }
+        if settings.endpoint == "runs" or settings.beta_header:
+            headers["OpenAI-Beta"] = settings.beta  # the Assistants API's version header
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
         if settings.organization:

@@ -11,6 +11,7 @@ anything else                           -> keep the result from the journal
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -57,9 +58,19 @@ class Batch:
 
 
 def plan_batch(
-    rows: list[RowResult], entries: dict[str, Entry], *, retry_failed: bool, wait: bool
+    rows: list[RowResult],
+    entries: dict[str, Entry],
+    *,
+    retry_failed: bool,
+    wait: bool,
+    can_look: Callable[[RowResult], bool] = lambda row: True,
 ) -> Batch:
-    """Decide per row, from the journal's ``entries``, what this job must do."""
+    """Decide per row, from the journal's ``entries``, what this job must do.
+
+    ``can_look`` says whether what a row's request made can be looked up by its tag. Where
+    it cannot, a row that may have arrived failed saying so, and ``--retry-failed`` is the
+    user's word to send it again: it is sent without looking.
+    """
     batch = Batch(rows)
     for row in rows:
         if row.outcome is Outcome.INVALID or row.key is None:
@@ -74,6 +85,8 @@ def plan_batch(
             batch.from_journal += 1
         elif action is Action.SEND:
             row.maybe_sent = row.maybe_sent or entry.state == SENDING
+            if entry.state == FAILED and not can_look(row):
+                row.maybe_sent = False
             batch.to_create.add(row.index)
         elif action is Action.NEW_RUN:
             row.superseded.append(row.run_id)

@@ -1,4 +1,4 @@
-"""Reads under their own budget: a thread's newest runs, following a run, its reply.
+"""Reads under their own budget: listings to reconcile by, following an answer, a reply.
 
 Reads never create anything, so they are retried freely; a 429 pauses every read (not the
 creates, which have a budget of their own).
@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from batchrun.config import Settings
-from batchrun.endpoints import runs
-from batchrun.report import STOPPED_RUN_STATUSES
+from batchrun.endpoints import endpoint_named
+from batchrun.report import RowResult
 from batchrun.sending.client import Answer, ApiClient, TransportError
 from batchrun.sending.control import Control
 from batchrun.sending.limiter import Limiter
@@ -47,6 +47,7 @@ class Reader:
     ) -> None:
         self.client = client
         self.settings = settings
+        self.endpoint = endpoint_named(settings.endpoint)
         self.control = control
         self.limiter = limiter
         self._sleep = sleep
@@ -96,9 +97,14 @@ class Reader:
             else:
                 await self._sleep(decision.delay)
 
-    async def newest_runs(self, thread_id: str) -> list[dict[str, Any]] | None:
-        """The thread's newest runs, newest first; None when they cannot be read."""
-        answer = await self.read(runs.newest_runs_path(thread_id))
+    async def pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds (on the injected clock of tests)."""
+        await self._sleep(delay)
+
+    async def listing(self, path: str) -> list[dict[str, Any]] | None:
+        """The objects of a list answer (a thread's newest runs, newest first; stored
+        completions by tag); None when they cannot be read."""
+        answer = await self.read(path)
         if answer is None or answer.status != 200 or not isinstance(answer.data, dict):
             return None
         found = answer.data.get("data")
@@ -107,16 +113,19 @@ class Reader:
         return [run for run in found if isinstance(run, dict)]
 
     async def follow(
-        self, thread_id: str, run_id: str, *, deadline: float
+        self, row: RowResult, answer_id: str, *, deadline: float
     ) -> dict[str, Any] | None:
-        """Poll a run until it stops or ``deadline`` passes; the last run read, or None."""
+        """Poll ``answer_id`` (the row's run or response, or another on its lane) until it
+        stops or ``deadline`` passes; the last answer read, or None."""
+        endpoint = self.endpoint
+        path = endpoint.follow_path(row, answer_id)
         delay = POLL_FIRST
         last: dict[str, Any] | None = None
         while True:
-            answer = await self.read(runs.run_path(thread_id, run_id))
-            if answer is not None and runs.is_run(answer.data):
+            answer = await self.read(path)
+            if answer is not None and endpoint.is_answer(answer.data):
                 last = answer.data
-                if last.get("status") in STOPPED_RUN_STATUSES:
+                if endpoint.stopped(str(last.get("status", ""))):
                     return last
             elif answer is not None and answer.status == 404:
                 return last
@@ -126,7 +135,10 @@ class Reader:
             await self._sleep(min(delay, deadline - now))
             delay = min(delay * 1.5, POLL_CAP)
 
-    async def reply(self, thread_id: str, run_id: str) -> str:
-        """The assistant's reply text of a completed run ("" when it cannot be read)."""
-        answer = await self.read(runs.messages_path(thread_id, run_id))
-        return runs.reply_text(answer.data if answer else None, run_id)
+    async def reply(self, row: RowResult) -> str:
+        """The reply text of a row's completed run ("" when it cannot be read)."""
+        path = self.endpoint.reply_path(row)
+        if path is None:
+            return row.reply
+        answer = await self.read(path)
+        return self.endpoint.reply_text(answer.data if answer else None, row)

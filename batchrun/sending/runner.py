@@ -1,7 +1,8 @@
 """Run a planned batch: lanes per thread, a fixed pool of workers, followers, stopping.
 
-Rows that share a thread form a *lane* and go in input order, each after the previous run
-on that thread has stopped; lanes go in parallel. ``concurrency`` workers take the next
+Rows that share a thread (a conversation, for responses) form a *lane* and go in input
+order, each after the previous run on it has stopped; lanes go in parallel; a row with
+neither is a lane of its own. ``concurrency`` workers take the next
 step of some lane from a queue. A step that has to wait for a run (``--wait``, a later row
 on the same thread, or a thread busy with another run) is handed to a follower task, so
 the worker moves on to create other runs meanwhile. Workers and followers live in one
@@ -23,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from batchrun.config import Settings
-from batchrun.endpoints import runs
-from batchrun.report import STOPPED_RUN_STATUSES, Next, Outcome, RowResult
+from batchrun.endpoints import Endpoint
+from batchrun.report import Next, Outcome, RowResult
 from batchrun.sending.control import Control, StopSending
 from batchrun.sending.journal import Journal, journal_state
 from batchrun.sending.plan import Batch
-from batchrun.sending.reads import Reader
+from batchrun.sending.reads import POLL_CAP, POLL_FIRST, Reader
 from batchrun.sending.sender import Busy, RowSender
 
 
@@ -64,6 +65,8 @@ class Lane:
     blocked: str = ""
     # Monotonic deadline for waiting on other runs of the thread (set at the first wait).
     busy_until: float | None = None
+    # Waits so far for a lane busy with something unnamed (a locked conversation).
+    waits: int = 0
 
     @property
     def row(self) -> RowResult:
@@ -94,6 +97,7 @@ class Execution:
         self.batch = batch
         self.sender = sender
         self.reader = reader
+        self.endpoint: Endpoint = sender.endpoint
         self.control = sender.control
         self.journal = journal
         self.settings = settings
@@ -110,13 +114,14 @@ class Execution:
 
     def lanes(self) -> list[Lane]:
         """Lanes of the rows this job handles, ordered by each thread's first row."""
-        lanes: dict[str, Lane] = {}
+        lanes: dict[object, Lane] = {}
         wanted = self.batch.to_create | self.batch.to_follow
         for row in self.batch.rows:
             if row.index in wanted:
-                lane = lanes.get(row.thread_id)
+                key = row.thread_id or row.index  # no thread or conversation: its own lane
+                lane = lanes.get(key)
                 if lane is None:
-                    lane = lanes[row.thread_id] = Lane(row.thread_id, [])
+                    lane = lanes[key] = Lane(row.thread_id, [])
                 lane.rows.append(row)
         return list(lanes.values())
 
@@ -176,8 +181,8 @@ class Execution:
         self.progress.update("created", row)
         if left_for_next_run(row):
             lane.blocked = (
-                f"not sent: an earlier row on thread {row.thread_id} was left for the next "
-                "run; rerun to send them in order"
+                f"not sent: an earlier row on {self.endpoint.lane} {row.thread_id} was left "
+                "for the next run; rerun to send them in order"
             )
         return None
 
@@ -188,17 +193,21 @@ class Execution:
         task.add_done_callback(self.followers.discard)
 
     def must_follow(self, lane: Lane) -> bool:
-        if lane.row.run_status in STOPPED_RUN_STATUSES:
+        if self.endpoint.stopped(lane.row.run_status):
             return False
         return self.settings.wait or lane.position + 1 < len(lane.rows)
 
     async def wait_for_thread(self, lane: Lane, busy: Busy) -> None:
-        """The thread is busy with another run: wait for it, then send the lane's row."""
+        """The lane is busy with another run: wait for it, then send the lane's row."""
         row = lane.row
         if lane.busy_until is None:
             lane.busy_until = self._clock() + self.settings.wait_timeout
+            lane.waits = 0
         try:
-            run = await self.reader.follow(row.thread_id, busy.run_id, deadline=lane.busy_until)
+            if not busy.run_id:
+                await self.wait_unnamed(lane)
+                return
+            run = await self.reader.follow(row, busy.run_id, deadline=lane.busy_until)
         except StopSending as stop:
             self.stop_lane(lane, lane.position, f"not sent: job stopped ({stop})")
             return
@@ -212,13 +221,25 @@ class Execution:
                 "cannot be read; rerun to send it"
             )
         elif status == "requires_action":
-            reason = runs.blocked_reason(busy.run_id, row.thread_id)
-        elif status in STOPPED_RUN_STATUSES or self._clock() < lane.busy_until:
+            reason = self.endpoint.blocked_reason(busy.run_id, row.thread_id)
+        elif self.endpoint.stopped(str(status)) or self._clock() < lane.busy_until:
             self.queue.put_nowait(lane)  # the thread is free: send the row now
             return
         else:
-            reason = runs.busy_reason(busy.run_id, row.thread_id)
+            reason = self.endpoint.busy_reason(busy.run_id, row.thread_id)
         self.stop_lane(lane, lane.position, reason)
+
+    async def wait_unnamed(self, lane: Lane) -> None:
+        """The lane is busy and the server does not say with what (a locked conversation):
+        wait a while, growing, then send again; give up at the lane's deadline."""
+        assert lane.busy_until is not None
+        left = lane.busy_until - self._clock()
+        if left <= 0:
+            self.stop_lane(lane, lane.position, self.endpoint.busy_reason("", lane.thread_id))
+            return
+        await self.reader.pause(min(POLL_FIRST * 1.5**lane.waits, POLL_CAP, left))
+        lane.waits += 1
+        self.queue.put_nowait(lane)
 
     async def follow(self, lane: Lane) -> None:
         """Wait for a row's run to stop, then let the lane go on (or block it)."""
@@ -230,7 +251,7 @@ class Execution:
                 await self.finish(row, deadline=deadline)
                 self.record(row)
             else:
-                run = await self.reader.follow(row.thread_id, row.run_id, deadline=deadline)
+                run = await self.reader.follow(row, row.run_id, deadline=deadline)
                 row.run_status = str((run or {}).get("status", row.run_status))
         except StopSending:
             pass
@@ -245,23 +266,24 @@ class Execution:
         except Exception as error:
             self.unexpected(row, error)
         if row.run_status == "requires_action":
-            lane.blocked = runs.blocked_reason(row.run_id, row.thread_id)
-        elif row.run_status not in STOPPED_RUN_STATUSES:
-            lane.blocked = runs.busy_reason(row.run_id, row.thread_id)
+            lane.blocked = self.endpoint.blocked_reason(row.run_id, row.thread_id)
+        elif not self.endpoint.stopped(row.run_status):
+            lane.blocked = self.endpoint.busy_reason(row.run_id, row.thread_id)
         self.progress.update("done", row)
         self.advance(lane)
 
     async def finish(self, row: RowResult, *, deadline: float) -> None:
         """--wait: follow the row's run to its end; --reply: fetch what it said."""
-        run = await self.reader.follow(row.thread_id, row.run_id, deadline=deadline)
+        word = self.endpoint.answer_word
+        run = await self.reader.follow(row, row.run_id, deadline=deadline)
         if run is None:
-            row.outcome, row.error = Outcome.PENDING, "could not read the run's status"
+            row.outcome, row.error = Outcome.PENDING, f"could not read the {word}'s status"
             row.next = Next.FOLLOW
             return
-        runs.settle(row, run, wait=True)
-        if row.run_status not in STOPPED_RUN_STATUSES:
+        self.endpoint.settle(row, run, wait=True)
+        if not self.endpoint.stopped(row.run_status):
             row.outcome = Outcome.PENDING
-            row.error = f"run still {row.run_status} after --wait-timeout; rerun to keep waiting"
+            row.error = f"{word} still {row.run_status} after --wait-timeout; rerun to keep waiting"
             if row.ghost and row.run_status == "queued":
                 row.error = (
                     "run still queued after --wait-timeout: it was made although its create "
@@ -269,7 +291,7 @@ class Execution:
                     "once, without waiting again)"
                 )
         elif row.run_status == "completed" and self.settings.reply:
-            row.reply = await self.reader.reply(row.thread_id, row.run_id)
+            row.reply = await self.reader.reply(row)
         if row.ghost:
             row.error = "; ".join(part for part in (row.error, row.ghost) if part)
 
@@ -305,12 +327,15 @@ class Execution:
         """Before ``row`` is first sent: mark it, and the next rows due, ``sending``.
 
         One transaction per block instead of one per row. A row marked but never sent
-        costs a rerun only a read of its thread's runs.
+        costs a rerun only a read of its thread's runs (see ``ahead``).
         """
         if row.index in self.marked:
             return
         block = [row]
-        while len(block) < MARK_AHEAD and self.due:
+        # A row marked but never sent costs a rerun a read where its request can be looked
+        # up, but a failed row where it cannot: there, each row is marked as it goes.
+        ahead = MARK_AHEAD if self.endpoint.can_look(row) else 1
+        while len(block) < ahead and self.due:
             upcoming = self.due.popleft()
             if upcoming.index not in self.marked and upcoming is not row:
                 block.append(upcoming)
@@ -338,10 +363,7 @@ def finish_rows(batch: Batch, control: Control, *, wait: bool) -> None:
             row.fail(Outcome.NOT_SENT, f"not sent: job stopped ({reason}); rerun to send it")
             row.next = Next.SEND
         elif (
-            wait
-            and row.outcome is Outcome.OK
-            and row.index in handled
-            and row.run_status not in STOPPED_RUN_STATUSES
+            wait and row.outcome is Outcome.OK and row.index in handled and row.next is Next.FOLLOW
         ):
             row.outcome, row.next = Outcome.PENDING, Next.FOLLOW
             row.error = f"run still {row.run_status}: the job stopped ({reason}); rerun to wait"

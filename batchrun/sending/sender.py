@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from batchrun.config import Settings
-from batchrun.endpoints import runs
+from batchrun.endpoints import LOOK, WAIT, endpoint_named
 from batchrun.prepare import sent_body
 from batchrun.report import Next, Outcome, RowResult
 from batchrun.sending.client import ApiClient, TransportError
@@ -43,14 +43,14 @@ from batchrun.sending.limiter import Limiter
 from batchrun.sending.reads import POLL_FIRST, Reader, throttle_budget
 from batchrun.sending.retry import Failure, RetryDecision, decide
 
-ACTIVE_RUN = "already has an active run"
 # "Busy" answers in a row while the thread's runs show none active: an inconsistent server.
 BUSY_MISMATCH_LIMIT = 5
 
 
 @dataclass(frozen=True, slots=True)
 class Busy:
-    """The row's thread is busy with another run: wait for it to stop, then send the row."""
+    """The row's lane is busy: wait for its active answer to stop (or, when the server
+    does not name it, ``run_id`` "", for a while), then send the row."""
 
     run_id: str
 
@@ -73,6 +73,7 @@ class RowSender:
     ) -> None:
         self.client = client
         self.settings = settings
+        self.endpoint = endpoint_named(settings.endpoint)
         self.control = control
         self.create_limiter = create_limiter
         self.reader = reader
@@ -100,8 +101,9 @@ class RowSender:
             step = await self._reconcile(row)
             if step is not False:
                 return step if isinstance(step, Busy) else None
-        payload = orjson.dumps(sent_body(row, self.settings, self.tag(row)))
-        path = runs.create_path(row.thread_id)
+        body = sent_body(row, self.settings, self.tag(row))
+        payload = orjson.dumps(self.endpoint.wire_body(body, wait=self.settings.wait))
+        path = self.endpoint.create_path(row)
         attempt = throttled = busy_mismatches = 0
         while True:
             self.control.check()
@@ -139,18 +141,22 @@ class RowSender:
                 if self.routes.answered(answer.status, answer.data, answer.text):
                     self.control.abort(route_stop_reason(answer.message, self.settings.base_url))
                 if 200 <= answer.status < 300:
-                    if runs.is_run(answer.data):
+                    if self.endpoint.is_answer(answer.data):
                         self._take(row, answer.data)
                         return None
                     row.maybe_sent = True
+                    word = self.endpoint.answer_word
                     row.fail(
                         Outcome.FAILED,
-                        f"HTTP {answer.status} but the answer is not a run "
-                        "(a run may exist; check the thread before --retry-failed)",
+                        f"HTTP {answer.status} but the answer is not a {word} "
+                        f"(a {word} may exist; check before --retry-failed)",
                     )
                     return None
                 last = answer.message
-                if answer.status == 400 and ACTIVE_RUN in str(answer.error.get("message") or ""):
+                busy = self.endpoint.busy(answer.status, answer.error)
+                if busy == WAIT:
+                    return Busy("")  # refused, nothing made: wait for the lane, then send
+                if busy == LOOK:
                     step = await self._reconcile(row)
                     if step is not False:
                         return step if isinstance(step, Busy) else None
@@ -227,14 +233,18 @@ class RowSender:
         True when the row is settled (adopted, or failed with a reason), :class:`Busy` to
         wait for another run, False to send.
         """
-        if row.maybe_sent and self.tag(row) is None:
+        tag = self.tag(row)
+        if row.maybe_sent and tag is None:
             # Without a tag no run can be told to be this row's: nothing to read.
             return self._apply(row, Judgement(Verdict.UNSURE, reason="no tag"))
-        found = await self.reader.newest_runs(row.thread_id)
+        if not self.endpoint.can_look(row):
+            return self._apply(row, Judgement(Verdict.UNSURE, reason="no list"))
+        found = await self.reader.listing(self.endpoint.look_path(row, tag or ""))
         if found is None:
+            word = self.endpoint.answer_word
             row.fail(
                 Outcome.NOT_SENT,
-                "not sent: could not read the thread's runs to check for a run already "
+                f"not sent: could not read the {word}s to check for a {word} already "
                 "created; rerun later (nothing was sent twice)",
                 Next.SEND,
             )
@@ -242,7 +252,7 @@ class RowSender:
         self._observe_tags(found)
         judgement = judge(
             found,
-            tag=self.tag(row),
+            tag=tag,
             maybe_sent=row.maybe_sent,
             sent_at=row.sent_at,
             superseded=row.superseded,
@@ -260,7 +270,8 @@ class RowSender:
             row.fail(Outcome.FAILED, self._unsure_reason(row, judgement))
             return True
         if verdict is Verdict.BLOCKED:
-            row.fail(Outcome.NOT_SENT, runs.blocked_reason(run.get("id"), row.thread_id), Next.SEND)
+            reason = self.endpoint.blocked_reason(run.get("id"), row.thread_id)
+            row.fail(Outcome.NOT_SENT, reason, Next.SEND)
             return True
         if verdict is Verdict.BUSY:
             return Busy(str(run.get("id")))
@@ -268,6 +279,8 @@ class RowSender:
 
     def _unsure_reason(self, row: RowResult, judgement: Judgement) -> str:
         before = row.error or (f"HTTP {row.status}" if row.status else "no answer")
+        if judgement.reason == "no list":
+            return self.endpoint.unsure_reason(before)
         if judgement.reason == "no tag":
             return (
                 f"{before}; a run may have been created and without the run tag it cannot "
@@ -291,7 +304,7 @@ class RowSender:
         """The row's run exists: take it as the row's result, judged like any run."""
         self._observe_tags([run])
         failed_answer = row.status if row.status is not None and row.status >= 500 else None
-        runs.settle(row, run, wait=self.settings.wait)
+        self.endpoint.settle(row, run, wait=self.settings.wait)
         row.maybe_sent = False
         if reconciled:
             row.reconciled = True

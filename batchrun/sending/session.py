@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchrun.config import Settings
+from batchrun.endpoints import endpoint_named
 from batchrun.report import Outcome, RowResult, Summary, summarize
 from batchrun.sending.control import Control
 from batchrun.sending.journal import Journal
@@ -150,7 +151,13 @@ async def run_rows_async(
 ) -> Summary:
     """Send prepared rows; the summary of the job."""
     started = time.monotonic()
-    batch = plan_batch(rows, journal.load(), retry_failed=settings.retry_failed, wait=settings.wait)
+    batch = plan_batch(
+        rows,
+        journal.load(),
+        retry_failed=settings.retry_failed,
+        wait=settings.wait,
+        can_look=endpoint_named(settings.endpoint).can_look,
+    )
     control = await execute(
         batch, settings, journal, progress=progress, handle_signals=handle_signals
     )
