@@ -50,6 +50,15 @@ Example:
   batchrun run threads.csv --base-url http://127.0.0.1:8000/v1
 
 \b
+Batch faults (for testing a Batch API client):
+  --batch-expire                 every batch ends expired at --batch-seconds; the
+                                 second half of its lines (input order) is in
+                                 neither the output nor the error file
+  --batch-fail-lines '[13579]$'  lines whose custom_id matches the regex (searched)
+                                 are in the error file: error.code server_error;
+                                 the batch still completes, request_counts.failed > 0
+
+\b
 Exit codes:
   0    stopped with Ctrl-C
   2    bad option, or the port cannot be used
@@ -74,6 +83,7 @@ RUN_GROUPS = (
 SERVE_GROUPS = (
     ("Listening", ["host", "port", "api_key", "strict_threads"]),
     ("Runs", ["run_seconds"]),
+    ("Batches", ["batch_seconds", "batch_expire", "batch_fail_lines"]),
     ("Rate limits", ["rpm", "read_rpm", "burst"]),
     (
         "Faults",

@@ -257,6 +257,23 @@ def serve_options(command: F) -> F:
                 help="Seconds from queued to completed.",
             ),
             click.option(
+                "--batch-seconds",
+                type=click.FloatRange(min=0),
+                default=2.0,
+                show_default=True,
+                help="Seconds from validating to completed for a batch.",
+            ),
+            click.option(
+                "--batch-expire",
+                is_flag=True,
+                help="Every batch ends expired, only the first half of its lines answered.",
+            ),
+            click.option(
+                "--batch-fail-lines",
+                metavar="REGEX",
+                help="Batch lines whose custom_id matches go to the error file (server_error).",
+            ),
+            click.option(
                 "--rpm",
                 type=POSITIVE,
                 help="Limit creates (runs, responses, chat) to R per minute (429 beyond).",

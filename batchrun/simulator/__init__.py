@@ -24,6 +24,19 @@ OpenAI's live endpoints, which need no beta header (see :mod:`.conversations`,
     GET  /v1/chat/completions                          list stored ones (metadata[KEY]=V)
     GET  /v1/chat/completions/{completion_id}          read a stored one
 
+and OpenAI's Batch API (see :mod:`.files` and :mod:`.batches`), which needs no beta header
+either::
+
+    POST   /v1/files                                   upload (multipart: file, purpose)
+    GET    /v1/files                                   list files (purpose, limit, order, after)
+    GET    /v1/files/{file_id}                         read a file's metadata
+    GET    /v1/files/{file_id}/content                 its bytes
+    DELETE /v1/files/{file_id}                         delete it
+    POST   /v1/batches                                 create a batch (input lines checked)
+    GET    /v1/batches                                 list batches (limit, after)
+    GET    /v1/batches/{batch_id}                      read a batch
+    POST   /v1/batches/{batch_id}/cancel               cancel a batch
+
 and, without auth, ``GET /_simulator/stats`` (counters) and ``POST /_simulator/reset``.
 Any other route answers 404 "Invalid URL (METHOD /path)". Errors use OpenAI's envelope
 ``{"error": {"message", "type", "param", "code"}}``.
@@ -36,6 +49,14 @@ other outcomes. Every answer carries ``x-ratelimit-*`` headers; ``rpm``/``read_r
 token buckets with 429 + ``retry-after``; ``quota_exhausted`` makes every creation an
 ``insufficient_quota`` 429. "Creation" is ``POST .../runs``, ``POST /v1/responses`` and
 ``POST /v1/chat/completions``: they share ``rpm`` and the hang and reset faults.
+
+A batch goes validating -> in_progress -> finalizing -> completed over ``batch_seconds``,
+each line answered as a direct ``POST`` to its endpoint would be, into an output file (200s)
+and an error file (the rest), each in shuffled order. Its faults: ``batch_expire`` ends
+every batch ``expired`` with only the first half of its lines answered (the rest in neither
+file); ``batch_fail_lines``, a regular expression searched in ``custom_id``, puts the lines
+it matches in the error file with code ``server_error`` (``batchrun serve --batch-expire``,
+``--batch-fail-lines REGEX``).
 
 Faults, reproducible with ``seed`` (one random stream per route, drawn on arrival):
 ``latency_ms`` delays every answer; ``fail_rate`` answers 500/502/503 before any state

@@ -4,6 +4,8 @@ A request to a ``/v1`` route goes through, in order: its fault draw (on arrival)
 injected latency, bearer auth (401), the ``OpenAI-Beta`` header (400), the quota switch and
 the token bucket of its kind (429), an injected server error (5xx), then the handler. A
 created run may then have its answer held back (hang) or its connection dropped (reset).
+Before the handler, every batch still going is brought up to now, so what its lines did
+shows on every route.
 """
 
 from __future__ import annotations
@@ -20,16 +22,21 @@ from aiohttp.typedefs import Handler as WebHandler
 
 from batchrun.schema import service_problems
 from batchrun.simulator import envelope
+from batchrun.simulator.batch_lines import LineAnswerer
+from batchrun.simulator.batches import Batches
 from batchrun.simulator.chat import ChatCompletions
 from batchrun.simulator.conversations import Conversations
 from batchrun.simulator.envelope import ApiError
 from batchrun.simulator.faults import FaultPlan
+from batchrun.simulator.files import Files
 from batchrun.simulator.limits import UNLIMITED_HEADERS, TokenBucket, token_headers
 from batchrun.simulator.responses import Responses
+from batchrun.simulator.run_log import replay
 from batchrun.simulator.settings import SimulatorConfig
 from batchrun.simulator.state import Run, Store, Thread, page
 from batchrun.simulator.wire import (
     EVENTS_KEY,
+    RAW_KEY,
     Answer,
     Clock,
     Handler,
@@ -64,6 +71,15 @@ LIVE_ROUTES = (
     ("POST", "/v1/chat/completions", "chat", "create"),
     ("GET", "/v1/chat/completions", "chat", "list"),
     ("GET", "/v1/chat/completions/{completion_id}", "chat", "retrieve"),
+    ("POST", "/v1/files", "files", "upload"),
+    ("GET", "/v1/files", "files", "list"),
+    ("GET", "/v1/files/{file_id}", "files", "retrieve"),
+    ("DELETE", "/v1/files/{file_id}", "files", "delete"),
+    ("GET", "/v1/files/{file_id}/content", "files", "content"),
+    ("POST", "/v1/batches", "batches", "create"),
+    ("GET", "/v1/batches", "batches", "list"),
+    ("GET", "/v1/batches/{batch_id}", "batches", "retrieve"),
+    ("POST", "/v1/batches/{batch_id}/cancel", "batches", "cancel"),
 )
 
 
@@ -87,8 +103,14 @@ class Simulator:
         self.conversations = Conversations(config, self.clock, self.store.new_id)
         self.responses = Responses(config, self.clock, self.conversations)
         self.chat = ChatCompletions(config, self.clock, self.store.new_id)
+        self.files = Files(config, self.clock, self.store.new_id)
+        # A batch line is answered by the same parts as a direct POST to its endpoint.
+        answerer = LineAnswerer(
+            {"/v1/responses": self.responses.answer, "/v1/chat/completions": self.chat.answer}
+        )
+        self.batches = Batches(config, self.clock, self.store.new_id, self.files, answerer)
         if config.run_log is not None:
-            self._replay(config.run_log)
+            replay(config.run_log, self)
         self.faults = FaultPlan(config)
         self.buckets: dict[str, TokenBucket] = {}
         for kind, per_minute in ((CREATE, config.rpm), (READ, config.read_rpm)):
@@ -113,6 +135,8 @@ class Simulator:
             "chat_completions_created": self.chat.creates.count,
             "duplicate_chat_completions": self.chat.creates.duplicates,
             "conversations": len(self.conversations.by_id),
+            "files_uploaded": self.files.uploads,
+            "batches_created": self.batches.created,
         }
 
     # -- the gate -------------------------------------------------------------------------
@@ -137,6 +161,7 @@ class Simulator:
                     if faults.fail_status is not None:
                         self.fault_counts["fail"] += 1
                         raise envelope.server_error(faults.fail_status)
+                    self.batches.settle(self.clock())
                     payload = await handler(request, version)
                 except ApiError as error:
                     outcome = str(error.status)
@@ -207,6 +232,12 @@ class Simulator:
             "x-request-id": f"req_{self.serial:024x}",
             **(extra or {}),
         }
+        raw = payload.get(RAW_KEY) if status == 200 else None
+        if raw is not None:
+            content, content_type = raw
+            return web.Response(
+                body=content, status=200, headers=headers, content_type=content_type
+            )
         events = payload.get(EVENTS_KEY) if status == 200 else None
         if events is not None:
             # stream: true. The whole event stream is written at once: the run it announces
@@ -258,31 +289,6 @@ class Simulator:
     async def get_thread(self, request: web.Request, version: str) -> Answer:
         """``GET /v1/threads/{thread_id}``."""
         return self._thread(request).to_json()
-
-    def _replay(self, path: str) -> None:
-        """Create again, at their own times, the runs, responses and stored chat completions
-        a run log holds (a line cut short by a crash is skipped)."""
-        try:
-            with open(path, "rb") as log:
-                lines = log.read().splitlines()
-        except FileNotFoundError:
-            return
-        for line in lines:
-            try:
-                entry = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            body, at = entry["body"], float(entry["at"])
-            if "response" in entry:
-                self.responses.restore(body, at, entry["response"])
-                continue
-            if "chat" in entry:
-                self.chat.restore(body, at, entry["chat"])
-                continue
-            thread = self.store.thread(entry["thread"], at)
-            canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-            if thread.active is None:
-                self.store.create_run(thread, body, canonical, at, run_id=entry["run"])
 
     async def create_run(self, request: web.Request, version: str) -> Answer:
         """``POST /v1/threads/{thread_id}/runs``: check the body, start a run, answer queued."""
@@ -370,7 +376,7 @@ def _run_id(run: Run) -> str:
 
 def _live(simulator: Simulator, part: str, method: str) -> Handler:
     """A handler that calls ``method`` of the simulator's current ``part`` (conversations,
-    responses or chat), which :meth:`Simulator.reset` replaces."""
+    responses, chat, files or batches), which :meth:`Simulator.reset` replaces."""
 
     async def handle(request: web.Request, version: str) -> Answer:
         handler: Handler = getattr(getattr(simulator, part), method)

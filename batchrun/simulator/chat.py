@@ -53,7 +53,7 @@ class ChatCompletions:
         body = await json_body(request, empty_ok=False)
         check_body(body, "chat", required=("model", "messages"))
         now = self.clock()
-        completion = self._complete(body, int(now))
+        completion = self._complete(body, int(now), self.new_id("chatcmpl-"))
         self._keep(completion, body)
         if body.get("store") is True:
             log_entry = {"chat": completion["id"], "at": now, "body": body}
@@ -62,9 +62,18 @@ class ChatCompletions:
             return {EVENTS_KEY: chunks(completion)}
         return completion
 
+    def answer(self, body: Mapping[str, Any], at: float, new_id: Callable[[str], str]) -> Answer:
+        """The completion of ``body`` made at ``at``: what a batch line gets. Checked as
+        ``POST /v1/chat/completions`` checks it (400s raise :class:`~.envelope.ApiError`);
+        ``new_id`` names it."""
+        check_body(body, "chat", required=("model", "messages"))
+        completion = self._complete(body, int(at), new_id("chatcmpl-"))
+        self._keep(completion, body)
+        return completion
+
     def restore(self, body: Mapping[str, Any], at: float, completion_id: str) -> None:
         """Create again a stored completion a run log holds, as it was made at ``at``."""
-        self._keep({**self._complete(body, int(at)), "id": completion_id}, body)
+        self._keep(self._complete(body, int(at), completion_id), body)
 
     def _keep(self, completion: Answer, body: Mapping[str, Any]) -> None:
         """Count the new completion, and store it with its metadata if ``store: true``."""
@@ -72,7 +81,7 @@ class ChatCompletions:
         if body.get("store") is True:
             self.stored[completion["id"]] = {**completion, "metadata": body.get("metadata") or {}}
 
-    def _complete(self, body: Mapping[str, Any], created: int) -> Answer:
+    def _complete(self, body: Mapping[str, Any], created: int, completion_id: str) -> Answer:
         messages = body["messages"]
         prompt = generation.estimate_tokens(len(generation.text_of(messages)))
         choices = []
@@ -90,7 +99,7 @@ class ChatCompletions:
                 {"index": index, "message": message, "logprobs": None, "finish_reason": "stop"}
             )
         return {
-            "id": self.new_id("chatcmpl-"),
+            "id": completion_id,
             "object": "chat.completion",
             "created": created,
             "model": body["model"],

@@ -192,6 +192,63 @@ def no_chat_completion(completion_id: str) -> ApiError:
     return ApiError(404, f"Chat completion with id '{completion_id}' not found.")
 
 
+def unsupported_value(param: str, value: str, supported: tuple[str, ...]) -> ApiError:
+    """400 for a value outside a parameter's enum, listing the ones it takes."""
+    quoted = [f"'{choice}'" for choice in supported]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])}, and {quoted[-1]}"
+    return ApiError(
+        400,
+        f"Invalid value: '{value}'. Supported values are: {listed}.",
+        param=param,
+        code="invalid_value",
+    )
+
+
+def not_multipart(content_type: str) -> ApiError:
+    """400 for an upload that is not ``multipart/form-data``."""
+    return ApiError(
+        400,
+        f"Invalid Content-Type header ({content_type or 'none'}), expected multipart/form-data.",
+        code="invalid_content_type",
+    )
+
+
+def file_too_large(limit: int) -> ApiError:
+    """400 for an upload larger than the service takes."""
+    return ApiError(
+        400,
+        f"File is too large: the maximum size is {limit // 1024**2} MB.",
+        param="file",
+        code="file_too_large",
+    )
+
+
+def no_file(file_id: str, param: str = "id") -> ApiError:
+    """404 for a file the service does not have."""
+    return ApiError(404, f"No such File object: {file_id}", param=param)
+
+
+def wrong_purpose(file_id: str, purpose: str) -> ApiError:
+    """400 for a batch whose input file was not uploaded with purpose ``batch``."""
+    return ApiError(
+        400,
+        f"Invalid 'input_file_id': {file_id} was uploaded with purpose '{purpose}'; a batch "
+        "needs a file uploaded with purpose 'batch'.",
+        param="input_file_id",
+        code="invalid_value",
+    )
+
+
+def no_batch(batch_id: str) -> ApiError:
+    """404 for a batch the service does not have."""
+    return ApiError(404, f"No batch found with id '{batch_id}'.")
+
+
+def cannot_cancel_batch(status: str) -> ApiError:
+    """400 for cancelling a batch that already ended."""
+    return ApiError(400, f"Cannot cancel a batch with status '{status}'.")
+
+
 def rate_limited(limit: float, wait_seconds: float, headers: dict[str, str]) -> ApiError:
     """429 from an empty token bucket, with ``retry-after`` and ``retry-after-ms``."""
     retry_ms = max(1, int(wait_seconds * 1000 + 0.999))

@@ -235,6 +235,28 @@ class Responses:
         answer = response.to_json()
         return {EVENTS_KEY: stream_events(started, answer)} if stream else answer
 
+    def answer(self, body: Mapping[str, Any], at: float, new_id: Callable[[str], str]) -> Answer:
+        """The response to ``body`` made at ``at``, at once: what a batch line gets.
+
+        Checked as ``POST /v1/responses`` checks it (400s raise :class:`~.envelope.ApiError`);
+        ``new_id`` names the response and its items. A conversation it joins gets its items
+        as from a foreground response, with no lock taken or waited for.
+        """
+        check_body(body, "responses", required=("model",))
+        conversation, context = self._context(body, at)
+        response = Response(
+            new_id("resp_"),
+            body,
+            at,
+            duration=0.0,
+            conversation=conversation,
+            context_chars=context,
+            new_id=new_id,
+        )
+        self._keep(response, body)
+        response.finish(at)
+        return response.to_json()
+
     def restore(self, body: Mapping[str, Any], at: float, response_id: str) -> None:
         """Create again a response a run log holds, as it was created at ``at``."""
         try:

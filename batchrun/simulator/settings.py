@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_RUN_SECONDS = 1.0
 DEFAULT_HANG_SECONDS = 30.0
+DEFAULT_BATCH_SECONDS = 2.0
 DEFAULT_MODEL = "gpt-4o"
 
 
@@ -20,6 +22,12 @@ class SimulatorConfig:
     ``POST /v1/chat/completions``) and ``read_rpm`` the GET routes, each
     with a token bucket that holds ``burst`` tokens (default: one second's worth, at least 1)
     and starts full. Fault rates are probabilities per request, drawn from ``seed``.
+
+    A batch goes validating -> in_progress -> finalizing -> completed over
+    ``batch_seconds``. Its faults: ``batch_expire`` makes every batch end ``expired`` instead,
+    with only the first half of its lines answered; ``batch_fail_lines`` (a regular
+    expression, searched in each line's ``custom_id``) puts the lines it matches in the
+    error file with code ``server_error``.
     """
 
     api_key: str | None = field(default=None, repr=False)  # repr=False: never log the key
@@ -35,6 +43,9 @@ class SimulatorConfig:
     reset_rate: float = 0.0
     seed: int | None = None
     quota_exhausted: bool = False
+    batch_seconds: float = DEFAULT_BATCH_SECONDS
+    batch_expire: bool = False
+    batch_fail_lines: str | None = None
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     # A JSON-lines log of the runs created: replayed at start, appended to after. So the
@@ -53,12 +64,17 @@ class SimulatorConfig:
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number, got {value}")
-        for name in ("run_seconds", "latency_ms", "hang_seconds"):
+        for name in ("run_seconds", "latency_ms", "hang_seconds", "batch_seconds"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be zero or more, got {value}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if self.batch_fail_lines is not None:
+            try:
+                re.compile(self.batch_fail_lines)
+            except re.error as error:
+                raise ValueError(f"batch_fail_lines is not a regular expression: {error}") from None
         if self.api_key == "":
             raise ValueError("api_key must not be empty (leave it unset to accept any key)")
 

@@ -28,6 +28,8 @@ Handler = Callable[[web.Request, str], Awaitable[Answer]]
 # A handler answering with server-sent events returns {EVENTS_KEY: [(event, data), ...]};
 # an event of name None is written as a bare ``data:`` line (Chat Completions' chunks).
 EVENTS_KEY = "__events__"
+# A handler answering with a file's bytes returns {RAW_KEY: (bytes, content type)}.
+RAW_KEY = "__raw__"
 
 
 async def json_body(request: web.Request, *, empty_ok: bool) -> dict[str, Any]:
@@ -68,7 +70,13 @@ def _known_fields(schema: str) -> frozenset[str]:
     return frozenset(body_fields(schema))
 
 
-def page_query(request: web.Request, *, default_order: str = "desc") -> dict[str, Any]:
+def page_query(
+    request: web.Request,
+    *,
+    default_order: str = "desc",
+    default_limit: int = DEFAULT_PAGE_SIZE,
+    max_limit: int = MAX_PAGE_SIZE,
+) -> dict[str, Any]:
     """``order``, ``limit``, ``after`` and ``before`` of a list request, checked."""
     query = request.query
     order = query.get("order", default_order)
@@ -78,7 +86,7 @@ def page_query(request: web.Request, *, default_order: str = "desc") -> dict[str
             f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.",
             "invalid_value",
         )
-    text = query.get("limit", str(DEFAULT_PAGE_SIZE))
+    text = query.get("limit", str(default_limit))
     try:
         limit = int(text)
     except ValueError:
@@ -87,11 +95,11 @@ def page_query(request: web.Request, *, default_order: str = "desc") -> dict[str
             f"Invalid 'limit': expected an integer, but got '{text}' instead.",
             "invalid_type",
         ) from None
-    if not 1 <= limit <= MAX_PAGE_SIZE:
+    if not 1 <= limit <= max_limit:
         code = "integer_below_min_value" if limit < 1 else "integer_above_max_value"
         raise envelope.invalid_param(
             "limit",
-            f"Invalid 'limit': expected a value between 1 and {MAX_PAGE_SIZE}, got {limit}.",
+            f"Invalid 'limit': expected a value between 1 and {max_limit}, got {limit}.",
             code,
         )
     return {
