@@ -144,6 +144,8 @@ class Summary:
     from_journal: int = 0
     left: int = 0
     ghosts: int = 0
+    # What the rows made, in words, for the counts by status: runs, responses, completions.
+    answers: str = "runs"
     # Wall-clock end of the job (seconds since the epoch); the start is this minus seconds.
     finished_at: float = field(default_factory=time.time)
 
@@ -174,7 +176,7 @@ class Summary:
         line = f"{self.rows} rows: {', '.join(parts)} in {self.seconds:.1f} s"
         if self.run_statuses:
             runs = ", ".join(f"{n} {s}" for s, n in sorted(self.run_statuses.items()))
-            line += f"; runs: {runs}"
+            line += f"; {self.answers}: {runs}"
         if self.sent or self.from_journal or self.left:  # a run job with rows to handle
             line += f"; this run: {self.sent} sent"
             if self.from_journal:
@@ -204,7 +206,8 @@ class Summary:
         if self.failed_statuses:
             sections["Failed rows by HTTP status"] = list(self.failed_statuses.items())
         if self.run_statuses:
-            sections["Runs by final status"] = list(self.run_statuses.items())
+            title = f"{self.answers.capitalize()} by final status"
+            sections[title] = list(self.run_statuses.items())
         stopped = self.aborted or ("interrupted" if self.interrupted else "")
         sections["Job"] = [
             *job,
@@ -238,6 +241,7 @@ def summarize(
     notes: tuple[str, ...] = (),
     count_runs: bool = False,
     from_journal: int = 0,
+    answers: str = "runs",
 ) -> Summary:
     """Count the outcomes of a finished (or stopped) job."""
     outcomes = Counter(r.outcome.value for r in results if r.outcome)
@@ -259,4 +263,5 @@ def summarize(
         from_journal=from_journal,
         left=sum(r.next is Next.SEND or r.outcome is Outcome.PENDING for r in results),
         ghosts=sum(bool(r.ghost) for r in results),
+        answers=answers,
     )

@@ -41,6 +41,8 @@ class Endpoint(abc.ABC):
     reply_at_once: ClassVar[bool] = True
     # Whether a lane's active answer can be read (runs: the thread's runs).
     has_active: ClassVar[bool] = False
+    # What rows make, in words, plural: "runs", "responses", "completions".
+    answers: ClassVar[str]
     # Whether the answer can say why it did not complete (a last_error column).
     has_last_error: ClassVar[bool] = True
 

@@ -30,6 +30,7 @@ class Chat(Endpoint):
     """``POST /chat/completions``."""
 
     name = NAME
+    answers = "completions"
     id_column, status_column = "completion_id", "finish_reason"
     has_last_error = False
     usage_columns = (

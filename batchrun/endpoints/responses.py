@@ -48,6 +48,7 @@ class Responses(Endpoint):
 
     name = NAME
     lane = "conversation"
+    answers = "responses"
     id_column, status_column = "response_id", "response_status"
     usage_columns = (
         ("usage_input_tokens", "input_tokens"),

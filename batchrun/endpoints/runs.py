@@ -106,6 +106,7 @@ class Runs(Endpoint):
 
     name = NAME
     lane = "thread"
+    answers = "runs"
     id_column, status_column = "run_id", "run_status"
     usage_columns = (
         ("usage_prompt_tokens", "prompt_tokens"),

@@ -222,6 +222,7 @@ class RowSender:
         if not decision.pause_all:
             await self._sleep(decision.delay)
         if decision.ambiguous:
+            row.error = last  # what a row that cannot be settled says happened
             return await self._reconcile(row)
         return False
 

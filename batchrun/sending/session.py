@@ -151,12 +151,13 @@ async def run_rows_async(
 ) -> Summary:
     """Send prepared rows; the summary of the job."""
     started = time.monotonic()
+    endpoint = endpoint_named(settings.endpoint)
     batch = plan_batch(
         rows,
         journal.load(),
         retry_failed=settings.retry_failed,
         wait=settings.wait,
-        can_look=endpoint_named(settings.endpoint).can_look,
+        can_look=endpoint.can_look,
     )
     control = await execute(
         batch, settings, journal, progress=progress, handle_signals=handle_signals
@@ -167,8 +168,10 @@ async def run_rows_async(
         aborted=control.reason if control.systemic else None,
         interrupted=control.reason == "interrupted",
         notes=tuple(control.notes),
-        count_runs=settings.wait,
+        # A run is created queued: its status says something only once followed.
+        count_runs=settings.wait or endpoint.usage_at_once,
         from_journal=batch.from_journal,
+        answers=endpoint.answers,
     )
 
 
