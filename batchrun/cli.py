@@ -105,7 +105,7 @@ def schema(endpoint: str, api_version: str) -> None:
 @cli.command(cls=GroupedCommand, groups=SERVE_GROUPS, epilog=SERVE_EPILOG)
 @serve_options
 def serve(**options: Any) -> None:
-    """Run the local Assistants API simulator in the foreground."""
+    """Run the local OpenAI API simulator (Assistants, Responses, Chat, Batch) in the foreground."""
     from batchrun.simulator import SimulatorConfig, serve_forever
 
     with _errors():

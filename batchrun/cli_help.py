@@ -32,6 +32,7 @@ RUN_EPILOG = f"""{SHEET_EXAMPLE}
 \b
 Examples:
   batchrun run threads.csv --simulate --wait        try it offline
+  batchrun run prompts.csv --endpoint responses --simulate   a sheet of prompts
   batchrun run threads.xlsx --base-url https://gw.example.com/v1 --rpm 600 -o out.xlsx
 
 {EXIT_CODES}"""

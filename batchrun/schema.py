@@ -32,6 +32,9 @@ METADATA_MAX_KEYS = 16
 METADATA_KEY_MAX_CHARS = 64
 METADATA_VALUE_MAX_CHARS = 512
 FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+# Keys whose value says which branch of a oneOf/anyOf an object is (a tool's or an input
+# item's ``type``, a chat message's ``role``).
+DISCRIMINATORS = ("type", "role")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +184,9 @@ class BodyChecker:
         problems: list[Problem] = []
         for error in sorted(self._slow.iter_errors(body), key=lambda e: list(e.path)):
             problems.extend(_explain(error))
-        return problems
+        # Two branches that share a part (allOf pieces of text.format) may word one problem
+        # twice: each is said once.
+        return list(dict.fromkeys(problems))
 
     def _limit_problems(self, body: Mapping[str, Any]) -> list[Problem]:
         problems = []
@@ -359,12 +364,15 @@ def _explain(error: Any) -> list[Problem]:
     matching = [errors for errors in branches.values() if not form_mismatch(errors)]
     if matching:
         best = min(matching, key=len)
+        if len(best) == 1 and (merged := _merged_choices(error, best)) is not None:
+            return [merged]
         return [problem for sub in best for problem in _explain(sub)]
     instance = error.instance
-    kinds = _discriminators(error)
-    if isinstance(instance, Mapping) and "type" in instance and kinds:
-        path = format_path([*error.absolute_path, "type"])
-        return [Problem(path, f"{instance['type']!r} is not one of {kinds}", "invalid_value")]
+    for key in DISCRIMINATORS:
+        kinds = _discriminators(error, key)
+        if isinstance(instance, Mapping) and key in instance and kinds:
+            path = format_path([*error.absolute_path, key])
+            return [Problem(path, f"{instance[key]!r} is not one of {kinds}", "invalid_value")]
     expected = " or ".join(dict.fromkeys(_alternatives(error)))
     return [
         Problem(
@@ -373,6 +381,21 @@ def _explain(error: Any) -> list[Problem]:
             "invalid_value",
         )
     ]
+
+
+def _merged_choices(error: Any, best: list[Any]) -> Problem | None:
+    """One problem naming every allowed value, when the closest branch differs from the
+    value only by its discriminator (a chat message's ``role``: one branch a role)."""
+    (sub,) = best
+    where = list(sub.relative_path)
+    if len(where) != 1 or where[0] not in DISCRIMINATORS or sub.validator not in ("enum", "const"):
+        return None
+    if not isinstance(error.instance, Mapping):
+        return None
+    key = where[0]
+    values = _discriminators(error, key)
+    path = format_path([*error.absolute_path, key])
+    return Problem(path, f"{error.instance.get(key)!r} is not one of {values}", "invalid_value")
 
 
 def _code(error: Any) -> str:
@@ -399,12 +422,17 @@ def _leaves(error: Any) -> list[Any]:
     return [leaf for sub in error.context for leaf in (_leaves(sub) if sub.context else [sub])]
 
 
-def _discriminators(error: Any) -> list[str]:
-    """The ``type`` values that the branches of a oneOf/anyOf accept, in schema order."""
+def _discriminators(error: Any, key: str) -> list[str]:
+    """The ``key`` values (``type``, ``role``) that the branches of a oneOf/anyOf accept,
+    in schema order."""
     values: list[str] = []
     for leaf in _leaves(error):
-        if list(leaf.relative_path) == ["type"] and leaf.validator == "enum":
+        if list(leaf.relative_path) != [key]:
+            continue
+        if leaf.validator == "enum":
             values.extend(v for v in leaf.validator_value if v not in values)
+        elif leaf.validator == "const" and leaf.validator_value not in values:
+            values.append(leaf.validator_value)
     return values
 
 

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from batchrun.schema import BodyChecker, body_fields, load_schema
+from batchrun.schema import BodyChecker, body_fields, check_body, load_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -385,3 +385,34 @@ def test_nullable_converts_to_a_schema_taking_null_and_the_type(kind: str, enum:
     validator = Draft202012Validator(converted)
     assert validator.is_valid(None) and validator.is_valid(samples[kind])
     assert "description" not in converted and "nullable" not in converted
+
+
+def test_a_chat_message_of_an_unknown_role_names_every_role() -> None:
+    problems = check_body({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "chat")
+    assert [str(p) for p in problems] == [
+        "messages[0].role: 'robot' is not one of "
+        "['developer', 'system', 'user', 'assistant', 'tool', 'function']"
+    ]
+
+
+def test_a_problem_two_branches_share_is_said_once() -> None:
+    body = {"model": "m", "text": {"format": {"type": "json_schema"}}}
+    assert [str(p) for p in check_body(body, "responses")] == [
+        "text.format.schema: is required",
+        "text.format.name: is required",
+    ]
+
+
+def test_responses_rules_beyond_the_schema() -> None:
+    body = {
+        "input": "x",
+        "conversation": "conv_1",
+        "previous_response_id": "resp_1",
+        "tools": [{"type": "function", "name": "no spaces please", "parameters": {}}],
+    }
+    assert [str(p) for p in check_body(body, "responses")] == [
+        "tools[0].name: 'no spaces please' must be 1 to 64 letters, digits, '_' or '-'",
+        "model: is required (prompt objects are retired: name the model in the row)",
+        "previous_response_id: cannot be combined with conversation (a conversation keeps its "
+        "own history)",
+    ]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import send
-from job_support import TEST_KEY, read_rows, settings_for
+from job_support import TEST_KEY, command, read_rows, settings_for
 
 from batchrun.jobs import run_file, validate_file
 from batchrun.report import Next, Outcome, RowResult
@@ -367,3 +371,88 @@ def test_responses_and_runs_of_one_input_are_jobs_of_their_own(
         read_rows(tmp_path / "resp2.csv")[0]["response_id"]
         == (read_rows(tmp_path / "resp.csv")[0]["response_id"])
     )
+
+
+def test_a_killed_responses_job_loses_no_result_and_sends_nothing_twice(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(run_seconds=0, latency_ms=20)
+    rows = [["gpt-4o", f"prompt {i}"] for i in range(300)]
+    source = write_csv(tmp_path / "p.csv", ["model", "input"], rows)
+    args = command(source, tmp_path / "out.csv", sim.base_url, "--endpoint", "responses")
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    job = subprocess.Popen([*args, "--concurrency", "4"], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while sim.stats()["responses_created"] < 40 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    job.kill()
+    job.wait()
+    created_before = sim.stats()["responses_created"]
+    assert 40 <= created_before < 300
+    rerun = subprocess.run([*args, "--concurrency", "4"], env=env, capture_output=True, check=False)
+    assert rerun.returncode in (0, 1), rerun.stderr
+    out = read_rows(tmp_path / "out.csv")
+    maybe = [row for row in out if "may have been created" in row["error"]]
+    # Only the requests in flight at the kill (at most one per worker) are unknown; every
+    # other row was sent once, its result kept or sent by the rerun.
+    assert len(maybe) <= 4
+    assert all(row["outcome"] == "ok" for row in out if row not in maybe)
+    stats = sim.stats()
+    assert stats["duplicate_responses"] == 0
+    # Each unknown row made at most one response (its request may have arrived or not).
+    assert 300 - len(maybe) <= stats["responses_created"] <= 300
+
+
+def test_the_cli_takes_the_endpoint_from_a_flag_or_the_config_file(tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "p.csv", ["model", "input"], [["gpt-4o", "hi"], ["", "x"]])
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    base = [sys.executable, "-m", "batchrun"]
+    schema = subprocess.run(
+        [*base, "schema", "--endpoint", "responses"], capture_output=True, text=True, check=True
+    )
+    assert "CreateResponse" in schema.stdout or '"conversation"' in schema.stdout
+    config = tmp_path / "job.toml"
+    config.write_text('endpoint = "responses"\n', encoding="utf-8")
+    checked = subprocess.run(
+        [*base, "validate", str(source), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert checked.returncode == 1
+    assert "2 rows: 1 ok, 1 invalid" in checked.stderr
+    rows = read_rows(tmp_path / "p.checked.csv")
+    assert rows[1]["error"].startswith("model: is required")
+    bad = subprocess.run(
+        [*base, "run", str(source), "--endpoint", "batches"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert bad.returncode == 2 and "runs" in bad.stderr and "responses" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("sample", "endpoint", "outcomes"),
+    [
+        ("prompts.csv", "responses", {"ok": 5, "invalid": 4}),
+        ("chat.csv", "chat", {"ok": 3, "invalid": 2}),
+    ],
+)
+def test_the_samples_of_the_live_endpoints_run_as_the_readme_says(
+    make_simulator: Make, tmp_path: Path, sample: str, endpoint: str, outcomes: dict[str, int]
+) -> None:
+    sim = make_simulator(run_seconds=0)
+    source = tmp_path / sample
+    source.write_bytes((Path(__file__).parent.parent / "samples" / sample).read_bytes())
+    settings = settings_for(sim.base_url, endpoint=endpoint, wait=True)
+    report = run_file(source, tmp_path / "out.csv", settings)
+    assert report.summary.outcomes == outcomes
+    rows = read_rows(tmp_path / "out.csv")
+    for row in rows:
+        if row["notes"].startswith("invalid"):
+            assert row["outcome"] == "invalid" and row["error"], row
+        else:
+            assert row["outcome"] == "ok" and row["reply"], row

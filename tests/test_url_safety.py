@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import shutil
 import ssl
@@ -25,6 +26,7 @@ import yarl
 from aiohttp import web
 from loopback_server import RunStore, app_with, serve_app
 
+from batchrun.body import THREAD_ID_PATTERN
 from batchrun.config import Settings, environment_settings
 from batchrun.errors import ExitCode, UsageError
 from batchrun.jobs import run_file, validate_file
@@ -306,3 +308,27 @@ def test_plain_request_paths_are_joined_to_the_base_url_as_parsing_would(
     joined = asyncio.run(url())
     assert isinstance(joined, yarl.URL)  # the joining path was taken
     assert joined == yarl.URL(base_url.rstrip("/") + path)
+
+
+@pytest.mark.parametrize("conversation", BAD_THREAD_IDS)
+def test_a_conversation_id_that_could_change_a_url_is_a_row_error_never_sent(
+    tmp_path: Path, make_simulator: MakeSimulator, conversation: str
+) -> None:
+    sim = make_simulator(run_seconds=0)
+    source = tmp_path / "in.csv"
+    with source.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["conversation", "model", "input"])
+        writer.writerows([["conv_a", "m", "x"], [conversation, "m", "y"], ["", "m", "z"]])
+    responses = settings_for(sim.base_url, endpoint="responses")
+    rows = read_rows(run_file(source, tmp_path / "out.csv", responses).output)
+    trimmed = conversation.strip()
+    if not trimmed or THREAD_ID_PATTERN.fullmatch(trimmed):
+        # Only white space (not sent), or a plain id once trimmed (sent trimmed).
+        assert [row["status"] for row in rows] == ["200", "200", "200"]
+        sent = json.loads(rows[1]["body"]).get("conversation") or {}
+        assert sent.get("id") == (trimmed or None)
+        return
+    assert [row["status"] for row in rows] == ["200", "", "200"]
+    assert rows[1]["error"].startswith("conversation: ")
+    assert sim.stats()["requests"] == {"POST /v1/responses": {"200": 2}}

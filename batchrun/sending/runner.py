@@ -111,6 +111,10 @@ class Execution:
         self.due = collections.deque(r for r in batch.rows if r.index in batch.to_create)
         self.marked: set[int] = set()
         self.journal_failed = False
+        # The group commit of marks (see mark) and the prompt flush of states (see record).
+        self._to_mark: list[RowResult] = []
+        self._marked_now: asyncio.Future[None] | None = None
+        self._flush_soon = False
 
     def lanes(self) -> list[Lane]:
         """Lanes of the rows this job handles, ordered by each thread's first row."""
@@ -323,19 +327,47 @@ class Execution:
             for _ in range(self.settings.concurrency):
                 self.queue.put_nowait(None)  # every worker ends
 
-    def mark_ahead(self, row: RowResult) -> None:
-        """Before ``row`` is first sent: mark it, and the next rows due, ``sending``.
+    async def mark(self, row: RowResult) -> None:
+        """Before ``row`` is first sent: mark it ``sending`` in the journal, durably.
 
-        One transaction per block instead of one per row. A row marked but never sent
-        costs a rerun only a read of its thread's runs (see ``ahead``).
+        Where what a request made can be looked up (runs, stored chat completions), the
+        next rows due are marked with it, one transaction per block: a row marked but never
+        sent costs a rerun only a read. Where it cannot (responses), such a row would fail
+        as "may exist", so only rows about to be sent are marked: those of all the workers
+        sending at this moment, in one transaction (a group commit).
         """
         if row.index in self.marked:
             return
+        if self.endpoint.can_look(row):
+            self.mark_ahead(row)
+            return
+        loop = asyncio.get_running_loop()
+        self._to_mark.append(row)
+        if self._marked_now is None:
+            self._marked_now = loop.create_future()
+            loop.call_soon(self._commit_marks)
+        await asyncio.shield(self._marked_now)
+
+    def _commit_marks(self) -> None:
+        rows, done = self._to_mark, self._marked_now
+        self._to_mark, self._marked_now = [], None
+        assert done is not None
+        done.add_done_callback(_retrieved)
+        now = time.time()
+        for row in rows:
+            row.sent_at = row.sent_at or now
+        try:
+            self.journal.mark_sending([(r.key or "", r.to_journal()) for r in rows])
+        except sqlite3.Error as error:
+            done.set_exception(error)
+            return
+        self.marked.update(row.index for row in rows)
+        done.set_result(None)
+
+    def mark_ahead(self, row: RowResult) -> None:
+        """Mark ``row`` and the next rows due ``sending``, one transaction per block."""
         block = [row]
-        # A row marked but never sent costs a rerun a read where its request can be looked
-        # up, but a failed row where it cannot: there, each row is marked as it goes.
-        ahead = MARK_AHEAD if self.endpoint.can_look(row) else 1
-        while len(block) < ahead and self.due:
+        while len(block) < MARK_AHEAD and self.due:
             upcoming = self.due.popleft()
             if upcoming.index not in self.marked and upcoming is not row:
                 block.append(upcoming)
@@ -347,10 +379,33 @@ class Execution:
         self.marked.update(marked.index for marked in block)
 
     def record(self, row: RowResult) -> None:
-        """Write a row's state to the journal: what the next job does with it."""
+        """Write a row's state to the journal: what the next job does with it.
+
+        States are committed in batches, and a row still ``sending`` after a crash is looked
+        up by a rerun; where it cannot be, its state is committed at once (with the others
+        of this moment), or a kill would turn a finished row into one that "may exist".
+        """
         if row.key is None or self.journal_failed:
             return
         self.journal.record(row.key, journal_state(row), row.to_journal())
+        if not self.endpoint.can_look(row) and not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        if not self.journal_failed:
+            try:
+                self.journal.flush()
+            except sqlite3.Error as error:
+                self.journal_failed = True
+                self.control.abort(f"the journal {self.journal.path} failed: {error}")
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark a group commit's outcome as seen, even if every waiter was cancelled."""
+    if not future.cancelled():
+        future.exception()
 
 
 def finish_rows(batch: Batch, control: Control, *, wait: bool) -> None:

@@ -67,7 +67,7 @@ class RowSender:
         create_limiter: Limiter,
         reader: Reader,
         job_id: str = "",
-        on_sending: Callable[[RowResult], None] = lambda row: None,
+        on_sending: Callable[[RowResult], Awaitable[None]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -78,7 +78,7 @@ class RowSender:
         self.create_limiter = create_limiter
         self.reader = reader
         self.job_id = job_id
-        self.on_sending = on_sending
+        self.on_sending = on_sending or _unmarked
         self._sleep = sleep
         self._rand = rand
         self._throttle_budget = throttle_budget(settings)
@@ -111,7 +111,7 @@ class RowSender:
             self.control.check()
             if not row.sent_at:
                 row.sent_at = time.time()
-            self.on_sending(row)  # the journal marks each row before its first send
+            await self.on_sending(row)  # the journal marks each row before its first send
             attempt += 1
             row.attempts += 1
             row.sent_now += 1
@@ -318,3 +318,7 @@ class RowSender:
                 )
         if row.ghost:
             row.error = "; ".join(part for part in (row.error, row.ghost) if part)
+
+
+async def _unmarked(row: RowResult) -> None:
+    """No journal: nothing to mark."""

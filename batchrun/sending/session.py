@@ -96,7 +96,7 @@ async def execute(
     outcome and its journal state."""
     async with open_sending(settings, journal.job_id, journal.path) as sending:
         execution = Execution(batch, sending.sender, sending.reader, journal, settings, progress)
-        sending.sender.on_sending = execution.mark_ahead
+        sending.sender.on_sending = execution.mark
         control = sending.sender.control
         task = asyncio.create_task(execution.run())
         presses = 0
