@@ -30,13 +30,21 @@ from typing import Any
 import aiohttp
 import orjson
 
-Bodies = list[tuple[str, dict[str, Any]]]
+Bodies = list[tuple[str, dict[str, Any]]]  # (request path, body)
 PYTHON = sys.executable
 PROBE = Path(__file__).with_name("_probe.py")
 API_KEY = "sk-bench"
 ASSISTANT = "asst_bench"
 INSTRUCTIONS = "Summarise the row in one sentence."
 COLUMNS = ["thread_id", "assistant_id", "instructions", "tools", "metadata.team"]
+# --endpoint responses: one independent prompt a row.
+RESPONSES_COLUMNS = ["model", "instructions", "input", "metadata.team"]
+MODEL = "gpt-4o"
+# What the simulator counts as created, and as created twice, per endpoint.
+CREATED = {
+    "runs": ("runs_created", "duplicate_runs"),
+    "responses": ("responses_created", "duplicate_responses"),
+}
 # What batchrun sends besides Content-Length and Host (see batchrun.sending.client.ApiClient).
 HEADERS = {
     "Authorization": f"Bearer {API_KEY}",
@@ -44,6 +52,7 @@ HEADERS = {
     "Content-Type": "application/json",
     "User-Agent": "batchrun/0.1.0",
 }
+RESPONSES_HEADERS = {name: value for name, value in HEADERS.items() if name != "OpenAI-Beta"}
 
 
 # -- the simulator ------------------------------------------------------------------------
@@ -100,13 +109,15 @@ class Simulator:
         with urllib.request.urlopen(request, timeout=30):
             pass
 
-    def check(self, expected: int, label: str) -> dict[str, Any]:
-        """The stats, after checking exactly ``expected`` runs were created, none twice."""
+    def check(self, expected: int, label: str, endpoint: str = "runs") -> dict[str, Any]:
+        """The stats, after checking exactly ``expected`` runs (or responses) were created,
+        none twice."""
         stats = self.stats()
-        if stats["runs_created"] != expected or stats["duplicate_runs"]:
+        created, twice = CREATED[endpoint]
+        if stats[created] != expected or stats[twice]:
             raise SystemExit(
-                f"{label}: runs_created={stats['runs_created']} (expected {expected}), "
-                f"duplicate_runs={stats['duplicate_runs']}, requests={stats['requests']}"
+                f"{label}: {created}={stats[created]} (expected {expected}), "
+                f"{twice}={stats[twice]}, requests={stats['requests']}"
             )
         return stats
 
@@ -119,10 +130,16 @@ def thread_id(index: int, prefix: str = "thread_b") -> str:
     return f"{prefix}{index:08d}"
 
 
-def write_csv(path: Path, rows: int, prefix: str = "thread_b") -> Path:
-    """An input sheet of ``rows`` rows, each on its own thread."""
+def write_csv(path: Path, rows: int, prefix: str = "thread_b", endpoint: str = "runs") -> Path:
+    """An input sheet of ``rows`` rows, each on its own thread (runs) or on its own
+    (responses: no conversation)."""
     with path.open("w", newline="", encoding="utf-8") as stream:
         out = csv.writer(stream)
+        if endpoint == "responses":
+            out.writerow(RESPONSES_COLUMNS)
+            for i in range(rows):
+                out.writerow([MODEL, INSTRUCTIONS, prompt(i, prefix), f"team-{i % 7}"])
+            return path
         out.writerow(COLUMNS)
         for i in range(rows):
             out.writerow(
@@ -131,18 +148,35 @@ def write_csv(path: Path, rows: int, prefix: str = "thread_b") -> Path:
     return path
 
 
-def request_bodies(rows: int, prefix: str = "thread_b") -> list[tuple[str, dict[str, Any]]]:
-    """(thread id, body) per row: the same JSON batchrun sends for :func:`write_csv`'s rows.
+def prompt(index: int, prefix: str = "thread_b") -> str:
+    """A distinct prompt per row (--endpoint responses)."""
+    return f"Ticket {prefix}{index:08d}: the printer is on fire."
+
+
+def request_bodies(rows: int, prefix: str = "thread_b", endpoint: str = "runs") -> Bodies:
+    """(path, body) per row: the same JSON batchrun sends for :func:`write_csv`'s rows.
 
     The run tag is computed with batchrun's own key function (outside any timing), so a
     baseline sends byte-for-byte the bodies batchrun sends.
     """
     from batchrun.sending.journal import body_digest, row_key
 
-    bodies = []
+    bodies: Bodies = []
+    if endpoint == "responses":
+        for i in range(rows):
+            body: dict[str, Any] = {
+                "model": MODEL,
+                "instructions": INSTRUCTIONS,
+                "input": prompt(i, prefix),
+                "metadata": {"team": f"team-{i % 7}"},
+            }
+            key = row_key(body_digest("responses", "", body), 1)
+            body["metadata"] = {**body["metadata"], "batchrun_key": key}
+            bodies.append(("/responses", body))
+        return bodies
     for i in range(rows):
         tid = thread_id(i, prefix)
-        body: dict[str, Any] = {
+        body = {
             "assistant_id": ASSISTANT,
             "instructions": INSTRUCTIONS,
             "tools": [{"type": "code_interpreter"}],
@@ -150,7 +184,7 @@ def request_bodies(rows: int, prefix: str = "thread_b") -> list[tuple[str, dict[
         }
         key = row_key(body_digest("v2", tid, body), 1)
         body["metadata"] = {**body["metadata"], "batchrun_key": key}
-        bodies.append((tid, body))
+        bodies.append((f"/threads/{tid}/runs", body))
     return bodies
 
 
@@ -171,9 +205,10 @@ async def _bare(base_url: str, bodies: Bodies, concurrency: int) -> None:
 
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal failures
-        for tid, body in pending:
+        for path, body in pending:
+            headers = HEADERS if path.startswith("/threads/") else RESPONSES_HEADERS
             async with session.post(
-                f"{base_url}/threads/{tid}/runs", data=orjson.dumps(body), headers=HEADERS
+                f"{base_url}{path}", data=orjson.dumps(body), headers=headers
             ) as response:
                 orjson.loads(await response.read())
                 failures += response.status != 200
@@ -187,9 +222,9 @@ async def _bare(base_url: str, bodies: Bodies, concurrency: int) -> None:
         raise SystemExit(f"bare loop: {failures} requests did not answer 200")
 
 
-def bare_seconds(base_url: str, rows: int, concurrency: int) -> float:
+def bare_seconds(base_url: str, rows: int, concurrency: int, endpoint: str = "runs") -> float:
     """The bare loop's sending time for :func:`request_bodies` ``(rows)``; for a fresh process."""
-    return send_bare_to(base_url, request_bodies(rows), concurrency)
+    return send_bare_to(base_url, request_bodies(rows, endpoint=endpoint), concurrency)
 
 
 def send_bare_to(base_url: str, bodies: Bodies, concurrency: int) -> float:
@@ -260,6 +295,7 @@ def job_round(
     *flags: str,
     stamps: bool = False,
     timeout: float = 170,
+    endpoint: str = "runs",
 ) -> tuple[JobTiming, dict[str, Any]]:
     """One checked round: reset the simulator, run batchrun on ``source`` (output beside it),
     check that exactly ``rows`` runs were created; the timing and the simulator's stats."""
@@ -268,7 +304,7 @@ def job_round(
     job = run_batchrun(
         run_args(source, output, sim.base_url, *flags), stamps=stamps, timeout=timeout
     )
-    return job, sim.check(rows, label)
+    return job, sim.check(rows, label, endpoint)
 
 
 def run_batchrun(

@@ -1,6 +1,7 @@
 """batchrun's whole-job rows/s against a bare aiohttp loop and the official SDK, interleaved.
 
     /work/venv/bin/python benchmarks/run_overhead.py [--rows 5000] [--concurrency 64] [--repeat 3]
+        [--endpoint runs|responses]
 
 Against the simulator in its own process (zero latency, runs finish at once), each round
 sends the same ``--rows`` create-run requests (same bodies, same headers, one thread per row)
@@ -18,6 +19,8 @@ B and C each run in a fresh interpreter, as a user's script would, and time only
 sending (their imports and bodies are not timed); see ``_common.in_fresh_process`` for why
 not in this process. The simulator is reset before every round and must report exactly
 ``--rows`` runs created.
+With ``--endpoint responses`` every row is one ``POST /responses`` (no conversation; the
+simulator answers in the foreground at once), the same measure for the Responses API.
 Targets (DESIGN.md, "Performance"): A/B >= 0.8 (goal 0.9); A several times C.
 """
 
@@ -45,9 +48,12 @@ from _common import (
 )
 
 
-def run_a(sim: Simulator, source: Path, rows: int, label: str, concurrency: int) -> JobTiming:
+def run_a(
+    sim: Simulator, source: Path, rows: int, label: str, concurrency: int, endpoint: str
+) -> JobTiming:
     """The whole batchrun job as a subprocess, in a checked round."""
-    return job_round(sim, source, rows, label, "--concurrency", str(concurrency))[0]
+    flags = ("--concurrency", str(concurrency), "--endpoint", endpoint)
+    return job_round(sim, source, rows, label, *flags, endpoint=endpoint)[0]
 
 
 async def _sdk(base_url: str, bodies: Bodies, concurrency: int) -> None:
@@ -56,33 +62,37 @@ async def _sdk(base_url: str, bodies: Bodies, concurrency: int) -> None:
     semaphore = asyncio.Semaphore(concurrency)
     async with AsyncOpenAI(api_key="sk-bench", base_url=base_url) as client:
 
-        async def create(tid: str, body: dict[str, Any]) -> None:
+        async def create(path: str, body: dict[str, Any]) -> None:
             async with semaphore:
-                await client.beta.threads.runs.create(thread_id=tid, **body)
+                if path == "/responses":
+                    await client.responses.create(**body)
+                else:
+                    thread = path.split("/")[2]
+                    await client.beta.threads.runs.create(thread_id=thread, **body)
 
-        await asyncio.gather(*(create(tid, body) for tid, body in bodies))
+        await asyncio.gather(*(create(path, body) for path, body in bodies))
 
 
-def sdk_seconds(base_url: str, rows: int, concurrency: int) -> float:
+def sdk_seconds(base_url: str, rows: int, concurrency: int, endpoint: str = "runs") -> float:
     """The official SDK with a semaphore: seconds of sending (for a fresh process)."""
     # The Assistants resources are deprecated in the SDK; the warning is not the point here.
     warnings.simplefilter("ignore", DeprecationWarning)
     import openai  # noqa: F401  (not timed)
 
-    bodies = request_bodies(rows)
+    bodies = request_bodies(rows, endpoint=endpoint)
     started = time.perf_counter()
     asyncio.run(_sdk(base_url, bodies, concurrency))
     return time.perf_counter() - started
 
 
-def run_b(sim: Simulator, rows: int, concurrency: int) -> float:
+def run_b(sim: Simulator, rows: int, concurrency: int, endpoint: str) -> float:
     """The bare aiohttp loop in a fresh interpreter; seconds."""
-    return in_fresh_process("_common:bare_seconds", sim.base_url, rows, concurrency)
+    return in_fresh_process("_common:bare_seconds", sim.base_url, rows, concurrency, endpoint)
 
 
-def run_c(sim: Simulator, rows: int, concurrency: int) -> float:
+def run_c(sim: Simulator, rows: int, concurrency: int, endpoint: str) -> float:
     """The official SDK in a fresh interpreter; seconds."""
-    return in_fresh_process("run_overhead:sdk_seconds", sim.base_url, rows, concurrency)
+    return in_fresh_process("run_overhead:sdk_seconds", sim.base_url, rows, concurrency, endpoint)
 
 
 def main() -> None:
@@ -92,33 +102,34 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warmup-rows", type=int, default=500)
+    parser.add_argument("--endpoint", choices=["runs", "responses"], default="runs")
     parser.add_argument(
         "--no-sdk", action="store_true", help="skip C (for large --rows: the SDK is slow)"
     )
     args = parser.parse_args()
-    rows, concurrency = args.rows, args.concurrency
+    rows, concurrency, endpoint = args.rows, args.concurrency, args.endpoint
     results: dict[str, list[float]] = {"A": [], "A in-proc": [], "A send": [], "B": [], "C": []}
     table_rows = []
     with tempfile.TemporaryDirectory(prefix="brbench-") as scratch, Simulator() as sim:
-        source = write_csv(Path(scratch) / "in.csv", rows)
-        warm = write_csv(Path(scratch) / "warm.csv", args.warmup_rows)
+        source = write_csv(Path(scratch) / "in.csv", rows, endpoint=endpoint)
+        warm = write_csv(Path(scratch) / "warm.csv", args.warmup_rows, endpoint=endpoint)
         # Warm-up (not reported): the page cache, the simulator's code paths.
-        run_a(sim, warm, args.warmup_rows, "warm-up", concurrency)
-        run_b(sim, args.warmup_rows, concurrency)
+        run_a(sim, warm, args.warmup_rows, "warm-up", concurrency, endpoint)
+        run_b(sim, args.warmup_rows, concurrency, endpoint)
         if not args.no_sdk:
-            run_c(sim, args.warmup_rows, concurrency)
+            run_c(sim, args.warmup_rows, concurrency, endpoint)
         for round_no in range(1, args.repeat + 1):
-            job = run_a(sim, source, rows, f"A round {round_no}", concurrency)
+            job = run_a(sim, source, rows, f"A round {round_no}", concurrency, endpoint)
             results["A"].append(job.wall)
             results["A in-proc"].append(job.in_process)
             results["A send"].append(job.send)
             sim.reset()
-            results["B"].append(run_b(sim, rows, concurrency))
-            sim.check(rows, f"B round {round_no}")
+            results["B"].append(run_b(sim, rows, concurrency, endpoint))
+            sim.check(rows, f"B round {round_no}", endpoint)
             if not args.no_sdk:
                 sim.reset()
-                results["C"].append(run_c(sim, rows, concurrency))
-                sim.check(rows, f"C round {round_no}")
+                results["C"].append(run_c(sim, rows, concurrency, endpoint))
+                sim.check(rows, f"C round {round_no}", endpoint)
             phases = job.phases
             table_rows.append(
                 [
@@ -136,7 +147,8 @@ def main() -> None:
     rates = {name: rows / median(seconds) for name, seconds in results.items()}
     table_rows.append(["median", *(rates[k] for k in ("A", "A in-proc", "A send", "B", "C")), ""])
     print(
-        f"{rows:,} rows, concurrency {concurrency}, simulator at zero latency (own process), "
+        f"{rows:,} rows ({endpoint}), concurrency {concurrency}, simulator at zero latency "
+        "(own process), "
         f"load avg {os.getloadavg()[0]:.1f}; rows/s"
     )
     print(

@@ -53,6 +53,9 @@ class _Silent:
 
 # Rows marked ``sending`` in one journal transaction, ahead of being sent.
 MARK_AHEAD = 256
+# Where rows are marked as they go, how long marks and states gather for one transaction:
+# a worker's first send waits this long at most, and a commit serves many rows.
+COMMIT_WINDOW = 0.002
 
 
 @dataclass(eq=False)
@@ -111,10 +114,10 @@ class Execution:
         self.due = collections.deque(r for r in batch.rows if r.index in batch.to_create)
         self.marked: set[int] = set()
         self.journal_failed = False
-        # The group commit of marks (see mark) and the prompt flush of states (see record).
+        # The group commit of marks (see mark) and states (see record).
         self._to_mark: list[RowResult] = []
         self._marked_now: asyncio.Future[None] | None = None
-        self._flush_soon = False
+        self._commit_at: asyncio.TimerHandle | None = None
 
     def lanes(self) -> list[Lane]:
         """Lanes of the rows this job handles, ordered by each thread's first row."""
@@ -341,28 +344,45 @@ class Execution:
         if self.endpoint.can_look(row):
             self.mark_ahead(row)
             return
-        loop = asyncio.get_running_loop()
         self._to_mark.append(row)
         if self._marked_now is None:
-            self._marked_now = loop.create_future()
-            loop.call_soon(self._commit_marks)
+            self._marked_now = asyncio.get_running_loop().create_future()
+        self._commit_soon()
         await asyncio.shield(self._marked_now)
 
-    def _commit_marks(self) -> None:
+    def _commit_soon(self) -> None:
+        if self._commit_at is None:
+            loop = asyncio.get_running_loop()
+            self._commit_at = loop.call_later(COMMIT_WINDOW, self._commit)
+
+    def _commit(self) -> None:
+        """One transaction for the marks and states of this moment: FULL-synced when it
+        holds marks (which must outlive a power cut), as the journal's batches otherwise."""
+        self._commit_at = None
         rows, done = self._to_mark, self._marked_now
         self._to_mark, self._marked_now = [], None
-        assert done is not None
-        done.add_done_callback(_retrieved)
+        if done is not None:
+            done.add_done_callback(_retrieved)
         now = time.time()
         for row in rows:
             row.sent_at = row.sent_at or now
         try:
-            self.journal.mark_sending([(r.key or "", r.to_journal()) for r in rows])
+            if self.journal_failed:
+                raise sqlite3.OperationalError("the journal failed before")
+            if rows:
+                self.journal.mark_sending([(r.key or "", r.to_journal()) for r in rows])
+            else:
+                self.journal.flush()
         except sqlite3.Error as error:
-            done.set_exception(error)
+            if done is not None:
+                done.set_exception(error)
+            elif not self.journal_failed:
+                self.journal_failed = True
+                self.control.abort(f"the journal {self.journal.path} failed: {error}")
             return
         self.marked.update(row.index for row in rows)
-        done.set_result(None)
+        if done is not None:
+            done.set_result(None)
 
     def mark_ahead(self, row: RowResult) -> None:
         """Mark ``row`` and the next rows due ``sending``, one transaction per block."""
@@ -388,18 +408,8 @@ class Execution:
         if row.key is None or self.journal_failed:
             return
         self.journal.record(row.key, journal_state(row), row.to_journal())
-        if not self.endpoint.can_look(row) and not self._flush_soon:
-            self._flush_soon = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_soon = False
-        if not self.journal_failed:
-            try:
-                self.journal.flush()
-            except sqlite3.Error as error:
-                self.journal_failed = True
-                self.control.abort(f"the journal {self.journal.path} failed: {error}")
+        if not self.endpoint.can_look(row):
+            self._commit_soon()
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:
