@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from batchrun.body import THREAD_ID_PATTERN
 from batchrun.config import Settings
 from batchrun.errors import InputError, UsageError
 from batchrun.jobs import validate_file
@@ -105,17 +106,22 @@ def expected_refusal(raw: list[str]) -> type[Exception] | None:
 
 
 def check_validated(
-    source: Path, columns: list[str], rows: list[list[Any]], cell: Callable[[Any], Any]
+    source: Path,
+    columns: list[str],
+    rows: list[list[Any]],
+    cell: Callable[[Any], Any],
+    settings: Settings | None = None,
 ) -> None:
     """validate_file's output: one row per input row, cells back exactly, request xor error."""
+    settings = settings or Settings()
     refusal = expected_refusal(columns)
     output = source.with_name("out.jsonl")
     if refusal is not None:
         with pytest.raises(refusal):
-            validate_file(source, output, Settings())
+            validate_file(source, output, settings)
         assert not output.exists()
         return
-    report = validate_file(source, output, Settings())
+    report = validate_file(source, output, settings)
     # JSON Lines end at "\n" only (str.splitlines would also cut at U+0085 or U+2028).
     records = [json.loads(line) for line in output.read_bytes().split(b"\n") if line]
     names = expected_columns(columns)
@@ -127,8 +133,16 @@ def check_validated(
         assert bool(record["request"]) != bool(record["error"]), record
         if record["request"]:
             body = json.loads(record["request"])
-            assert isinstance(body, dict) and isinstance(body.get("assistant_id"), str)
-            assert "batchrun_key" in body["metadata"]
+            assert isinstance(body, dict) and "batchrun_key" in body["metadata"]
+            if settings.endpoint == "runs":
+                assert isinstance(body.get("assistant_id"), str)
+            else:
+                assert isinstance(body.get("model"), str) and body.get("stream") is not True
+                conversation = body.get("conversation")
+                conversation = (
+                    conversation.get("id") if isinstance(conversation, dict) else conversation
+                )
+                assert conversation is None or THREAD_ID_PATTERN.fullmatch(conversation)
     invalid = sum(bool(record["error"]) for record in records)
     assert report.summary.outcomes.get("invalid", 0) == invalid
 
@@ -198,3 +212,50 @@ def test_a_one_column_row_of_spaces_is_still_a_row(tmp_path: Path, cell: str) ->
     with source.open("w", newline="", encoding="utf-8") as stream:
         csv.writer(stream).writerows([["thread_id"], ["thread_1"], [cell], ["thread_2"]])
     check_validated(source, ["thread_id"], [["thread_1"], [cell], ["thread_2"]], str)
+
+
+LIVE_HEADERS = {
+    "responses": [
+        "model", "Model ", "input", "instructions", "conversation", "reasoning.effort",
+        "text.verbosity", "text", "tools", "metadata", "metadata.team", "stream",
+        "max_output_tokens", "background", "request_json", "note",
+    ],
+    "chat": [
+        "model", "messages", "system", "user", "stop", "n", "store", "tools", "metadata",
+        "metadata.team", "stream", "response_format", "request_json", "note",
+    ],
+}  # fmt: skip
+LIVE_PLAUSIBLE = [
+    "gpt-4o", "conv_1", "conv/../x", "low", "[]", '[{"role": "user", "content": "hi"}]',
+    '{"id": "conv_2"}', "[not json]", "16", "8", "true",
+]  # fmt: skip
+
+
+@st.composite
+def live_sheets(draw: st.DrawFn, endpoint: str) -> tuple[list[str], list[list[str]]]:
+    names = st.one_of(st.sampled_from(LIVE_HEADERS[endpoint]), text(surrogates=False))
+    # Always a model column, as the Assistants sheets always have a thread_id column.
+    others = draw(st.lists(names, max_size=5))
+    position = draw(st.integers(min_value=0, max_value=len(others)))
+    columns = [*others[:position], "model", *others[position:]]
+    cell = st.one_of(text(surrogates=False), st.sampled_from(LIVE_PLAUSIBLE))
+    row = st.lists(cell, min_size=len(columns), max_size=len(columns))
+    return columns, draw(st.lists(row, max_size=6))
+
+
+@pytest.mark.parametrize("endpoint", ["responses", "chat"])
+def test_any_sheet_of_prompts_validates_row_for_row(endpoint: str) -> None:
+    @PROPERTY_SETTINGS
+    @given(live_sheets(endpoint))
+    def check(sheet: tuple[list[str], list[list[str]]]) -> None:
+        columns, rows = sheet
+        with tempfile.TemporaryDirectory() as folder:
+            source = Path(folder) / "in.csv"
+            with source.open("w", newline="", encoding="utf-8") as stream:
+                writer = csv.writer(stream)
+                writer.writerow(columns)
+                writer.writerows(rows)
+            kept = without_empty_tail(columns, rows)
+            check_validated(source, columns, kept, str, Settings(endpoint=endpoint))
+
+    check()

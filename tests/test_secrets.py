@@ -386,3 +386,52 @@ def test_header_values_with_line_breaks_are_refused_or_cleaned_and_never_hang(
             out, err, code = cli.finish()
             assert code in (0, 2), (name, err)
             assert b"Traceback" not in err and canary.encode() not in out + err, name
+
+
+@pytest.mark.parametrize("endpoint", ["responses", "chat"])
+def test_a_live_endpoint_echoing_the_key_gets_it_masked_in_body_reply_and_files(
+    tmp_path: Path, canary: str, endpoint: str
+) -> None:
+    async def echo(request: web.Request) -> web.Response:
+        key = request.headers["Authorization"].removeprefix("Bearer ")
+        said = f"your key is {key}"
+        if endpoint == "chat":
+            return web.json_response(
+                {
+                    "id": "chatcmpl_1",
+                    "object": "chat.completion",
+                    "choices": [
+                        {"index": 0, "finish_reason": "stop", "message": {"content": said}}
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+                }
+            )
+        part = {"type": "output_text", "text": said}
+        return web.json_response(
+            {
+                "id": "resp_1",
+                "object": "response",
+                "status": "completed",
+                "output": [{"type": "message", "role": "assistant", "content": [part]}],
+                "usage": {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post(
+        "/v1/responses" if endpoint == "responses" else "/v1/chat/completions", echo
+    )
+    source = tmp_path / "in.csv"
+    header = "model,input" if endpoint == "responses" else "model,user"
+    source.write_text(f"{header}\ngpt-4o,hello\n", encoding="utf-8")
+    settings = Settings(
+        **environment_settings({"base_url": "", "endpoint": endpoint}, {"OPENAI_API_KEY": canary})
+    )
+    with serve_app(app) as base_url:
+        report = run_file(source, tmp_path / "out.csv", settings.with_base_url(base_url))
+    assert report.summary.outcomes == {"ok": 1}
+    assert places_holding(tmp_path, canary) == []
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as stream:
+        (row,) = list(csv.DictReader(stream))
+    masked = mask_key(canary)
+    assert row["reply"] == f"your key is {masked}" and masked in row["body"]
