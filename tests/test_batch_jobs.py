@@ -287,3 +287,18 @@ def test_batch_with_runs_or_wait_is_a_usage_error(tmp_path: Path) -> None:
         args = [sys.executable, "-m", "batchrun", "run", str(source), "--batch", "--simulate"]
         done = subprocess.run([*args, *extra], capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and words in done.stderr
+
+
+def test_run_frame_sends_through_the_batch_api(
+    make_simulator: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+
+    from batchrun import run_frame
+
+    sim = make_simulator(batch_seconds=0.3)
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    frame = pd.DataFrame({"model": ["gpt-4o", "gpt-4o"], "input": ["one", "two"]})
+    out = run_frame(frame, base_url=sim.base_url, endpoint="responses", batch=True)
+    assert list(out["outcome"]) == ["ok", "ok"] and out["reply"].str.len().min() > 0
+    assert sim.stats()["batches_created"] == 1 and posts(sim)["POST /v1/responses"] == 0
