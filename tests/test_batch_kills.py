@@ -151,3 +151,27 @@ def test_a_job_killed_at_any_step_finishes_on_rerun_with_one_batch_per_part(
     )
     assert again.returncode == 0 and sim.stats()["batches_created"] == 2
     assert read_rows(tmp_path / "again.csv") == rows
+
+
+def test_ctrl_c_while_following_exits_130_with_the_batches_recorded_for_the_rerun(
+    proxied: tuple[RunningSimulator, HoldingProxy, str], tmp_path: Path
+) -> None:
+    sim, proxy, base_url = proxied
+    source = tmp_path / "prompts.csv"
+    source.write_text("model,input\n" + "".join(f"gpt-4o,Question {n}\n" for n in range(3)))
+    out = tmp_path / "out.csv"
+    proxy.hold = ("GET", re.compile(r"/v1/batches/batch_\w+$"), "before")
+    first = subprocess.Popen(command(source, out, base_url), env=ENV, stderr=subprocess.PIPE)
+    assert proxy.held.wait(30), "the job never read its batch"
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=30)
+    assert first.returncode == 130, stderr
+    assert b"interrupted: rerun the same command to resume" in stderr
+    assert {row["outcome"] for row in read_rows(out)} == {"pending"}
+    proxy.hold = None
+    rerun = subprocess.run(
+        command(source, out, base_url), env=ENV, capture_output=True, text=True, timeout=60
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert [row["outcome"] for row in read_rows(out)] == ["ok"] * 3
+    assert sim.stats()["batches_created"] == 2  # two lines a part: 2 + 1
