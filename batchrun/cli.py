@@ -26,6 +26,7 @@ from batchrun.cli_help import (
 )
 from batchrun.cli_options import (
     TRACEBACK_KEY,
+    batch_jsonl_option,
     endpoint_option,
     run_options,
     serve_options,
@@ -77,14 +78,18 @@ def run(**options: Any) -> None:
 
 @cli.command(cls=GroupedCommand, groups=RUN_GROUPS, epilog=VALIDATE_EPILOG)
 @sheet_options
+@batch_jsonl_option
 def validate(**options: Any) -> None:
     """Assemble and check every row of INPUT; send nothing."""
     from batchrun.jobs import validate_file
 
     ctx = click.get_current_context()
     with _errors():
+        batch_jsonl = options.pop("batch_jsonl")
         settings = _settings(ctx, options)
-        report = validate_file(options["input_path"], options["output"], settings)
+        report = validate_file(
+            options["input_path"], options["output"], settings, batch_jsonl=batch_jsonl
+        )
         if not options["quiet"] or report.summary.exit_code:
             click.echo(report.summary.line(report.output), err=True)
         sys.exit(int(report.summary.exit_code))

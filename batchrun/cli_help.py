@@ -19,6 +19,7 @@ Exit codes:
   2    usage, input or config error; nothing sent
   3    job stopped on a systemic error (bad key, no quota, wrong URL)
   4    internal error (a bug): one line; --traceback shows where
+  75   --batch --no-wait: batches still running; run the same command again
   130  interrupted: journal kept, partial output written"""
 
 SHEET_EXAMPLE = """\b
@@ -34,6 +35,7 @@ Examples:
   batchrun run threads.csv --simulate --wait        try it offline
   batchrun run prompts.csv --endpoint responses --simulate   a sheet of prompts
   batchrun run threads.xlsx --base-url https://gw.example.com/v1 --rpm 600 -o out.xlsx
+  batchrun run prompts.csv --endpoint responses --batch --no-wait   hourly from cron
 
 {EXIT_CODES}"""
 
@@ -42,6 +44,7 @@ VALIDATE_EPILOG = f"""{SHEET_EXAMPLE}
 \b
 Example:
   batchrun validate threads.csv          writes threads.checked.csv
+  batchrun validate prompts.csv --endpoint responses --batch-jsonl batch.jsonl
 
 {EXIT_CODES}"""
 
@@ -77,6 +80,7 @@ RUN_GROUPS = (
     ("Pace and retries", ["concurrency", "rpm", "read_rpm", "max_retries", "timeout"]),
     ("Shared rate limit", ["limiter_url", "limiter_key"]),
     ("Following runs", ["wait", "wait_timeout", "reply"]),
+    ("Batch API", ["batch", "no_wait", "batch_jsonl"]),
     ("Resume", ["journal", "fresh", "retry_failed"]),
     ("Output", ["output", "prefix", "escape_formulas"]),
     ("Messages", ["quiet", "no_progress", "traceback", "help"]),

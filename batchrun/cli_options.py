@@ -216,6 +216,17 @@ def run_options(command: F) -> F:
             ),
             click.option("--simulate", is_flag=True, help="Send to a built-in local simulator."),
             click.option(
+                "--batch",
+                is_flag=True,
+                help="Send the rows through the Batch API (responses, chat): half price,"
+                " results within 24 h.",
+            ),
+            click.option(
+                "--no-wait",
+                is_flag=True,
+                help="--batch: submit or check once and exit (75 while batches still run).",
+            ),
+            click.option(
                 "--journal",
                 type=click.Path(path_type=Path),
                 help="Journal file (default INPUT_STEM.batchrun.sqlite beside the input).",
@@ -232,6 +243,15 @@ def run_options(command: F) -> F:
             ),
         ],
     )
+
+
+batch_jsonl_option = click.option(
+    "--batch-jsonl",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Also write the valid rows as Batch API JSONL (--endpoint responses or chat),"
+    " split as FILE, STEM.2.jsonl, ...",
+)
 
 
 def serve_options(command: F) -> F:

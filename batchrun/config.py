@@ -70,6 +70,9 @@ class Settings:
     # Shared rate limit (DESIGN.md "Shared rate limit"); the URL may hold a password.
     limiter_url: str | None = field(default=None, repr=False)
     limiter_key: str | None = None
+    # The Batch API (DESIGN.md "Batch API"): rows go as batch files; --no-wait checks once.
+    batch: bool = False
+    no_wait: bool = False
 
     def __post_init__(self) -> None:
         if self.endpoint not in ENDPOINTS:
@@ -88,6 +91,7 @@ class Settings:
             object.__setattr__(self, "beta_header", _header_safe("--beta-header", self.beta_header))
         if self.limit is not None and self.limit < 0:
             raise UsageError("--limit must be 0 or more")
+        self._check_batch()
         if self.reply and not self.wait:
             object.__setattr__(self, "wait", True)  # --reply implies --wait
         if self.limiter_url is not None:
@@ -98,6 +102,23 @@ class Settings:
                 )
         if self.limiter_key is not None and not self.limiter_key.strip():
             raise UsageError("--limiter-key must not be empty")
+
+    def _check_batch(self) -> None:
+        if self.no_wait and not self.batch:
+            raise UsageError("--no-wait applies to --batch jobs only")
+        if not self.batch:
+            return
+        if self.endpoint == "runs":
+            raise UsageError(
+                "--batch: the Batch API never takes Assistants runs; "
+                "use --endpoint responses or --endpoint chat"
+            )
+        for name in ("wait", "reply"):
+            if getattr(self, name):
+                raise UsageError(
+                    f"--{name} does not apply to --batch: a batch job follows its batches "
+                    "until they end anyway (--no-wait checks once and exits)"
+                )
 
     @property
     def beta(self) -> str:
@@ -115,6 +136,10 @@ class Settings:
         """What the journal remembers as "where rows were sent": the endpoint kind (for
         the live endpoints) and the base URL, or the simulator."""
         where = SIMULATED_ENDPOINT if self.simulate else self.base_url.rstrip("/")
+        if self.batch:
+            # Rows sent in batches are a job of their own: its rows wait in batches, which a
+            # direct job of the same input must neither follow nor send again unasked.
+            return f"{self.endpoint} batch {where}"
         return where if self.endpoint == "runs" else f"{self.endpoint} {where}"
 
     def check_sending(self) -> None:
@@ -185,6 +210,7 @@ def applied_settings(
         if settings.wait:
             rows += [("--wait", True), ("--wait-timeout", settings.wait_timeout)]
             rows += [("--reply", settings.reply)]
+        rows += [("--batch", settings.batch), ("--no-wait", settings.no_wait)]
         rows += [("--journal", settings.journal), ("--fresh", settings.fresh)]
         rows += [("--retry-failed", settings.retry_failed)]
         rows += [("--allow-insecure-http", settings.allow_insecure_http)]

@@ -116,6 +116,8 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "sheet": (str, int),
     "limiter_url": (str,),
     "limiter_key": (str,),
+    "batch": (bool,),
+    "no_wait": (bool,),
 }
 
 

@@ -25,6 +25,9 @@ class ExitCode(IntEnum):
     USAGE = 2
     ABORTED = 3
     INTERNAL = 4  # a bug: one line, the traceback with --traceback
+    # EX_TEMPFAIL (sysexits.h): a --batch --no-wait job whose batches are still running;
+    # running the same command again moves it on.
+    BATCH_RUNNING = 75
     INTERRUPTED = 130
 
 

@@ -120,9 +120,16 @@ def _run_file(
     try:
         # A journal failure mid-job (disk full) stops sending; the summary says so and the
         # output is still written below. What was committed stays.
-        summary = run_rows(
-            rows, settings, journal, progress=progress, handle_signals=handle_signals
-        )
+        if settings.batch:
+            from batchrun.batching.run import run_batch_rows
+
+            summary = run_batch_rows(
+                rows, settings, journal, progress=progress, handle_signals=handle_signals
+            )
+        else:
+            summary = run_rows(
+                rows, settings, journal, progress=progress, handle_signals=handle_signals
+            )
     finally:
         with contextlib.suppress(sqlite3.Error):
             journal.close()
@@ -156,14 +163,22 @@ def rare_collections() -> Iterator[None]:
             gc.unfreeze()
 
 
-def validate_file(source: Path, output: Path | None, settings: Settings) -> JobReport:
+def validate_file(
+    source: Path, output: Path | None, settings: Settings, *, batch_jsonl: Path | None = None
+) -> JobReport:
     """``batchrun validate``: assemble and check every row; send nothing.
 
-    Streams the sheet in chunks, so a million-row CSV needs little memory.
+    Streams the sheet in chunks, so a million-row CSV needs little memory. ``batch_jsonl``:
+    also write the valid rows as Batch API input files (``FILE``, ``STEM.2.jsonl``, ...).
     """
     started = time.monotonic()
     sheet_format(source)
     target = resolve_output(source, output, "checked")
+    jsonl = None
+    if batch_jsonl is not None:
+        from batchrun.batching.jsonl import BatchJsonl
+
+        jsonl = BatchJsonl(batch_jsonl, settings, source, target)
     sheet = open_sheet(source, settings.sheet)
     header = sheet.headers
     check_names(header, settings, "validate")
@@ -185,6 +200,8 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
         chunks = _keeping(chunks, originals, sheet)
     try:
         for chunk, checked in checked_chunks(chunks, plan, settings, sheet.cell_problems):
+            if jsonl is not None:
+                jsonl.add(checked)
             invalid = checked.invalid
             outcomes[Outcome.INVALID.value] += invalid
             outcomes[Outcome.OK.value] += len(chunk) - invalid
@@ -205,10 +222,13 @@ def validate_file(source: Path, output: Path | None, settings: Settings) -> JobR
             run_statuses={},
             reconciled=0,
             seconds=time.monotonic() - started,
+            batch=jsonl.close() if jsonl is not None else "",
         )
         writer.close(sheet_summary(summary, settings, "validate", source, target))
     except BaseException:
         writer.abort()
+        if jsonl is not None:
+            jsonl.close()
         raise
     write_text_atomic(settings_path(target), settings_toml(settings))
     return JobReport(summary, target)

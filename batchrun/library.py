@@ -35,11 +35,17 @@ def run_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
     (``base_url``, ``concurrency``, ``wait``, ...). Without ``journal=PATH`` the journal
     lives in memory. Never prints, never exits; a systemic error stops sending and the
     unsent rows say why in ``error``. Inside a running event loop (Jupyter) the job runs
-    on a thread of its own.
+    on a thread of its own. ``batch=True`` sends through the Batch API (with
+    ``no_wait=True`` rows of batches still running come back ``pending``).
     """
     settings, rows, journal = _prepare_run(frame, options)
     try:
-        run_rows(rows, settings, journal)
+        if settings.batch:
+            from batchrun.batching.run import run_batch_rows
+
+            run_batch_rows(rows, settings, journal)
+        else:
+            run_rows(rows, settings, journal)
     finally:
         journal.close()
     return _results(frame, rows, settings)
@@ -49,7 +55,12 @@ async def run_frame_async(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
     """:func:`run_frame` for code that runs an event loop: ``await run_frame_async(df)``."""
     settings, rows, journal = _prepare_run(frame, options)
     try:
-        await run_rows_async(rows, settings, journal)
+        if settings.batch:
+            from batchrun.batching.run import run_batch_rows_async
+
+            await run_batch_rows_async(rows, settings, journal)
+        else:
+            await run_rows_async(rows, settings, journal)
     finally:
         journal.close()
     return _results(frame, rows, settings)

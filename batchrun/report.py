@@ -146,16 +146,22 @@ class Summary:
     ghosts: int = 0
     # What the rows made, in words, for the counts by status: runs, responses, completions.
     answers: str = "runs"
+    # A --batch job: what its batches did, in words, and how many are still running.
+    batch: str = ""
+    batches_running: int = 0
     # Wall-clock end of the job (seconds since the epoch); the start is this minus seconds.
     finished_at: float = field(default_factory=time.time)
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 all rows ok, 1 some not, 3 aborted on a systemic error, 130 interrupted."""
+        """0 all rows ok, 1 some not, 3 aborted on a systemic error, 75 batches still
+        running (``--no-wait``), 130 interrupted."""
         if self.interrupted:
             return ExitCode.INTERRUPTED
         if self.aborted:
             return ExitCode.ABORTED
+        if self.batches_running:
+            return ExitCode.BATCH_RUNNING
         if self.outcomes.get(Outcome.OK.value, 0) == self.rows:
             return ExitCode.OK
         return ExitCode.ROWS_FAILED
@@ -183,6 +189,8 @@ class Summary:
                 line += f", {self.from_journal} from the journal"
             if self.left:
                 line += f", {self.left} left for the next run"
+        if self.batch:
+            line += f"; batch: {self.batch}"
         if self.interrupted:
             line += "; interrupted: rerun the same command to resume"
         if output is not None:
@@ -217,6 +225,7 @@ class Summary:
             *([("taken from the journal", self.from_journal)] if self.from_journal else []),
             *([("left for the next run", self.left)] if self.left else []),
             *([("runs made although their create failed", self.ghosts)] if self.ghosts else []),
+            *([("batches", self.batch)] if self.batch else []),
             ("started", _iso(self.finished_at - self.seconds)),
             ("finished", _iso(self.finished_at)),
             ("seconds", round(self.seconds, 3)),

@@ -11,8 +11,9 @@ import ast
 import asyncio
 import re
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -102,6 +103,11 @@ class ApiClient:
         self._base_path = self._base_url.raw_path.rstrip("/")
         self._key = settings.api_key or ""
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        # Batch files run to hundreds of MB: --timeout bounds each wait for data, not the
+        # whole transfer.
+        self._transfer = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.timeout, sock_read=settings.timeout
+        )
         # Every request, create or read, holds one of --concurrency slots while in flight:
         # followers polling many runs must not exceed the bound the user set.
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -135,21 +141,61 @@ class ApiClient:
 
     async def call(self, method: str, path: str, payload: bytes | None = None) -> Answer:
         """One request; raises TransportError when there is no usable answer."""
+        return await self._exchange(
+            method, path, payload, self._headers, self._timeout, _read_capped
+        )
+
+    async def upload(
+        self, path: str, fields: Mapping[str, str], source: Path, filename: str
+    ) -> Answer:
+        """A multipart POST of ``fields`` and the file at ``source``, streamed from disk."""
+        form = aiohttp.FormData()
+        for name, value in fields.items():
+            form.add_field(name, value)
+        # aiohttp writes the multipart Content-Type (with its boundary) itself.
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        with source.open("rb") as stream:
+            form.add_field("file", stream, filename=filename, content_type="application/jsonl")
+            return await self._exchange("POST", path, form, headers, self._transfer, _read_capped)
+
+    async def download(self, path: str, target: Path) -> Answer:
+        """A GET whose 200 body is streamed into ``target`` (the answer's text is then
+        empty); any other answer is read as :meth:`call` reads it."""
+
+        async def save(response: aiohttp.ClientResponse) -> bytes:
+            if response.status != 200:
+                return await _read_capped(response)
+            with target.open("wb") as out:
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    out.write(chunk)
+            return b""
+
+        return await self._exchange("GET", path, None, self._headers, self._transfer, save)
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        data: Any,
+        headers: Mapping[str, str],
+        limits: aiohttp.ClientTimeout,
+        consume: Callable[[aiohttp.ClientResponse], Awaitable[bytes]],
+    ) -> Answer:
         try:
             async with (
                 self._slots,
                 self._session.request(
                     method,
                     self._url(path),
-                    data=payload,
-                    headers=self._headers,
-                    timeout=self._timeout,
+                    data=data,
+                    headers=headers,
+                    timeout=limits,
                     allow_redirects=False,
                     proxy=self._proxy,
                 ) as response,
             ):
-                raw = await _read_capped(response)
-                headers = response.headers  # case-insensitive already
+                raw = await consume(response)
+                answer_headers = response.headers  # case-insensitive already
                 status = response.status
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise TransportError(Failure.TIMEOUT, "timed out waiting for the answer") from None
@@ -169,7 +215,7 @@ class ApiClient:
             data = orjson.loads(text) if text else None
         except orjson.JSONDecodeError:
             data = None
-        return Answer(status, headers, text, data)
+        return Answer(status, answer_headers, text, data)
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:

@@ -92,6 +92,21 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE log ADD COLUMN job TEXT NOT NULL DEFAULT '';
     """,
+    # A --batch job's parts, one input file and one batch each (see batchrun.batching.ledger).
+    """
+    CREATE TABLE batch_parts (
+        job TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        keys BLOB NOT NULL,
+        state TEXT NOT NULL,
+        file_id TEXT,
+        batch_id TEXT,
+        batch_status TEXT,
+        creating_at REAL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (job, part)
+    );
+    """,
 )
 
 
@@ -181,6 +196,7 @@ class Journal:
         self._db.execute("BEGIN")
         if found is not None:
             self._db.execute("DELETE FROM log WHERE job = ?", (found[0],))
+            self._db.execute("DELETE FROM batch_parts WHERE job = ?", (found[0],))
             if found[0] == "":
                 self._db.execute("DELETE FROM rows_v1")
         self._db.execute(
@@ -202,6 +218,11 @@ class Journal:
             )
             self._db.execute("INSERT INTO meta VALUES ('adopted', '1')")
             self._db.execute("COMMIT")
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The database, for the tables of a --batch job (:mod:`batchrun.batching.ledger`)."""
+        return self._db
 
     def load(self) -> dict[str, Entry]:
         """Every entry of this job, by key."""

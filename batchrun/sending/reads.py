@@ -10,6 +10,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from batchrun.config import Settings
@@ -55,14 +56,20 @@ class Reader:
         self._rand = rand
         self._throttle_budget = throttle_budget(settings)
 
-    async def read(self, path: str) -> Answer | None:
-        """A GET; its answer once it is not worth retrying, or None when there is none."""
+    async def read(self, path: str, *, into: Path | None = None) -> Answer | None:
+        """A GET; its answer once it is not worth retrying, or None when there is none.
+
+        ``into``: a 200 body is streamed into this file (a batch's output), not kept.
+        """
         failures = throttled = 0
         while True:
             self.control.check()
             await self.limiter.acquire()
             try:
-                answer = await self.client.call("GET", path)
+                if into is None:
+                    answer = await self.client.call("GET", path)
+                else:
+                    answer = await self.client.download(path, into)
             except TransportError as error:
                 failures += 1
                 decision = decide(

@@ -1,0 +1,335 @@
+"""A --batch job's steps: parts, uploads, batches, following, joining, each exactly once.
+
+Every run of the same command does what is due and records it (see
+:mod:`~batchrun.batching.ledger`): rows in no part yet are written into new parts; parts
+not submitted are uploaded and their batches created (or found, when a lost answer made
+one); submitted batches are read, and those that ended are downloaded and joined back to
+their rows, whose results go into the journal's log like a direct job's. Without
+``--no-wait`` the batches are followed until they end; with it each is read once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from batchrun.batching.api import BatchApi, Refused, Unsure
+from batchrun.batching.join import fail_invalid_batch, fail_unanswered, join_lines
+from batchrun.batching.ledger import (
+    CREATING,
+    JOINED,
+    RECORDED,
+    REFUSED,
+    SUBMITTED,
+    UPLOADED,
+    Part,
+    PartLedger,
+)
+from batchrun.batching.lines import PartWriter, batch_line, batch_url, too_large
+from batchrun.config import Settings
+from batchrun.endpoints import Endpoint
+from batchrun.prepare import sent_body
+from batchrun.report import Next, Outcome, RowResult
+from batchrun.sending.journal import FAILED, Journal, journal_state
+from batchrun.sending.runner import Progress
+
+POLL_FIRST, POLL_GROWTH, POLL_CAP = 1.0, 1.5, 30.0
+ENDED_BATCHES = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+class NoProgress:
+    """Progress nobody watches."""
+
+    def start(self, total: int) -> None:
+        """Nothing to show."""
+
+    def update(self, event: str, row: RowResult) -> None:
+        """Nothing to show."""
+
+
+class BatchJob:
+    """One run of a --batch job over its prepared rows (invalid rows already marked)."""
+
+    def __init__(
+        self,
+        rows: list[RowResult],
+        settings: Settings,
+        journal: Journal,
+        api: BatchApi,
+        endpoint: Endpoint,
+        progress: Progress | None,
+        *,
+        mask: Callable[[str], str],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.rows = rows
+        self.settings = settings
+        self.journal = journal
+        self.ledger = PartLedger(journal)
+        self.api = api
+        self.endpoint = endpoint
+        self.progress: Progress = progress or NoProgress()
+        self.mask = mask
+        self._sleep = sleep
+        self.url = batch_url(settings.endpoint)
+        self.by_key = {row.key: row for row in rows if row.key and row.outcome is None}
+        self.parts: list[Part] = []
+        self.files: dict[int, Path] = {}
+        self.folder = Path(tempfile.mkdtemp(prefix="batchrun-batch-"))
+        self.from_journal = 0
+        self.submitted: list[str] = []  # batch ids created (or adopted) by this run
+        self.finished: list[str] = []  # batch ids joined by this run
+        self.why_not: dict[int, str] = {}  # part -> why it is not submitted yet
+
+    def tag(self, key: str) -> str | None:
+        """A line's run tag: the row's key and the job's id (as a direct job tags)."""
+        return f"{key}.{self.journal.job_id}" if self.settings.run_tag else None
+
+    async def run(self) -> None:
+        """Do every step that is due; returns when done (or, with --no-wait, checked)."""
+        self.plan()
+        handled = [key for part in self.parts if not part.ended for key in part.keys]
+        self.progress.start(sum(key in self.by_key for key in handled))
+        for part in self.parts:
+            if part.state in (RECORDED, UPLOADED, CREATING):
+                await self.submit(part)
+        await self.follow([part for part in self.parts if part.state == SUBMITTED])
+
+    def plan(self) -> None:
+        """Restore results from the journal; put rows that need sending into new parts."""
+        entries = self.journal.load()
+        self.parts = self.ledger.parts()
+        busy = {key for part in self.parts if not part.ended for key in part.keys}
+        fresh: list[RowResult] = []
+        for key, row in self.by_key.items():
+            entry = entries.get(key)
+            if entry is not None:
+                row.restore(entry.result)
+            if key in busy:
+                continue
+            if entry is None or (entry.state == FAILED and self.settings.retry_failed):
+                fresh.append(row)
+            else:
+                self.from_journal += 1
+        if fresh:
+            first = max((part.number for part in self.parts), default=0) + 1
+            new = self.write_parts(fresh, first)
+            self.ledger.add(new)  # recorded before any upload
+            self.parts.extend(new)
+
+    def write_parts(self, rows: list[RowResult], first: int) -> list[Part]:
+        """Write ``rows`` as batch lines into part files (split at the limits)."""
+        with PartWriter(self.part_path, first) as writer:
+            for row in rows:
+                assert row.key is not None
+                body = sent_body(row, self.settings, self.tag(row.key))
+                line = batch_line(row.key, self.url, body)
+                if problem := too_large(line):
+                    row.fail(Outcome.INVALID, problem, Next.NOTHING)
+                    continue
+                writer.add(row.key, line)
+        for written in writer.parts:
+            self.files[written.number] = written.path
+        return [Part(written.number, written.keys) for written in writer.parts]
+
+    def part_path(self, number: int) -> Path:
+        return self.folder / f"part-{number}.jsonl"
+
+    def part_file(self, part: Part) -> Path:
+        """The part's input file: written by this run, or again from its rows' keys."""
+        path = self.files.get(part.number)
+        if path is None:
+            path = self.part_path(part.number)
+            with path.open("wb") as stream:
+                for key in part.keys:
+                    row = self.by_key.get(key)
+                    if row is not None:
+                        body = sent_body(row, self.settings, self.tag(key))
+                        stream.write(batch_line(key, self.url, body))
+        return path
+
+    async def submit(self, part: Part) -> None:
+        """Upload the part (unless done) and create its batch (or adopt the one a lost
+        answer made)."""
+        try:
+            if part.state == RECORDED:
+                name = f"batchrun-{self.journal.job_id}-{part.number}.jsonl"
+                part.file_id = await self.api.upload(self.part_file(part), name)
+                part.state = UPLOADED
+                self.ledger.save(part)
+            assert part.file_id is not None
+            job_id = self.journal.job_id
+            batch = None
+            if part.state == CREATING:
+                since = part.creating_at or 0.0
+                batch = await self.api.find(part.file_id, job_id, part.number, since)
+            if batch is None:
+                part.state = CREATING
+                part.creating_at = part.creating_at or time.time()
+                self.ledger.save(part)  # before the POST: a lost answer is looked for
+                batch = await self.api.create(
+                    part.file_id, self.url, job_id, part.number, part.creating_at
+                )
+        except Refused as refusal:
+            self.refuse(part, f"batch not submitted: {refusal}")
+            return
+        except Unsure as unsure:
+            self.why_not[part.number] = str(unsure)
+            return
+        part.batch_id = str(batch["id"])
+        part.batch_status = str(batch.get("status") or "")
+        part.latest = batch
+        part.state = SUBMITTED
+        self.ledger.save(part)
+        self.submitted.append(part.batch_id)
+        for key in part.keys:
+            if (row := self.by_key.get(key)) is not None:
+                row.sent_now += 1
+
+    def refuse(self, part: Part, reason: str) -> None:
+        """The server refused the part's file or batch: its rows fail (--retry-failed
+        puts them in a new part)."""
+        for row in self.part_rows(part).values():
+            row.status, row.response = None, ""
+            row.fail(Outcome.FAILED, reason)
+        self.settle(part, REFUSED)
+
+    def part_rows(self, part: Part) -> dict[str, RowResult]:
+        return {key: row for key in part.keys if (row := self.by_key.get(key)) is not None}
+
+    async def follow(self, parts: list[Part]) -> None:
+        """Read each batch until it ends (once, with --no-wait), joining those that did."""
+        delay = POLL_FIRST
+        waiting = parts
+        while waiting:
+            still = []
+            for part in waiting:
+                if not await self.check(part):
+                    still.append(part)
+            waiting = still
+            if not waiting or self.settings.no_wait:
+                return
+            await self._sleep(delay)
+            delay = min(delay * POLL_GROWTH, POLL_CAP)
+
+    async def check(self, part: Part) -> bool:
+        """Read the part's batch and join it if it ended; whether to stop following it
+        (joined, or its results cannot be downloaded now: the next run tries again)."""
+        assert part.batch_id is not None
+        answer = await self.api.retrieve(part.batch_id)
+        if answer is not None and answer.status == 404:
+            self.refuse(part, f"batch {part.batch_id} is gone ({answer.message})")
+            return True
+        batch = answer.data if answer is not None and answer.status == 200 else None
+        if not isinstance(batch, dict):
+            reason = answer.message if answer is not None else "no answer"
+            self.why_not[part.number] = f"cannot read batch {part.batch_id} ({reason})"
+            return False
+        part.latest = batch
+        status = str(batch.get("status") or "")
+        part.batch_status = status
+        if status not in ENDED_BATCHES:
+            return False
+        try:
+            await self.collect(part, batch)
+        except Unsure as unsure:
+            self.why_not[part.number] = f"{unsure}; run the same command again to collect"
+        return True
+
+    async def collect(self, part: Part, batch: dict[str, Any]) -> None:
+        """Download an ended batch's files and join them to the part's rows."""
+        rows = self.part_rows(part)
+        status = str(batch.get("status"))
+        errors = batch.get("errors")
+        listed = errors.get("data") if isinstance(errors, dict) else None
+        if status == "failed" and isinstance(listed, list) and listed:
+            fail_invalid_batch(rows, part.keys, listed)
+        else:
+            answered: set[str] = set()
+            for name in ("output_file_id", "error_file_id"):
+                file_id = batch.get(name)
+                if isinstance(file_id, str) and file_id:
+                    target = self.folder / f"{part.number}-{name}.jsonl"
+                    await self.api.download(file_id, target)
+                    with target.open("rb") as lines:
+                        answered |= join_lines(rows, lines, self.endpoint, self.mask)
+                    target.unlink()
+            missing = [row for key, row in rows.items() if key not in answered]
+            fail_unanswered(missing, str(part.batch_id), status)
+        self.finished.append(str(part.batch_id))
+        self.settle(part, JOINED)
+
+    def settle(self, part: Part, state: str) -> None:
+        """Record the part's rows' results, then the part as ended (in that order: a crash
+        between the two joins the part again, with the same results)."""
+        for row in self.part_rows(part).values():
+            assert row.key is not None
+            self.journal.record(row.key, journal_state(row), row.to_journal())
+            self.progress.update("done", row)
+        self.journal.flush()
+        part.state = state
+        self.ledger.save(part)
+
+    def finish(self, stopped: str) -> list[Part]:
+        """Give every row not joined its outcome; the parts whose batches still run."""
+        running = []
+        for part in self.parts:
+            if part.ended:
+                continue
+            rows = self.part_rows(part).values()
+            if part.state == SUBMITTED:
+                running.append(part)
+                text = self.pending_text(part)
+                for row in rows:
+                    row.outcome, row.error, row.next = Outcome.PENDING, text, Next.FOLLOW
+                continue
+            why = self.why_not.get(part.number) or stopped or "not submitted"
+            for row in rows:
+                row.status, row.response = None, ""
+                row.fail(Outcome.NOT_SENT, f"not sent: {why}; rerun the same command to go on")
+                row.next = Next.SEND
+        for row in self.by_key.values():
+            if row.outcome is None:
+                row.fail(Outcome.NOT_SENT, f"not sent: {stopped or 'stopped'}", Next.SEND)
+        return running
+
+    def pending_text(self, part: Part) -> str:
+        """``in batch batch_... (in_progress, 120/1000 done); run the same command ...``."""
+        batch = part.latest
+        counts = batch.get("request_counts")
+        status = batch.get("status") or part.batch_status or "status unknown"
+        progress = ""
+        if isinstance(counts, dict):
+            done = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
+            total = int(counts.get("total") or 0) or len(part.keys)
+            progress = f", {done}/{total} done"
+        if why := self.why_not.get(part.number):
+            return f"in batch {part.batch_id} ({status}{progress}); {why}"
+        return (
+            f"in batch {part.batch_id} ({status}{progress}); run the same command again to collect"
+        )
+
+    def summary_text(self, running: list[Part]) -> str:
+        """What the batches did, for the summary line."""
+        pieces = []
+        if self.submitted:
+            pieces.append(f"{len(self.submitted)} submitted ({', '.join(self.submitted)})")
+        waiting = [str(p.batch_id) for p in running if p.batch_id not in self.submitted]
+        if waiting:
+            pieces.append(f"{len(waiting)} running ({', '.join(waiting)})")
+        if self.submitted or waiting or self.finished:
+            pieces.append(f"{len(self.finished)} finished")
+        text = ", ".join(pieces)
+        if running:
+            text += "; run again to collect"
+        return text
+
+    def close(self) -> None:
+        """Remove the part files and downloads (a rerun writes them again as needed)."""
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)

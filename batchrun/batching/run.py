@@ -1,0 +1,123 @@
+"""A --batch job run: its HTTP session, Ctrl-C, and the summary it ends with."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import time
+
+from batchrun.batching.lines import batch_problem
+from batchrun.config import Settings
+from batchrun.endpoints import endpoint_named
+from batchrun.report import Next, Outcome, RowResult, Summary, summarize
+from batchrun.sending.control import StopSending
+from batchrun.sending.journal import Journal
+from batchrun.sending.runner import Progress
+from batchrun.sending.session import event_loop, open_sending
+
+
+def mark_unbatchable(rows: list[RowResult]) -> None:
+    """Rows valid for a direct request that a batch cannot carry become invalid."""
+    for row in rows:
+        if row.outcome is None and (problem := batch_problem(row.body or {})):
+            row.fail(Outcome.INVALID, problem, Next.NOTHING)
+
+
+async def run_batch_rows_async(
+    rows: list[RowResult],
+    settings: Settings,
+    journal: Journal,
+    *,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+) -> Summary:
+    """Move a --batch job on (see :mod:`~batchrun.batching.job`); the summary."""
+    from batchrun.batching.api import BatchApi
+    from batchrun.batching.job import BatchJob
+
+    started = time.monotonic()
+    endpoint = endpoint_named(settings.endpoint)
+    mark_unbatchable(rows)
+    async with open_sending(settings, journal.job_id, journal.path) as sending:
+        reader, sender = sending.reader, sending.sender
+        control = sender.control
+        api = BatchApi(
+            reader.client,
+            reader,
+            sender.create_limiter,
+            control,
+            max_retries=settings.max_retries,
+        )
+        job = BatchJob(rows, settings, journal, api, endpoint, progress, mask=reader.client.mask)
+        task = asyncio.create_task(job.run())
+
+        def on_signal() -> None:
+            # Every step is recorded before it takes effect, so stopping at any await is
+            # safe: the next run finds each part where this one left it.
+            control.interrupt()
+            task.cancel()
+
+        caller_cancelled = False
+        try:
+            with contextlib.ExitStack() as signals:
+                if handle_signals:
+                    from batchrun.sending.signals import on_interrupt
+
+                    signals.enter_context(on_interrupt(asyncio.get_running_loop(), on_signal))
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    caller_cancelled = current is not None and current.cancelling() > 0
+                    if not task.done():
+                        task.cancel()
+                        await asyncio.wait({task})
+                except StopSending:
+                    pass  # a systemic error or an interrupt: control says which
+            running = job.finish(control.reason or "")
+        finally:
+            job.close()
+    if caller_cancelled:
+        raise asyncio.CancelledError
+    summary = summarize(
+        rows,
+        time.monotonic() - started,
+        aborted=control.reason if control.systemic else None,
+        interrupted=control.reason == "interrupted",
+        notes=tuple(control.notes),
+        count_runs=True,
+        from_journal=job.from_journal,
+        answers=endpoint.answers,
+    )
+    return dataclasses.replace(
+        summary, batch=job.summary_text(running), batches_running=len(running)
+    )
+
+
+def run_batch_rows(
+    rows: list[RowResult],
+    settings: Settings,
+    journal: Journal,
+    *,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+) -> Summary:
+    """:func:`run_batch_rows_async` as a blocking call (on a thread of its own inside a
+    running event loop, as in a notebook)."""
+    job = run_batch_rows_async(
+        rows, settings, journal, progress=progress, handle_signals=handle_signals
+    )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        with event_loop() as runner:
+            return runner.run(job)
+
+    def in_thread() -> Summary:
+        with event_loop() as runner:
+            return runner.run(job)
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchrun") as pool:
+        return pool.submit(in_thread).result()
