@@ -249,6 +249,30 @@ def test_background_rows_are_invalid_in_a_batch(make_simulator: Make, tmp_path: 
     assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 1
 
 
+def test_only_the_first_row_of_a_conversation_goes_in_a_batch(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(batch_seconds=0.3)
+    source = write_csv(
+        tmp_path / "p.csv",
+        ["conversation", "model", "input"],
+        [["conv_a", "m", "first"], ["conv_a", "m", "second"], ["conv_b", "m", "other"]],
+    )
+    run_file(source, tmp_path / "out.csv", settings_for(sim.base_url, **BATCH))
+    rows = read_rows(tmp_path / "out.csv")
+    assert [row["outcome"] for row in rows] == ["ok", "invalid", "ok"]
+    assert rows[1]["error"] == (
+        "conversation: conv_a has an earlier row, and a batch keeps no order among its "
+        "requests; send rows that continue a conversation without --batch"
+    )
+    checked = validate_file(
+        source, tmp_path / "c.csv", settings_for("", endpoint="responses"),
+        batch_jsonl=tmp_path / "b.jsonl",
+    )  # fmt: skip
+    assert checked.summary.outcomes == {"ok": 2, "invalid": 1}
+    assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 2
+
+
 def test_a_validate_jsonl_is_taken_by_the_batch_api_and_every_custom_id_comes_back(
     make_simulator: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,7 @@ import orjson
 
 from batchrun.batching.lines import (
     BATCH_URLS,
+    ConversationTurns,
     PartWriter,
     batch_line,
     batch_problem,
@@ -44,6 +45,7 @@ class BatchJsonl:
                 raise UsageError(f"--batch-jsonl {path} would overwrite {what}")
         self.url = batch_url(settings.endpoint)
         self.writer = PartWriter(jsonl_part_path(path))
+        self.turns = ConversationTurns()
         self.closed = ""
 
     def add(self, checked: CheckedChunk) -> None:
@@ -53,7 +55,7 @@ class BatchJsonl:
                 continue
             body = orjson.loads(checked.requests[position])
             line = batch_line(key, self.url, body)
-            problem = batch_problem(body) or too_large(line)
+            problem = batch_problem(body) or self.turns.problem(body) or too_large(line)
             if problem:
                 checked.errors[position] = problem
             else:

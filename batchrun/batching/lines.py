@@ -22,6 +22,8 @@ from typing import IO, Any
 
 import orjson
 
+from batchrun.endpoints.responses import conversation_id
+
 MAX_LINES = 50_000
 MAX_BYTES = 200 * 1024**2
 # The Batch API's route for each endpoint that it takes (never Assistants runs).
@@ -44,6 +46,27 @@ def batch_problem(body: Mapping[str, Any]) -> str:
                 f"whole); remove {name}, or send this row without --batch"
             )
     return ""
+
+
+class ConversationTurns:
+    """Rows of one conversation must go in order, one at a time, and a batch promises no
+    order among its lines: only a conversation's first row can go in a batch."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def problem(self, body: Mapping[str, Any]) -> str:
+        """Why this row cannot go in a batch after the rows seen so far ("" when it can)."""
+        conversation = conversation_id(body.get("conversation"))
+        if not conversation:
+            return ""
+        if conversation in self.seen:
+            return (
+                f"conversation: {conversation} has an earlier row, and a batch keeps no order "
+                "among its requests; send rows that continue a conversation without --batch"
+            )
+        self.seen.add(conversation)
+        return ""
 
 
 def batch_body(body: Mapping[str, Any]) -> dict[str, Any]:

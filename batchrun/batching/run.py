@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import time
 
-from batchrun.batching.lines import batch_problem
+from batchrun.batching.lines import ConversationTurns, batch_problem
 from batchrun.config import Settings
 from batchrun.endpoints import endpoint_named
 from batchrun.report import Next, Outcome, RowResult, Summary, summarize
@@ -20,8 +20,12 @@ from batchrun.sending.session import event_loop, open_sending
 
 def mark_unbatchable(rows: list[RowResult]) -> None:
     """Rows valid for a direct request that a batch cannot carry become invalid."""
+    turns = ConversationTurns()
     for row in rows:
-        if row.outcome is None and (problem := batch_problem(row.body or {})):
+        if row.outcome is not None:
+            continue
+        body = row.body or {}
+        if problem := batch_problem(body) or turns.problem(body):
             row.fail(Outcome.INVALID, problem, Next.NOTHING)
 
 
