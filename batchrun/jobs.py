@@ -121,7 +121,7 @@ def _run_file(
         # A journal failure mid-job (disk full) stops sending; the summary says so and the
         # output is still written below. What was committed stays.
         if settings.batch:
-            from batchrun.batching.run import run_batch_rows
+            from batchrun.batch.run import run_batch_rows
 
             summary = run_batch_rows(
                 rows, settings, journal, progress=progress, handle_signals=handle_signals
@@ -176,7 +176,7 @@ def validate_file(
     target = resolve_output(source, output, "checked")
     jsonl = None
     if batch_jsonl is not None:
-        from batchrun.batching.jsonl import BatchJsonl
+        from batchrun.batch.jsonl import BatchJsonl
 
         jsonl = BatchJsonl(batch_jsonl, settings, source, target)
     sheet = open_sheet(source, settings.sheet)

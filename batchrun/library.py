@@ -41,7 +41,7 @@ def run_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
     settings, rows, journal = _prepare_run(frame, options)
     try:
         if settings.batch:
-            from batchrun.batching.run import run_batch_rows
+            from batchrun.batch.run import run_batch_rows
 
             run_batch_rows(rows, settings, journal)
         else:
@@ -56,7 +56,7 @@ async def run_frame_async(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
     settings, rows, journal = _prepare_run(frame, options)
     try:
         if settings.batch:
-            from batchrun.batching.run import run_batch_rows_async
+            from batchrun.batch.run import run_batch_rows_async
 
             await run_batch_rows_async(rows, settings, journal)
         else:

@@ -16,7 +16,7 @@ import pytest
 from conftest import FakeClock, send
 from job_support import TEST_KEY, read_rows, settings_for
 
-from batchrun.batching import job, lines
+from batchrun.batch import job, lines
 from batchrun.jobs import run_file, validate_file
 from batchrun.simulator import RunningSimulator
 

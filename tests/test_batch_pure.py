@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.batching import lines
-from batchrun.batching.join import fail_invalid_batch, fail_unanswered, join_lines
-from batchrun.batching.lines import (
+from batchrun.batch import lines
+from batchrun.batch.join import fail_invalid_batch, fail_unanswered, join_lines
+from batchrun.batch.lines import (
     PartWriter,
     batch_line,
     batch_problem,

@@ -92,7 +92,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE log ADD COLUMN job TEXT NOT NULL DEFAULT '';
     """,
-    # A --batch job's parts, one input file and one batch each (see batchrun.batching.ledger).
+    # A --batch job's parts, one input file and one batch each (see batchrun.batch.ledger).
     """
     CREATE TABLE batch_parts (
         job TEXT NOT NULL,
@@ -221,7 +221,7 @@ class Journal:
 
     @property
     def connection(self) -> sqlite3.Connection:
-        """The database, for the tables of a --batch job (:mod:`batchrun.batching.ledger`)."""
+        """The database, for the tables of a --batch job (:mod:`batchrun.batch.ledger`)."""
         return self._db
 
     def load(self) -> dict[str, Entry]:

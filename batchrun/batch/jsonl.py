@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from batchrun.batching.lines import (
+from batchrun.batch.lines import (
     BATCH_URLS,
     ConversationTurns,
     PartWriter,

@@ -1,7 +1,7 @@
 """A --batch job's steps: parts, uploads, batches, following, joining, each exactly once.
 
 Every run of the same command does what is due and records it (see
-:mod:`~batchrun.batching.ledger`): rows in no part yet are written into new parts; parts
+:mod:`~batchrun.batch.ledger`): rows in no part yet are written into new parts; parts
 not submitted are uploaded and their batches created (or found, when a lost answer made
 one); submitted batches are read, and those that ended are downloaded and joined back to
 their rows, whose results go into the journal's log like a direct job's. Without
@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from batchrun.batching.api import BatchApi, Refused, Unsure
-from batchrun.batching.join import fail_invalid_batch, fail_unanswered, join_lines
-from batchrun.batching.ledger import (
+from batchrun.batch.api import BatchApi, Refused, Unsure
+from batchrun.batch.join import fail_invalid_batch, fail_unanswered, join_lines
+from batchrun.batch.ledger import (
     CREATING,
     JOINED,
     RECORDED,
@@ -29,7 +29,7 @@ from batchrun.batching.ledger import (
     Part,
     PartLedger,
 )
-from batchrun.batching.lines import PartWriter, batch_line, batch_url, too_large
+from batchrun.batch.lines import PartWriter, batch_line, batch_url, too_large
 from batchrun.config import Settings
 from batchrun.endpoints import Endpoint
 from batchrun.prepare import sent_body

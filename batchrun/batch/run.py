@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import time
 
-from batchrun.batching.lines import ConversationTurns, batch_problem
+from batchrun.batch.lines import ConversationTurns, batch_problem
 from batchrun.config import Settings
 from batchrun.endpoints import endpoint_named
 from batchrun.report import Next, Outcome, RowResult, Summary, summarize
@@ -37,9 +37,9 @@ async def run_batch_rows_async(
     progress: Progress | None = None,
     handle_signals: bool = False,
 ) -> Summary:
-    """Move a --batch job on (see :mod:`~batchrun.batching.job`); the summary."""
-    from batchrun.batching.api import BatchApi
-    from batchrun.batching.job import BatchJob
+    """Move a --batch job on (see :mod:`~batchrun.batch.job`); the summary."""
+    from batchrun.batch.api import BatchApi
+    from batchrun.batch.job import BatchJob
 
     started = time.monotonic()
     endpoint = endpoint_named(settings.endpoint)
