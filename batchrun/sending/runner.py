@@ -384,6 +384,12 @@ class Execution:
         if done is not None:
             done.set_result(None)
 
+    def commit_now(self) -> None:
+        """At the end of the job: commit what waits for the commit window."""
+        if self._commit_at is not None:
+            self._commit_at.cancel()
+            self._commit()
+
     def mark_ahead(self, row: RowResult) -> None:
         """Mark ``row`` and the next rows due ``sending``, one transaction per block."""
         block = [row]

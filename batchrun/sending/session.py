@@ -136,6 +136,7 @@ async def execute(
         for row in batch.rows:
             if row.index in handled and row.outcome in (Outcome.NOT_SENT, Outcome.PENDING):
                 execution.record(row)
+        execution.commit_now()
         if caller_cancelled:
             raise asyncio.CancelledError
         return control
