@@ -212,6 +212,24 @@ def _dotted(name: str, objects: set[str], *, fold: bool = False) -> tuple[str, s
     return head, key
 
 
+def unsent_assistants_columns(headers: Sequence[str], api_version: str) -> list[str]:
+    """Headers of a migrated Assistants sheet that a live endpoint's body has no field for
+    (``thread_id``, ``assistant_id``, ...): they are carried to the output, never sent."""
+    if is_assistants(api_version):
+        return []
+    fields = {normalize_header(name) for name in body_fields(api_version)}
+    assistants = {
+        normalize_header(name)
+        for name in (THREAD_ID, *(f for v in API_VERSIONS for f in body_fields(v)))
+    }
+    return [
+        str(header)
+        for header in headers
+        if normalize_header(header) in assistants - fields
+        and not (api_version == "chat" and normalize_header(header) in MESSAGE_COLUMNS)
+    ]
+
+
 def missing_thread_column(headers: Sequence[str]) -> str:
     """Why a sheet has no ``thread_id`` column, with what it has and the likely fix."""
     shown = ", ".join(repr(str(h)) for h in headers[:12])

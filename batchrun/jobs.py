@@ -7,6 +7,7 @@ and raise only :class:`~batchrun.errors.BatchrunError` for job-stopping problems
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import itertools
 import sqlite3
@@ -19,6 +20,7 @@ from typing import Any
 
 from batchrun import __version__
 from batchrun.atomic import StagedFile
+from batchrun.body import unsent_assistants_columns
 from batchrun.config import Settings, applied_settings
 from batchrun.config_file import settings_toml
 from batchrun.errors import UsageError
@@ -133,6 +135,14 @@ def _run_file(
     finally:
         with contextlib.suppress(sqlite3.Error):
             journal.close()
+    if unsent := unsent_assistants_columns(headers, settings.schema):
+        shown = ", ".join(unsent)
+        note = (
+            f"column(s) {shown} are Assistants fields, not fields of --endpoint "
+            f"{settings.endpoint}: carried to the output, never sent (see the README's "
+            "migration table)"
+        )
+        summary = dataclasses.replace(summary, notes=(*summary.notes, note))
     typed = sheet.format.typed_cells and output_format(target).typed_cells
     write_output(
         target, headers, values if typed else cells, rows, settings, summary, source, typed=typed

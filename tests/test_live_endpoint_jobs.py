@@ -456,3 +456,27 @@ def test_the_samples_of_the_live_endpoints_run_as_the_readme_says(
             assert row["outcome"] == "invalid" and row["error"], row
         else:
             assert row["outcome"] == "ok" and row["reply"], row
+
+
+def test_a_migrated_sheets_assistants_columns_are_named_as_not_sent(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(run_seconds=0)
+    source = write_csv(
+        tmp_path / "old.csv",
+        ["thread_id", "assistant_id", "model", "input", "additional_instructions", "notes"],
+        [["thread_1", "asst_1", "gpt-4o", "hi", "Be brief.", "kept"]],
+    )
+    report = run_file(
+        source, tmp_path / "out.csv", settings_for(sim.base_url, endpoint="responses")
+    )
+    assert report.summary.notes == (
+        "column(s) thread_id, assistant_id, additional_instructions are Assistants fields, "
+        "not fields of --endpoint responses: carried to the output, never sent (see the "
+        "README's migration table)",
+    )
+    (row,) = read_rows(tmp_path / "out.csv")
+    sent = json.loads(row["body"])
+    assert row["thread_id"] == "thread_1" and sent["instructions"] is None
+    runs = run_file(source, tmp_path / "runs.csv", settings_for(sim.base_url))
+    assert runs.summary.notes == ()
