@@ -228,3 +228,13 @@ def test_a_batch_that_failed_validation_fails_rows_with_their_lines_errors() -> 
     assert rows["b"].error == "the batch failed validation on this row: Line is not JSON"
     assert rows["a"].error.startswith("the batch failed validation (line 2: Line is not JSON)")
     assert all(row.outcome is Outcome.FAILED for row in rows.values())
+
+
+def test_a_key_echoed_in_a_batch_answer_is_masked_in_the_reply_too() -> None:
+    rows = rows_of("a")
+    line = record("a", {"status_code": 200, "body": response(f"your key is {KEY}")})
+    join_lines(rows, [line], endpoint_named("responses"), mask)
+    (row,) = rows.values()
+    assert row.outcome is Outcome.OK
+    assert row.reply == "your key is sk-t***ef"
+    assert KEY not in row.response and KEY not in str(row.to_journal())

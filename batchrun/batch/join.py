@@ -60,7 +60,9 @@ def settle_line(row: RowResult, record: Mapping[str, Any], endpoint: Endpoint, m
         row.status = status if isinstance(status, int) else None
         row.response = mask(orjson.dumps(body).decode()) if body is not None else ""
         if status == 200 and isinstance(body, Mapping) and endpoint.is_answer(body):
-            endpoint.settle(row, body, wait=True)
+            # Settled from the masked text, as a direct answer is: an echoed key never
+            # reaches the reply or any other column.
+            endpoint.settle(row, orjson.loads(row.response), wait=True)
             return
         row.fail(Outcome.FAILED, mask(f"HTTP {status}: {_message(body)}"))
         return
