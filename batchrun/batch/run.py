@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import time
@@ -11,11 +10,11 @@ import time
 from batchrun.batch.lines import ConversationTurns, batch_problem
 from batchrun.config import Settings
 from batchrun.endpoints import endpoint_named
-from batchrun.report import Next, Outcome, RowResult, Summary, summarize
+from batchrun.report import Next, Outcome, RowResult, Summary
 from batchrun.sending.control import StopSending
 from batchrun.sending.journal import Journal
 from batchrun.sending.runner import Progress
-from batchrun.sending.session import event_loop, open_sending
+from batchrun.sending.session import job_summary, open_sending, run_blocking
 
 
 def mark_unbatchable(rows: list[RowResult]) -> None:
@@ -85,16 +84,7 @@ async def run_batch_rows_async(
             job.close()
     if caller_cancelled:
         raise asyncio.CancelledError
-    summary = summarize(
-        rows,
-        time.monotonic() - started,
-        aborted=control.reason if control.systemic else None,
-        interrupted=control.reason == "interrupted",
-        notes=tuple(control.notes),
-        count_runs=True,
-        from_journal=job.from_journal,
-        answers=endpoint.answers,
-    )
+    summary = job_summary(rows, started, control, endpoint, True, job.from_journal)
     return dataclasses.replace(
         summary, batch=job.summary_text(running), batches_running=len(running)
     )
@@ -110,18 +100,8 @@ def run_batch_rows(
 ) -> Summary:
     """:func:`run_batch_rows_async` as a blocking call (on a thread of its own inside a
     running event loop, as in a notebook)."""
-    job = run_batch_rows_async(
-        rows, settings, journal, progress=progress, handle_signals=handle_signals
+    return run_blocking(
+        run_batch_rows_async(
+            rows, settings, journal, progress=progress, handle_signals=handle_signals
+        )
     )
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        with event_loop() as runner:
-            return runner.run(job)
-
-    def in_thread() -> Summary:
-        with event_loop() as runner:
-            return runner.run(job)
-
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchrun") as pool:
-        return pool.submit(in_thread).result()

@@ -11,12 +11,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from batchrun.config import Settings
-from batchrun.endpoints import endpoint_named
+from batchrun.endpoints import Endpoint, endpoint_named
 from batchrun.report import Outcome, RowResult, Summary, summarize
 from batchrun.sending.control import Control
 from batchrun.sending.journal import Journal
@@ -25,6 +26,7 @@ from batchrun.sending.reads import Reader
 from batchrun.sending.runner import Execution, Progress, finish_rows, journal_guard
 from batchrun.sending.sender import RowSender
 
+T = TypeVar("T")
 # How long in-flight requests may finish after Ctrl-C or SIGTERM before they are cut off.
 INTERRUPT_GRACE = 10.0
 
@@ -163,15 +165,29 @@ async def run_rows_async(
     control = await execute(
         batch, settings, journal, progress=progress, handle_signals=handle_signals
     )
+    # A run is created queued: its status says something only once followed.
+    counted = settings.wait or endpoint.usage_at_once
+    return job_summary(rows, started, control, endpoint, counted, batch.from_journal)
+
+
+def job_summary(
+    rows: list[RowResult],
+    started: float,
+    control: Control,
+    endpoint: Endpoint,
+    count_statuses: bool,
+    from_journal: int,
+) -> Summary:
+    """The summary of a job that began at ``started`` (monotonic) and stopped as
+    ``control`` says."""
     return summarize(
         rows,
         time.monotonic() - started,
         aborted=control.reason if control.systemic else None,
         interrupted=control.reason == "interrupted",
         notes=tuple(control.notes),
-        # A run is created queued: its status says something only once followed.
-        count_runs=settings.wait or endpoint.usage_at_once,
-        from_journal=batch.from_journal,
+        count_runs=count_statuses,
+        from_journal=from_journal,
         answers=endpoint.answers,
     )
 
@@ -188,14 +204,21 @@ def run_rows(
 
     Inside a running event loop (a notebook) the job runs on a thread of its own.
     """
-    job = run_rows_async(rows, settings, journal, progress=progress, handle_signals=handle_signals)
+    return run_blocking(
+        run_rows_async(rows, settings, journal, progress=progress, handle_signals=handle_signals)
+    )
+
+
+def run_blocking(job: Coroutine[Any, Any, T]) -> T:
+    """Run ``job`` to its end on an event loop of its own: here, or on a thread of its own
+    when the caller already runs a loop (Jupyter, KNIME's Python node)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         with event_loop() as runner:
             return runner.run(job)
 
-    def in_thread() -> Summary:
+    def in_thread() -> T:
         with event_loop() as runner:
             return runner.run(job)
 
