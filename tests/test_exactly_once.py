@@ -410,3 +410,10 @@ def test_a_busy_thread_holds_no_worker_and_waits_once_for_all_its_rows(
     assert "still busy" in out[1]["error"] and out[1]["error"].startswith("not sent")
     assert all(row["error"].startswith("not sent") for row in out[2:4])
     assert report.summary.left == 3
+
+
+def test_rows_a_refused_connection_never_reached_are_not_counted_as_sent(tmp_path: Path) -> None:
+    source = write_sheet(tmp_path / "in.csv", [(f"t_{n}", "hi") for n in range(5)])
+    report = run_file(source, tmp_path / "out.csv", settings_for("http://127.0.0.1:9/v1"))
+    assert report.summary.sent == 0 and report.summary.left == 5
+    assert "this run: 0 sent, 5 left for the next run" in report.summary.line()

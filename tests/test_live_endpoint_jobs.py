@@ -480,3 +480,51 @@ def test_a_migrated_sheets_assistants_columns_are_named_as_not_sent(
     assert row["thread_id"] == "thread_1" and sent["instructions"] is None
     runs = run_file(source, tmp_path / "runs.csv", settings_for(sim.base_url))
     assert runs.summary.notes == ()
+
+
+@pytest.mark.parametrize(
+    ("status", "answer"),
+    [
+        pytest.param(
+            409, {"detail": "Conversation conv_x is locked by another request"}, id="409-detail"
+        ),
+        pytest.param(
+            400,
+            {
+                "error": {
+                    "message": "Conversation is locked, retry later",
+                    "type": "invalid_request_error",
+                }
+            },
+            id="400-worded",
+        ),
+    ],
+)
+def test_a_conversation_lock_worded_otherwise_is_waited_out_too(
+    tmp_path: Path, status: int, answer: dict[str, Any]
+) -> None:
+    from aiohttp import web
+    from loopback_server import serve_app
+
+    posts: list[int] = []
+
+    async def responses(request: web.Request) -> web.Response:
+        posts.append(1)
+        if len(posts) <= 2:
+            return web.json_response(answer, status=status)
+        return web.json_response(
+            {"id": "resp_1", "object": "response", "status": "completed", "output": []}
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", responses)
+    source = write_csv(
+        tmp_path / "c.csv", ["conversation", "model", "input"], [["conv_x", "m", "hi"]]
+    )
+    with serve_app(app) as base_url:
+        report = run_file(
+            source, tmp_path / "out.csv", settings_for(base_url, endpoint="responses")
+        )
+    (row,) = read_rows(tmp_path / "out.csv")
+    assert row["outcome"] == "ok", row["error"]
+    assert report.summary.exit_code == 0 and len(posts) == 3

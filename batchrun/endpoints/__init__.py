@@ -88,8 +88,9 @@ class Endpoint(abc.ABC):
         """The reply text in ``data`` (the answer itself, or what reply_path read)."""
         return ""
 
-    def busy(self, status: int, error: Mapping[str, Any]) -> str | None:
-        """LOOK or WAIT when an answer says the row's lane is busy, else None."""
+    def busy(self, status: int, code: object, message: str) -> str | None:
+        """LOOK or WAIT when an answer (its status, error code and one-line message, however
+        the server words it) says the row's lane is busy, else None."""
         return None
 
     def blocked_reason(self, answer_id: object, lane_id: str) -> str:

@@ -98,8 +98,15 @@ class Responses(Endpoint):
     def reply_text(self, data: Any, row: RowResult) -> str:
         return output_text(data) if isinstance(data, Mapping) else ""
 
-    def busy(self, status: int, error: Mapping[str, Any]) -> str | None:
-        return WAIT if status == 400 and error.get("code") == LOCKED else None
+    def busy(self, status: int, code: object, message: str) -> str | None:
+        # OpenAI's code, or a compatible server's own words: a 409 about the conversation,
+        # or a message that it is locked. Nothing was made: wait, then send.
+        if status not in (400, 409):
+            return None
+        words = message.casefold()
+        if code == LOCKED or ("conversation" in words and (status == 409 or "lock" in words)):
+            return WAIT
+        return None
 
 
 def _why_not_completed(response: Mapping[str, Any]) -> str:

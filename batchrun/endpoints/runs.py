@@ -140,10 +140,8 @@ class Runs(Endpoint):
     def reply_text(self, data: Any, row: RowResult) -> str:
         return reply_text(data, row.run_id)
 
-    def busy(self, status: int, error: Mapping[str, Any]) -> str | None:
-        if status == 400 and ACTIVE_RUN in str(error.get("message") or ""):
-            return LOOK
-        return None
+    def busy(self, status: int, code: object, message: str) -> str | None:
+        return LOOK if status == 400 and ACTIVE_RUN in message else None
 
     def blocked_reason(self, answer_id: object, lane_id: str) -> str:
         return blocked_reason(answer_id, lane_id)

@@ -124,7 +124,11 @@ class RowSender:
                 row.status, row.response, last = None, "", str(error)
                 if error.failure is not Failure.CONNECT:
                     self.connects.answered()  # it connected: the server is there
-                elif self.connects.refused():
+                    refused = False
+                else:
+                    row.sent_now -= 1  # it never left: "sent" counts what may have arrived
+                    refused = self.connects.refused()
+                if refused:
                     self.control.abort(f"{last} (check --base-url and that the server runs)")
                 decision = decide(
                     attempt=attempt,
@@ -153,7 +157,7 @@ class RowSender:
                     )
                     return None
                 last = answer.message
-                busy = self.endpoint.busy(answer.status, answer.error)
+                busy = self.endpoint.busy(answer.status, answer.error.get("code"), last)
                 if busy == WAIT:
                     return Busy("")  # refused, nothing made: wait for the lane, then send
                 if busy == LOOK:
