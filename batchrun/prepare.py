@@ -14,9 +14,10 @@ import orjson
 
 from batchrun.body import REQUEST_JSON, RowPlan, assemble, plan_columns, used_columns
 from batchrun.config import Settings
-from batchrun.report import Next, Outcome, RowResult
+from batchrun.report import Outcome, RowResult
 from batchrun.schema import RUN_TAG_KEY, BodyChecker, Problem
 from batchrun.sending.journal import body_digest, row_key
+from batchrun.sending.states import Event
 from batchrun.sheets.cells import frame_cell_text
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class RowPreparer:
             if cell_problems:
                 problems = merged_problems(cell_problems, problems)
             if problems:
-                row.fail(Outcome.INVALID, "; ".join(map(str, problems)), Next.NOTHING)
+                row.fail(Outcome.INVALID, "; ".join(map(str, problems)), Event.INVALID)
             else:
                 row.body = built.body
                 digest = body_digest(api_version, row.thread_id, built.body or {})

@@ -18,6 +18,16 @@ from typing import Any
 
 from batchrun.config import human_value
 from batchrun.errors import ExitCode
+from batchrun.sending.states import (
+    LEFT_STATES,
+    NEXT_WORD,
+    UNSURE_STATES,
+    Event,
+    RowState,
+    after,
+    from_journal,
+    from_words,
+)
 
 OUTCOME_SECTION = "Rows by outcome"
 TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
@@ -36,19 +46,6 @@ class Outcome(StrEnum):
     PENDING = "pending"  # created, still running when --wait-timeout ran out
 
 
-class Next(StrEnum):
-    """What the next job does with a row: decided where the row's fate is decided.
-
-    With :attr:`RowResult.maybe_sent` (a request may have arrived unanswered), sending
-    again always starts by looking for the row's run on the server.
-    """
-
-    NOTHING = "nothing"  # final: never sent again
-    FOLLOW = "follow"  # its run exists and may still be going: a --wait job follows it
-    SEND = "send"  # left for the next job, which sends it without being asked
-    RETRY = "retry"  # failed: sent again only with --retry-failed
-
-
 @dataclass(slots=True)
 class RowResult:
     """Everything known about one row; becomes the row's result cells."""
@@ -58,7 +55,8 @@ class RowResult:
     body: dict[str, Any] | None = None
     key: str | None = None
     outcome: Outcome | None = None
-    next: Next = Next.SEND
+    # Where the row is in its life: changed only by move() (see batchrun.sending.states).
+    state: RowState = RowState.UNSENT
     status: int | None = None
     response: str = ""
     error: str = ""
@@ -69,8 +67,6 @@ class RowResult:
     last_error: str = ""
     reply: str = ""
     reconciled: bool = False
-    # A request that may have reached the server without our seeing the answer.
-    maybe_sent: bool = False
     # Wall-clock time of the first send: runs created before it cannot be this row's.
     sent_at: float = 0.0
     # Runs this row had before and replaced (--retry-failed after a failed run): never
@@ -81,11 +77,22 @@ class RowResult:
     # POSTs made by this job (``attempts`` counts every job's).
     sent_now: int = 0
 
-    def fail(self, outcome: Outcome, error: str, then: Next = Next.RETRY) -> None:
-        """End the row without a run; ``then`` says what a later job does with it."""
+    @property
+    def unsure(self) -> bool:
+        """Whether a request of the row may have reached the server unanswered, so sending
+        again starts by looking for what it made."""
+        return self.state in UNSURE_STATES
+
+    def move(self, event: Event) -> None:
+        """Take ``event``: the row's state follows the one transition table."""
+        self.state = after(self.state, event)
+
+    def fail(self, outcome: Outcome, error: str, event: Event = Event.REFUSED) -> None:
+        """End the row without a run; ``event`` says why (REFUSED: --retry-failed sends it
+        again; LEFT: the next job does; INVALID: never)."""
         self.outcome = outcome
         self.error = error
-        self.next = then
+        self.move(event)
 
     def to_journal(self) -> dict[str, Any]:
         """The fields a rerun needs to rebuild this row's result."""
@@ -100,29 +107,31 @@ class RowResult:
             "last_error": self.last_error,
             "reply": self.reply,
             "reconciled": self.reconciled,
-            "ambiguous": self.maybe_sent,
+            "ambiguous": self.unsure,
             "sent_at": self.sent_at,
             "outcome": self.outcome.value if self.outcome else None,
-            "next": self.next.value,
+            "next": NEXT_WORD[self.state],
             "superseded": self.superseded,
             "ghost": self.ghost,
         }
 
-    def restore(self, saved: dict[str, Any]) -> None:
-        """Take back a result from the journal."""
+    def restore(self, saved: dict[str, Any], entry: str | None = None) -> None:
+        """Take back a result from the journal (``entry``: its state there)."""
         for name in ("status", "response", "error", "run_id", "run_status", "attempts"):
             setattr(self, name, saved.get(name, getattr(self, name)))
         self.usage = dict(saved.get("usage") or {})
         self.last_error = saved.get("last_error") or ""
         self.reply = saved.get("reply") or ""
         self.reconciled = bool(saved.get("reconciled"))
-        self.maybe_sent = bool(saved.get("ambiguous"))
         self.sent_at = float(saved.get("sent_at") or 0.0)
         self.outcome = Outcome(saved["outcome"]) if saved.get("outcome") else None
         self.superseded = list(saved.get("superseded") or [])
         self.ghost = saved.get("ghost") or ""
-        if saved.get("next"):
-            self.next = Next(saved["next"])
+        ambiguous = bool(saved.get("ambiguous"))
+        if entry is not None:
+            self.state = from_journal(entry, ambiguous)
+        elif saved.get("next"):
+            self.state = from_words(saved["next"], ambiguous)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +279,7 @@ def summarize(
         notes=notes,
         sent=sum(r.sent_now > 0 for r in results),
         from_journal=from_journal,
-        left=sum(r.next is Next.SEND or r.outcome is Outcome.PENDING for r in results),
+        left=sum(r.state in LEFT_STATES or r.outcome is Outcome.PENDING for r in results),
         ghosts=sum(bool(r.ghost) for r in results),
         answers=answers,
     )

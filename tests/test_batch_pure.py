@@ -23,7 +23,8 @@ from batchrun.batch.lines import (
     too_large,
 )
 from batchrun.endpoints import endpoint_named
-from batchrun.report import Next, Outcome, RowResult
+from batchrun.report import Outcome, RowResult
+from batchrun.sending.states import RowState
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -166,13 +167,13 @@ def test_join_settles_answered_rows_as_a_direct_job_and_fails_the_rest_by_line()
         1,
     )
     assert a.usage == {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}
-    assert a.next is Next.NOTHING and orjson.loads(a.response)["id"] == "resp_1"
+    assert a.state is RowState.DONE and orjson.loads(a.response)["id"] == "resp_1"
     assert (b.outcome, b.status, b.error) == (
         Outcome.FAILED,
         None,
         "server_error: The server had an error",
     )
-    assert c.outcome is Outcome.FAILED and c.status == 400 and c.next is Next.RETRY
+    assert c.outcome is Outcome.FAILED and c.status == 400 and c.state is RowState.FAILED
     assert c.error == "HTTP 400: Bad model, key sk-t***ef" and KEY not in c.response
     assert d.outcome is None
 
@@ -207,14 +208,14 @@ def test_a_response_that_ended_failed_inside_a_batch_is_a_failed_run() -> None:
         endpoint_named("responses"),
         mask,
     )
-    assert rows["a"].outcome is Outcome.RUN_FAILED and rows["a"].next is Next.RETRY
+    assert rows["a"].outcome is Outcome.RUN_FAILED and rows["a"].state is RowState.FAILED
 
 
 def test_unanswered_rows_say_the_batch_ended_and_that_retry_failed_sends_them() -> None:
     rows = rows_of("a")
     fail_unanswered(rows.values(), "batch_1", "expired")
     row = rows["a"]
-    assert row.outcome is Outcome.FAILED and row.next is Next.RETRY
+    assert row.outcome is Outcome.FAILED and row.state is RowState.FAILED
     assert row.error == (
         "not answered: the batch batch_1 ended expired before this row ran; "
         "--retry-failed sends it again"

@@ -132,11 +132,11 @@ def test_a_newer_run_of_another_client_is_not_taken_for_the_rows_own() -> None:
     # A server that keeps metadata shows it for every run; once the job has seen its own
     # tags there, an untagged run is another client's, not a reason to refuse the row.
     foreign = {"id": "r2", "status": "completed", "created_at": 100, "metadata": {}}
-    judged = judge([foreign], tag="k.j", maybe_sent=True, sent_at=100, tags_seen=True)
+    judged = judge([foreign], tag="k.j", unsure=True, sent_at=100, tags_seen=True)
     assert judged.verdict is Verdict.ABSENT
-    unseen = judge([foreign], tag="k.j", maybe_sent=True, sent_at=100, tags_seen=False)
+    unseen = judge([foreign], tag="k.j", unsure=True, sent_at=100, tags_seen=False)
     assert unseen.verdict is Verdict.UNSURE
     dropped = {key: value for key, value in foreign.items() if key != "metadata"}
-    assert judge([dropped], tag="k.j", maybe_sent=True, sent_at=100, tags_seen=True).verdict is (
+    assert judge([dropped], tag="k.j", unsure=True, sent_at=100, tags_seen=True).verdict is (
         Verdict.UNSURE
     )

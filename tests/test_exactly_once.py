@@ -110,7 +110,7 @@ def test_fresh_starts_a_new_job_whose_tags_never_match_an_older_jobs_run(
     assert new.job_id != old_job
     new.close()
     yesterday = {"id": "run_old", "status": "completed", "metadata": {"batchrun_key": "k.old"}}
-    verdict = judge([yesterday], tag="k.new", maybe_sent=True, sent_at=0.0).verdict
+    verdict = judge([yesterday], tag="k.new", unsure=True, sent_at=0.0).verdict
     assert verdict is Verdict.ABSENT  # not adopted: a run of another job
 
 

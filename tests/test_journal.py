@@ -20,16 +20,8 @@ from job_support import command, read_rows, settings_for
 from batchrun.errors import ExitCode, JournalMismatch
 from batchrun.jobs import run_file
 from batchrun.sending import journal as journal_module
-from batchrun.sending.journal import (
-    CREATED,
-    DONE,
-    FAILED,
-    MIGRATIONS,
-    SENDING,
-    Entry,
-    Journal,
-    read_journal,
-)
+from batchrun.sending.journal import MIGRATIONS, Entry, Journal, read_journal
+from batchrun.sending.states import CREATED, DONE, FAILED, SENDING
 from batchrun.simulator import RunningSimulator, SimulatorConfig
 
 KEY = "sk-test-journal-0123456789"

@@ -1,5 +1,5 @@
-"""Pure decisions of the sending core, by tables: the reconciliation judge, the per-row plan
-from the journal, and the watchers that stop a job."""
+"""Pure decisions of the sending core, by tables: the reconciliation judge and the watchers
+that stop a job (a row's states and the plan: test_states.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ from typing import Any
 
 import pytest
 
-from batchrun.report import Next, Outcome, RowResult
 from batchrun.sending.control import ConnectWatch, RouteWatch, missing_route
-from batchrun.sending.journal import CREATED, DONE, FAILED, SENDING, journal_state
 from batchrun.sending.judge import Verdict, judge
-from batchrun.sending.plan import Action, plan_entry
 
 SENT_AT = 1_000.0
 
@@ -65,7 +62,7 @@ JUDGE_CASES = [
     ),
     pytest.param(
         [without_metadata(run("r1"))],
-        {"maybe_sent": False},
+        {"unsure": False},
         Verdict.ABSENT,
         None,
         id="not-maybe-sent-never-unsure",
@@ -88,68 +85,11 @@ JUDGE_CASES = [
 def test_the_judge(
     runs: list[dict[str, Any]], options: dict[str, Any], verdict: Verdict, run_id: str | None
 ) -> None:
-    arguments: dict[str, Any] = {"tag": "k.j", "maybe_sent": True, "sent_at": SENT_AT}
+    arguments: dict[str, Any] = {"tag": "k.j", "unsure": True, "sent_at": SENT_AT}
     judged = judge(runs, **{**arguments, **options})
     assert judged.verdict is verdict
     if run_id is not None:
         assert judged.run is not None and judged.run["id"] == run_id
-
-
-def restored(outcome: Outcome | None, run_status: str = "", ghost: str = "") -> RowResult:
-    return RowResult(0, outcome=outcome, run_status=run_status, ghost=ghost)
-
-
-PLAN_CASES = [
-    pytest.param(SENDING, restored(None), {}, Action.SEND, id="caught-in-flight"),
-    pytest.param(FAILED, restored(Outcome.FAILED), {}, Action.KEEP, id="failed-kept"),
-    pytest.param(
-        FAILED, restored(Outcome.FAILED), {"retry_failed": True}, Action.SEND, id="retry-failed"
-    ),
-    pytest.param(
-        DONE,
-        restored(Outcome.RUN_FAILED, "failed"),
-        {"retry_failed": True},
-        Action.NEW_RUN,
-        id="run-failed-gets-a-new-run",
-    ),
-    pytest.param(
-        DONE, restored(Outcome.RUN_FAILED, "failed"), {}, Action.KEEP, id="run-failed-kept"
-    ),
-    pytest.param(
-        CREATED, restored(Outcome.OK, "queued"), {"wait": True}, Action.FOLLOW, id="follow"
-    ),
-    pytest.param(CREATED, restored(Outcome.OK, "queued"), {}, Action.KEEP, id="no-wait-kept"),
-    pytest.param(
-        CREATED,
-        restored(Outcome.PENDING, "queued", ghost="HTTP 500"),
-        {"wait": True},
-        Action.LOOK_ONCE,
-        id="a-stalled-ghost-run-is-looked-at-once",
-    ),
-    pytest.param(DONE, restored(Outcome.OK, "completed"), {"wait": True}, Action.KEEP, id="done"),
-]
-
-
-@pytest.mark.parametrize(("state", "row", "options", "action"), PLAN_CASES)
-def test_the_plan(state: str, row: RowResult, options: dict[str, Any], action: Action) -> None:
-    flags = {"retry_failed": False, "wait": False, **options}
-    assert plan_entry(state, row, **flags) is action
-
-
-STATE_CASES = [
-    pytest.param(Next.NOTHING, False, DONE, id="final"),
-    pytest.param(Next.FOLLOW, False, CREATED, id="follow"),
-    pytest.param(Next.RETRY, True, FAILED, id="retry"),
-    pytest.param(Next.SEND, True, SENDING, id="left-maybe-sent-reconciled-next-time"),
-    pytest.param(Next.SEND, False, None, id="left-unsent-no-entry"),
-]
-
-
-@pytest.mark.parametrize(("next_step", "maybe_sent", "state"), STATE_CASES)
-def test_the_journal_state_keeps_what_the_next_job_does(
-    next_step: Next, maybe_sent: bool, state: str | None
-) -> None:
-    assert journal_state(RowResult(0, next=next_step, maybe_sent=maybe_sent)) == state
 
 
 ROUTE_CASES = [

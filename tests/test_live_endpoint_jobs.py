@@ -18,9 +18,10 @@ from conftest import send
 from job_support import TEST_KEY, command, read_rows, settings_for
 
 from batchrun.jobs import run_file, validate_file
-from batchrun.report import Next, Outcome, RowResult
+from batchrun.report import Outcome, RowResult
 from batchrun.sending.journal import Entry
-from batchrun.sending.plan import plan_batch
+from batchrun.sending.plan import plan_job
+from batchrun.sending.states import Event, RowState
 from batchrun.simulator import RunningSimulator
 
 Make = Callable[..., RunningSimulator]
@@ -220,16 +221,15 @@ def test_a_response_that_may_exist_is_not_sent_again_until_retry_failed(
 
 def test_rows_that_cannot_be_looked_up_are_marked_one_by_one() -> None:
     row = RowResult(0, key="k", body={"model": "m"})
+    row.move(Event.MAYBE_ARRIVED)
     row.fail(Outcome.FAILED, "may exist")
-    row.maybe_sent = True
     entries = {"k": Entry("failed", row.to_journal())}
     fresh = RowResult(0, key="k", body={"model": "m"})
-    batch = plan_batch([fresh], entries, retry_failed=True, wait=False, can_look=lambda r: False)
-    assert batch.to_create == {0} and fresh.maybe_sent is False
+    plan = plan_job([fresh], entries, retry_failed=True, wait=False, can_look=lambda r: False)
+    assert plan.to_create == {0} and fresh.state is RowState.UNSENT
     fresh = RowResult(0, key="k", body={"model": "m"})
-    batch = plan_batch([fresh], entries, retry_failed=True, wait=False)
-    assert batch.to_create == {0} and fresh.maybe_sent is True
-    assert fresh.next is Next.RETRY
+    plan = plan_job([fresh], entries, retry_failed=True, wait=False)
+    assert plan.to_create == {0} and fresh.state is RowState.UNSURE
 
 
 # --- chat -----------------------------------------------------------------------------------

@@ -33,9 +33,10 @@ from batchrun.batch.lines import PartWriter, batch_line, batch_url, too_large
 from batchrun.config import Settings
 from batchrun.endpoints import Endpoint
 from batchrun.prepare import sent_body
-from batchrun.report import Next, Outcome, RowResult
-from batchrun.sending.journal import FAILED, Journal, journal_state
+from batchrun.report import Outcome, RowResult
+from batchrun.sending.journal import Journal
 from batchrun.sending.runner import Progress
+from batchrun.sending.states import FAILED, IN_JOURNAL, Event
 
 POLL_FIRST, POLL_GROWTH, POLL_CAP = 1.0, 1.5, 30.0
 ENDED_BATCHES = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -108,7 +109,7 @@ class BatchJob:
         for key, row in self.by_key.items():
             entry = entries.get(key)
             if entry is not None:
-                row.restore(entry.result)
+                row.restore(entry.result, entry.state)
             if key in busy:
                 continue
             if entry is None or (entry.state == FAILED and self.settings.retry_failed):
@@ -129,7 +130,7 @@ class BatchJob:
                 body = sent_body(row, self.settings, self.tag(row.key))
                 line = batch_line(row.key, self.url, body)
                 if problem := too_large(line):
-                    row.fail(Outcome.INVALID, problem, Next.NOTHING)
+                    row.fail(Outcome.INVALID, problem, Event.INVALID)
                     continue
                 writer.add(row.key, line)
         for written in writer.parts:
@@ -268,7 +269,7 @@ class BatchJob:
         between the two joins the part again, with the same results)."""
         for row in self.part_rows(part).values():
             assert row.key is not None
-            self.journal.record(row.key, journal_state(row), row.to_journal())
+            self.journal.record(row.key, IN_JOURNAL[row.state], row.to_journal())
             self.progress.update("done", row)
         self.journal.flush()
         part.state = state
@@ -285,16 +286,17 @@ class BatchJob:
                 running.append(part)
                 text = self.pending_text(part)
                 for row in rows:
-                    row.outcome, row.error, row.next = Outcome.PENDING, text, Next.FOLLOW
+                    row.outcome, row.error = Outcome.PENDING, text
+                    row.move(Event.GOING)
                 continue
             why = self.why_not.get(part.number) or stopped or "not submitted"
             for row in rows:
                 row.status, row.response = None, ""
-                row.fail(Outcome.NOT_SENT, f"not sent: {why}; rerun the same command to go on")
-                row.next = Next.SEND
+                why = f"not sent: {why}; rerun the same command to go on"
+                row.fail(Outcome.NOT_SENT, why, Event.LEFT)
         for row in self.by_key.values():
             if row.outcome is None:
-                row.fail(Outcome.NOT_SENT, f"not sent: {stopped or 'stopped'}", Next.SEND)
+                row.fail(Outcome.NOT_SENT, f"not sent: {stopped or 'stopped'}", Event.LEFT)
         return running
 
     def pending_text(self, part: Part) -> str:

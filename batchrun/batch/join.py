@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from batchrun.endpoints import Endpoint
-from batchrun.report import Next, Outcome, RowResult
+from batchrun.report import Outcome, RowResult
 
 Mask = Callable[[str], str]
 
@@ -120,4 +120,4 @@ def fail_invalid_batch(
         else:
             found = "; ".join(every) or "no reason given"
             reason = f"the batch failed validation ({found}); --retry-failed sends it again"
-        row.fail(Outcome.FAILED, reason, Next.RETRY)
+        row.fail(Outcome.FAILED, reason)

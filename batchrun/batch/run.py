@@ -10,11 +10,12 @@ import time
 from batchrun.batch.lines import ConversationTurns, batch_problem
 from batchrun.config import Settings
 from batchrun.endpoints import endpoint_named
-from batchrun.report import Next, Outcome, RowResult, Summary
+from batchrun.report import Outcome, RowResult, Summary
 from batchrun.sending.control import StopSending
 from batchrun.sending.journal import Journal
 from batchrun.sending.runner import Progress
 from batchrun.sending.session import job_summary, open_sending, run_blocking
+from batchrun.sending.states import Event
 
 
 def mark_unbatchable(rows: list[RowResult]) -> None:
@@ -25,7 +26,7 @@ def mark_unbatchable(rows: list[RowResult]) -> None:
             continue
         body = row.body or {}
         if problem := batch_problem(body) or turns.problem(body):
-            row.fail(Outcome.INVALID, problem, Next.NOTHING)
+            row.fail(Outcome.INVALID, problem, Event.INVALID)
 
 
 async def run_batch_rows_async(

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from batchrun.endpoints import Endpoint
-from batchrun.report import Next, Outcome, RowResult
+from batchrun.report import Outcome, RowResult
 from batchrun.schema import RUN_TAG_KEY
+from batchrun.sending.states import Event
 
 NAME = "chat"
 LOOK_PAGE = 20
@@ -57,7 +58,8 @@ class Chat(Endpoint):
         if isinstance(usage, Mapping):
             row.usage = {k: v for k, v in usage.items() if isinstance(v, int)}
         row.reply = self.reply_text(answer, row)
-        row.outcome, row.error, row.next = Outcome.OK, "", Next.NOTHING
+        row.outcome, row.error = Outcome.OK, ""
+        row.move(Event.FINISHED)
 
     def stopped(self, status: str) -> bool:
         return True  # a completion is answered whole

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from batchrun.endpoints import WAIT, Endpoint
-from batchrun.report import Next, Outcome, RowResult
+from batchrun.report import Outcome, RowResult
+from batchrun.sending.states import Event
 
 NAME = "responses"
 LOCKED = "conversation_locked"
@@ -82,15 +83,17 @@ class Responses(Endpoint):
         row.last_error = _why_not_completed(answer)
         row.reply = output_text(answer)
         if row.run_status in GOING:
-            row.outcome, row.error, row.next = Outcome.OK, "", Next.FOLLOW
+            row.outcome, row.error = Outcome.OK, ""
+            row.move(Event.GOING)
         elif row.run_status == "completed":
-            row.outcome, row.error, row.next = Outcome.OK, "", Next.NOTHING
+            row.outcome, row.error = Outcome.OK, ""
+            row.move(Event.FINISHED)
         else:
             row.outcome = Outcome.RUN_FAILED
             row.error = f"response ended {row.run_status}" + (
                 f" ({row.last_error})" if row.last_error else ""
             )
-            row.next = Next.RETRY
+            row.move(Event.ANSWER_FAILED)
 
     def follow_path(self, row: RowResult, answer_id: str) -> str:
         return f"/responses/{urllib.parse.quote(answer_id, safe='')}"

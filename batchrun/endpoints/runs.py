@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from batchrun.endpoints import LOOK, Endpoint
-from batchrun.report import STOPPED_RUN_STATUSES, Next, Outcome, RowResult
+from batchrun.report import STOPPED_RUN_STATUSES, Outcome, RowResult
+from batchrun.sending.states import Event
 
 NAME = "runs"
 RECONCILE_PAGE = 20
@@ -73,16 +74,16 @@ def settle(row: RowResult, run: Mapping[str, Any], *, wait: bool) -> None:
         row.last_error = f"{last_error.get('code')}: {last_error.get('message')}"
     if row.run_status not in STOPPED_RUN_STATUSES:
         row.outcome, row.error = Outcome.OK, ""
-        row.next = Next.FOLLOW
+        row.move(Event.GOING)
         return
     if row.run_status == "completed":
         row.outcome, row.error = Outcome.OK, ""
-        row.next = Next.NOTHING
+        row.move(Event.FINISHED)
         return
     row.outcome = Outcome.RUN_FAILED
     row.error = f"run ended {row.run_status}" + (f" ({row.last_error})" if row.last_error else "")
     # A new run on --retry-failed; the failed one is never adopted again.
-    row.next = Next.RETRY
+    row.move(Event.ANSWER_FAILED)
 
 
 def reply_text(messages: Any, run_id: str) -> str:

@@ -8,7 +8,8 @@ The file holds one job per input file name and endpoint (``jobs``), each with it
 the job that created it. Two processes never work one journal at once (see
 :class:`~batchrun.sending.lock.JournalLock`).
 
-Each row is known by its key (see :func:`row_key`); its entry moves through::
+Each row is known by its key (see :func:`row_key`); its entry keeps the row's state (see
+:data:`batchrun.sending.states.IN_JOURNAL`) and moves through::
 
     (none) --mark_sending--> sending --record--> created --record--> done
                                     \\--record--> failed
@@ -44,8 +45,8 @@ from typing import Any
 import orjson
 
 from batchrun.errors import JournalMismatch
-from batchrun.report import Next, RowResult
 from batchrun.sending.lock import JournalLock
+from batchrun.sending.states import SENDING
 
 KEY_VERSION = "br1"
 # Final states are committed in batches: per-row commits cost more than the HTTP request.
@@ -56,7 +57,6 @@ BACKSTOP_CHECKPOINT_PAGES = 50_000  # 200 MB of log
 # Loading rewrites the log when it holds more than this many entries and over three per key.
 COMPACT_AFTER_ENTRIES = 10_000
 COMPACT_BATCH_ENTRIES = 5_000
-SENDING, CREATED, DONE, FAILED = "sending", "created", "done", "failed"
 FORGOTTEN = "forgotten"  # in the log only: the key has no entry any more
 
 # Each entry upgrades the schema by one version; never edit a released one, append.
@@ -367,18 +367,6 @@ def _replay(db: sqlite3.Connection, job_id: str | None) -> tuple[dict[str, Entry
                 else:
                     entries[key] = Entry(state, result)
     return entries, written
-
-
-def journal_state(row: RowResult) -> str | None:
-    """The journal state that keeps what the next job does with ``row`` (None: no entry)."""
-    if row.next is Next.NOTHING:
-        return DONE
-    if row.next is Next.FOLLOW:
-        return CREATED
-    if row.next is Next.RETRY:
-        return FAILED
-    # Left for the next job: if it may have arrived, the next job looks for its run first.
-    return SENDING if row.maybe_sent else None
 
 
 def default_journal_path(source: Path) -> Path:

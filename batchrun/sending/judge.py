@@ -3,7 +3,7 @@
 A pure function, tested by a table like :func:`batchrun.sending.retry.decide`::
 
     >>> judge([{"id": "run_1", "status": "queued", "metadata": {"batchrun_key": "k.j"}}],
-    ...       tag="k.j", maybe_sent=True, sent_at=0.0).verdict
+    ...       tag="k.j", unsure=True, sent_at=0.0).verdict
     <Verdict.ADOPT: 'adopt'>
 
 Verdicts, in the order they win:
@@ -70,14 +70,14 @@ def judge(
     runs: Sequence[Mapping[str, Any]],
     *,
     tag: str | None,
-    maybe_sent: bool,
+    unsure: bool,
     sent_at: float,
     superseded: Collection[str] = (),
     tags_seen: bool = False,
 ) -> Judgement:
     """Judge a row's create from ``runs`` (a thread's newest runs, newest first).
 
-    ``tag`` is the row's run tag (None without one); ``maybe_sent`` whether an earlier
+    ``tag`` is the row's run tag (None without one); ``unsure`` whether an earlier
     request of the row may have arrived; ``sent_at`` the wall-clock time of its first send;
     ``superseded`` run ids the row has already replaced (``--retry-failed`` after a failed
     run); ``tags_seen`` whether this job has seen the server keep run tags, in any answer.
@@ -86,7 +86,7 @@ def judge(
         for run in runs:
             if tag_of(run) == tag and run.get("id") not in superseded:
                 return Judgement(Verdict.ADOPT, run)
-    if maybe_sent:
+    if unsure:
         if tag is None:
             return Judgement(Verdict.UNSURE, runs[0] if runs else None, reason="no tag")
         if not any(tag_of(run) is not None for run in runs):

@@ -1,4 +1,4 @@
-"""Run a planned batch: lanes per thread, a fixed pool of workers, followers, stopping.
+"""Run a job's plan: lanes per thread, a fixed pool of workers, followers, stopping.
 
 Rows that share a thread (a conversation, for responses) form a *lane* and go in input
 order, each after the previous run on it has stopped; lanes go in parallel; a row with
@@ -25,12 +25,13 @@ from typing import Any, Protocol
 
 from batchrun.config import Settings
 from batchrun.endpoints import Endpoint
-from batchrun.report import Next, Outcome, RowResult
+from batchrun.report import Outcome, RowResult
 from batchrun.sending.control import Control, StopSending
-from batchrun.sending.journal import Journal, journal_state
-from batchrun.sending.plan import Batch
+from batchrun.sending.journal import Journal
+from batchrun.sending.plan import JobPlan
 from batchrun.sending.reads import POLL_CAP, POLL_FIRST, Reader
 from batchrun.sending.sender import Busy, RowSender
+from batchrun.sending.states import HOLDS_LANE, IN_JOURNAL, Event, RowState
 
 
 class Progress(Protocol):
@@ -79,9 +80,7 @@ class Lane:
 
 def left_for_next_run(row: RowResult) -> bool:
     """Whether a row ended this job unsent or unconfirmed, so later rows must wait."""
-    return row.outcome in (Outcome.FAILED, Outcome.NOT_SENT) and (
-        row.next is Next.SEND or row.maybe_sent
-    )
+    return row.outcome in (Outcome.FAILED, Outcome.NOT_SENT) and row.state in HOLDS_LANE
 
 
 class Execution:
@@ -89,7 +88,7 @@ class Execution:
 
     def __init__(
         self,
-        batch: Batch,
+        plan: JobPlan,
         sender: RowSender,
         reader: Reader,
         journal: Journal,
@@ -97,7 +96,7 @@ class Execution:
         progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.batch = batch
+        self.plan = plan
         self.sender = sender
         self.reader = reader
         self.endpoint: Endpoint = sender.endpoint
@@ -111,7 +110,7 @@ class Execution:
         self.followers: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
         # Rows to create in input order, for marking ``sending`` a block ahead.
-        self.due = collections.deque(r for r in batch.rows if r.index in batch.to_create)
+        self.due = collections.deque(r for r in plan.rows if r.index in plan.to_create)
         self.marked: set[int] = set()
         self.journal_failed = False
         # The group commit of marks (see mark) and states (see record).
@@ -122,8 +121,8 @@ class Execution:
     def lanes(self) -> list[Lane]:
         """Lanes of the rows this job handles, ordered by each thread's first row."""
         lanes: dict[object, Lane] = {}
-        wanted = self.batch.to_create | self.batch.to_follow
-        for row in self.batch.rows:
+        wanted = self.plan.to_create | self.plan.to_follow
+        for row in self.plan.rows:
             if row.index in wanted:
                 key = row.thread_id or row.index  # no thread or conversation: its own lane
                 lane = lanes.get(key)
@@ -160,7 +159,7 @@ class Execution:
         if lane.blocked:
             self.stop_lane(lane, lane.position, lane.blocked)
             return
-        if row.index in self.batch.to_create:
+        if row.index in self.plan.to_create:
             busy = await self.create(lane, row)
             if busy is not None:
                 self.spawn(self.wait_for_thread(lane, busy))
@@ -175,7 +174,7 @@ class Execution:
         try:
             busy = await self.sender.create(row)
         except StopSending as stop:
-            row.fail(Outcome.NOT_SENT, f"not sent: job stopped ({stop})", Next.SEND)
+            row.fail(Outcome.NOT_SENT, f"not sent: job stopped ({stop})", Event.LEFT)
             busy = None
         except sqlite3.Error:
             raise  # the journal failed: nothing more may be sent
@@ -251,7 +250,7 @@ class Execution:
     async def follow(self, lane: Lane) -> None:
         """Wait for a row's run to stop, then let the lane go on (or block it)."""
         row = lane.row
-        once = row.index in self.batch.look_once
+        once = row.index in self.plan.look_once
         deadline = self._clock() + (0.0 if once else self.settings.wait_timeout)
         try:
             if self.settings.wait:
@@ -285,7 +284,7 @@ class Execution:
         run = await self.reader.follow(row, row.run_id, deadline=deadline)
         if run is None:
             row.outcome, row.error = Outcome.PENDING, f"could not read the {word}'s status"
-            row.next = Next.FOLLOW
+            row.move(Event.GOING)
             return
         self.endpoint.settle(row, run, wait=True)
         if not self.endpoint.stopped(row.run_status):
@@ -307,7 +306,7 @@ class Execution:
         before any later attempt (``--retry-failed``)."""
         text = self.sender.client.mask(f"{type(error).__name__}: {error}")
         row.fail(Outcome.FAILED, f"internal error: {text}")
-        row.maybe_sent = True
+        row.move(Event.MAYBE_ARRIVED)
         self.record(row)
 
     def advance(self, lane: Lane) -> None:
@@ -319,8 +318,8 @@ class Execution:
 
     def stop_lane(self, lane: Lane, start: int, reason: str) -> None:
         for row in lane.rows[start:]:
-            if row.outcome is None or row.index in self.batch.to_create:
-                row.fail(Outcome.NOT_SENT, reason, Next.SEND)
+            if row.outcome is None or row.index in self.plan.to_create:
+                row.fail(Outcome.NOT_SENT, reason, Event.LEFT)
             self.progress.update("done", row)
         self.lane_finished()
 
@@ -413,7 +412,7 @@ class Execution:
         """
         if row.key is None or self.journal_failed:
             return
-        self.journal.record(row.key, journal_state(row), row.to_journal())
+        self.journal.record(row.key, IN_JOURNAL[row.state], row.to_journal())
         if not self.endpoint.can_look(row):
             self._commit_soon()
 
@@ -424,19 +423,23 @@ def _retrieved(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
-def finish_rows(batch: Batch, control: Control, *, wait: bool) -> None:
+def finish_rows(plan: JobPlan, control: Control, *, wait: bool) -> None:
     """Give every row still open an outcome (rows a stop caught in flight or unreached)."""
     reason = control.reason or "stopped"
-    handled = batch.to_create | batch.to_follow
-    for row in batch.rows:
+    handled = plan.to_create | plan.to_follow
+    for row in plan.rows:
         if row.outcome is None:
-            # Cut off mid-request (a second Ctrl-C) it is maybe_sent: the rerun looks first.
-            row.fail(Outcome.NOT_SENT, f"not sent: job stopped ({reason}); rerun to send it")
-            row.next = Next.SEND
+            # Cut off mid-request (a second Ctrl-C) it is unsure: the rerun looks first.
+            why = f"not sent: job stopped ({reason}); rerun to send it"
+            row.fail(Outcome.NOT_SENT, why, Event.LEFT)
         elif (
-            wait and row.outcome is Outcome.OK and row.index in handled and row.next is Next.FOLLOW
+            wait
+            and row.outcome is Outcome.OK
+            and row.index in handled
+            and row.state is RowState.CREATED
         ):
-            row.outcome, row.next = Outcome.PENDING, Next.FOLLOW
+            row.outcome = Outcome.PENDING
+            row.move(Event.GOING)
             row.error = f"run still {row.run_status}: the job stopped ({reason}); rerun to wait"
 
 

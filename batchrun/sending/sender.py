@@ -12,7 +12,7 @@
 - a systemic answer (401, 403, no quota, a missing route, a wrong port) stops the job via
   :class:`~batchrun.sending.control.Control`.
 
-Each decision sets the row's :class:`~batchrun.report.Next` where it is made.
+Each decision moves the row's state (:mod:`batchrun.sending.states`) where it is made.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import orjson
 from batchrun.config import Settings
 from batchrun.endpoints import LOOK, WAIT, endpoint_named
 from batchrun.prepare import sent_body
-from batchrun.report import Next, Outcome, RowResult
+from batchrun.report import Outcome, RowResult
 from batchrun.sending.client import ApiClient, TransportError
 from batchrun.sending.control import (
     ConnectWatch,
@@ -42,6 +42,7 @@ from batchrun.sending.judge import Judgement, Verdict, judge, tag_of
 from batchrun.sending.limiter import Limiter
 from batchrun.sending.reads import POLL_FIRST, Reader, throttle_budget
 from batchrun.sending.retry import Failure, RetryDecision, decide
+from batchrun.sending.states import Event
 
 # "Busy" answers in a row while the thread's runs show none active: an inconsistent server.
 BUSY_MISMATCH_LIMIT = 5
@@ -97,7 +98,7 @@ class RowSender:
         Returns :class:`Busy` when the thread first has to finish another run.
         """
         assert row.body is not None
-        if row.maybe_sent:
+        if row.unsure:
             step = await self._reconcile(row)
             if step is not False:
                 return step if isinstance(step, Busy) else None
@@ -118,7 +119,7 @@ class RowSender:
             try:
                 answer = await self.client.call("POST", path, payload)
             except asyncio.CancelledError:
-                row.maybe_sent = True  # cut off in flight: the request may have arrived
+                row.move(Event.MAYBE_ARRIVED)  # cut off in flight: it may have arrived
                 raise
             except TransportError as error:
                 row.status, row.response, last = None, "", str(error)
@@ -148,7 +149,7 @@ class RowSender:
                     if self.endpoint.is_answer(answer.data):
                         self._take(row, answer.data)
                         return None
-                    row.maybe_sent = True
+                    row.move(Event.MAYBE_ARRIVED)
                     word = self.endpoint.answer_word
                     row.fail(
                         Outcome.FAILED,
@@ -173,7 +174,7 @@ class RowSender:
                             Outcome.NOT_SENT,
                             f"not sent: the server keeps answering that thread "
                             f"{row.thread_id} is busy but lists no active run; rerun later",
-                            Next.SEND,
+                            Event.LEFT,
                         )
                         return None
                     await self._sleep(POLL_FIRST * busy_mismatches)
@@ -196,7 +197,7 @@ class RowSender:
                 )
                 if missing_route(answer.status, answer.data, answer.text):
                     # Not a verdict on the row: if the route is missing, the next run sends it.
-                    row.fail(Outcome.FAILED, last, Next.SEND)
+                    row.fail(Outcome.FAILED, last, Event.LEFT)
                     return None
             step = await self._after_failure(row, decision, last, headers)
             if step is not False:
@@ -206,11 +207,12 @@ class RowSender:
         self, row: RowResult, decision: RetryDecision, last: str, headers: Mapping[str, str]
     ) -> Busy | bool:
         """Apply a retry decision: True when the row is settled, False to send again."""
-        row.maybe_sent = row.maybe_sent or decision.ambiguous
+        if decision.ambiguous:
+            row.move(Event.MAYBE_ARRIVED)
         if decision.systemic:
             self.control.abort(f"{last} ({decision.reason})")
             # Not a verdict on the row: the next run sends it again.
-            row.fail(Outcome.FAILED, f"{last} ({decision.reason})", Next.SEND)
+            row.fail(Outcome.FAILED, f"{last} ({decision.reason})", Event.LEFT)
             return True
         if decision.pause_all:
             self.create_limiter.throttled(decision.delay, headers)
@@ -219,7 +221,7 @@ class RowSender:
             if row.status == 429:
                 # Refused for speed, not content: nothing was created, send it next time.
                 tail = f"; {decision.reason}" if decision.reason not in last else tail
-                row.fail(Outcome.FAILED, last + tail, Next.SEND)
+                row.fail(Outcome.FAILED, last + tail, Event.LEFT)
             else:
                 row.fail(Outcome.FAILED, last + tail)
             return True
@@ -239,7 +241,7 @@ class RowSender:
         wait for another run, False to send.
         """
         tag = self.tag(row)
-        if row.maybe_sent and tag is None:
+        if row.unsure and tag is None:
             # Without a tag no run can be told to be this row's: nothing to read.
             return self._apply(row, Judgement(Verdict.UNSURE, reason="no tag"))
         if not self.endpoint.can_look(row):
@@ -251,14 +253,14 @@ class RowSender:
                 Outcome.NOT_SENT,
                 f"not sent: could not read the {word}s to check for a {word} already "
                 "created; rerun later (nothing was sent twice)",
-                Next.SEND,
+                Event.LEFT,
             )
             return True
         self._observe_tags(found)
         judgement = judge(
             found,
             tag=tag,
-            maybe_sent=row.maybe_sent,
+            unsure=row.unsure,
             sent_at=row.sent_at,
             superseded=row.superseded,
             tags_seen=self.control.tags_seen,
@@ -276,7 +278,7 @@ class RowSender:
             return True
         if verdict is Verdict.BLOCKED:
             reason = self.endpoint.blocked_reason(run.get("id"), row.thread_id)
-            row.fail(Outcome.NOT_SENT, reason, Next.SEND)
+            row.fail(Outcome.NOT_SENT, reason, Event.LEFT)
             return True
         if verdict is Verdict.BUSY:
             return Busy(str(run.get("id")))
@@ -309,8 +311,7 @@ class RowSender:
         """The row's run exists: take it as the row's result, judged like any run."""
         self._observe_tags([run])
         failed_answer = row.status if row.status is not None and row.status >= 500 else None
-        self.endpoint.settle(row, run, wait=self.settings.wait)
-        row.maybe_sent = False
+        self.endpoint.settle(row, run, wait=self.settings.wait)  # settles the row's state
         if reconciled:
             row.reconciled = True
             row.status = 200

@@ -21,7 +21,7 @@ from batchrun.endpoints import Endpoint, endpoint_named
 from batchrun.report import Outcome, RowResult, Summary, summarize
 from batchrun.sending.control import Control
 from batchrun.sending.journal import Journal
-from batchrun.sending.plan import Batch, plan_batch
+from batchrun.sending.plan import JobPlan, plan_job
 from batchrun.sending.reads import Reader
 from batchrun.sending.runner import Execution, Progress, finish_rows, journal_guard
 from batchrun.sending.sender import RowSender
@@ -87,17 +87,17 @@ async def open_sending(
 
 
 async def execute(
-    batch: Batch,
+    plan: JobPlan,
     settings: Settings,
     journal: Journal,
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
 ) -> Control:
-    """Send the batch; the job's control (why it stopped, notes) once every row has an
+    """Send the planned rows; the job's control (why it stopped, notes) once every row has an
     outcome and its journal state."""
     async with open_sending(settings, journal.job_id, journal.path) as sending:
-        execution = Execution(batch, sending.sender, sending.reader, journal, settings, progress)
+        execution = Execution(plan, sending.sender, sending.reader, journal, settings, progress)
         sending.sender.on_sending = execution.mark
         control = sending.sender.control
         task = asyncio.create_task(execution.run())
@@ -133,9 +133,9 @@ async def execute(
                     await asyncio.wait({task})
                 if not task.cancelled():
                     task.exception()  # retrieved: the caller's cancellation is what counts
-        finish_rows(batch, control, wait=settings.wait)
-        handled = batch.to_create | batch.to_follow
-        for row in batch.rows:
+        finish_rows(plan, control, wait=settings.wait)
+        handled = plan.to_create | plan.to_follow
+        for row in plan.rows:
             if row.index in handled and row.outcome in (Outcome.NOT_SENT, Outcome.PENDING):
                 execution.record(row)
         execution.commit_now()
@@ -155,7 +155,7 @@ async def run_rows_async(
     """Send prepared rows; the summary of the job."""
     started = time.monotonic()
     endpoint = endpoint_named(settings.endpoint)
-    batch = plan_batch(
+    plan = plan_job(
         rows,
         journal.load(),
         retry_failed=settings.retry_failed,
@@ -163,11 +163,11 @@ async def run_rows_async(
         can_look=endpoint.can_look,
     )
     control = await execute(
-        batch, settings, journal, progress=progress, handle_signals=handle_signals
+        plan, settings, journal, progress=progress, handle_signals=handle_signals
     )
     # A run is created queued: its status says something only once followed.
     counted = settings.wait or endpoint.usage_at_once
-    return job_summary(rows, started, control, endpoint, counted, batch.from_journal)
+    return job_summary(rows, started, control, endpoint, counted, plan.from_journal)
 
 
 def job_summary(
