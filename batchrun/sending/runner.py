@@ -30,7 +30,7 @@ from batchrun.sending.control import Control, StopSending
 from batchrun.sending.journal import Journal
 from batchrun.sending.plan import JobPlan
 from batchrun.sending.reads import POLL_CAP, POLL_FIRST, Reader
-from batchrun.sending.sender import Busy, RowSender
+from batchrun.sending.sender import LaneBusy, RowSender
 from batchrun.sending.states import HOLDS_LANE, IN_JOURNAL, Event, RowState
 
 
@@ -170,7 +170,7 @@ class Execution:
         self.progress.update("done", row)
         self.advance(lane)
 
-    async def create(self, lane: Lane, row: RowResult) -> Busy | None:
+    async def create(self, lane: Lane, row: RowResult) -> LaneBusy | None:
         try:
             busy = await self.sender.create(row)
         except StopSending as stop:
@@ -203,17 +203,18 @@ class Execution:
             return False
         return self.settings.wait or lane.position + 1 < len(lane.rows)
 
-    async def wait_for_thread(self, lane: Lane, busy: Busy) -> None:
+    async def wait_for_thread(self, lane: Lane, busy: LaneBusy) -> None:
         """The lane is busy with another run: wait for it, then send the lane's row."""
         row = lane.row
         if lane.busy_until is None:
             lane.busy_until = self._clock() + self.settings.wait_timeout
             lane.waits = 0
         try:
-            if not busy.run_id:
+            if busy.holder is None:
                 await self.wait_unnamed(lane)
                 return
-            run = await self.reader.follow(row, busy.run_id, deadline=lane.busy_until)
+            holder = busy.holder
+            run = await self.reader.follow(row, holder, deadline=lane.busy_until)
         except StopSending as stop:
             self.stop_lane(lane, lane.position, f"not sent: job stopped ({stop})")
             return
@@ -223,16 +224,16 @@ class Execution:
         status = (run or {}).get("status")
         if run is None:
             reason = (
-                f"not sent: thread {row.thread_id} is busy with run {busy.run_id}, which "
+                f"not sent: thread {row.thread_id} is busy with run {holder}, which "
                 "cannot be read; rerun to send it"
             )
         elif status == "requires_action":
-            reason = self.endpoint.blocked_reason(busy.run_id, row.thread_id)
+            reason = self.endpoint.blocked_reason(holder, row.thread_id)
         elif self.endpoint.stopped(str(status)) or self._clock() < lane.busy_until:
             self.queue.put_nowait(lane)  # the thread is free: send the row now
             return
         else:
-            reason = self.endpoint.busy_reason(busy.run_id, row.thread_id)
+            reason = self.endpoint.busy_reason(holder, row.thread_id)
         self.stop_lane(lane, lane.position, reason)
 
     async def wait_unnamed(self, lane: Lane) -> None:

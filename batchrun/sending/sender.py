@@ -30,7 +30,7 @@ from batchrun.config import Settings
 from batchrun.endpoints import LOOK, WAIT, endpoint_named
 from batchrun.prepare import sent_body
 from batchrun.report import Outcome, RowResult
-from batchrun.sending.client import ApiClient, TransportError
+from batchrun.sending.client import Answer, ApiClient, TransportError
 from batchrun.sending.control import (
     ConnectWatch,
     Control,
@@ -49,11 +49,42 @@ BUSY_MISMATCH_LIMIT = 5
 
 
 @dataclass(frozen=True, slots=True)
-class Busy:
-    """The row's lane is busy: wait for its active answer to stop (or, when the server
-    does not name it, ``run_id`` "", for a while), then send the row."""
+class LaneBusy:
+    """The row's lane is busy: wait for ``holder`` (the answer holding it) to stop, or, when
+    the server does not name it (None, a locked conversation), wait a while; then send."""
 
-    run_id: str
+    holder: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The row has its result: created, adopted, or failed with a reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Again:
+    """Not settled yet: after ``delay`` seconds, look for the row's answer (``look``) or
+    send it."""
+
+    delay: float = 0.0
+    look: bool = False
+
+
+SETTLED = Settled()
+SEND = Again()
+# What one attempt (a send, or a look for what an earlier one made) comes to.
+Step = Settled | LaneBusy | Again
+
+
+@dataclass(slots=True)
+class Tries:
+    """One create's counts, each in its own budget: failed attempts (--max-retries), 429s
+    waited out (their own budget: waiting for speed is not a failure), and "busy" answers
+    while the lane showed nothing active."""
+
+    failures: int = 0
+    throttled: int = 0
+    busy_mismatches: int = 0
 
 
 class RowSender:
@@ -92,128 +123,139 @@ class RowSender:
             return None
         return f"{row.key}.{self.job_id}" if self.job_id else row.key
 
-    async def create(self, row: RowResult) -> Busy | None:
-        """Create the row's run, at most once; fills the row's result.
+    async def create(self, row: RowResult) -> LaneBusy | None:
+        """Create the row's answer, at most once; fills the row's result.
 
-        Returns :class:`Busy` when the thread first has to finish another run.
+        A row that may have arrived before is looked for first. Returns :class:`LaneBusy`
+        when the lane first has to finish another answer.
         """
         assert row.body is not None
-        if row.unsure:
-            step = await self._reconcile(row)
-            if step is not False:
-                return step if isinstance(step, Busy) else None
         body = sent_body(row, self.settings, self.tag(row))
         payload = orjson.dumps(self.endpoint.wire_body(body, wait=self.settings.wait))
         path = self.endpoint.create_path(row)
-        attempt = throttled = busy_mismatches = 0
-        while True:
-            self.control.check()
-            await self.create_limiter.acquire()
-            self.control.check()
-            if not row.sent_at:
-                row.sent_at = time.time()
-            await self.on_sending(row)  # the journal marks each row before its first send
-            attempt += 1
-            row.attempts += 1
-            row.sent_now += 1
-            try:
-                answer = await self.client.call("POST", path, payload)
-            except asyncio.CancelledError:
-                row.move(Event.MAYBE_ARRIVED)  # cut off in flight: it may have arrived
-                raise
-            except TransportError as error:
-                row.status, row.response, last = None, "", str(error)
-                if error.failure is not Failure.CONNECT:
-                    self.connects.answered()  # it connected: the server is there
-                    refused = False
-                else:
-                    row.sent_now -= 1  # it never left: "sent" counts what may have arrived
-                    refused = self.connects.refused()
-                if refused:
-                    self.control.abort(f"{last} (check --base-url and that the server runs)")
-                decision = decide(
-                    attempt=attempt,
-                    max_retries=self.settings.max_retries,
-                    failure=error.failure,
-                    rand=self._rand,
-                )
-                headers: Mapping[str, str] = {}
+        tries = Tries()
+        step: Step = Again(look=row.unsure)
+        while isinstance(step, Again):
+            if step.delay:
+                await self._sleep(step.delay)
+            if step.look:
+                step = await self.look(row)
             else:
-                self.connects.answered()
-                headers = answer.headers
-                self.create_limiter.observe(headers)
-                row.status, row.response = answer.status, answer.text
-                if self.routes.answered(answer.status, answer.data, answer.text):
-                    self.control.abort(route_stop_reason(answer.message, self.settings.base_url))
-                if 200 <= answer.status < 300:
-                    if self.endpoint.is_answer(answer.data):
-                        self._take(row, answer.data)
-                        return None
-                    row.move(Event.MAYBE_ARRIVED)
-                    word = self.endpoint.answer_word
-                    row.fail(
-                        Outcome.FAILED,
-                        f"HTTP {answer.status} but the answer is not a {word} "
-                        f"(a {word} may exist; check before --retry-failed)",
-                    )
-                    return None
-                last = answer.message
-                busy = self.endpoint.busy(answer.status, answer.error.get("code"), last)
-                if busy == WAIT:
-                    return Busy("")  # refused, nothing made: wait for the lane, then send
-                if busy == LOOK:
-                    step = await self._reconcile(row)
-                    if step is not False:
-                        return step if isinstance(step, Busy) else None
-                    # The thread's runs show none active: it just ended. Send again, but
-                    # not forever against a server that keeps saying "busy".
-                    busy_mismatches += 1
-                    attempt -= 1  # waiting for another run is not a failed attempt
-                    if busy_mismatches >= BUSY_MISMATCH_LIMIT:
-                        row.fail(
-                            Outcome.NOT_SENT,
-                            f"not sent: the server keeps answering that thread "
-                            f"{row.thread_id} is busy but lists no active run; rerun later",
-                            Event.LEFT,
-                        )
-                        return None
-                    await self._sleep(POLL_FIRST * busy_mismatches)
-                    continue
-                if answer.status == 429:
-                    # Waiting for the rate limit is not a failed attempt: it has a budget
-                    # of its own, so a busy server does not use up --max-retries.
-                    throttled += 1
-                    attempt -= 1
-                decision = decide(
-                    attempt=throttled if answer.status == 429 else attempt,
-                    max_retries=self._throttle_budget
-                    if answer.status == 429
-                    else self.settings.max_retries,
-                    status=answer.status,
-                    headers=headers,
-                    error=answer.error,
-                    rand=self._rand,
-                    now=time.time(),
-                )
-                if missing_route(answer.status, answer.data, answer.text):
-                    # Not a verdict on the row: if the route is missing, the next run sends it.
-                    row.fail(Outcome.FAILED, last, Event.LEFT)
-                    return None
-            step = await self._after_failure(row, decision, last, headers)
-            if step is not False:
-                return step if isinstance(step, Busy) else None
+                step = await self._send(row, path, payload, tries)
+        return step if isinstance(step, LaneBusy) else None
+
+    async def _send(self, row: RowResult, path: str, payload: bytes, tries: Tries) -> Step:
+        """One POST of the row, and what its answer (or its absence) comes to."""
+        self.control.check()
+        await self.create_limiter.acquire()
+        self.control.check()
+        if not row.sent_at:
+            row.sent_at = time.time()
+        await self.on_sending(row)  # the journal marks each row before its first send
+        row.attempts += 1
+        try:
+            answer = await self.client.call("POST", path, payload)
+        except asyncio.CancelledError:
+            row.sent_now += 1
+            row.move(Event.MAYBE_ARRIVED)  # cut off in flight: it may have arrived
+            raise
+        except TransportError as error:
+            return await self._no_answer(row, error, tries)
+        row.sent_now += 1
+        return await self._answered(row, answer, tries)
+
+    async def _no_answer(self, row: RowResult, error: TransportError, tries: Tries) -> Step:
+        row.status, row.response, last = None, "", str(error)
+        if error.failure is Failure.CONNECT:
+            # It never left: "sent" counts what may have arrived.
+            if self.connects.refused():
+                self.control.abort(f"{last} (check --base-url and that the server runs)")
+        else:
+            row.sent_now += 1
+            self.connects.answered()  # it connected: the server is there
+        tries.failures += 1
+        decision = decide(
+            attempt=tries.failures,
+            max_retries=self.settings.max_retries,
+            failure=error.failure,
+            rand=self._rand,
+        )
+        return await self._after_failure(row, decision, last, {})
+
+    async def _answered(self, row: RowResult, answer: Answer, tries: Tries) -> Step:
+        self.connects.answered()
+        self.create_limiter.observe(answer.headers)
+        row.status, row.response = answer.status, answer.text
+        if self.routes.answered(answer.status, answer.data, answer.text):
+            self.control.abort(route_stop_reason(answer.message, self.settings.base_url))
+        if 200 <= answer.status < 300:
+            if self.endpoint.is_answer(answer.data):
+                self._take(row, answer.data)
+                return SETTLED
+            row.move(Event.MAYBE_ARRIVED)
+            word = self.endpoint.answer_word
+            row.fail(
+                Outcome.FAILED,
+                f"HTTP {answer.status} but the answer is not a {word} "
+                f"(a {word} may exist; check before --retry-failed)",
+            )
+            return SETTLED
+        last = answer.message
+        busy = self.endpoint.busy(answer.status, answer.error.get("code"), last)
+        if busy == WAIT:
+            return LaneBusy(None)  # refused, nothing made: wait for the lane, then send
+        if busy == LOOK:
+            return await self._lane_looks_busy(row, tries)
+        if answer.status == 429:
+            tries.throttled += 1
+            attempt, budget = tries.throttled, self._throttle_budget
+        else:
+            tries.failures += 1
+            attempt, budget = tries.failures, self.settings.max_retries
+        decision = decide(
+            attempt=attempt,
+            max_retries=budget,
+            status=answer.status,
+            headers=answer.headers,
+            error=answer.error,
+            rand=self._rand,
+            now=time.time(),
+        )
+        if missing_route(answer.status, answer.data, answer.text):
+            # Not a verdict on the row: if the route is missing, the next run sends it.
+            row.fail(Outcome.FAILED, last, Event.LEFT)
+            return SETTLED
+        return await self._after_failure(row, decision, last, answer.headers)
+
+    async def _lane_looks_busy(self, row: RowResult, tries: Tries) -> Step:
+        """A "busy" answer naming nothing: the lane's answers say with what."""
+        step = await self.look(row)
+        if step != SEND:
+            return step
+        # The thread's runs show none active: it just ended. Send again, but not forever
+        # against a server that keeps saying "busy".
+        tries.busy_mismatches += 1
+        if tries.busy_mismatches >= BUSY_MISMATCH_LIMIT:
+            row.fail(
+                Outcome.NOT_SENT,
+                f"not sent: the server keeps answering that thread "
+                f"{row.thread_id} is busy but lists no active run; rerun later",
+                Event.LEFT,
+            )
+            return SETTLED
+        return Again(POLL_FIRST * tries.busy_mismatches)
 
     async def _after_failure(
         self, row: RowResult, decision: RetryDecision, last: str, headers: Mapping[str, str]
-    ) -> Busy | bool:
-        """Apply a retry decision: True when the row is settled, False to send again."""
+    ) -> Step:
+        """Apply a retry decision to a row whose attempt failed."""
         if decision.ambiguous:
             row.move(Event.MAYBE_ARRIVED)
         if decision.systemic:
             self.control.abort(f"{last} ({decision.reason})")
             # Not a verdict on the row: the next run sends it again.
             row.fail(Outcome.FAILED, f"{last} ({decision.reason})", Event.LEFT)
-            return True
+            return SETTLED
         if decision.pause_all:
             self.create_limiter.throttled(decision.delay, headers)
         if not decision.retry:
@@ -224,22 +266,18 @@ class RowSender:
                 row.fail(Outcome.FAILED, last + tail, Event.LEFT)
             else:
                 row.fail(Outcome.FAILED, last + tail)
-            return True
-        if not decision.pause_all:
-            await self._sleep(decision.delay)
+            return SETTLED
         if decision.ambiguous:
             row.error = last  # what a row that cannot be settled says happened
-            return await self._reconcile(row)
-        return False
+        # A pause for every worker is the limiter's to wait; a row's own is waited here.
+        delay = 0.0 if decision.pause_all else decision.delay
+        return Again(delay, look=decision.ambiguous)
 
     # -- reconcile ----------------------------------------------------------------------
 
-    async def _reconcile(self, row: RowResult) -> Busy | bool:
-        """Read the thread's runs and act on the judge's verdict.
-
-        True when the row is settled (adopted, or failed with a reason), :class:`Busy` to
-        wait for another run, False to send.
-        """
+    async def look(self, row: RowResult) -> Step:
+        """Read the lane's answers (or the row's, by its tag) and act on the judge's
+        verdict: settled (adopted, or failed with a reason), busy, or :data:`SEND`."""
         tag = self.tag(row)
         if row.unsure and tag is None:
             # Without a tag no run can be told to be this row's: nothing to read.
@@ -255,7 +293,7 @@ class RowSender:
                 "created; rerun later (nothing was sent twice)",
                 Event.LEFT,
             )
-            return True
+            return SETTLED
         self._observe_tags(found)
         judgement = judge(
             found,
@@ -267,22 +305,22 @@ class RowSender:
         )
         return self._apply(row, judgement)
 
-    def _apply(self, row: RowResult, judgement: Judgement) -> Busy | bool:
+    def _apply(self, row: RowResult, judgement: Judgement) -> Step:
         run = judgement.run or {}
         verdict = judgement.verdict
         if verdict is Verdict.ADOPT:
             self._take(row, dict(run), reconciled=True)
-            return True
+            return SETTLED
         if verdict is Verdict.UNSURE:
             row.fail(Outcome.FAILED, self._unsure_reason(row, judgement))
-            return True
+            return SETTLED
         if verdict is Verdict.BLOCKED:
             reason = self.endpoint.blocked_reason(run.get("id"), row.thread_id)
             row.fail(Outcome.NOT_SENT, reason, Event.LEFT)
-            return True
+            return SETTLED
         if verdict is Verdict.BUSY:
-            return Busy(str(run.get("id")))
-        return False
+            return LaneBusy(str(run.get("id")))
+        return SEND
 
     def _unsure_reason(self, row: RowResult, judgement: Judgement) -> str:
         before = row.error or (f"HTTP {row.status}" if row.status else "no answer")
