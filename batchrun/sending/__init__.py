@@ -6,6 +6,8 @@
 - :mod:`~batchrun.sending.retry` — retry decisions as pure functions.
 - :mod:`~batchrun.sending.limiter` — the requests-per-minute limiter.
 - :mod:`~batchrun.sending.journal` — the crash-safe journal of row states.
+- :mod:`~batchrun.sending.durability` — what is in the journal before a request leaves:
+  marked a block ahead, or marked as sent.
 - :mod:`~batchrun.sending.sender` — one row's create, retries and reconciliation.
 - :mod:`~batchrun.sending.plan` — what a job does with each row, from the journal.
 - :mod:`~batchrun.sending.runner` — lanes per thread, workers, stopping.

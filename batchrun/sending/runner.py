@@ -15,7 +15,6 @@ later row on its thread must not overtake it.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import sqlite3
 import time
@@ -27,11 +26,12 @@ from batchrun.config import Settings
 from batchrun.endpoints import Endpoint
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.control import Control, StopSending
+from batchrun.sending.durability import JournalWrites, MarkedAhead, MarkedAsSent
 from batchrun.sending.journal import Journal
 from batchrun.sending.plan import JobPlan
 from batchrun.sending.reads import POLL_CAP, POLL_FIRST, Reader
 from batchrun.sending.sender import LaneBusy, RowSender
-from batchrun.sending.states import HOLDS_LANE, IN_JOURNAL, Event, RowState
+from batchrun.sending.states import HOLDS_LANE, Event, RowState
 
 
 class Progress(Protocol):
@@ -50,13 +50,6 @@ class _Silent:
 
     def update(self, event: str, row: RowResult) -> None:
         pass
-
-
-# Rows marked ``sending`` in one journal transaction, ahead of being sent.
-MARK_AHEAD = 256
-# Where rows are marked as they go, how long marks and states gather for one transaction:
-# a worker's first send waits this long at most, and a commit serves many rows.
-COMMIT_WINDOW = 0.002
 
 
 @dataclass(eq=False)
@@ -109,14 +102,9 @@ class Execution:
         self.lanes_left = 0
         self.followers: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
-        # Rows to create in input order, for marking ``sending`` a block ahead.
-        self.due = collections.deque(r for r in plan.rows if r.index in plan.to_create)
-        self.marked: set[int] = set()
-        self.journal_failed = False
-        # The group commit of marks (see mark) and states (see record).
-        self._to_mark: list[RowResult] = []
-        self._marked_now: asyncio.Future[None] | None = None
-        self._commit_at: asyncio.TimerHandle | None = None
+        self.writes = JournalWrites(journal, self.control.abort)
+        self.ahead = MarkedAhead(self.writes, (r for r in plan.rows if r.index in plan.to_create))
+        self.as_sent = MarkedAsSent(self.writes)
 
     def lanes(self) -> list[Lane]:
         """Lanes of the rows this job handles, ordered by each thread's first row."""
@@ -330,98 +318,23 @@ class Execution:
             for _ in range(self.settings.concurrency):
                 self.queue.put_nowait(None)  # every worker ends
 
+    def durability(self, row: RowResult) -> MarkedAhead | MarkedAsSent:
+        """How ``row`` is made durable: marked a block ahead where what it makes can be
+        looked up, else marked as it is sent (see :mod:`batchrun.sending.durability`)."""
+        return self.ahead if self.endpoint.can_look(row) else self.as_sent
+
     async def mark(self, row: RowResult) -> None:
-        """Before ``row`` is first sent: mark it ``sending`` in the journal, durably.
+        """Before ``row`` is first sent: mark it ``sending`` in the journal, durably."""
+        if row.index not in self.writes.marked:
+            await self.durability(row).mark(row)
 
-        Where what a request made can be looked up (runs, stored chat completions), the
-        next rows due are marked with it, one transaction per block: a row marked but never
-        sent costs a rerun only a read. Where it cannot (responses), such a row would fail
-        as "may exist", so only rows about to be sent are marked: those of all the workers
-        sending at this moment, in one transaction (a group commit).
-        """
-        if row.index in self.marked:
-            return
-        if self.endpoint.can_look(row):
-            self.mark_ahead(row)
-            return
-        self._to_mark.append(row)
-        if self._marked_now is None:
-            self._marked_now = asyncio.get_running_loop().create_future()
-        self._commit_soon()
-        await asyncio.shield(self._marked_now)
-
-    def _commit_soon(self) -> None:
-        if self._commit_at is None:
-            loop = asyncio.get_running_loop()
-            self._commit_at = loop.call_later(COMMIT_WINDOW, self._commit)
-
-    def _commit(self) -> None:
-        """One transaction for the marks and states of this moment: FULL-synced when it
-        holds marks (which must outlive a power cut), as the journal's batches otherwise."""
-        self._commit_at = None
-        rows, done = self._to_mark, self._marked_now
-        self._to_mark, self._marked_now = [], None
-        if done is not None:
-            done.add_done_callback(_retrieved)
-        now = time.time()
-        for row in rows:
-            row.sent_at = row.sent_at or now
-        try:
-            if self.journal_failed:
-                raise sqlite3.OperationalError("the journal failed before")
-            if rows:
-                self.journal.mark_sending([(r.key or "", r.to_journal()) for r in rows])
-            else:
-                self.journal.flush()
-        except sqlite3.Error as error:
-            if done is not None:
-                done.set_exception(error)
-            elif not self.journal_failed:
-                self.journal_failed = True
-                self.control.abort(f"the journal {self.journal.path} failed: {error}")
-            return
-        self.marked.update(row.index for row in rows)
-        if done is not None:
-            done.set_result(None)
+    def record(self, row: RowResult) -> None:
+        """Write a row's state to the journal: what the next job does with it."""
+        self.durability(row).record(row)
 
     def commit_now(self) -> None:
         """At the end of the job: commit what waits for the commit window."""
-        if self._commit_at is not None:
-            self._commit_at.cancel()
-            self._commit()
-
-    def mark_ahead(self, row: RowResult) -> None:
-        """Mark ``row`` and the next rows due ``sending``, one transaction per block."""
-        block = [row]
-        while len(block) < MARK_AHEAD and self.due:
-            upcoming = self.due.popleft()
-            if upcoming.index not in self.marked and upcoming is not row:
-                block.append(upcoming)
-        now = time.time()
-        for marked in block:
-            marked.sent_at = marked.sent_at or now
-        self.journal.mark_sending([(r.key or "", r.to_journal()) for r in block])
-        # Only once committed: a row whose mark failed must never count as marked.
-        self.marked.update(marked.index for marked in block)
-
-    def record(self, row: RowResult) -> None:
-        """Write a row's state to the journal: what the next job does with it.
-
-        States are committed in batches, and a row still ``sending`` after a crash is looked
-        up by a rerun; where it cannot be, its state is committed at once (with the others
-        of this moment), or a kill would turn a finished row into one that "may exist".
-        """
-        if row.key is None or self.journal_failed:
-            return
-        self.journal.record(row.key, IN_JOURNAL[row.state], row.to_journal())
-        if not self.endpoint.can_look(row):
-            self._commit_soon()
-
-
-def _retrieved(future: asyncio.Future[None]) -> None:
-    """Mark a group commit's outcome as seen, even if every waiter was cancelled."""
-    if not future.cancelled():
-        future.exception()
+        self.as_sent.commit_now()
 
 
 def finish_rows(plan: JobPlan, control: Control, *, wait: bool) -> None:
@@ -454,6 +367,4 @@ def journal_guard(execution: Execution) -> Any:
         failed, rest = group.split(sqlite3.Error)
         if failed is None or rest is not None:
             raise
-        execution.journal_failed = True
-        error = failed.exceptions[0]
-        execution.control.abort(f"the journal {execution.journal.path} failed: {error}")
+        execution.writes.fail(failed.exceptions[0])
