@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import gc
 import itertools
+import os
 import sqlite3
 import time
 from collections import Counter, deque
@@ -71,6 +72,22 @@ def resolve_output(source: Path, output: Path | None, tag: str = "out") -> Path:
     return target
 
 
+def job_source(source: Path, journal: Path) -> str:
+    """How the journal names the job of ``source``: the input's resolved path, relative to
+    the journal's folder, so ``A/data.csv`` and ``B/data.csv`` are two jobs in one journal
+    while a folder moved with its journal (the default, beside the input) stays one job.
+
+    ``data.csv`` beside the journal is ``./data.csv``: the name always holds a ``/``, which
+    tells it from the bare file names that named jobs before (see :class:`Journal`).
+    """
+    resolved, folder = source.resolve(), journal.resolve().parent
+    try:
+        name = Path(os.path.relpath(resolved, folder)).as_posix()
+    except ValueError:  # another drive (Windows): no relative path
+        return resolved.as_posix()
+    return name if "/" in name else f"./{name}"
+
+
 def run_file(
     source: Path,
     output: Path | None,
@@ -113,8 +130,9 @@ def _run_file(
         journal = Journal(
             journal_path,
             endpoint=settings.destination,
-            source=source.name,
+            source=job_source(source, journal_path),
             fresh=settings.fresh,
+            formerly=source.name,
         )
     except (sqlite3.Error, OSError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error

@@ -22,6 +22,7 @@ from job_support import TEST_KEY, command, read_rows, settings_for
 from loopback_server import CREATE_ROUTE, RunStore, app_with, serve_app
 
 import batchrun
+from batchrun import jobs
 from batchrun.errors import ExitCode
 from batchrun.jobs import run_file
 from batchrun.sending import session
@@ -73,6 +74,56 @@ def test_a_rerun_with_another_output_sends_nothing_and_writes_the_same_run_ids(
     ]
     assert second.summary.sent == 0 and second.summary.from_journal == 30
     assert "this run: 0 sent, 30 from the journal" in again.summary.line()
+
+
+def test_two_inputs_of_one_file_name_through_one_journal_are_two_jobs(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    rows = [(f"t_{n}", "hi") for n in range(3)]
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    first, second = (write_sheet(tmp_path / name / "data.csv", rows) for name in "AB")
+    settings = settings_for(simulator.base_url, journal=tmp_path / "one.sqlite")
+    a = run_file(first, tmp_path / "a.csv", settings)
+    b = run_file(second, tmp_path / "b.csv", settings)
+    assert b.summary.sent == 3 and b.summary.from_journal == 0, b.summary.line()
+    assert simulator.stats()["runs_created"] == 6
+    a_ids = {r["run_id"] for r in read_rows(a.output)}
+    b_ids = {r["run_id"] for r in read_rows(b.output)}
+    assert len(a_ids | b_ids) == 6
+    again = run_file(second, tmp_path / "b2.csv", settings)
+    assert again.summary.sent == 0 and {r["run_id"] for r in read_rows(again.output)} == b_ids
+
+
+@pytest.mark.parametrize("journal", ["beside the input", "shared"])
+def test_a_job_journaled_by_the_version_before_resumes_after_the_upgrade(
+    tmp_path: Path, simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch, journal: str
+) -> None:
+    """The version before named a job by its input's bare file name."""
+    (tmp_path / "A").mkdir()
+    source = write_sheet(tmp_path / "A" / "data.csv", [(f"t_{n}", "hi") for n in range(3)])
+    options: dict[str, Any] = {} if journal == "beside the input" else {"journal": tmp_path / "j"}
+    settings = settings_for(simulator.base_url, **options)
+    with monkeypatch.context() as old_version:
+        old_version.setattr(jobs, "job_source", lambda source, journal: source.name)
+        before = run_file(source, tmp_path / "before.csv", settings)
+    after = run_file(source, tmp_path / "after.csv", settings)
+    assert after.summary.sent == 0 and after.summary.from_journal == 3, after.summary.line()
+    assert simulator.stats()["runs_created"] == 3
+    ids = [r["run_id"] for r in read_rows(before.output)]
+    assert [r["run_id"] for r in read_rows(after.output)] == ids
+
+
+def test_a_folder_moved_with_its_journal_is_the_same_job(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    (tmp_path / "before").mkdir()
+    source = write_sheet(tmp_path / "before" / "data.csv", [(f"t_{n}", "hi") for n in range(3)])
+    run_file(source, None, settings_for(simulator.base_url))
+    moved = (tmp_path / "before").rename(tmp_path / "after") / "data.csv"
+    again = run_file(moved, None, settings_for(simulator.base_url))
+    assert again.summary.sent == 0 and again.summary.from_journal == 3, again.summary.line()
+    assert simulator.stats()["runs_created"] == 3
 
 
 def test_a_second_process_on_one_journal_exits_2_at_once_naming_the_first(
