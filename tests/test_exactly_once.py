@@ -23,7 +23,7 @@ from loopback_server import CREATE_ROUTE, RunStore, app_with, serve_app
 
 import batchrun
 from batchrun import jobs
-from batchrun.errors import ExitCode
+from batchrun.errors import ExitCode, UsageError
 from batchrun.jobs import run_file
 from batchrun.sending import session
 from batchrun.sending.journal import Journal, default_journal_path
@@ -262,6 +262,70 @@ def test_run_frame_async_runs_on_the_callers_loop_and_its_cancellation_is_not_sw
     out, cancelled = asyncio.run(main())
     assert list(out["status"]) == [200, 200]
     assert cancelled
+
+
+FIVE_ROWS = pd.DataFrame({"thread_id": [f"t_{n}" for n in range(5)], "assistant_id": "asst_1"})
+NOTEBOOK_CELL = """
+import sys
+import pandas as pd
+import batchrun
+frame = pd.DataFrame({"thread_id": [f"t_{n}" for n in range(5)], "assistant_id": "asst_1"})
+print(",".join(batchrun.run_frame(frame, base_url=sys.argv[1])["run_id"]))
+"""
+
+
+def test_run_frame_called_again_sends_nothing_and_returns_the_same_ids(
+    simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch, cache_folder: Path
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    first = batchrun.run_frame(FIVE_ROWS, base_url=simulator.base_url)
+    again = batchrun.run_frame(FIVE_ROWS.copy(), base_url=simulator.base_url)
+    assert simulator.stats()["runs_created"] == 5
+    assert again["run_id"].tolist() == first["run_id"].tolist()
+    assert again["outcome"].tolist() == ["ok"] * 5
+    assert len(list((cache_folder / "frames").glob("*.sqlite"))) == 1
+    fresh = batchrun.run_frame(FIVE_ROWS, base_url=simulator.base_url, fresh=True)
+    assert simulator.stats()["runs_created"] == 10
+    assert not set(fresh["run_id"]) & set(first["run_id"])
+
+
+def test_run_frame_after_a_kernel_restart_sends_nothing_and_returns_the_same_ids(
+    simulator: RunningSimulator,
+) -> None:
+    def notebook() -> list[str]:
+        cell = cli([sys.executable, "-c", NOTEBOOK_CELL, simulator.base_url])
+        assert cell.returncode == 0, cell.stderr
+        return cell.stdout.strip().split(",")
+
+    first = notebook()
+    assert notebook() == first and len(set(first)) == 5
+    assert simulator.stats()["runs_created"] == 5
+
+
+def test_run_frame_keeps_its_journal_where_journal_says(
+    tmp_path: Path,
+    simulator: RunningSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    cache_folder: Path,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    path = tmp_path / "frame.sqlite"
+    first = batchrun.run_frame(FIVE_ROWS, base_url=simulator.base_url, journal=path)
+    again = batchrun.run_frame(FIVE_ROWS, base_url=simulator.base_url, journal=path)
+    assert again["run_id"].tolist() == first["run_id"].tolist()
+    assert simulator.stats()["runs_created"] == 5
+    assert path.exists() and not cache_folder.exists()
+
+
+def test_run_frame_names_journal_when_the_cache_folder_cannot_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    blocker = tmp_path / "a file"
+    blocker.write_text("", encoding="utf-8")
+    monkeypatch.setenv("BATCHRUN_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(UsageError, match=r"cannot open the journal .*pass journal=PATH"):
+        batchrun.run_frame(FIVE_ROWS, base_url="http://127.0.0.1:9/v1")
 
 
 class NoSignalHandlers(asyncio.SelectorEventLoop):
