@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from batchrun import __version__
-from batchrun.atomic import StagedFile
+from batchrun.atomic import StagedFile, check_writable
 from batchrun.body import unsent_assistants_columns
 from batchrun.config import Settings, applied_settings
 from batchrun.config_file import settings_toml
-from batchrun.errors import UsageError
+from batchrun.errors import OutputNotWritten, UsageError
 from batchrun.output import (
     VALIDATE_COLUMNS,
     check_names,
@@ -41,6 +41,7 @@ from batchrun.sheets import batched, columns_of, sheet_format
 from batchrun.sheets.formats import default_output, input_format, output_format
 from batchrun.sheets.reader import Sheet, open_sheet
 from batchrun.sheets.writer import MAX_XLSX_DATA_ROWS, SheetWriter
+from batchrun.sheets.xlsx_writer import MAX_XLSX_COLUMNS, full_text_path
 from batchrun.validation import checked_chunks
 
 VALIDATE_CHUNK_ROWS = 50_000
@@ -62,14 +63,29 @@ def settings_path(output: Path) -> Path:
 
 def resolve_output(source: Path, output: Path | None, tag: str = "out") -> Path:
     """The output path, checked before any work is done: by default ``<stem>.<tag>.<ext>``
-    beside the input (``out`` for run, ``checked`` for validate)."""
+    beside the input (``out`` for run, ``checked`` for validate).
+
+    Each file the job will write is tried (a temp file made and removed beside it), so a
+    folder in its place or a folder that cannot be written to is found before sending.
+    """
     target = output or default_output(source, tag)
     output_format(target)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise UsageError(f"-o {target}: the output would overwrite the input")
     if not target.parent.is_dir():
         raise UsageError(f"-o {target}: folder {target.parent} does not exist")
+    for path in output_files(target):
+        check_writable(path)
     return target
+
+
+def output_files(target: Path) -> list[Path]:
+    """Every file a job may write for ``target``: the output, its settings passthrough and,
+    for .xlsx, the file that keeps cells too long for Excel whole."""
+    files = [target, settings_path(target)]
+    if output_format(target).name == "xlsx":
+        files.append(full_text_path(target))
+    return files
 
 
 def job_source(source: Path, journal: Path) -> str:
@@ -123,6 +139,9 @@ def _run_file(
             f"-o {target}: {len(cells):,} rows do not fit a worksheet; write .csv or .jsonl"
         )
     check_names(headers, settings, "run")
+    columns = len(headers) + len(result_columns(settings, "run"))
+    if target.suffix.lower() == ".xlsx" and columns > MAX_XLSX_COLUMNS:
+        raise UsageError(f"-o {target}: .xlsx holds at most {MAX_XLSX_COLUMNS:,} columns")
     plan = make_plan(headers, settings, sheet.source)
     rows = RowPreparer(plan, settings, sheet.cell_problems).prepare_rows(cells)
     journal_path = settings.journal or default_journal_path(source)
@@ -162,9 +181,29 @@ def _run_file(
         )
         summary = dataclasses.replace(summary, notes=(*summary.notes, note))
     typed = sheet.format.typed_cells and output_format(target).typed_cells
-    write_output(
-        target, headers, values if typed else cells, rows, settings, summary, source, typed=typed
-    )
+    try:
+        write_output(
+            target,
+            headers,
+            values if typed else cells,
+            rows,
+            settings,
+            summary,
+            source,
+            typed=typed,
+        )
+    except (UsageError, OSError) as error:
+        if not (summary.sent or summary.from_journal):
+            raise
+        # Checked before sending, yet it failed (a full disk, the folder removed meanwhile):
+        # nothing is lost, and exit 2 would say nothing was sent.
+        reason = (
+            str(error) if isinstance(error, UsageError) else f"{target}: {error.strerror or error}"
+        )
+        raise OutputNotWritten(
+            f"{reason}; the results are in the journal {journal_path}: run the same command "
+            "with another -o to write them (nothing is sent again)"
+        ) from None
     return JobReport(summary, target)
 
 
