@@ -4,6 +4,8 @@ staged = StagedFile(Path("out.csv"))      # creates ".out.csv.<random>.tmp" besi
 with open(staged.temp, "w") as f: ...
 staged.commit()                           # fsync, then rename onto out.csv
 # or staged.discard(): the temp file goes, out.csv is untouched
+
+check_writable(Path("out.csv"))           # the same errors as StagedFile, before any work
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from batchrun.errors import UsageError
 
-__all__ = ["StagedFile"]
+__all__ = ["StagedFile", "check_writable"]
 
 
 class StagedFile:
@@ -59,6 +61,13 @@ class StagedFile:
         """Remove the temp file; the target stays as it was."""
         self._done = True
         self.temp.unlink(missing_ok=True)
+
+
+def check_writable(target: Path) -> None:
+    """Raise the :class:`UsageError` a :class:`StagedFile` of ``target`` would raise (a
+    folder in its place, its folder missing or not writable), now rather than later:
+    a job checks its output files before it sends anything."""
+    StagedFile(target).discard()
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -7,7 +7,9 @@ Row problems are data (see :mod:`batchrun.report`); only these raise::
     ├── InputError             unreadable or unusable input sheet                (exit 2)
     ├── JournalMismatch        the journal belongs to another input              (exit 2)
     ├── JournalBusy            another process works the same journal            (exit 2)
-    └── SystemicError          the server refuses every row: key, quota, route   (exit 3)
+    ├── SystemicError          the server refuses every row: key, quota, route   (exit 3)
+    └── OutputNotWritten       rows were sent, then the output could not be      (exit 3)
+                               written: their results are in the journal
 
 The CLI turns each into one line on stderr and its exit code.
 """
@@ -66,3 +68,13 @@ class SystemicError(BatchrunError):
 
 class JournalBusy(BatchrunError):
     """Another batchrun process is working the same journal; nothing was sent."""
+
+
+class OutputNotWritten(BatchrunError):
+    """Rows were sent (or taken from the journal), then the output could not be written.
+
+    Their results are safe in the journal: the same command with another ``-o`` writes
+    them without sending anything.
+    """
+
+    exit_code = ExitCode.ABORTED

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import gc
 import itertools
+import os
 import sqlite3
 import time
 from collections import Counter, deque
@@ -19,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from batchrun import __version__
-from batchrun.atomic import StagedFile
+from batchrun.atomic import StagedFile, check_writable
 from batchrun.body import unsent_assistants_columns
 from batchrun.config import Settings, applied_settings
 from batchrun.config_file import settings_toml
-from batchrun.errors import UsageError
+from batchrun.errors import OutputNotWritten, UsageError
 from batchrun.output import (
     VALIDATE_COLUMNS,
     check_names,
@@ -40,6 +41,7 @@ from batchrun.sheets import batched, columns_of, sheet_format
 from batchrun.sheets.formats import default_output, input_format, output_format
 from batchrun.sheets.reader import Sheet, open_sheet
 from batchrun.sheets.writer import MAX_XLSX_DATA_ROWS, SheetWriter
+from batchrun.sheets.xlsx_writer import MAX_XLSX_COLUMNS, full_text_path
 from batchrun.validation import checked_chunks
 
 VALIDATE_CHUNK_ROWS = 50_000
@@ -61,14 +63,45 @@ def settings_path(output: Path) -> Path:
 
 def resolve_output(source: Path, output: Path | None, tag: str = "out") -> Path:
     """The output path, checked before any work is done: by default ``<stem>.<tag>.<ext>``
-    beside the input (``out`` for run, ``checked`` for validate)."""
+    beside the input (``out`` for run, ``checked`` for validate).
+
+    Each file the job will write is tried (a temp file made and removed beside it), so a
+    folder in its place or a folder that cannot be written to is found before sending.
+    """
     target = output or default_output(source, tag)
     output_format(target)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise UsageError(f"-o {target}: the output would overwrite the input")
     if not target.parent.is_dir():
         raise UsageError(f"-o {target}: folder {target.parent} does not exist")
+    for path in output_files(target):
+        check_writable(path)
     return target
+
+
+def output_files(target: Path) -> list[Path]:
+    """Every file a job may write for ``target``: the output, its settings passthrough and,
+    for .xlsx, the file that keeps cells too long for Excel whole."""
+    files = [target, settings_path(target)]
+    if output_format(target).name == "xlsx":
+        files.append(full_text_path(target))
+    return files
+
+
+def job_source(source: Path, journal: Path) -> str:
+    """How the journal names the job of ``source``: the input's resolved path, relative to
+    the journal's folder, so ``A/data.csv`` and ``B/data.csv`` are two jobs in one journal
+    while a folder moved with its journal (the default, beside the input) stays one job.
+
+    ``data.csv`` beside the journal is ``./data.csv``: the name always holds a ``/``, which
+    tells it from the bare file names that named jobs before (see :class:`Journal`).
+    """
+    resolved, folder = source.resolve(), journal.resolve().parent
+    try:
+        name = Path(os.path.relpath(resolved, folder)).as_posix()
+    except ValueError:  # another drive (Windows): no relative path
+        return resolved.as_posix()
+    return name if "/" in name else f"./{name}"
 
 
 def run_file(
@@ -106,6 +139,9 @@ def _run_file(
             f"-o {target}: {len(cells):,} rows do not fit a worksheet; write .csv or .jsonl"
         )
     check_names(headers, settings, "run")
+    columns = len(headers) + len(result_columns(settings, "run"))
+    if target.suffix.lower() == ".xlsx" and columns > MAX_XLSX_COLUMNS:
+        raise UsageError(f"-o {target}: .xlsx holds at most {MAX_XLSX_COLUMNS:,} columns")
     plan = make_plan(headers, settings, sheet.source)
     rows = RowPreparer(plan, settings, sheet.cell_problems).prepare_rows(cells)
     journal_path = settings.journal or default_journal_path(source)
@@ -113,8 +149,9 @@ def _run_file(
         journal = Journal(
             journal_path,
             endpoint=settings.destination,
-            source=source.name,
+            source=job_source(source, journal_path),
             fresh=settings.fresh,
+            formerly=source.name,
         )
     except (sqlite3.Error, OSError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
@@ -144,9 +181,29 @@ def _run_file(
         )
         summary = dataclasses.replace(summary, notes=(*summary.notes, note))
     typed = sheet.format.typed_cells and output_format(target).typed_cells
-    write_output(
-        target, headers, values if typed else cells, rows, settings, summary, source, typed=typed
-    )
+    try:
+        write_output(
+            target,
+            headers,
+            values if typed else cells,
+            rows,
+            settings,
+            summary,
+            source,
+            typed=typed,
+        )
+    except (UsageError, OSError) as error:
+        if not (summary.sent or summary.from_journal):
+            raise
+        # Checked before sending, yet it failed (a full disk, the folder removed meanwhile):
+        # nothing is lost, and exit 2 would say nothing was sent.
+        reason = (
+            str(error) if isinstance(error, UsageError) else f"{target}: {error.strerror or error}"
+        )
+        raise OutputNotWritten(
+            f"{reason}; the results are in the journal {journal_path}: run the same command "
+            "with another -o to write them (nothing is sent again)"
+        ) from None
     return JobReport(summary, target)
 
 

@@ -8,19 +8,31 @@ For notebooks and KNIME's Python Script node (whose tables are pandas DataFrames
 
 ``run_frame`` works inside a running event loop too (a notebook cell); code that has a
 loop of its own can ``await batchrun.run_frame_async(df, ...)`` instead.
+
+Exactly once holds across calls: without ``journal=PATH`` the journal is a file in the
+user's cache folder (``$BATCHRUN_CACHE_DIR``, else platformdirs' user cache folder), one
+per job, named by a hash of the endpoint and the frame's row keys. Running the cell again,
+or again after a kernel restart, finds every row done and sends nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrun.config import Settings, environment_settings
+from batchrun.errors import UsageError
 from batchrun.report import RowResult
 from batchrun.sending.journal import Journal
 from batchrun.sending.session import run_rows, run_rows_async
 
 if TYPE_CHECKING:
     import pandas as pd
+
+CACHE_DIR_VARIABLE = "BATCHRUN_CACHE_DIR"
 
 
 def settings_from(options: dict[str, Any]) -> Settings:
@@ -33,7 +45,9 @@ def run_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
 
     Options are the long option names of ``batchrun run`` with underscores
     (``base_url``, ``concurrency``, ``wait``, ...). Without ``journal=PATH`` the journal
-    lives in memory. Never prints, never exits; a systemic error stops sending and the
+    lives in the user's cache folder (see :func:`frame_journal_path`), so calling again
+    with the same frame sends nothing and returns the same ids; ``fresh=True`` sends every
+    row again. Never prints, never exits; a systemic error stops sending and the
     unsent rows say why in ``error``. Inside a running event loop (Jupyter) the job runs
     on a thread of its own. ``batch=True`` sends through the Batch API (with
     ``no_wait=True`` rows of batches still running come back ``pending``).
@@ -74,10 +88,41 @@ def _prepare_run(
     settings = settings_from(options)
     settings.check_sending()
     rows = RowPreparer(make_plan(list(frame.columns), settings), settings).prepare(frame)
-    journal = Journal(
-        settings.journal, endpoint=settings.destination, source="frame", fresh=settings.fresh
-    )
+    path = settings.journal or frame_journal_path(rows, settings.destination)
+    try:
+        if settings.journal is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        journal = Journal(path, endpoint=settings.destination, source="frame", fresh=settings.fresh)
+    except (sqlite3.Error, OSError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        where = "" if settings.journal else "; pass journal=PATH to keep it elsewhere"
+        raise UsageError(f"cannot open the journal {path}: {reason}{where}") from None
     return settings, rows, journal
+
+
+def frame_journal_path(rows: list[RowResult], destination: str) -> Path:
+    """The journal of a frame's job in the cache folder: ``frames/<hash>.sqlite``.
+
+    A job is its endpoint and the keys of its rows (a hash of each row's request and its
+    occurrence), in any order: the same rows sent to the same place again are the same job,
+    and a frame with a row changed, added or removed is another one.
+    """
+    digest = hashlib.sha256(destination.encode())
+    for key in sorted(row.key for row in rows if row.key):
+        digest.update(b"\n" + key.encode())
+    return cache_folder() / "frames" / f"{digest.hexdigest()[:32]}.sqlite"
+
+
+def cache_folder() -> Path:
+    """``$BATCHRUN_CACHE_DIR``, else the user's cache folder for batchrun (platformdirs:
+    ``~/.cache/batchrun`` on Linux, ``~/Library/Caches/batchrun`` on macOS,
+    ``%LOCALAPPDATA%\\batchrun\\Cache`` on Windows)."""
+    configured = os.environ.get(CACHE_DIR_VARIABLE)
+    if configured:
+        return Path(configured)
+    import platformdirs
+
+    return platformdirs.user_cache_path("batchrun", appauthor=False)
 
 
 def _results(frame: pd.DataFrame, rows: list[RowResult], settings: Settings) -> pd.DataFrame:

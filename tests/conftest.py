@@ -1,5 +1,7 @@
 """Shared fixtures: real simulators on loopback ports, a fake clock, and a raw HTTP caller.
 
+Every test has a cache folder of its own (``$BATCHRUN_CACHE_DIR``, where ``run_frame`` keeps
+its journals), so no test writes the user's real cache or meets another test's jobs.
 ``make_simulator(**config)`` starts a :class:`RunningSimulator` (stopped at teardown);
 ``simulator`` is one with ``run_seconds=0.2`` and ``base_url`` its address;
 ``redis_server`` is a real ``redis-server`` on a free loopback port. ``api_call`` sends
@@ -87,6 +89,14 @@ def error_of(reply: Reply) -> dict[str, Any]:
     error: dict[str, Any] = reply.json["error"]
     assert set(error) == {"message", "type", "param", "code"}
     return error
+
+
+@pytest.fixture(autouse=True)
+def cache_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's cache folder, named by ``$BATCHRUN_CACHE_DIR`` (subprocesses inherit it)."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("BATCHRUN_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture

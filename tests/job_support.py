@@ -1,9 +1,13 @@
-"""Small helpers shared by the tests that run whole jobs: settings with a test key, CSV I/O."""
+"""Small helpers shared by the tests that run whole jobs: settings with a test key, CSV I/O,
+and :func:`wait_for`, which waits for a state a job reaches instead of for a fixed time."""
 
 from __future__ import annotations
 
 import csv
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +35,46 @@ def command(source: Path, output: Path, base_url: str, *extra: str) -> list[str]
         *(sys.executable, "-m", "batchrun", "run", str(source), "-o", str(output)),
         *("--base-url", base_url, "--no-progress", *extra),
     ]
+
+
+def wait_for(
+    reached: Callable[[], bool],
+    what: str,
+    *,
+    process: subprocess.Popen[Any] | None = None,
+    timeout: float = 60.0,
+) -> None:
+    """Poll until ``reached()``: a marker the job reaches (a simulator counter, a journal
+    state), never a time, so a loaded machine only makes the wait longer. Fails naming
+    ``what`` after ``timeout`` seconds, or at once if ``process`` ended first."""
+    deadline = time.monotonic() + timeout
+    while not reached():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the job ended (exit {process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {timeout:.0f} s: {what}")
+        time.sleep(0.02)
+
+
+def counted(simulator: Any, at_least: int, counter: str = "runs_created") -> Callable[[], bool]:
+    """A marker for :func:`wait_for`: the simulator's ``counter`` has reached ``at_least``."""
+    return lambda: int(simulator.stats()[counter]) >= at_least
+
+
+def signal_taken(process: subprocess.Popen[Any], signum: int) -> Callable[[], bool]:
+    """A marker for :func:`wait_for`: ``process`` has no ``signum`` pending any more, so a
+    second one sent now is a second signal, never merged with the first by the kernel
+    (however late a loaded machine runs the process). Read from ``/proc/PID/status``
+    (Linux); where there is none, it holds at once."""
+    status = Path(f"/proc/{process.pid}/status")
+    bit = 1 << (signum - 1)
+
+    def taken() -> bool:
+        try:
+            lines = status.read_text(encoding="ascii").splitlines()
+        except OSError:
+            return True
+        pending = (line.split()[1] for line in lines if line.startswith(("ShdPnd:", "SigPnd:")))
+        return not any(int(mask, 16) & bit for mask in pending)
+
+    return taken

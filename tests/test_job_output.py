@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from batchrun import jobs
 from batchrun.cli import _flag_words, main
 from batchrun.config import Settings
 from batchrun.config_file import read_config_file, settings_toml
-from batchrun.errors import UsageError
+from batchrun.errors import ExitCode, OutputNotWritten, UsageError
 from batchrun.jobs import run_file, validate_file
 from batchrun.simulator import RunningSimulator
 
@@ -84,6 +85,43 @@ def test_validate_writes_beside_the_input_as_checked_never_over_a_run_output(
     assert (ran.output.name, checked.output.name) == ("jobs.out.csv", "jobs.checked.csv")
     assert ran.output.read_bytes() == before
     assert (tmp_path / "jobs.checked.settings.toml").exists()
+
+
+class RemovesTheFolder:
+    """Progress that removes the output's folder once a row is done: a write that was
+    checked before sending, and fails after it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def start(self, total: int) -> None:
+        pass
+
+    def update(self, event: str, row: Any) -> None:
+        if event == "done" and self.folder.exists():
+            shutil.rmtree(self.folder)
+
+
+def test_an_output_that_fails_after_sending_says_the_results_are_in_the_journal(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("thread_id,assistant_id\nt_1,asst_1\nt_2,asst_1\n", encoding="utf-8")
+    (tmp_path / "gone").mkdir()
+    settings = settings_for(simulator.base_url)
+    with pytest.raises(OutputNotWritten) as failed:
+        run_file(
+            source,
+            tmp_path / "gone" / "out.csv",
+            settings,
+            progress=RemovesTheFolder(tmp_path / "gone"),
+        )
+    assert failed.value.exit_code is ExitCode.ABORTED  # not 2: rows were sent
+    message = str(failed.value)
+    assert "in.batchrun.sqlite" in message and "another -o" in message, message
+    again = run_file(source, tmp_path / "out.csv", settings)
+    assert again.summary.sent == 0 and again.summary.from_journal == 2, again.summary.line()
+    assert simulator.stats()["runs_created"] == 2
 
 
 def test_the_settings_passthrough_holds_no_one_shot_or_test_option() -> None:

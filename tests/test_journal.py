@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from job_support import command, read_rows, settings_for
+from job_support import command, counted, read_rows, settings_for, signal_taken, wait_for
 
 from batchrun.errors import ExitCode, JournalMismatch
 from batchrun.jobs import run_file
@@ -63,9 +63,10 @@ def test_sigkill_at_several_points_then_rerun_creates_each_run_exactly_once(
     source, output = write_rows(tmp_path / "in.csv", 400), tmp_path / "out.csv"
     args = command(source, output, sim.base_url, "--concurrency", "8", "--timeout", "1")
     created = [0]
-    for delay in (1.0, 1.2, 1.2):
+    for more in (30, 40, 50):  # each kill lands mid-job, once this many more runs exist
         process = start_cli(args)
-        time.sleep(delay)
+        enough = created[-1] + more
+        wait_for(counted(sim, enough), f"{enough} runs", process=process)
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=30)
         assert process.returncode == -signal.SIGKILL
@@ -88,7 +89,7 @@ def test_sigint_writes_a_partial_output_exits_130_and_a_rerun_completes(
     source, output = write_rows(tmp_path / "in.csv", 300), tmp_path / "out.csv"
     args = command(source, output, sim.base_url, "--concurrency", "4")
     process = start_cli(args)
-    time.sleep(1.5)
+    wait_for(counted(sim, 20), "20 runs", process=process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
@@ -213,7 +214,7 @@ def test_a_second_ctrl_c_mid_request_keeps_the_row_for_reconciliation(
     while sim.stats()["runs_created"] < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
-    time.sleep(0.2)
+    wait_for(signal_taken(process, signal.SIGINT), "the first Ctrl-C taken", process=process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr

@@ -375,7 +375,9 @@ def test_header_values_with_line_breaks_are_refused_or_cleaned_and_never_hang(
             running[name] = stack.enter_context(
                 Cli([*command, "--no-progress", *extra], env, tmp_path, tty=False)
             )
-        deadline = time.monotonic() + 5  # a refusal or a tiny job takes about a second
+        # A refusal or a tiny job takes about a second alone; a hang never ends. The margin
+        # is for a loaded machine starting every one of these processes at once.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any(
             cli.process.poll() is None for cli in running.values()
         ):

@@ -52,8 +52,14 @@ def finish(job: subprocess.Popen[str]) -> tuple[int, str]:
 def test_jobs_sharing_a_limit_together_stay_within_it(
     tmp_path: Path, make_simulator: MakeSimulator, redis_server: RedisServer
 ) -> None:
-    """Three jobs at --rpm 1200 against a server enforcing 1200/min: no 429 at all."""
-    simulator = make_simulator(rpm=1200, run_seconds=0)
+    """Three jobs at --rpm 1200 against a server enforcing 1200/min: no 429 at all.
+
+    The server holds 30 tokens where the jobs' first burst is 20 (one second's worth):
+    paced exactly at its rate, a request delayed on a loaded machine while the next one is
+    not would otherwise meet an empty bucket. Unshared, the three first bursts alone (60)
+    would still meet 30 429s.
+    """
+    simulator = make_simulator(rpm=1200, burst=30, run_seconds=0)
     shared = ("--rpm", "1200", "--limiter-url", redis_server.url)
     jobs = [
         start_job(sheet(tmp_path / f"in{n}.csv", 25, f"job{n}"), simulator.base_url, *shared)

@@ -137,7 +137,7 @@ def test_a_pending_run_is_followed_again_by_the_next_run(
     output = tmp_path / "out.csv"
     first = run_file(source, output, settings_for(sim.base_url, wait=True, wait_timeout=0.3))
     assert first.summary.exit_code is ExitCode.ROWS_FAILED
-    time.sleep(1.1)  # [sim:slow] takes ten times run_seconds
+    # Still running ([sim:slow] takes ten times run_seconds): followed until it ends.
     second = run_file(source, output, settings_for(sim.base_url, wait=True))
     (row,) = read_rows(second.output)
     assert row["run_status"] == "completed" and row["error"] == ""

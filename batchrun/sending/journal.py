@@ -2,11 +2,11 @@
 
 A SQLite database (WAL) beside the input, ``<input stem>.batchrun.sqlite``: a job is its
 input and its endpoint, never its output name, so ``-o other.xlsx`` resumes the same job.
-The file holds one job per input file name and endpoint (``jobs``), each with its own id
-(``sheet.csv`` and ``sheet.xlsx`` beside each other share the file, not a job);
-``--fresh`` starts a new job. The job id goes into every run tag, so a run is adopted only by
-the job that created it. Two processes never work one journal at once (see
-:class:`~batchrun.sending.lock.JournalLock`).
+The file holds one job per input and endpoint (``jobs``), each with its own id
+(``sheet.csv`` and ``sheet.xlsx`` beside each other share the file, not a job; so do
+``A/data.csv`` and ``B/data.csv`` given one ``--journal``); ``--fresh`` starts a new job.
+The job id goes into every run tag, so a run is adopted only by the job that created it.
+Two processes never work one journal at once (see :class:`~batchrun.sending.lock.JournalLock`).
 
 Each row is known by its key (see :func:`row_key`); its entry keeps the row's state (see
 :data:`batchrun.sending.states.IN_JOURNAL`) and moves through::
@@ -135,8 +135,16 @@ class Journal:
     """One job's journal; ``path=None`` keeps it in memory (library calls without a file)."""
 
     def __init__(
-        self, path: Path | None, *, endpoint: str, source: str, fresh: bool = False
+        self,
+        path: Path | None,
+        *,
+        endpoint: str,
+        source: str,
+        fresh: bool = False,
+        formerly: str | None = None,
     ) -> None:
+        """``source`` names the job's input; ``formerly`` is the name an older batchrun
+        gave the same job (see :meth:`_claim`)."""
         self.path = path
         self._lock = None if path is None else JournalLock(path)
         try:
@@ -159,7 +167,7 @@ class Journal:
             # thread has stopped.
             self._db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
             self._migrate()
-            self.job_id = self._claim(endpoint, source, fresh)
+            self.job_id = self._claim(endpoint, source, fresh, formerly)
             self._checkpointer = None if path is None else Checkpointer(path)
         except BaseException:
             self._db.close()
@@ -183,13 +191,28 @@ class Journal:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
 
-    def _claim(self, endpoint: str, source: str, fresh: bool) -> str:
-        """The job id of ``source`` (an input's file name) on ``endpoint``: its existing
-        job, or a new one (``fresh``: always new)."""
+    def _claim(self, endpoint: str, source: str, fresh: bool, formerly: str | None) -> str:
+        """The job id of ``source`` on ``endpoint``: its existing job, or a new one
+        (``fresh``: always new).
+
+        Earlier versions named a job by its input's bare file name; when ``source`` has no
+        job yet, a job under ``formerly`` (that name) is taken over and renamed, so a rerun
+        after an upgrade resumes it. Input names of today always hold a ``/`` (see
+        :func:`batchrun.jobs.job_source`), so the two never meet. Through a journal shared
+        by inputs of one file name, the first of them to run takes it: the one the old job
+        was for, unless the journal was shared then too (when the old version mixed them up
+        already).
+        """
         self._adopt_legacy_job()
-        found = self._db.execute(
-            "SELECT job_id FROM jobs WHERE endpoint = ? AND source = ?", (endpoint, source)
-        ).fetchone()
+        select = "SELECT job_id FROM jobs WHERE endpoint = ? AND source = ?"
+        found = self._db.execute(select, (endpoint, source)).fetchone()
+        if found is None and formerly is not None:
+            found = self._db.execute(select, (endpoint, formerly)).fetchone()
+            if found is not None:
+                self._db.execute(
+                    "UPDATE jobs SET source = ? WHERE endpoint = ? AND source = ?",
+                    (source, endpoint, formerly),
+                )
         if found is not None and not fresh:
             return str(found[0])
         job_id = uuid.uuid4().hex[:12]

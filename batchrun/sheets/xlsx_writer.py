@@ -89,6 +89,11 @@ def _utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
+def full_text_path(path: Path) -> Path:
+    """``out.xlsx`` -> ``out.full.jsonl``: where cells too long for Excel are kept whole."""
+    return path.with_name(f"{path.stem}.full.jsonl")
+
+
 class XlsxResultWriter:
     """Writes column chunks into one worksheet; see the module docstring for the rules."""
 
@@ -106,7 +111,7 @@ class XlsxResultWriter:
         self._columns = columns
         self._number_mask = number_mask
         self._typed_mask = typed_mask or [False] * len(columns)
-        self._sidecar_path = path.with_name(f"{path.stem}.full.jsonl")
+        self._sidecar_path = full_text_path(path)
         self._sidecar: StagedFile | None = None
         self._sidecar_file: IO[bytes] | None = None
         # Imported here: a CSV job need not pay for it (14 ms).
