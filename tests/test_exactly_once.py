@@ -311,7 +311,7 @@ def test_run_frame_keeps_its_journal_where_journal_says(
     monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
     path = tmp_path / "frame.sqlite"
     first = batchrun.run_frame(FIVE_ROWS, base_url=simulator.base_url, journal=path)
-    again = batchrun.run_frame(FIVE_ROWS, base_url=simulator.base_url, journal=path)
+    again = batchrun.run_frame(FIVE_ROWS, base_url=simulator.base_url, journal=str(path))
     assert again["run_id"].tolist() == first["run_id"].tolist()
     assert simulator.stats()["runs_created"] == 5
     assert path.exists() and not cache_folder.exists()
