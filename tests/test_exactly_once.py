@@ -129,25 +129,23 @@ def test_a_folder_moved_with_its_journal_is_the_same_job(
 def test_a_second_process_on_one_journal_exits_2_at_once_naming_the_first(
     tmp_path: Path, make_simulator: MakeSimulator
 ) -> None:
-    sim = make_simulator(latency_ms=300, run_seconds=0)
-    source = write_sheet(tmp_path / "in.csv", [(f"t_{n}", "hi") for n in range(40)])
+    sim = make_simulator(latency_ms=400, run_seconds=0)
+    source = write_sheet(tmp_path / "in.csv", [(f"t_{n}", "hi") for n in range(60)])
     args = command(source, tmp_path / "a.csv", sim.base_url, "--concurrency", "2")
     env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
     first = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while sim.stats()["runs_created"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        started = time.monotonic()
+        wait_for(counted(sim, 1), "the first job's first run", process=first)
         second = cli(command(source, tmp_path / "b.csv", sim.base_url))
-        assert time.monotonic() - started < 5
+        # At once: the first job (12 s of requests) is still running, not waited for.
+        assert first.poll() is None
         assert second.returncode == 2, second.stderr
         assert f"pid {first.pid}" in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
     finally:
         first.wait(timeout=60)
     assert first.returncode == 0
-    assert sim.stats()["runs_created"] == 40 and sim.stats()["duplicate_runs"] == 0
+    assert sim.stats()["runs_created"] == 60 and sim.stats()["duplicate_runs"] == 0
 
 
 def test_fresh_starts_a_new_job_whose_tags_never_match_an_older_jobs_run(
@@ -311,7 +309,7 @@ def test_run_frame_keeps_its_journal_where_journal_says(
     monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
     path = tmp_path / "frame.sqlite"
     first = batchrun.run_frame(FIVE_ROWS, base_url=simulator.base_url, journal=path)
-    again = batchrun.run_frame(FIVE_ROWS, base_url=simulator.base_url, journal=path)
+    again = batchrun.run_frame(FIVE_ROWS, base_url=simulator.base_url, journal=str(path))
     assert again["run_id"].tolist() == first["run_id"].tolist()
     assert simulator.stats()["runs_created"] == 5
     assert path.exists() and not cache_folder.exists()
