@@ -179,7 +179,8 @@ class Summary:
             if outcome is Outcome.FAILED and self.failed_statuses:
                 text += " (" + ", ".join(sorted(self.failed_statuses)) + ")"
             parts.append(text)
-        line = f"{self.rows} rows: {', '.join(parts)} in {self.seconds:.1f} s"
+        rows = "1 row" if self.rows == 1 else f"{self.rows} rows"
+        line = f"{rows}: {', '.join(parts)} in {self.seconds:.1f} s"
         if self.run_statuses:
             runs = ", ".join(f"{n} {s}" for s, n in sorted(self.run_statuses.items()))
             line += f"; {self.answers}: {runs}"
