@@ -29,6 +29,9 @@ ENDPOINT_SCHEMAS = ("responses", "chat")
 SCHEMA_NAMES = (*API_VERSIONS, *ENDPOINT_SCHEMAS)
 RUN_TAG_KEY = "batchrun_key"
 METADATA_MAX_KEYS = 16
+# Token maxima the schema leaves unbounded but the service refuses below 1 (the others,
+# max_output_tokens and the Assistants maxima, carry their minimum in the schema).
+POSITIVE_FIELDS: dict[str, tuple[str, ...]] = {"chat": ("max_completion_tokens", "max_tokens")}
 METADATA_KEY_MAX_CHARS = 64
 METADATA_VALUE_MAX_CHARS = 512
 FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -221,6 +224,14 @@ class BodyChecker:
                         path,
                         f"{name!r} must be 1 to 64 letters, digits, '_' or '-'",
                         "invalid_value",
+                    )
+                )
+        for name in POSITIVE_FIELDS.get(self.api_version, ()):
+            value = body.get(name)
+            if type(value) is int and value < 1:
+                problems.append(
+                    Problem(
+                        name, f"{value} is less than the minimum of 1", "integer_below_min_value"
                     )
                 )
         if self.api_version == "responses":
