@@ -4,13 +4,18 @@ name both a body field and a shortcut."""
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import send
 from job_support import read_rows, settings_for
 
-from batchrun.jobs import run_file
+from batchrun.config import Settings, environment_settings
+from batchrun.errors import InputError, UsageError
+from batchrun.jobs import run_file, validate_file
 from batchrun.simulator import RunningSimulator
 
 Make = Callable[..., RunningSimulator]
@@ -53,3 +58,60 @@ def test_a_chat_row_with_a_negative_token_maximum_is_invalid_and_never_sent(
     )
     assert answer.status == 400
     assert answer.json["error"]["param"] == "max_tokens"
+
+
+# --- a column that names both a field and a shortcut -----------------------------------------
+
+
+def requests_of(source: Path, tmp_path: Path, **options: object) -> list[dict[str, Any]]:
+    """The bodies ``validate`` says each row would send ({} for an invalid row)."""
+    settings = Settings(**environment_settings({"endpoint": "chat", **options}, {}))
+    validate_file(source, tmp_path / "checked.csv", settings)
+    rows = read_rows(tmp_path / "checked.csv")
+    return [json.loads(row["request"]) if row["request"] else {} for row in rows]
+
+
+def test_a_chat_user_column_is_the_user_message_and_field_user_is_the_field(
+    tmp_path: Path,
+) -> None:
+    source = write_csv(
+        tmp_path / "chat.csv",
+        ["model", "User", "Field.User"],
+        [["gpt-4o", "Hello there", ""], ["gpt-4o", "Hi again", "customer-42"]],
+    )
+    first, second = requests_of(source, tmp_path, run_tag=False)
+    assert first == {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello there"}]}
+    assert second == {
+        "model": "gpt-4o",
+        "user": "customer-42",
+        "messages": [{"role": "user", "content": "Hi again"}],
+    }
+
+
+def test_field_user_is_reached_by_column_and_set_and_a_bare_set_user_says_how(
+    tmp_path: Path,
+) -> None:
+    source = write_csv(
+        tmp_path / "chat.csv", ["model", "user", "End user"], [["gpt-4o", "Hi", "u-1"]]
+    )
+    (body,) = requests_of(source, tmp_path, run_tag=False, columns={"field.user": "End user"})
+    assert body["user"] == "u-1" and body["messages"] == [{"role": "user", "content": "Hi"}]
+    (body,) = requests_of(source, tmp_path, run_tag=False, set_values={"field.user": "u-9"})
+    assert body["user"] == "u-9"
+    with pytest.raises(UsageError, match=r"--set field\.user=VALUE"):
+        requests_of(source, tmp_path, set_values={"user": "u-9"})
+
+
+def test_the_sample_chat_sheet_sends_no_user_field(tmp_path: Path) -> None:
+    sample = Path(__file__).parent.parent / "samples" / "chat.csv"
+    bodies = requests_of(sample, tmp_path)
+    assert bodies and all("user" not in body for body in bodies)
+    assert any(body.get("messages") for body in bodies)
+
+
+def test_a_plain_field_and_its_field_dot_twin_together_are_an_input_error(
+    tmp_path: Path,
+) -> None:
+    source = write_csv(tmp_path / "chat.csv", ["model", "field.model"], [["a", "b"]])
+    with pytest.raises(InputError, match="both name the field 'model'"):
+        requests_of(source, tmp_path)
