@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -61,8 +61,16 @@ def run(**options: Any) -> None:
         settings = _settings(ctx, options)
         quiet = options["quiet"]
         bar = None if quiet or options["no_progress"] else _progress_bar()
+        told: list[str] = []
         try:
-            report = run_file(source, output, settings, progress=bar, handle_signals=True)
+            report = run_file(
+                source,
+                output,
+                settings,
+                progress=bar,
+                handle_signals=True,
+                notice=_notice(told),
+            )
         finally:
             if bar:
                 bar.close()
@@ -72,7 +80,8 @@ def run(**options: Any) -> None:
         if summary.aborted:
             click.echo(f"stopped: {summary.aborted}", err=True)
         for note in summary.notes:
-            click.echo(f"note: {note}", err=True)
+            if note not in told:
+                click.echo(f"note: {note}", err=True)
         raise JobDone(int(summary.exit_code))
 
 
@@ -88,7 +97,11 @@ def validate(**options: Any) -> None:
         batch_jsonl = options.pop("batch_jsonl")
         settings = _settings(ctx, options)
         report = validate_file(
-            options["input_path"], options["output"], settings, batch_jsonl=batch_jsonl
+            options["input_path"],
+            options["output"],
+            settings,
+            batch_jsonl=batch_jsonl,
+            notice=_notice([]),
         )
         if not options["quiet"] or report.summary.exit_code:
             click.echo(report.summary.line(report.output), err=True)
@@ -236,6 +249,17 @@ def _errors() -> Iterator[None]:
             text += "; --traceback shows where"
         click.echo(f"batchrun: internal error ({text})", err=True)
         sys.exit(int(ExitCode.INTERNAL))
+
+
+def _notice(told: list[str]) -> Callable[[str], None]:
+    """Print a note about the sheet as soon as the job has one (before sending), and
+    remember it so that it is not printed again after the summary line."""
+
+    def notice(note: str) -> None:
+        told.append(note)
+        click.echo(f"note: {note}", err=True)
+
+    return notice
 
 
 def _progress_bar() -> Any:

@@ -13,7 +13,7 @@ import itertools
 import sqlite3
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,13 +78,33 @@ def run_file(
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
+    notice: Callable[[str], None] | None = None,
 ) -> JobReport:
-    """``batchrun run``: send every valid row of ``source`` and write the output."""
+    """``batchrun run``: send every valid row of ``source`` and write the output.
+
+    ``notice`` hears the notes about the sheet (columns that are never sent) before
+    anything is sent; they are in the summary's notes too.
+    """
     settings.check_sending()
     sheet_format(source)  # an unreadable input is named before the output it implies
     target = resolve_output(source, output)
     with rare_collections():
-        return _run_file(source, target, settings, progress, handle_signals)
+        return _run_file(source, target, settings, progress, handle_signals, notice)
+
+
+def _silent(note: str) -> None:
+    pass
+
+
+def sheet_notes(headers: list[str], settings: Settings) -> tuple[str, ...]:
+    """What a user should know about the sheet's columns before rows are sent."""
+    if unsent := unsent_assistants_columns(headers, settings.schema):
+        return (
+            f"column(s) {', '.join(unsent)} are Assistants fields, not fields of --endpoint "
+            f"{settings.endpoint}: carried to the output, never sent (see the README's "
+            "migration table)",
+        )
+    return ()
 
 
 def _run_file(
@@ -93,6 +113,7 @@ def _run_file(
     settings: Settings,
     progress: Progress | None,
     handle_signals: bool,
+    notice: Callable[[str], None] | None,
 ) -> JobReport:
     # Lists of cells, not a DataFrame: sending starts without importing pandas (~0.15 s).
     sheet = open_sheet(source, settings.sheet)
@@ -108,6 +129,9 @@ def _run_file(
     check_names(headers, settings, "run")
     plan = make_plan(headers, settings, sheet.source)
     rows = RowPreparer(plan, settings, sheet.cell_problems).prepare_rows(cells)
+    notes = sheet_notes(headers, settings)
+    for note in notes:
+        (notice or _silent)(note)  # before sending: a user may stop the job and fix it
     journal_path = settings.journal or default_journal_path(source)
     try:
         journal = Journal(
@@ -135,14 +159,8 @@ def _run_file(
     finally:
         with contextlib.suppress(sqlite3.Error):
             journal.close()
-    if unsent := unsent_assistants_columns(headers, settings.schema):
-        shown = ", ".join(unsent)
-        note = (
-            f"column(s) {shown} are Assistants fields, not fields of --endpoint "
-            f"{settings.endpoint}: carried to the output, never sent (see the README's "
-            "migration table)"
-        )
-        summary = dataclasses.replace(summary, notes=(*summary.notes, note))
+    if notes:
+        summary = dataclasses.replace(summary, notes=(*summary.notes, *notes))
     typed = sheet.format.typed_cells and output_format(target).typed_cells
     write_output(
         target, headers, values if typed else cells, rows, settings, summary, source, typed=typed
@@ -174,7 +192,12 @@ def rare_collections() -> Iterator[None]:
 
 
 def validate_file(
-    source: Path, output: Path | None, settings: Settings, *, batch_jsonl: Path | None = None
+    source: Path,
+    output: Path | None,
+    settings: Settings,
+    *,
+    batch_jsonl: Path | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> JobReport:
     """``batchrun validate``: assemble and check every row; send nothing.
 
@@ -193,6 +216,9 @@ def validate_file(
     header = sheet.headers
     check_names(header, settings, "validate")
     plan = make_plan(header, settings, sheet.source)
+    notes = sheet_notes(header, settings)
+    for note in notes:
+        (notice or _silent)(note)
     result_names = [settings.prefix + name for name in VALIDATE_COLUMNS]
     typed = sheet.format.typed_cells and output_format(target).typed_cells
     writer = SheetWriter(
@@ -232,6 +258,7 @@ def validate_file(
             run_statuses={},
             reconciled=0,
             seconds=time.monotonic() - started,
+            notes=notes,
             batch=jsonl.close() if jsonl is not None else "",
         )
         writer.close(sheet_summary(summary, settings, "validate", source, target))

@@ -31,6 +31,8 @@ RUN_TAG_KEY = "batchrun_key"
 METADATA_MAX_KEYS = 16
 # Token maxima the schema leaves unbounded but the service refuses below 1 (the others,
 # max_output_tokens and the Assistants maxima, carry their minimum in the schema).
+# What a response answers: a row with none of these has nothing to answer.
+RESPONSE_SOURCES = ("input", "instructions", "prompt", "conversation", "previous_response_id")
 POSITIVE_FIELDS: dict[str, tuple[str, ...]] = {"chat": ("max_completion_tokens", "max_tokens")}
 METADATA_KEY_MAX_CHARS = 64
 METADATA_VALUE_MAX_CHARS = 512
@@ -251,6 +253,17 @@ def _responses_problems(body: Mapping[str, Any], *, batchrun_rules: bool) -> lis
                 "missing_required_parameter",
             )
         )
+    if batchrun_rules and not any(_given(body.get(name)) for name in RESPONSE_SOURCES):
+        # Only a model and settings: nothing for the model to answer. (An Assistants sheet
+        # moved to --endpoint responses looks so: its thread and assistant are not sent.)
+        problems.append(
+            Problem(
+                "input",
+                "is required: the row has no input, instructions, prompt, conversation or"
+                " previous_response_id, so there is nothing to answer",
+                "missing_required_parameter",
+            )
+        )
     both = body.get("conversation") is not None and body.get("previous_response_id") is not None
     if batchrun_rules and both:  # the service says so itself, in words of its own
         problems.append(
@@ -261,6 +274,13 @@ def _responses_problems(body: Mapping[str, Any], *, batchrun_rules: bool) -> lis
             )
         )
     return problems
+
+
+def _given(value: Any) -> bool:
+    """Whether a field says something: not null, not empty text, not an empty list."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    return value is not None and value != [] and value != {}
 
 
 def _metadata_fits(metadata: Any, *, run_tag: bool) -> bool:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import send
-from job_support import read_rows, settings_for
+from job_support import TEST_KEY, read_rows, settings_for
 
 from batchrun.config import Settings, environment_settings
 from batchrun.errors import InputError, UsageError
@@ -115,3 +118,76 @@ def test_a_plain_field_and_its_field_dot_twin_together_are_an_input_error(
     source = write_csv(tmp_path / "chat.csv", ["model", "field.model"], [["a", "b"]])
     with pytest.raises(InputError, match="both name the field 'model'"):
         requests_of(source, tmp_path)
+
+
+# --- an Assistants sheet moved to --endpoint responses ------------------------------------
+
+
+def responses_posts(sim: RunningSimulator) -> int:
+    return sum(sim.stats()["requests"].get("POST /v1/responses", {}).values())
+
+
+def test_a_responses_row_with_nothing_to_answer_is_invalid_and_never_sent(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(run_seconds=0)
+    source = write_csv(
+        tmp_path / "old.csv",
+        ["thread_id", "assistant_id", "model", "input", "instructions", "temperature"],
+        [
+            ["thread_1", "asst_1", "gpt-4o", "", "", "0.2"],  # an Assistants row, moved
+            ["thread_2", "asst_1", "gpt-4o", " ", "", ""],  # an input of only spaces
+            ["thread_3", "asst_1", "gpt-4o", "", "Say hello.", ""],
+            ["thread_4", "asst_1", "gpt-4o", "Hi", "", ""],
+        ],
+    )
+    settings = settings_for(sim.base_url, endpoint="responses")
+    report = run_file(source, tmp_path / "out.csv", settings)
+    rows = read_rows(tmp_path / "out.csv")
+    assert [row["outcome"] for row in rows] == ["invalid", "invalid", "ok", "ok"]
+    assert rows[0]["error"] == (
+        "input: is required: the row has no input, instructions, prompt, conversation or "
+        "previous_response_id, so there is nothing to answer"
+    )
+    assert responses_posts(sim) == 2
+    assert report.summary.outcomes == {"ok": 2, "invalid": 2}
+
+
+def test_the_note_on_unsent_assistants_columns_comes_before_sending_and_from_validate(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(run_seconds=0)
+    source = write_csv(
+        tmp_path / "old.csv",
+        ["thread_id", "assistant_id", "model", "input"],
+        [["thread_1", "asst_1", "gpt-4o", "Hi"]],
+    )
+    heard: list[tuple[str, int]] = []
+    settings = settings_for(sim.base_url, endpoint="responses")
+    run_file(
+        source,
+        tmp_path / "out.csv",
+        settings,
+        notice=lambda note: heard.append((note, responses_posts(sim))),
+    )
+    ((note, posts_then),) = heard
+    assert note.startswith("column(s) thread_id, assistant_id are Assistants fields")
+    assert posts_then == 0  # heard before anything was sent
+    checked = validate_file(source, tmp_path / "checked.csv", settings)
+    assert checked.summary.notes == (note,)
+    # The command line prints it once, before the summary line, for run and validate.
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    for args in (
+        ["run", str(source), "-o", str(tmp_path / "again.csv"), "--base-url", sim.base_url],
+        ["validate", str(source), "-o", str(tmp_path / "checked2.csv")],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "batchrun", *args, "--endpoint", "responses"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        lines = done.stderr.splitlines()
+        assert lines[0] == f"note: {note}", done.stderr
+        assert lines[1].startswith("1 row: 1 ok") and len(lines) == 2, done.stderr
