@@ -72,6 +72,9 @@ class RowPlan:
     sub_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # (role, column) of chat's system and user text columns.
     message_columns: tuple[tuple[str, int], ...] = ()
+    # (field, header) of columns that feed nothing but look like a field that no column
+    # feeds: ``Assistant ID`` for ``assistant_id``.
+    hints: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +215,14 @@ def plan_columns(
     defaults, sub_defaults = _parse_set_values(
         set_values or {}, api_version, fields, objects, shortcuts
     )
+    used = {index for _, index, _ in field_columns} | {index for _, index in foreign_columns}
+    used |= set(sub_columns.values()) | {index for _, index in message_columns}
+    used |= {i for i in (thread_column, column_of(REQUEST_JSON)) if i is not None}
+    fed = {name for name, _, _ in field_columns} | {name for name, _ in sub_columns}
+    hints = header_hints(
+        [header for index, header in enumerate(headers) if index not in used],
+        [name for name in fields if name not in fed],
+    )
     return RowPlan(
         api_version=api_version,
         thread_column=thread_column,
@@ -225,7 +236,32 @@ def plan_columns(
         defaults=defaults,
         sub_defaults=sub_defaults,
         message_columns=tuple(message_columns),
+        hints=hints,
     )
+
+
+def _squashed(name: str) -> str:
+    """A name with case, spaces and punctuation gone: ``Assistant ID`` -> ``assistantid``."""
+    return "".join(char for char in name.casefold() if char.isalnum())
+
+
+def header_hints(headers: Sequence[str], fields: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """(field, header) for each header that names a field as people write it: in other
+    case, with spaces or dashes (``Max Tokens``), or without the ``_id`` of an id field
+    (``Assistant``). Only the exact name (or ``--column``) feeds the field."""
+    by_name = {_squashed(str(header)): str(header) for header in headers}
+    found = []
+    for name in fields:
+        forms = [name, name.removesuffix("_id")] if name.endswith("_id") else [name]
+        header = next((by_name[s] for s in map(_squashed, forms) if s in by_name), None)
+        if header is not None:
+            found.append((name, header))
+    return tuple(found)
+
+
+def hint_text(name: str, header: str) -> str:
+    """How to make column ``header`` feed field ``name``."""
+    return f'pass --column "{name}={header}"'
 
 
 def _takes_keys(api_version: str, name: str) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 
 from batchrun import __version__
 from batchrun.atomic import StagedFile
-from batchrun.body import unsent_assistants_columns
+from batchrun.body import RowPlan, hint_text, unsent_assistants_columns
 from batchrun.config import Settings, applied_settings
 from batchrun.config_file import settings_toml
 from batchrun.errors import UsageError
@@ -96,15 +96,19 @@ def _silent(note: str) -> None:
     pass
 
 
-def sheet_notes(headers: list[str], settings: Settings) -> tuple[str, ...]:
+def sheet_notes(headers: list[str], settings: Settings, plan: RowPlan) -> tuple[str, ...]:
     """What a user should know about the sheet's columns before rows are sent."""
+    notes = [
+        f"column {header!r} looks like the field {name} but is not sent: {hint_text(name, header)}"
+        for name, header in plan.hints
+    ]
     if unsent := unsent_assistants_columns(headers, settings.schema):
-        return (
+        notes.append(
             f"column(s) {', '.join(unsent)} are Assistants fields, not fields of --endpoint "
             f"{settings.endpoint}: carried to the output, never sent (see the README's "
-            "migration table)",
+            "migration table)"
         )
-    return ()
+    return tuple(notes)
 
 
 def _run_file(
@@ -129,7 +133,7 @@ def _run_file(
     check_names(headers, settings, "run")
     plan = make_plan(headers, settings, sheet.source)
     rows = RowPreparer(plan, settings, sheet.cell_problems).prepare_rows(cells)
-    notes = sheet_notes(headers, settings)
+    notes = sheet_notes(headers, settings, plan)
     for note in notes:
         (notice or _silent)(note)  # before sending: a user may stop the job and fix it
     journal_path = settings.journal or default_journal_path(source)
@@ -216,7 +220,7 @@ def validate_file(
     header = sheet.headers
     check_names(header, settings, "validate")
     plan = make_plan(header, settings, sheet.source)
-    notes = sheet_notes(header, settings)
+    notes = sheet_notes(header, settings, plan)
     for note in notes:
         (notice or _silent)(note)
     result_names = [settings.prefix + name for name in VALIDATE_COLUMNS]

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchrun.body import REQUEST_JSON, RowPlan, assemble, plan_columns, used_columns
+from batchrun.body import (
+    REQUEST_JSON,
+    RowPlan,
+    assemble,
+    hint_text,
+    plan_columns,
+    used_columns,
+)
 from batchrun.config import Settings
 from batchrun.report import Next, Outcome, RowResult
 from batchrun.schema import RUN_TAG_KEY, BodyChecker, Problem
@@ -55,6 +62,7 @@ class RowPreparer:
         # formula without a value). Only those feeding the body make the row invalid.
         self.cell_problems = cell_problems or {}
         self._used = used_columns(plan)
+        self._hints = dict(plan.hints)
         self.checker = BodyChecker(settings.schema, run_tag=settings.run_tag)
         self.occurrences: Counter[str] = Counter()
         self.next_index = 0
@@ -78,6 +86,8 @@ class RowPreparer:
                 cell_problems = self._unreadable(row.index) + cell_problems
             if cell_problems:
                 problems = merged_problems(cell_problems, problems)
+            if self._hints and problems:
+                problems = [self._hinted(problem) for problem in problems]
             if problems:
                 row.fail(Outcome.INVALID, "; ".join(map(str, problems)), Next.NOTHING)
             else:
@@ -87,6 +97,15 @@ class RowPreparer:
                 row.key = row_key(digest, self.occurrences[digest])
             results.append(row)
         return results
+
+    def _hinted(self, problem: Problem) -> Problem:
+        """A missing field's problem, with the column that looks like it."""
+        header = self._hints.get(problem.path)
+        if header is None or not problem.message.startswith("is required"):
+            return problem
+        hint = hint_text(problem.path, header)
+        message = f"{problem.message} (the column {header!r} looks like it: {hint})"
+        return Problem(problem.path, message, problem.code)
 
     def _unreadable(self, index: int) -> list[Problem]:
         return [

@@ -191,3 +191,40 @@ def test_the_note_on_unsent_assistants_columns_comes_before_sending_and_from_val
         lines = done.stderr.splitlines()
         assert lines[0] == f"note: {note}", done.stderr
         assert lines[1].startswith("1 row: 1 ok") and len(lines) == 2, done.stderr
+
+
+# --- header hints ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["Assistant", "Assistant ID", "assistant id", "Assistant-Id"])
+def test_a_human_header_for_assistant_id_is_named_in_the_row_error_and_a_note(
+    tmp_path: Path, header: str
+) -> None:
+    source = write_csv(tmp_path / "runs.csv", ["thread_id", header], [["thread_1", "asst_1"]])
+    settings = Settings(**environment_settings({}, {}))
+    report = validate_file(source, tmp_path / "checked.csv", settings)
+    (row,) = read_rows(tmp_path / "checked.csv")
+    assert row["error"] == (
+        f"assistant_id: is required (the column {header!r} looks like it: pass "
+        f'--column "assistant_id={header}")'
+    )
+    assert report.summary.notes == (
+        f"column {header!r} looks like the field assistant_id but is not sent: pass "
+        f'--column "assistant_id={header}"',
+    )
+
+
+def test_every_field_gets_a_hint_and_a_column_that_feeds_a_field_gets_none(
+    tmp_path: Path,
+) -> None:
+    source = write_csv(
+        tmp_path / "chat.csv",
+        ["Model", "user", "Max Tokens", "Temperature", "Speed", "Notes"],
+        [["gpt-4o", "Hi", "5", "0.2", "fast", "x"]],
+    )
+    settings = Settings(**environment_settings({"endpoint": "chat"}, {}))
+    report = validate_file(source, tmp_path / "checked.csv", settings)
+    assert report.summary.notes == (
+        "column 'Max Tokens' looks like the field max_tokens but is not sent: pass "
+        '--column "max_tokens=Max Tokens"',
+    )
