@@ -33,6 +33,8 @@ SIMULATOR_KEY = "sk-batchrun-simulator"
 SIMULATED_ENDPOINT = "simulator:"
 LIMITER_URL_ENV = "BATCHRUN_LIMITER_URL"
 LIMITER_SCHEMES = ("redis", "rediss", "unix")
+# --delimiter takes a character, or the name of one that is awkward to type in a shell.
+DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "pipe": "|"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ class Settings:
     allow_insecure_http: bool = False
     escape_formulas: bool = True
     sheet: str | int | None = None
+    # Reading a sheet made otherwise: a CSV's separator and encoding, a table's header row.
+    delimiter: str | None = None
+    encoding: str | None = None
+    header_row: int | None = None
     columns: Mapping[str, str] = field(default_factory=dict)
     set_values: Mapping[str, str] = field(default_factory=dict)
     # Shared rate limit (DESIGN.md "Shared rate limit"); the URL may hold a password.
@@ -91,6 +97,7 @@ class Settings:
             object.__setattr__(self, "beta_header", _header_safe("--beta-header", self.beta_header))
         if self.limit is not None and self.limit < 0:
             raise UsageError("--limit must be 0 or more")
+        self._check_reading()
         self._check_batch()
         if self.reply and not self.wait:
             object.__setattr__(self, "wait", True)  # --reply implies --wait
@@ -102,6 +109,27 @@ class Settings:
                 )
         if self.limiter_key is not None and not self.limiter_key.strip():
             raise UsageError("--limiter-key must not be empty")
+
+    def _check_reading(self) -> None:
+        if self.delimiter is not None:
+            named = DELIMITER_NAMES.get(self.delimiter.casefold(), self.delimiter)
+            if len(named) != 1 or named in ('"', "\r", "\n"):
+                raise UsageError(
+                    f"--delimiter {self.delimiter!r}: give one character, such as ';' or tab"
+                )
+            object.__setattr__(self, "delimiter", named)
+        if self.encoding is not None:
+            import codecs
+
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise UsageError(
+                    f"--encoding {self.encoding!r} is not an encoding Python knows"
+                    " (e.g. cp1252, latin-1, utf-16)"
+                ) from None
+        if self.header_row is not None and self.header_row < 1:
+            raise UsageError("--header-row must be at least 1 (rows count from 1)")
 
     def _check_batch(self) -> None:
         if self.no_wait and not self.batch:
@@ -189,6 +217,8 @@ def applied_settings(
         rows.append(("--api-version", settings.api_version))
     if xlsx_input and settings.sheet is not None:
         rows.append(("--sheet", settings.sheet))
+    rows += [("--delimiter", settings.delimiter), ("--encoding", settings.encoding)]
+    rows += [("--header-row", settings.header_row)]
     rows += [("--column", settings.columns), ("--set", settings.set_values)]
     rows += [("--limit", settings.limit), ("--prefix", settings.prefix)]
     if not settings.run_tag:

@@ -38,6 +38,7 @@ from batchrun.sending.runner import Progress
 from batchrun.sending.session import run_rows
 from batchrun.sheets import batched, columns_of, sheet_format
 from batchrun.sheets.formats import default_output, input_format, output_format
+from batchrun.sheets.handoff import HandOff
 from batchrun.sheets.reader import Sheet, open_sheet
 from batchrun.sheets.writer import MAX_XLSX_DATA_ROWS, SheetWriter
 from batchrun.validation import checked_chunks
@@ -92,6 +93,17 @@ def run_file(
         return _run_file(source, target, settings, progress, handle_signals, notice)
 
 
+def open_input(source: Path, settings: Settings) -> Sheet:
+    """The input sheet, read as the settings say (worksheet, separator, encoding, header)."""
+    return open_sheet(
+        source,
+        settings.sheet,
+        delimiter=settings.delimiter,
+        encoding=settings.encoding,
+        header_row=settings.header_row,
+    )
+
+
 def _silent(note: str) -> None:
     pass
 
@@ -120,7 +132,7 @@ def _run_file(
     notice: Callable[[str], None] | None,
 ) -> JobReport:
     # Lists of cells, not a DataFrame: sending starts without importing pandas (~0.15 s).
-    sheet = open_sheet(source, settings.sheet)
+    sheet = open_input(source, settings)
     headers = sheet.headers
     values = list(itertools.islice(sheet.rows, settings.limit))
     # Text for assembly; the values as they came (numbers, dates, JSON) for the output.
@@ -167,7 +179,15 @@ def _run_file(
         summary = dataclasses.replace(summary, notes=(*summary.notes, *notes))
     typed = sheet.format.typed_cells and output_format(target).typed_cells
     write_output(
-        target, headers, values if typed else cells, rows, settings, summary, source, typed=typed
+        target,
+        headers,
+        values if typed else cells,
+        rows,
+        settings,
+        summary,
+        source,
+        typed=typed,
+        handoff=sheet.handoff,
     )
     return JobReport(summary, target)
 
@@ -216,7 +236,7 @@ def validate_file(
         from batchrun.batch.jsonl import BatchJsonl
 
         jsonl = BatchJsonl(batch_jsonl, settings, source, target)
-    sheet = open_sheet(source, settings.sheet)
+    sheet = open_input(source, settings)
     header = sheet.headers
     check_names(header, settings, "validate")
     plan = make_plan(header, settings, sheet.source)
@@ -230,6 +250,7 @@ def validate_file(
         [*header, *result_names],
         escape_formulas=settings.escape_formulas,
         typed_columns=frozenset(header) if typed else frozenset(),
+        handoff=sheet.handoff,
     )
     outcomes: Counter[str] = Counter()
     total = 0
@@ -294,9 +315,11 @@ def write_output(
     source: Path,
     *,
     typed: bool = False,
+    handoff: HandOff | None = None,
 ) -> None:
     """Write the input cells and each row's results (atomically), and the settings
-    passthrough beside them. ``typed``: the cells are values as read, to write typed."""
+    passthrough beside them. ``typed``: the cells are values as read, to write typed;
+    ``handoff``: how the input was laid out, to write the output the same way."""
     inputs = columns_of(cells, len(headers))
     names = [settings.prefix + name for name in result_columns(settings, "run")]
     with SheetWriter(
@@ -305,6 +328,7 @@ def write_output(
         escape_formulas=settings.escape_formulas,
         number_columns=number_columns(settings),
         typed_columns=frozenset(headers) if typed else frozenset(),
+        handoff=handoff,
     ) as out:
         out.write_columns([*inputs, *result_cells(rows, settings, "run")])
         out.close(sheet_summary(summary, settings, "run", source, target))

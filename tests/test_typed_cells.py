@@ -296,7 +296,10 @@ def test_a_17_digit_number_reads_with_its_digits(tmp_path: Path) -> None:
             id="close-match",
         ),
         pytest.param(
-            "in.csv", "thread_id;assistant_id\nx;y\n", "separated by ';'", id="semicolons"
+            "in.csv",
+            "thread_id;assistant_id\nx;y\n",
+            "separated by ';' (as Excel saves CSV in some languages): pass --delimiter ';'",
+            id="semicolons",
         ),
         pytest.param(
             "in.csv", "a,b\n1,2\n", "its columns are 'a', 'b' (name the thread column", id="none"

@@ -37,6 +37,7 @@ from python_calamine import (
 
 from batchrun.errors import InputError
 from batchrun.sheets.cells import excel_cell_text
+from batchrun.sheets.handoff import HandOff
 
 __all__ = ["XlsxSheet", "open_xlsx_sheet"]
 
@@ -54,10 +55,17 @@ class XlsxSheet:
     rows: Iterator[list[Any]]
     # Data row (0-based) -> [(column, problem)] for formula cells without a usable value.
     cell_problems: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+    handoff: HandOff = field(default_factory=HandOff)
 
 
-def open_xlsx_sheet(path: Path, sheet: str | int | None) -> XlsxSheet:
-    """Open the chosen sheet; raises InputError for unreadable files and unknown sheets."""
+def open_xlsx_sheet(
+    path: Path, sheet: str | int | None, header_row: int | None = None
+) -> XlsxSheet:
+    """Open the chosen sheet; raises InputError for unreadable files and unknown sheets.
+
+    ``header_row`` (1-based, as Excel numbers rows) names the header row; by default it is
+    the first row with a value.
+    """
     try:
         with CalamineWorkbook.from_path(str(path)) as workbook:
             names: list[str] = list(workbook.sheet_names)
@@ -73,21 +81,30 @@ def open_xlsx_sheet(path: Path, sheet: str | int | None) -> XlsxSheet:
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror})") from None
     top, left = data.start or (0, 0)
+    header_at = header_row
+    if header_at is not None and header_at <= top:
+        raise InputError(path, f"sheet {names[index]!r}: row {header_at} is empty (--header-row)")
     merged = data.merged_cell_ranges or []
     rows: Iterator[list[Any]] = (
         iter(_filled(data.to_python(), merged, top, left)) if merged else (data.iter_rows())
     )
     header_row = top
+    above: list[list[Any]] = []
     for row in rows:
         # Rows above the table (calamine may yield them as empty) are not the header.
-        if any(cell != "" for cell in row):
+        wanted = header_row + 1 == header_at if header_at else any(cell != "" for cell in row)
+        if wanted:
             header = [excel_cell_text(cell) for cell in row]
             break
+        above.append(row)
         header_row += 1
     else:
+        if header_at:
+            raise InputError(path, f"sheet {names[index]!r} has no row {header_at} (--header-row)")
         raise InputError(path, f"sheet {names[index]!r} is empty (no header row)")
     problems = _formula_problems(path, index, header_row, left)
-    return XlsxSheet(names[index], header, _whole(rows), problems)
+    handoff = HandOff(sheet_name=names[index])
+    return XlsxSheet(names[index], header, _whole(rows), problems, handoff)
 
 
 def _whole(rows: Iterator[list[Any]]) -> Iterator[list[Any]]:

@@ -1,0 +1,143 @@
+"""Sheets as people make them: a CSV separated by ';' in Latin-1 with a BOM, a title above
+the table; and the CSV handed back with the input's BOM, line ends and separator."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batchrun.config import Settings, environment_settings
+from batchrun.errors import InputError, UsageError
+from batchrun.jobs import validate_file
+
+BOM = b"\xef\xbb\xbf"
+
+
+def batchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    return subprocess.run(
+        [sys.executable, "-m", "batchrun", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+
+
+def settings(**options: object) -> Settings:
+    return Settings(**environment_settings(options, {}))
+
+
+LATIN1_SHEET = (
+    "Kunde;model;user;Bemerkung\r\n"
+    "Müller;gpt-4o;Grüße aus Köln: fasse zusammen.;café crème\r\n"
+    "Søren;gpt-4o;Ça va? Réponds en une phrase.;naïve\r\n"
+)
+
+
+def test_a_semicolon_latin1_csv_with_a_bom_runs_with_delimiter_and_encoding(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "kunden.csv"
+    source.write_bytes(BOM + LATIN1_SHEET.encode("latin-1"))
+    done = batchrun(
+        "run",
+        "kunden.csv",
+        "--endpoint",
+        "chat",
+        "--simulate",
+        "--delimiter",
+        ";",
+        "--encoding",
+        "latin-1",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("2 rows: 2 ok"), done.stderr
+    data = (tmp_path / "kunden.out.csv").read_bytes()
+    # Handed back as it came: BOM, CRLF, ';'; as UTF-8, since results may hold anything.
+    assert data.startswith(BOM + b"Kunde;model;user;Bemerkung;outcome;")
+    assert data.count(b"\r\n") == 3 and data.replace(b"\r\n", b"").count(b"\n") == 0
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""), delimiter=";"))
+    assert [row[:4] for row in rows[1:]] == [
+        ["Müller", "gpt-4o", "Grüße aus Köln: fasse zusammen.", "café crème"],
+        ["Søren", "gpt-4o", "Ça va? Réponds en une phrase.", "naïve"],
+    ]
+    assert [row[4] for row in rows[1:]] == ["ok", "ok"]
+
+
+def test_the_messages_that_detect_a_semicolon_or_latin1_name_the_flags(tmp_path: Path) -> None:
+    source = tmp_path / "kunden.csv"
+    source.write_bytes(BOM + LATIN1_SHEET.encode("latin-1"))
+    done = batchrun("validate", "kunden.csv", "--endpoint", "chat", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "is not UTF-8 text (line 2): pass its encoding, e.g. --encoding cp1252" in done.stderr
+    source.write_bytes(LATIN1_SHEET.encode("utf-8"))
+    done = batchrun("validate", "kunden.csv", "--endpoint", "chat", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "separated by ';'" in done.stderr and "pass --delimiter ';'" in done.stderr
+    done = batchrun(
+        "validate", "kunden.csv", "--endpoint", "chat", "--delimiter", ";", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_utf8_csv_with_a_bom_and_crlf_comes_back_with_both(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(BOM + b"model,user,note\r\ngpt-4o,Hi,a\r\n")
+    validate_file(source, tmp_path / "out.csv", settings(endpoint="chat"))
+    data = (tmp_path / "out.csv").read_bytes()
+    assert data.startswith(BOM + b"model,user,note,outcome,request,error\r\n")
+    assert data.endswith(b"\r\n") and b"\n" not in data.replace(b"\r\n", b"")
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(b"model,user\ngpt-4o,Hi\n")
+    validate_file(plain, tmp_path / "plain.out.csv", settings(endpoint="chat"))
+    assert not (tmp_path / "plain.out.csv").read_bytes().startswith(BOM)
+    assert b"\r\n" not in (tmp_path / "plain.out.csv").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        pytest.param({"delimiter": ";;"}, "give one character", id="two-chars"),
+        pytest.param({"encoding": "klingon"}, "not an encoding Python knows", id="encoding"),
+        pytest.param({"header_row": 0}, "at least 1", id="header-row-0"),
+    ],
+)
+def test_bad_reading_options_are_usage_errors(options: dict[str, object], problem: str) -> None:
+    with pytest.raises(UsageError, match=problem):
+        settings(**options)
+
+
+def test_delimiter_tab_is_a_word_and_flags_that_do_not_apply_are_refused(
+    tmp_path: Path,
+) -> None:
+    assert settings(delimiter="tab").delimiter == "\t"
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"model": "m", "user": "u"}\n', encoding="utf-8")
+    with pytest.raises(UsageError, match=r"--encoding applies to \.csv/\.tsv input"):
+        validate_file(source, None, settings(endpoint="chat", encoding="latin-1"))
+
+
+# --- a title above the table -----------------------------------------------------------------
+
+
+def test_header_row_skips_a_title_above_a_csv_table(tmp_path: Path) -> None:
+    source = tmp_path / "report.csv"
+    source.write_text(
+        "Support questions, week 12,,\n\nmodel,user,note\ngpt-4o,Hi,a\n", encoding="utf-8"
+    )
+    validate_file(source, tmp_path / "out.csv", settings(endpoint="chat", header_row=3))
+    text = (tmp_path / "out.csv").read_text(encoding="utf-8")
+    header, row = text.splitlines()
+    assert header == "model,user,note,outcome,request,error"
+    assert row.startswith("gpt-4o,Hi,a,ok,")
+    with pytest.raises(InputError, match="has no row 9"):
+        validate_file(source, None, settings(endpoint="chat", header_row=9))
