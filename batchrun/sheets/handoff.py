@@ -29,6 +29,7 @@ class OtherSheet:
     name: str
     rows: list[list[Any]]
     hidden: bool = False
+    position: int = 0  # its place among the workbook's sheets
 
 
 @dataclass(slots=True)
@@ -41,13 +42,16 @@ class HandOff:
     delimiter: str | None = None
     # XLSX
     sheet_name: str | None = None
-    # (row, column) -> Excel number format code, for cells not in "General".
-    number_formats: dict[tuple[int, int], str] = field(default_factory=dict)
+    # (row, column) -> Excel number format: a built-in id or a format code ("0.0%"), for
+    # cells not in "General".
+    number_formats: dict[tuple[int, int], int | str] = field(default_factory=dict)
     # (first row, first column, last row, last column), inclusive, table-relative.
     merged: list[tuple[int, int, int, int]] = field(default_factory=list)
     hidden_rows: set[int] = field(default_factory=set)
     # The rows above the header (a title), top first, as values.
     title_rows: list[list[Any]] = field(default_factory=list)
     other_sheets: list[OtherSheet] = field(default_factory=list)
-    # Whether the data sheet comes first among the workbook's sheets.
+    # The data sheet's place among the workbook's sheets (the others keep theirs).
     data_sheet_index: int = 0
+    # (row, column) -> the error a cell holds (``#N/A``): read as empty, written as its text.
+    error_cells: dict[tuple[int, int], str] = field(default_factory=dict)

@@ -139,7 +139,9 @@ class SheetWriter:
         self._done = False
         self._out: _FormatWriter
         if fmt.name == "xlsx":
-            self._out = XlsxResultWriter(path, self.columns, numbers, sheet_name, self._typed)
+            self._out = XlsxResultWriter(
+                path, self.columns, numbers, sheet_name, self._typed, handoff
+            )
         elif fmt.name == "jsonl":
             self._out = _JsonlWriter(path, self.columns)
         else:
