@@ -143,7 +143,7 @@ def _run_file(
             f"-o {target}: {len(cells):,} rows do not fit a worksheet; write .csv or .jsonl"
         )
     check_names(headers, settings, "run")
-    plan = make_plan(headers, settings, sheet.source)
+    plan = make_plan(headers, settings, sheet.source, sheet.preview)
     rows = RowPreparer(plan, settings, sheet.cell_problems).prepare_rows(cells)
     notes = sheet_notes(headers, settings, plan)
     for note in notes:
@@ -239,7 +239,7 @@ def validate_file(
     sheet = open_input(source, settings)
     header = sheet.headers
     check_names(header, settings, "validate")
-    plan = make_plan(header, settings, sheet.source)
+    plan = make_plan(header, settings, sheet.source, sheet.preview)
     notes = sheet_notes(header, settings, plan)
     for note in notes:
         (notice or _silent)(note)

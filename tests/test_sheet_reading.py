@@ -141,3 +141,39 @@ def test_header_row_skips_a_title_above_a_csv_table(tmp_path: Path) -> None:
     assert row.startswith("gpt-4o,Hi,a,ok,")
     with pytest.raises(InputError, match="has no row 9"):
         validate_file(source, None, settings(endpoint="chat", header_row=9))
+
+
+def test_a_header_found_lower_down_is_suggested_with_header_row(tmp_path: Path) -> None:
+    source = tmp_path / "report.csv"
+    source.write_text(
+        "Support questions, week 12,,\n\nmodel,user,note\ngpt-4o,Hi,a\n", encoding="utf-8"
+    )
+    with pytest.raises(InputError, match=r"row 3 does: pass --header-row 3 \(a title"):
+        validate_file(source, None, settings(endpoint="chat"))
+    runs = tmp_path / "runs.csv"
+    runs.write_text("Threads to run\nthread_id,assistant_id\nthread_1,asst_1\n", encoding="utf-8")
+    with pytest.raises(
+        InputError, match=r"has no 'thread_id' column.*; row 2 has the columns needed: "
+    ):
+        validate_file(runs, None, settings())
+    with pytest.raises(InputError, match=r"pass --header-row 2$"):
+        validate_file(runs, None, settings())
+
+
+def test_an_xlsx_title_row_gets_the_header_row_hint(tmp_path: Path) -> None:
+    from test_xlsx_handoff import excel_style_workbook
+
+    source = excel_style_workbook(tmp_path / "orders.xlsx", merged_title=False)
+    chat = settings(endpoint="chat", columns={"user": "Question"})
+    with pytest.raises(InputError) as caught:
+        validate_file(source, None, chat)
+    assert str(caught.value).endswith(
+        "--column user=Question: no column named 'Question'; row 2 has the columns needed:"
+        " pass --header-row 2"
+    )
+    with pytest.raises(InputError) as caught:
+        validate_file(source, None, settings(endpoint="chat"))
+    assert str(caught.value).endswith(
+        "no column of its header names a field of the request; row 2 does: pass --header-row 2"
+        " (a title above the table?)"
+    )

@@ -17,7 +17,9 @@ from batchrun.jobs import validate_file
 EURO = '"€"#,##0.00'
 
 
-def excel_style_workbook(path: Path, *, lookup_first: bool = False) -> Path:
+def excel_style_workbook(
+    path: Path, *, lookup_first: bool = False, merged_title: bool = True
+) -> Path:
     """A workbook as people make one in Excel: a merged title row above human headers, a
     percent, a currency and a day-first date column, a merged range, a hidden row, an
     error cell, and a lookup sheet beside the data."""
@@ -26,7 +28,8 @@ def excel_style_workbook(path: Path, *, lookup_first: bool = False) -> Path:
     assert sheet is not None
     sheet.title = "Orders"
     sheet["A1"] = "Q3 customer questions"
-    sheet.merge_cells("A1:H1")
+    if merged_title:
+        sheet.merge_cells("A1:H1")
     sheet.append(["Customer", "Model", "Question", "Discount", "Price", "Order date"])
     sheet["G2"], sheet["H2"] = "Region", "Check"
     sheet.append(["Müller GmbH", "gpt-4o", "Where is my order?", 0.15, 1234.5])
@@ -108,3 +111,14 @@ def test_other_sheets_keep_their_place_and_visibility(tmp_path: Path) -> None:
     assert book.sheetnames == ["Lookup", "Orders", "summary"]
     assert book["Lookup"].sheet_state == "hidden"
     assert book.active is not None and book.active.title == "Orders"
+
+
+def test_a_merged_title_above_the_table_is_found_without_header_row(tmp_path: Path) -> None:
+    source = excel_style_workbook(tmp_path / "orders.xlsx")
+    chat = {"endpoint": "chat", "columns": {"user": "Question"}}
+    report = validate_file(
+        source, tmp_path / "checked.xlsx", Settings(**environment_settings(chat, {}))
+    )
+    assert report.summary.outcomes.get("ok") == 3 and not report.summary.outcomes.get("invalid")
+    sheet = openpyxl.load_workbook(tmp_path / "checked.xlsx")["Orders"]
+    assert sheet["A1"].value == "Q3 customer questions" and sheet["A2"].value == "Customer"

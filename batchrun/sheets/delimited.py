@@ -23,7 +23,14 @@ from typing import IO, BinaryIO
 
 from batchrun.errors import InputError
 
-__all__ = ["check_utf8_text", "csv_header", "csv_rows", "csv_style", "open_binary"]
+__all__ = [
+    "check_utf8_text",
+    "csv_header",
+    "csv_records",
+    "csv_rows",
+    "csv_style",
+    "open_binary",
+]
 
 _BLOCK = 1 << 20
 ENCODING_HINT = (
@@ -169,6 +176,24 @@ def csv_rows(
             else:
                 raise InputError(path, f"is not readable as delimited text ({exc})") from None
             raise InputError(path, f"row {number + 1}: {problem}") from None
+
+
+def csv_records(
+    path: Path, sep: str, encoding: str | None, header_row: int, count: int
+) -> list[tuple[int, list[str]]]:
+    """Up to ``count`` records below record ``header_row``, with their record numbers
+    (blank lines count, as a spreadsheet shows the file); [] where they cannot be read."""
+    found: list[tuple[int, list[str]]] = []
+    try:
+        with _open_text(path, encoding) as stream:
+            for number, record in enumerate(csv.reader(stream, delimiter=sep), start=1):
+                if number > header_row + count:
+                    break
+                if number > header_row:
+                    found.append((number, record))
+    except (csv.Error, UnicodeDecodeError, InputError):
+        return found
+    return found
 
 
 def csv_header(

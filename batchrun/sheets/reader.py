@@ -49,7 +49,13 @@ from typing import TYPE_CHECKING, Any
 
 from batchrun.errors import InputError, UsageError
 from batchrun.sheets.cells import excel_cell_text, json_cell_text
-from batchrun.sheets.delimited import check_utf8_text, csv_header, csv_rows, csv_style
+from batchrun.sheets.delimited import (
+    check_utf8_text,
+    csv_header,
+    csv_records,
+    csv_rows,
+    csv_style,
+)
 from batchrun.sheets.formats import Format, input_format
 from batchrun.sheets.handoff import HandOff
 from batchrun.sheets.jsonl import jsonl_keys, jsonl_rows
@@ -74,6 +80,7 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_ROWS = 50_000
+PREVIEW_ROWS = 20
 _BLOCK = 1 << 20
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
@@ -135,6 +142,9 @@ class Sheet:
     cell_problems: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     # How the input was laid out, for an output handed back the same way.
     handoff: HandOff = field(default_factory=HandOff)
+    # The first rows below the header, as (row number a spreadsheet shows, text cells):
+    # where a header lower down can be found when this one names nothing needed.
+    preview: list[tuple[int, list[str]]] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -182,7 +192,21 @@ def open_sheet(
     if fmt.name == "xlsx":
         found = open_xlsx_sheet(path, sheet, header_row)
         headers = checked_headers(path, found.header)
-        return Sheet(path, fmt, headers, found.rows, found.name, found.cell_problems, found.handoff)
+        peeked = list(itertools.islice(found.rows, PREVIEW_ROWS))
+        preview = [
+            (found.header_number + 1 + i, [excel_cell_text(cell) for cell in row])
+            for i, row in enumerate(peeked)
+        ]
+        return Sheet(
+            path,
+            fmt,
+            headers,
+            itertools.chain(peeked, found.rows),
+            found.name,
+            found.cell_problems,
+            found.handoff,
+            preview,
+        )
     if encoding is None:
         check_utf8_text(path)
     if fmt.name == "jsonl":
@@ -199,7 +223,8 @@ def open_sheet(
     # character, and the BOM tells Excel it is UTF-8.
     handoff = HandOff(bom=bom or encoding is not None, line_end=line_end, delimiter=delimiter)
     rows = csv_rows(path, sep, len(headers), encoding=encoding, header_row=top)
-    return Sheet(path, fmt, headers, rows, handoff=handoff)
+    preview = csv_records(path, sep, encoding, top, PREVIEW_ROWS)
+    return Sheet(path, fmt, headers, rows, handoff=handoff, preview=preview)
 
 
 def _refuse_other_separator(path: Path, header: list[str], sep: str) -> None:

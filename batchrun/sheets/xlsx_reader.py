@@ -10,7 +10,8 @@ text body assembly reads. The rules of this reader:
 
 - The default sheet is the first *visible* one. ``--sheet`` matches a name exactly, then
   ignoring case and spaces, and only then as a 0-based index (a sheet named ``2`` wins).
-- The table starts at the first row that has a value: that row is the header.
+- The table starts at the first row that has a value and is not a title (one merged range
+  across columns): that row is the header. ``--header-row N`` names it instead.
 - A merged range gives its value to every cell it covers, not only the top-left one.
 - A formula cell reads as its cached value. A formula with no cached value (the file was
   written by a program that does not calculate) or with an error value (``#N/A``) is read
@@ -57,6 +58,7 @@ class XlsxSheet:
     # Data row (0-based) -> [(column, problem)] for formula cells without a usable value.
     cell_problems: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     handoff: HandOff = field(default_factory=HandOff)
+    header_number: int = 1  # the header's row number as Excel shows it
 
 
 def open_xlsx_sheet(
@@ -99,7 +101,10 @@ def open_xlsx_sheet(
     above: list[list[Any]] = []
     for row in rows:
         # Rows above the table (calamine may yield them as empty) are not the header.
-        wanted = header_row + 1 == header_at if header_at else any(cell != "" for cell in row)
+        if header_at:
+            wanted = header_row + 1 == header_at
+        else:
+            wanted = any(cell != "" for cell in row) and not _title(row, header_row, merged, left)
         if wanted:
             header = [excel_cell_text(cell) for cell in row]
             break
@@ -127,7 +132,19 @@ def open_xlsx_sheet(
         data_sheet_index=index,
         error_cells=extras.errors,
     )
-    return XlsxSheet(names[index], header, _whole(rows), extras.problems, handoff)
+    return XlsxSheet(names[index], header, _whole(rows), extras.problems, handoff, header_row + 1)
+
+
+def _title(
+    row: list[Any], number: int, merged: list[tuple[tuple[int, int], tuple[int, int]]], left: int
+) -> bool:
+    """Whether row ``number`` (0-based) is a title: all its values in one merged range
+    across columns (a header names each column in a cell of its own)."""
+    used = [left + col for col, cell in enumerate(row) if cell != ""]
+    return any(
+        r0 <= number <= r1 and c1 > c0 and c0 <= used[0] and used[-1] <= c1
+        for (r0, c0), (r1, c1) in merged
+    )
 
 
 def _whole(rows: Iterator[list[Any]]) -> Iterator[list[Any]]:
