@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -177,3 +178,33 @@ def test_an_xlsx_title_row_gets_the_header_row_hint(tmp_path: Path) -> None:
         "no column of its header names a field of the request; row 2 does: pass --header-row 2"
         " (a title above the table?)"
     )
+
+
+# --- JSONL numbers beyond a double -------------------------------------------------------------
+
+
+def test_a_jsonl_number_beyond_a_double_keeps_its_text(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        '{"model": "gpt-4o", "user": "Hi", "temperature": 1e400, "note": -1E999,'
+        ' "extra": {"x": 1e400}}\n'
+        '{"model": "gpt-4o", "user": "Hi", "temperature": 0.5, "note": 1e400}\n',
+        encoding="utf-8",
+    )
+    validate_file(source, tmp_path / "out.jsonl", settings(endpoint="chat"))
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    # Carried columns as written, numbers still (never null).
+    assert '"note":-1E999,"extra":{"x":1e400}' in lines[0]
+    assert '"note":1e400,' in lines[1]
+    first, second = (json.loads(line) for line in lines)
+    assert first["outcome"] == "invalid" and second["outcome"] == "ok"
+    assert first["error"] == "temperature: '1e400' is beyond the range of a number"
+    validate_file(source, tmp_path / "out.csv", settings(endpoint="chat"))
+    text = (tmp_path / "out.csv").read_text(encoding="utf-8")
+    assert ',-1E999,"{""x"":1e400}",' in text
+    validate_file(source, tmp_path / "out.xlsx", settings(endpoint="chat"))
+    import openpyxl
+
+    sheet = openpyxl.load_workbook(tmp_path / "out.xlsx").worksheets[0]
+    header = [cell.value for cell in sheet[1]]
+    assert sheet.cell(2, header.index("note") + 1).value == "-1E999"

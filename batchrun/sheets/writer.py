@@ -44,6 +44,7 @@ from batchrun.sheets import formats
 from batchrun.sheets.cells import (
     PLAIN_NUMBER,
     excel_cell_text,
+    json_fragment,
     number_cells,
     number_texts,
     text_cells,
@@ -388,14 +389,18 @@ class _JsonlWriter(_StagedStream):
         for row in zip(*cells, strict=True):
             record = dict(zip(keys, row, strict=True))
             try:
-                write(orjson.dumps(record, default=_json_default, option=orjson.OPT_APPEND_NEWLINE))
+                write(orjson.dumps(record, default=_json_default, option=_JSONL_OPTIONS))
             except (orjson.JSONEncodeError, TypeError):
                 # Lone surrogates (escaped as \udXXX) or integers beyond 64 bits (exact).
                 write(json.dumps(record, default=_json_default).encode() + b"\n")
 
 
+_JSONL_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def _json_default(value: object) -> object:
-    """A typed input cell JSON has no type for: dates and times as their ISO text."""
+    """A typed input cell JSON has no type for: dates and times as their ISO text; a
+    number beyond a double as written."""
     if isinstance(value, datetime.date | datetime.time | datetime.timedelta):
         return excel_cell_text(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
+    return json_fragment(value)
