@@ -208,8 +208,10 @@ def _settings(ctx: click.Context, options: dict[str, Any]) -> Any:
     config_file = values.pop("config_file", None)
     for name in ("input_path", "output", "quiet", "no_progress"):
         values.pop(name, None)
+    sources: dict[str, str] = {}
     if config_file is not None:
-        for name, value in read_config_file(config_file).items():
+        spelled: dict[str, str] = {}
+        for name, value in read_config_file(config_file, spelled).items():
             source = ctx.get_parameter_source(name)
             given = source not in (None, click.core.ParameterSource.DEFAULT)
             if name in ("columns", "set_values"):
@@ -219,8 +221,27 @@ def _settings(ctx: click.Context, options: dict[str, Any]) -> Any:
                     options[name] = value
             elif not given or name not in values:
                 values[name] = value
-    valid = set(Settings.__dataclass_fields__)
-    return Settings(**environment_settings({k: v for k, v in values.items() if k in valid}))
+                sources[name] = f"{config_file}: {spelled[name]}"
+    valid = set(Settings.__dataclass_fields__) - {"sources"}
+    chosen = {k: v for k, v in values.items() if k in valid}
+    settings = Settings(**environment_settings({**chosen, "sources": sources}))
+    # Later messages (the sheet, the server) name a value set in the file or the
+    # environment as the user set it, not by a flag they did not type.
+    ctx.meta[SOURCES_KEY] = settings.sources
+    return settings
+
+
+SOURCES_KEY = "batchrun.sources"
+
+
+def _as_set(text: str) -> str:
+    """``text`` with the flags of options the user set elsewhere named as they were set."""
+    ctx = click.get_current_context(silent=True)
+    sources: dict[str, str] = ctx.meta.get(SOURCES_KEY, {}) if ctx is not None else {}
+    for name, label in sources.items():
+        flag = "--" + name.replace("_", "-")
+        text = re.sub(re.escape(flag) + r"\b(?!-)", label.replace("\\", r"\\"), text)
+    return text
 
 
 @contextlib.contextmanager
@@ -229,7 +250,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except BatchrunError as error:
-        click.echo(f"batchrun: {error}", err=True)
+        click.echo(f"batchrun: {_as_set(str(error))}", err=True)
         sys.exit(int(error.exit_code))
     except KeyboardInterrupt:
         click.echo("batchrun: interrupted", err=True)

@@ -35,7 +35,7 @@ def settings_from(options: dict[str, Any]) -> Settings:
     argument is a UsageError naming it, never a raw TypeError.
     """
     given = {ARGUMENT_ALIASES.get(name, name): value for name, value in options.items()}
-    known = set(Settings.__dataclass_fields__) - {"api_key"}
+    known = set(Settings.__dataclass_fields__) - {"api_key", "sources"}
     for name in given:
         if name not in known:
             close = difflib.get_close_matches(name, [*known, *ARGUMENT_ALIASES], n=1)
