@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from batchrun.library import run_frame, run_frame_async, validate_frame
 
 
+def __dir__() -> list[str]:
+    # The lazy entry points are listed as the module's own (dir(batchrun), completion).
+    return sorted({*globals(), *__all__})
+
+
 def __getattr__(name: str) -> Any:
     # Lazy: `batchrun --help` must not pay for pandas and aiohttp.
     if name in __all__[1:]:

@@ -43,7 +43,11 @@ REQUEST_JSON = "request_json"
 METADATA = "metadata"
 METADATA_PREFIX = "metadata."
 # Chat: text columns that become a system message (first) and a user message (last).
+# ``user`` is also a field of the chat body (the end-user id): a column that names both a
+# shortcut and a field is the shortcut, and ``field.user`` names the field. ``field.NAME``
+# names any field so.
 MESSAGE_COLUMNS = ("system", "user")
+FIELD_PREFIX = "field."
 # A thread id goes into the URL path: anything but these characters could change the
 # path or the query, so such a row is refused rather than escaped. Conversation ids are
 # held to the same rule: they are ids, and servers put them in paths of their own.
@@ -68,6 +72,9 @@ class RowPlan:
     sub_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # (role, column) of chat's system and user text columns.
     message_columns: tuple[tuple[str, int], ...] = ()
+    # (field, header) of columns that feed nothing but look like a field that no column
+    # feeds: ``Assistant ID`` for ``assistant_id``.
+    hints: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,12 @@ def used_columns(plan: RowPlan) -> dict[int, str]:
 def normalize_header(name: object) -> str:
     """Headers match case-insensitively after trimming."""
     return str(name).strip().casefold()
+
+
+def explicit_field(name: str) -> str | None:
+    """``"user"`` for ``field.user`` (a header matched ignoring case), else None."""
+    head, dot, rest = name.strip().partition(".")
+    return rest.strip() if dot and head.casefold() == "field" and rest.strip() else None
 
 
 def is_assistants(api_version: str) -> bool:
@@ -133,20 +146,46 @@ def plan_columns(
         if assistants
         else set(fields)
     )
-    extra = (THREAD_ID,) if assistants else MESSAGE_COLUMNS if api_version == "chat" else ()
+    shortcuts = MESSAGE_COLUMNS if api_version == "chat" else ()
+    extra = (THREAD_ID,) if assistants else shortcuts
     objects = {name for name in fields if _takes_keys(api_version, name)}
     position = {normalize_header(name): index for index, name in enumerate(headers)}
-    renames = {key.strip(): value for key, value in (columns or {}).items()}
-    for name in renames:
-        if name not in (*known, *extra, REQUEST_JSON) and _dotted(name, objects) is None:
+    renames: dict[str, str] = {}
+    field_renames: dict[str, str] = {}  # --column field.NAME=HEADER
+    for key, value in (columns or {}).items():
+        name = key.strip()
+        if (named := explicit_field(name)) is not None and named in known:
+            field_renames[named] = value
+        elif name in (*known, *extra, REQUEST_JSON) or _dotted(name, objects) is not None:
+            renames[name] = value
+        else:
             raise UsageError(f"--column {name}=...: {name!r} is not a field of the request body")
 
-    def column_of(name: str) -> int | None:
-        header = renames.get(name, name)
+    def found(name: str, header: str, *, given: bool) -> int | None:
         index = position.get(normalize_header(header))
-        if index is None and name in renames:
+        if index is None and given:
             raise InputError(source, f"--column {name}={header}: no column named {header!r}")
         return index
+
+    def column_of(name: str) -> int | None:
+        """The column of a shortcut, of ``thread_id`` or ``request_json``, or of a field
+        that no shortcut shares its name with."""
+        return found(name, renames.get(name, name), given=name in renames)
+
+    def field_column_of(name: str) -> int | None:
+        """A field's column: ``field.NAME`` always names the field; a plain ``NAME`` does
+        too, unless a shortcut of the endpoint has that name (then the shortcut wins)."""
+        if name in field_renames:
+            return found(FIELD_PREFIX + name, field_renames[name], given=True)
+        explicit = position.get(normalize_header(FIELD_PREFIX + name))
+        plain = None if name in shortcuts else column_of(name)
+        if explicit is not None and plain is not None and explicit != plain:
+            raise InputError(
+                source,
+                f"columns {headers[plain]!r} and {headers[explicit]!r} both name the field"
+                f" {name!r}; keep one",
+            )
+        return explicit if explicit is not None else plain
 
     thread_column = column_of(THREAD_ID) if assistants else None
     if assistants and thread_column is None:
@@ -154,7 +193,7 @@ def plan_columns(
     field_columns = []
     foreign_columns = []
     for name in sorted(known, key=lambda n: (n not in fields, n)):
-        index = column_of(name)
+        index = field_column_of(name)
         if index is None:
             continue
         if name in fields:
@@ -171,11 +210,19 @@ def plan_columns(
         if dotted is not None and (index := column_of(name)) is not None:
             sub_columns[dotted] = index
     message_columns = [
-        (role, index)
-        for role in (MESSAGE_COLUMNS if api_version == "chat" else ())
-        if (index := column_of(role)) is not None
+        (role, index) for role in shortcuts if (index := column_of(role)) is not None
     ]
-    defaults, sub_defaults = _parse_set_values(set_values or {}, api_version, fields, objects)
+    defaults, sub_defaults = _parse_set_values(
+        set_values or {}, api_version, fields, objects, shortcuts
+    )
+    used = {index for _, index, _ in field_columns} | {index for _, index in foreign_columns}
+    used |= set(sub_columns.values()) | {index for _, index in message_columns}
+    used |= {i for i in (thread_column, column_of(REQUEST_JSON)) if i is not None}
+    fed = {name for name, _, _ in field_columns} | {name for name, _ in sub_columns}
+    hints = header_hints(
+        [header for index, header in enumerate(headers) if index not in used],
+        [name for name in fields if name not in fed],
+    )
     return RowPlan(
         api_version=api_version,
         thread_column=thread_column,
@@ -189,7 +236,32 @@ def plan_columns(
         defaults=defaults,
         sub_defaults=sub_defaults,
         message_columns=tuple(message_columns),
+        hints=hints,
     )
+
+
+def _squashed(name: str) -> str:
+    """A name with case, spaces and punctuation gone: ``Assistant ID`` -> ``assistantid``."""
+    return "".join(char for char in name.casefold() if char.isalnum())
+
+
+def header_hints(headers: Sequence[str], fields: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """(field, header) for each header that names a field as people write it: in other
+    case, with spaces or dashes (``Max Tokens``), or without the ``_id`` of an id field
+    (``Assistant``). Only the exact name (or ``--column``) feeds the field."""
+    by_name = {_squashed(str(header)): str(header) for header in headers}
+    found = []
+    for name in fields:
+        forms = [name, name.removesuffix("_id")] if name.endswith("_id") else [name]
+        header = next((by_name[s] for s in map(_squashed, forms) if s in by_name), None)
+        if header is not None:
+            found.append((name, header))
+    return tuple(found)
+
+
+def hint_text(name: str, header: str) -> str:
+    """How to make column ``header`` feed field ``name``."""
+    return f'pass --column "{name}={header}"'
 
 
 def _takes_keys(api_version: str, name: str) -> bool:
@@ -251,20 +323,31 @@ def missing_thread_column(headers: Sequence[str]) -> str:
 
 
 def _parse_set_values(
-    set_values: Mapping[str, str], api_version: str, fields: Sequence[str], objects: set[str]
+    set_values: Mapping[str, str],
+    api_version: str,
+    fields: Sequence[str],
+    objects: set[str],
+    shortcuts: Sequence[str] = (),
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     defaults: dict[str, Any] = {}
     sub_defaults: dict[str, dict[str, Any]] = {}
-    for name, text in set_values.items():
-        name = name.strip()
+    for given, text in set_values.items():
+        given = given.strip()
+        if given in shortcuts:
+            raise UsageError(
+                f"--set {given}=...: {given!r} is a column of message text, not a default;"
+                f" the request's {given!r} field is set with --set {FIELD_PREFIX}{given}=VALUE"
+            )
+        named = explicit_field(given)
+        name = named if named is not None and named in fields else given
         dotted = _dotted(name, objects)
         path = dotted or (name,)
         if dotted is None and name not in fields:
-            raise UsageError(f"--set {name}=...: {name!r} is not a field of the request body")
+            raise UsageError(f"--set {given}=...: {given!r} is not a field of the request body")
         try:
             value = convert(field_kind(api_version, path), text)
         except CellError as error:
-            raise UsageError(f"--set {name}=...: {error}") from None
+            raise UsageError(f"--set {given}=...: {error}") from None
         if dotted is None:
             defaults[name] = value
         else:

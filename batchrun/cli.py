@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -61,8 +61,16 @@ def run(**options: Any) -> None:
         settings = _settings(ctx, options)
         quiet = options["quiet"]
         bar = None if quiet or options["no_progress"] else _progress_bar()
+        told: list[str] = []
         try:
-            report = run_file(source, output, settings, progress=bar, handle_signals=True)
+            report = run_file(
+                source,
+                output,
+                settings,
+                progress=bar,
+                handle_signals=True,
+                notice=_notice(told),
+            )
         finally:
             if bar:
                 bar.close()
@@ -72,7 +80,8 @@ def run(**options: Any) -> None:
         if summary.aborted:
             click.echo(f"stopped: {summary.aborted}", err=True)
         for note in summary.notes:
-            click.echo(f"note: {note}", err=True)
+            if note not in told:
+                click.echo(f"note: {note}", err=True)
         raise JobDone(int(summary.exit_code))
 
 
@@ -88,7 +97,11 @@ def validate(**options: Any) -> None:
         batch_jsonl = options.pop("batch_jsonl")
         settings = _settings(ctx, options)
         report = validate_file(
-            options["input_path"], options["output"], settings, batch_jsonl=batch_jsonl
+            options["input_path"],
+            options["output"],
+            settings,
+            batch_jsonl=batch_jsonl,
+            notice=_notice([]),
         )
         if not options["quiet"] or report.summary.exit_code:
             click.echo(report.summary.line(report.output), err=True)
@@ -195,8 +208,10 @@ def _settings(ctx: click.Context, options: dict[str, Any]) -> Any:
     config_file = values.pop("config_file", None)
     for name in ("input_path", "output", "quiet", "no_progress"):
         values.pop(name, None)
+    sources: dict[str, str] = {}
     if config_file is not None:
-        for name, value in read_config_file(config_file).items():
+        spelled: dict[str, str] = {}
+        for name, value in read_config_file(config_file, spelled).items():
             source = ctx.get_parameter_source(name)
             given = source not in (None, click.core.ParameterSource.DEFAULT)
             if name in ("columns", "set_values"):
@@ -206,8 +221,27 @@ def _settings(ctx: click.Context, options: dict[str, Any]) -> Any:
                     options[name] = value
             elif not given or name not in values:
                 values[name] = value
-    valid = set(Settings.__dataclass_fields__)
-    return Settings(**environment_settings({k: v for k, v in values.items() if k in valid}))
+                sources[name] = f"{config_file}: {spelled[name]}"
+    valid = set(Settings.__dataclass_fields__) - {"sources"}
+    chosen = {k: v for k, v in values.items() if k in valid}
+    settings = Settings(**environment_settings({**chosen, "sources": sources}))
+    # Later messages (the sheet, the server) name a value set in the file or the
+    # environment as the user set it, not by a flag they did not type.
+    ctx.meta[SOURCES_KEY] = settings.sources
+    return settings
+
+
+SOURCES_KEY = "batchrun.sources"
+
+
+def _as_set(text: str) -> str:
+    """``text`` with the flags of options the user set elsewhere named as they were set."""
+    ctx = click.get_current_context(silent=True)
+    sources: dict[str, str] = ctx.meta.get(SOURCES_KEY, {}) if ctx is not None else {}
+    for name, label in sources.items():
+        flag = "--" + name.replace("_", "-")
+        text = re.sub(re.escape(flag) + r"\b(?!-)", label.replace("\\", r"\\"), text)
+    return text
 
 
 @contextlib.contextmanager
@@ -216,7 +250,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except BatchrunError as error:
-        click.echo(f"batchrun: {error}", err=True)
+        click.echo(f"batchrun: {_as_set(str(error))}", err=True)
         sys.exit(int(error.exit_code))
     except KeyboardInterrupt:
         click.echo("batchrun: interrupted", err=True)
@@ -236,6 +270,17 @@ def _errors() -> Iterator[None]:
             text += "; --traceback shows where"
         click.echo(f"batchrun: internal error ({text})", err=True)
         sys.exit(int(ExitCode.INTERNAL))
+
+
+def _notice(told: list[str]) -> Callable[[str], None]:
+    """Print a note about the sheet as soon as the job has one (before sending), and
+    remember it so that it is not printed again after the summary line."""
+
+    def notice(note: str) -> None:
+        told.append(note)
+        click.echo(f"note: {note}", err=True)
+
+    return notice
 
 
 def _progress_bar() -> Any:

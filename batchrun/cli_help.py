@@ -71,7 +71,10 @@ Exit codes:
 
 # Option groups of each command's help, by parameter name.
 RUN_GROUPS = (
-    ("Input", ["sheet", "columns", "limit", "config_file"]),
+    (
+        "Input",
+        ["sheet", "header_row", "delimiter", "encoding", "columns", "limit", "config_file"],
+    ),
     ("Request body", ["endpoint", "set_values", "api_version", "run_tag"]),
     (
         "Where to send",

@@ -74,6 +74,22 @@ def sheet_options(command: F) -> F:
             ),
             click.option("--sheet", help="Worksheet of an .xlsx input, by name or 0-based index."),
             click.option(
+                "--header-row",
+                type=click.IntRange(min=1),
+                metavar="N",
+                help="Row N holds the header (a title above the table); rows count from 1.",
+            ),
+            click.option(
+                "--delimiter",
+                metavar="CHAR",
+                help="CSV/TSV separator, e.g. ';' or tab (default: ',' for .csv, tab for .tsv).",
+            ),
+            click.option(
+                "--encoding",
+                metavar="NAME",
+                help="CSV/TSV encoding, e.g. cp1252 or latin-1 (default: UTF-8, BOM or not).",
+            ),
+            click.option(
                 "--column",
                 "columns",
                 multiple=True,

@@ -33,6 +33,8 @@ SIMULATOR_KEY = "sk-batchrun-simulator"
 SIMULATED_ENDPOINT = "simulator:"
 LIMITER_URL_ENV = "BATCHRUN_LIMITER_URL"
 LIMITER_SCHEMES = ("redis", "rediss", "unix")
+# --delimiter takes a character, or the name of one that is awkward to type in a shell.
+DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "pipe": "|"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ class Settings:
     allow_insecure_http: bool = False
     escape_formulas: bool = True
     sheet: str | int | None = None
+    # Reading a sheet made otherwise: a CSV's separator and encoding, a table's header row.
+    delimiter: str | None = None
+    encoding: str | None = None
+    header_row: int | None = None
     columns: Mapping[str, str] = field(default_factory=dict)
     set_values: Mapping[str, str] = field(default_factory=dict)
     # Shared rate limit (DESIGN.md "Shared rate limit"); the URL may hold a password.
@@ -73,6 +79,13 @@ class Settings:
     # The Batch API (DESIGN.md "Batch API"): rows go as batch files; --no-wait checks once.
     batch: bool = False
     no_wait: bool = False
+    # How the user set a value when not by its flag: name -> "$OPENAI_BASE_URL" (the
+    # environment) or "job.toml: sheet" (a config key), so that a message names it.
+    sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def named(self, name: str) -> str:
+        """How the user set option ``name``: its flag, or the variable or key it came from."""
+        return self.sources.get(name, "--" + name.replace("_", "-"))
 
     def __post_init__(self) -> None:
         if self.endpoint not in ENDPOINTS:
@@ -91,17 +104,40 @@ class Settings:
             object.__setattr__(self, "beta_header", _header_safe("--beta-header", self.beta_header))
         if self.limit is not None and self.limit < 0:
             raise UsageError("--limit must be 0 or more")
+        self._check_reading()
         self._check_batch()
         if self.reply and not self.wait:
             object.__setattr__(self, "wait", True)  # --reply implies --wait
         if self.limiter_url is not None:
-            check_limiter_url(self.limiter_url)
+            check_limiter_url(self.limiter_url, self.named("limiter_url"))
             if self.rpm is None:
                 raise UsageError(
-                    "--limiter-url shares the --rpm budget between jobs: set --rpm too"
+                    f"{self.named('limiter_url')} shares the --rpm budget between jobs:"
+                    " set --rpm too"
                 )
         if self.limiter_key is not None and not self.limiter_key.strip():
             raise UsageError("--limiter-key must not be empty")
+
+    def _check_reading(self) -> None:
+        if self.delimiter is not None:
+            named = DELIMITER_NAMES.get(self.delimiter.casefold(), self.delimiter)
+            if len(named) != 1 or named in ('"', "\r", "\n"):
+                raise UsageError(
+                    f"--delimiter {self.delimiter!r}: give one character, such as ';' or tab"
+                )
+            object.__setattr__(self, "delimiter", named)
+        if self.encoding is not None:
+            import codecs
+
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise UsageError(
+                    f"--encoding {self.encoding!r} is not an encoding Python knows"
+                    " (e.g. cp1252, latin-1, utf-16)"
+                ) from None
+        if self.header_row is not None and self.header_row < 1:
+            raise UsageError("--header-row must be at least 1 (rows count from 1)")
 
     def _check_batch(self) -> None:
         if self.no_wait and not self.batch:
@@ -152,7 +188,11 @@ class Settings:
                 f"no API key: set the environment variable {self.api_key_env} "
                 "(or pass --simulate to try the built-in simulator)"
             )
-        check_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+        check_base_url(
+            self.base_url,
+            allow_insecure_http=self.allow_insecure_http,
+            label=self.named("base_url"),
+        )
 
     def with_base_url(self, base_url: str) -> Settings:
         """A copy sending to ``base_url`` (used once the simulator's port is known)."""
@@ -163,7 +203,7 @@ class Settings:
         out: dict[str, Any] = {}
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name == "api_key" or value is None:
+            if item.name in ("api_key", "sources") or value is None:
                 continue
             if item.name == "limiter_url":
                 value = mask_url(value)
@@ -189,6 +229,8 @@ def applied_settings(
         rows.append(("--api-version", settings.api_version))
     if xlsx_input and settings.sheet is not None:
         rows.append(("--sheet", settings.sheet))
+    rows += [("--delimiter", settings.delimiter), ("--encoding", settings.encoding)]
+    rows += [("--header-row", settings.header_row)]
     rows += [("--column", settings.columns), ("--set", settings.set_values)]
     rows += [("--limit", settings.limit), ("--prefix", settings.prefix)]
     if not settings.run_tag:
@@ -233,38 +275,39 @@ def human_value(value: object) -> object:
     return "" if value is None else str(value)
 
 
-def check_base_url(url: str, *, allow_insecure_http: bool) -> None:
+def check_base_url(url: str, *, allow_insecure_http: bool, label: str = "--base-url") -> None:
     """Refuse URLs that would leak the key: plain http to a non-loopback host.
 
     Parsed with yarl, the parser aiohttp sends with, so the host checked here is the host
-    the key would go to.
+    the key would go to. ``label`` names where the URL came from (``--base-url``, or
+    ``$OPENAI_BASE_URL``).
     """
     from yarl import URL
 
     try:
         parts = URL(url)
     except (ValueError, TypeError):
-        raise UsageError(f"--base-url {url!r} is not a valid URL") from None
+        raise UsageError(f"{label} {url!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.host:
-        raise UsageError(f"--base-url {url!r} is not an http(s) URL")
+        raise UsageError(f"{label} {url!r} is not an http(s) URL")
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.host):
         raise UsageError(
-            f"--base-url {url}: plain http would send the API key unencrypted to "
+            f"{label} {url}: plain http would send the API key unencrypted to "
             f"{parts.host}; use https, or pass --allow-insecure-http"
         )
     if parts.raw_query_string or parts.raw_fragment:
         raise UsageError(
-            f"--base-url {url!r}: a base URL cannot carry a query or fragment "
+            f"{label} {url!r}: a base URL cannot carry a query or fragment "
             "(request paths are appended to it)"
         )
 
 
-def check_limiter_url(url: str) -> None:
+def check_limiter_url(url: str, label: str = "--limiter-url") -> None:
     """Refuse a ``--limiter-url`` that is not a Redis URL (messages never show a password)."""
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in LIMITER_SCHEMES:
         raise UsageError(
-            f"--limiter-url {mask_url(url)}: use redis://HOST:PORT/DB "
+            f"{label} {mask_url(url)}: use redis://HOST:PORT/DB "
             "(or rediss:// for TLS, unix:///path/to/socket)"
         )
 
@@ -299,8 +342,11 @@ def environment_settings(
     """Fill what only the environment provides: key, base URL fallback, org and project."""
     env = os.environ if environ is None else environ
     merged = dict(options)
+    sources = dict(merged.get("sources") or {})
     if merged.get("base_url") is None:
         merged["base_url"] = env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        if env.get("OPENAI_BASE_URL"):
+            sources["base_url"] = "$OPENAI_BASE_URL"
     key_env = merged.get("api_key_env") or DEFAULT_API_KEY_ENV
     _KEY_VARIABLES.add(key_env)
     if merged.get("simulate"):
@@ -312,6 +358,9 @@ def environment_settings(
             merged[name] = _header_safe(variable, env.get(variable)) or None
     if merged.get("limiter_url") is None:
         merged["limiter_url"] = env.get(LIMITER_URL_ENV, "").strip() or None
+        if merged["limiter_url"] is not None:
+            sources["limiter_url"] = f"${LIMITER_URL_ENV}"
+    merged["sources"] = sources
     return merged
 
 

@@ -22,19 +22,22 @@ from batchrun.errors import UsageError
 ONE_SHOT_SETTINGS = ("fresh", "retry_failed", "limit", "journal", "simulate")
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path, spelled: dict[str, str] | None = None) -> dict[str, Any]:
     """Options from a TOML file: option names as keys (dashes or underscores), plus
     ``[columns]`` and ``[set]`` tables. Keys spelled as the flags (``no-run-tag = true``)
     work too; ``quiet`` and ``no-progress`` are kept for the command line. Unknown keys
-    and bad values are errors naming the key and the file, never a flag."""
+    and bad values are errors naming the key and the file, never a flag; so are two keys
+    that set one option (``no-run-tag`` and ``run_tag``). ``spelled`` receives each
+    option's key as written."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--config {path}: no such file") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise UsageError(f"--config {path}: {error}") from None
-    known = {item.name for item in fields(Settings)} - {"api_key"}
+    known = {item.name for item in fields(Settings)} - {"api_key", "sources"}
     out: dict[str, Any] = {}
+    keys: dict[str, str] = {} if spelled is None else spelled
     for key, value in data.items():
         name = {"set": "set_values", "column": "columns", "set_values": "set_values"}.get(
             key, key.replace("-", "_")
@@ -43,14 +46,17 @@ def read_config_file(path: Path) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise UsageError(f"{path}: {key} must be true or false, not {value!r}")
             name, value = NEGATED_FLAGS[name], not value
+        if name in keys:
+            raise UsageError(f"{path}: {keys[name]} and {key} both set one option; keep one")
+        keys[name] = key
         if name in CLI_ONLY_SETTINGS:
             if not isinstance(value, bool):
                 raise UsageError(f"{path}: {key} must be true or false, not {value!r}")
             out[name] = value
             continue
         if name not in known:
-            spelled = sorted({*known, *NEGATED_FLAGS, *CLI_ONLY_SETTINGS} - {"set_values"})
-            close = difflib.get_close_matches(name, [*spelled, "set"], n=1)
+            names = sorted({*known, *NEGATED_FLAGS, *CLI_ONLY_SETTINGS} - {"set_values"})
+            close = difflib.get_close_matches(name, [*names, "set"], n=1)
             hint = f"; did you mean {close[0].replace('_', '-')!r}?" if close else ""
             raise UsageError(f"{path}: unknown setting {key!r}{hint}")
         expected = CONFIG_TYPES.get(name)
@@ -114,6 +120,9 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "allow_insecure_http": (bool,),
     "escape_formulas": (bool,),
     "sheet": (str, int),
+    "delimiter": (str,),
+    "encoding": (str,),
+    "header_row": (int,),
     "limiter_url": (str,),
     "limiter_key": (str,),
     "batch": (bool,),

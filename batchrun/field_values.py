@@ -198,6 +198,8 @@ def _number(text: str) -> int | float:
         value = float(text)
     except ValueError:
         raise CellError(f"{text!r} is not a number") from None
+    if math.isinf(value) and "inf" not in text.casefold():
+        raise CellError(f"{text!r} is beyond the range of a number")
     if not math.isfinite(value):
         raise CellError(f"{text!r} is not a finite number")
     return value

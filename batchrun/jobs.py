@@ -14,14 +14,14 @@ import os
 import sqlite3
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from batchrun import __version__
 from batchrun.atomic import StagedFile, check_writable
-from batchrun.body import unsent_assistants_columns
+from batchrun.body import RowPlan, hint_text, unsent_assistants_columns
 from batchrun.config import Settings, applied_settings
 from batchrun.config_file import settings_toml
 from batchrun.errors import OutputNotWritten, UsageError
@@ -39,6 +39,7 @@ from batchrun.sending.runner import Progress
 from batchrun.sending.session import run_rows
 from batchrun.sheets import batched, columns_of, sheet_format
 from batchrun.sheets.formats import default_output, input_format, output_format
+from batchrun.sheets.handoff import HandOff
 from batchrun.sheets.reader import Sheet, open_sheet
 from batchrun.sheets.writer import MAX_XLSX_DATA_ROWS, SheetWriter
 from batchrun.sheets.xlsx_writer import MAX_XLSX_COLUMNS, full_text_path
@@ -111,13 +112,48 @@ def run_file(
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
+    notice: Callable[[str], None] | None = None,
 ) -> JobReport:
-    """``batchrun run``: send every valid row of ``source`` and write the output."""
+    """``batchrun run``: send every valid row of ``source`` and write the output.
+
+    ``notice`` hears the notes about the sheet (columns that are never sent) before
+    anything is sent; they are in the summary's notes too.
+    """
     settings.check_sending()
     sheet_format(source)  # an unreadable input is named before the output it implies
     target = resolve_output(source, output)
     with rare_collections():
-        return _run_file(source, target, settings, progress, handle_signals)
+        return _run_file(source, target, settings, progress, handle_signals, notice)
+
+
+def open_input(source: Path, settings: Settings) -> Sheet:
+    """The input sheet, read as the settings say (worksheet, separator, encoding, header)."""
+    return open_sheet(
+        source,
+        settings.sheet,
+        delimiter=settings.delimiter,
+        encoding=settings.encoding,
+        header_row=settings.header_row,
+    )
+
+
+def _silent(note: str) -> None:
+    pass
+
+
+def sheet_notes(headers: list[str], settings: Settings, plan: RowPlan) -> tuple[str, ...]:
+    """What a user should know about the sheet's columns before rows are sent."""
+    notes = [
+        f"column {header!r} looks like the field {name} but is not sent: {hint_text(name, header)}"
+        for name, header in plan.hints
+    ]
+    if unsent := unsent_assistants_columns(headers, settings.schema):
+        notes.append(
+            f"column(s) {', '.join(unsent)} are Assistants fields, not fields of --endpoint "
+            f"{settings.endpoint}: carried to the output, never sent (see the README's "
+            "migration table)"
+        )
+    return tuple(notes)
 
 
 def _run_file(
@@ -126,9 +162,10 @@ def _run_file(
     settings: Settings,
     progress: Progress | None,
     handle_signals: bool,
+    notice: Callable[[str], None] | None,
 ) -> JobReport:
     # Lists of cells, not a DataFrame: sending starts without importing pandas (~0.15 s).
-    sheet = open_sheet(source, settings.sheet)
+    sheet = open_input(source, settings)
     headers = sheet.headers
     values = list(itertools.islice(sheet.rows, settings.limit))
     # Text for assembly; the values as they came (numbers, dates, JSON) for the output.
@@ -142,8 +179,11 @@ def _run_file(
     columns = len(headers) + len(result_columns(settings, "run"))
     if target.suffix.lower() == ".xlsx" and columns > MAX_XLSX_COLUMNS:
         raise UsageError(f"-o {target}: .xlsx holds at most {MAX_XLSX_COLUMNS:,} columns")
-    plan = make_plan(headers, settings, sheet.source)
+    plan = make_plan(headers, settings, sheet.source, sheet.preview)
     rows = RowPreparer(plan, settings, sheet.cell_problems).prepare_rows(cells)
+    notes = sheet_notes(headers, settings, plan)
+    for note in notes:
+        (notice or _silent)(note)  # before sending: a user may stop the job and fix it
     journal_path = settings.journal or default_journal_path(source)
     try:
         journal = Journal(
@@ -172,14 +212,8 @@ def _run_file(
     finally:
         with contextlib.suppress(sqlite3.Error):
             journal.close()
-    if unsent := unsent_assistants_columns(headers, settings.schema):
-        shown = ", ".join(unsent)
-        note = (
-            f"column(s) {shown} are Assistants fields, not fields of --endpoint "
-            f"{settings.endpoint}: carried to the output, never sent (see the README's "
-            "migration table)"
-        )
-        summary = dataclasses.replace(summary, notes=(*summary.notes, note))
+    if notes:
+        summary = dataclasses.replace(summary, notes=(*summary.notes, *notes))
     typed = sheet.format.typed_cells and output_format(target).typed_cells
     try:
         write_output(
@@ -191,6 +225,7 @@ def _run_file(
             summary,
             source,
             typed=typed,
+            handoff=sheet.handoff,
         )
     except (UsageError, OSError) as error:
         if not (summary.sent or summary.from_journal):
@@ -231,7 +266,12 @@ def rare_collections() -> Iterator[None]:
 
 
 def validate_file(
-    source: Path, output: Path | None, settings: Settings, *, batch_jsonl: Path | None = None
+    source: Path,
+    output: Path | None,
+    settings: Settings,
+    *,
+    batch_jsonl: Path | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> JobReport:
     """``batchrun validate``: assemble and check every row; send nothing.
 
@@ -246,10 +286,13 @@ def validate_file(
         from batchrun.batch.jsonl import BatchJsonl
 
         jsonl = BatchJsonl(batch_jsonl, settings, source, target)
-    sheet = open_sheet(source, settings.sheet)
+    sheet = open_input(source, settings)
     header = sheet.headers
     check_names(header, settings, "validate")
-    plan = make_plan(header, settings, sheet.source)
+    plan = make_plan(header, settings, sheet.source, sheet.preview)
+    notes = sheet_notes(header, settings, plan)
+    for note in notes:
+        (notice or _silent)(note)
     result_names = [settings.prefix + name for name in VALIDATE_COLUMNS]
     typed = sheet.format.typed_cells and output_format(target).typed_cells
     writer = SheetWriter(
@@ -257,6 +300,7 @@ def validate_file(
         [*header, *result_names],
         escape_formulas=settings.escape_formulas,
         typed_columns=frozenset(header) if typed else frozenset(),
+        handoff=sheet.handoff,
     )
     outcomes: Counter[str] = Counter()
     total = 0
@@ -289,6 +333,7 @@ def validate_file(
             run_statuses={},
             reconciled=0,
             seconds=time.monotonic() - started,
+            notes=notes,
             batch=jsonl.close() if jsonl is not None else "",
         )
         writer.close(sheet_summary(summary, settings, "validate", source, target))
@@ -320,9 +365,11 @@ def write_output(
     source: Path,
     *,
     typed: bool = False,
+    handoff: HandOff | None = None,
 ) -> None:
     """Write the input cells and each row's results (atomically), and the settings
-    passthrough beside them. ``typed``: the cells are values as read, to write typed."""
+    passthrough beside them. ``typed``: the cells are values as read, to write typed;
+    ``handoff``: how the input was laid out, to write the output the same way."""
     inputs = columns_of(cells, len(headers))
     names = [settings.prefix + name for name in result_columns(settings, "run")]
     with SheetWriter(
@@ -331,6 +378,7 @@ def write_output(
         escape_formulas=settings.escape_formulas,
         number_columns=number_columns(settings),
         typed_columns=frozenset(headers) if typed else frozenset(),
+        handoff=handoff,
     ) as out:
         out.write_columns([*inputs, *result_cells(rows, settings, "run")])
         out.close(sheet_summary(summary, settings, "run", source, target))

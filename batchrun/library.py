@@ -17,14 +17,18 @@ or again after a kernel restart, finds every row done and sends nothing.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import hashlib
 import os
+import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrun.config import Settings, environment_settings
-from batchrun.errors import UsageError
+from batchrun.errors import InputError, UsageError
 from batchrun.report import RowResult
 from batchrun.sending.journal import Journal
 from batchrun.sending.session import run_rows, run_rows_async
@@ -36,8 +40,59 @@ CACHE_DIR_VARIABLE = "BATCHRUN_CACHE_DIR"
 
 
 def settings_from(options: dict[str, Any]) -> Settings:
-    """Settings for library calls: keyword options plus the environment."""
-    return Settings(**environment_settings(options))
+    """Settings for library calls: keyword options plus the environment.
+
+    ``set=`` and ``column=`` stand for ``set_values=`` and ``columns=``; an unknown
+    argument is a UsageError naming it, never a raw TypeError.
+    """
+    given = {ARGUMENT_ALIASES.get(name, name): value for name, value in options.items()}
+    known = set(Settings.__dataclass_fields__) - {"api_key", "sources"}
+    for name in given:
+        if name not in known:
+            close = difflib.get_close_matches(name, [*known, *ARGUMENT_ALIASES], n=1)
+            hint = f"; did you mean {close[0]}=?" if close else ""
+            raise UsageError(f"unknown argument {name}={hint}")
+    with argument_words():
+        return Settings(**environment_settings(given))
+
+
+# Argument names a caller may write as the flag's name.
+ARGUMENT_ALIASES = {"set": "set_values", "column": "columns"}
+_FLAG = re.compile(
+    r'--(set|column) (?:"([^"=]+)=([^"]*)"|([^=\s]+)=(\.\.\.|[^\s:;,)]*))|--([a-z][a-z-]*)'
+)
+
+
+@contextlib.contextmanager
+def argument_words() -> Iterator[None]:
+    """Re-raise a UsageError worded in flags (``--concurrency``) in argument names
+    (``concurrency=``): library errors speak in argument names."""
+    try:
+        yield
+    except UsageError as error:
+        raise UsageError(_FLAG.sub(_argument, str(error))) from None
+    except InputError as error:
+        raise InputError(error.path, _FLAG.sub(_argument, error.problem)) from None
+
+
+def _argument(match: re.Match[str]) -> str:
+    if match.group(1):  # --set model=...: a key of a mapping argument, or a pair
+        argument = ARGUMENT_ALIASES[match.group(1)]
+        key = match.group(2) or match.group(4)
+        value = match.group(3) if match.group(2) else match.group(5)
+        return f"{argument}[{key!r}]" if value == "..." else f"{argument}={{{key!r}: {value!r}}}"
+    flag = match.group(6)
+    negated = NEGATED_ARGUMENTS.get(flag)
+    if negated is not None:
+        return negated
+    name = flag.replace("-", "_")
+    field = Settings.__dataclass_fields__.get(name)
+    if field is None:
+        return match.group(0)  # not an option of the library (e.g. --batch-jsonl)
+    return f"{name}=True" if field.default is False else f"{name}="
+
+
+NEGATED_ARGUMENTS = {"no-run-tag": "run_tag=False", "no-escape-formulas": "escape_formulas=False"}
 
 
 def run_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
@@ -86,8 +141,9 @@ def _prepare_run(
     from batchrun.prepare import RowPreparer, make_plan
 
     settings = settings_from(options)
-    settings.check_sending()
-    rows = RowPreparer(make_plan(list(frame.columns), settings), settings).prepare(frame)
+    with argument_words():
+        settings.check_sending()
+        rows = RowPreparer(make_plan(list(frame.columns), settings), settings).prepare(frame)
     path = settings.journal or frame_journal_path(rows, settings.destination)
     try:
         if settings.journal is None:
@@ -137,5 +193,6 @@ def validate_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
     from batchrun.prepare import RowPreparer, make_plan
 
     settings = settings_from(options)
-    rows = RowPreparer(make_plan(list(frame.columns), settings), settings).prepare(frame)
-    return result_frame(frame, rows, settings, mode="validate")
+    with argument_words():
+        rows = RowPreparer(make_plan(list(frame.columns), settings), settings).prepare(frame)
+        return result_frame(frame, rows, settings, mode="validate")

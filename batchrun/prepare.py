@@ -7,13 +7,21 @@ gets outcome ``invalid`` and every reason in its ``error`` cell, and is never se
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchrun.body import REQUEST_JSON, RowPlan, assemble, plan_columns, used_columns
+from batchrun.body import (
+    REQUEST_JSON,
+    RowPlan,
+    assemble,
+    hint_text,
+    plan_columns,
+    used_columns,
+)
 from batchrun.config import Settings
+from batchrun.errors import BatchrunError, InputError
 from batchrun.report import Outcome, RowResult
 from batchrun.schema import RUN_TAG_KEY, BodyChecker, Problem
 from batchrun.sending.journal import body_digest, row_key
@@ -24,11 +32,60 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def make_plan(columns: list[str], settings: Settings, source: object = "input") -> RowPlan:
-    """The column plan for a sheet with these headers under ``settings``."""
-    return plan_columns(
-        columns, settings.schema, settings.columns, settings.set_values, source=source
-    )
+def make_plan(
+    columns: list[str],
+    settings: Settings,
+    source: object = "input",
+    lower_rows: Sequence[tuple[int, list[str]]] = (),
+) -> RowPlan:
+    """The column plan for a sheet with these headers under ``settings``.
+
+    ``lower_rows`` are the first rows below the header with their row numbers: when the
+    header names nothing needed (no thread column, or no field at all) and one of these
+    does, the error says so and suggests ``--header-row``.
+    """
+
+    def plan(headers: Sequence[str]) -> RowPlan:
+        return plan_columns(
+            headers, settings.schema, settings.columns, settings.set_values, source=source
+        )
+
+    try:
+        found = plan(columns)
+    except InputError as error:
+        if (number := _lower_header(lower_rows, plan)) is not None:
+            raise InputError(
+                source,
+                f"{error.problem}; row {number} has the columns needed: pass --header-row {number}",
+            ) from None
+        raise
+    if not _feeds_anything(found) and (number := _lower_header(lower_rows, plan)) is not None:
+        raise InputError(
+            source,
+            f"no column of its header names a field of the request; row {number} does:"
+            f" pass --header-row {number} (a title above the table?)",
+        )
+    return found
+
+
+def _feeds_anything(plan: RowPlan) -> bool:
+    return bool(plan.field_columns or plan.sub_columns or plan.message_columns)
+
+
+def _lower_header(
+    rows: Sequence[tuple[int, list[str]]], plan: Callable[[Sequence[str]], RowPlan]
+) -> int | None:
+    """The number of the first row that would make a header feeding the body."""
+    for number, cells in rows:
+        named = [cell.strip() for cell in cells]
+        if len({name.casefold() for name in named if name}) < len([n for n in named if n]):
+            continue  # two equal names: not a header
+        try:
+            if _feeds_anything(plan(named)):
+                return number
+        except BatchrunError:
+            continue
+    return None
 
 
 def text_rows(frame: pd.DataFrame) -> Iterator[tuple[str, ...]]:
@@ -56,6 +113,7 @@ class RowPreparer:
         # formula without a value). Only those feeding the body make the row invalid.
         self.cell_problems = cell_problems or {}
         self._used = used_columns(plan)
+        self._hints = dict(plan.hints)
         self.checker = BodyChecker(settings.schema, run_tag=settings.run_tag)
         self.occurrences: Counter[str] = Counter()
         self.next_index = 0
@@ -79,6 +137,8 @@ class RowPreparer:
                 cell_problems = self._unreadable(row.index) + cell_problems
             if cell_problems:
                 problems = merged_problems(cell_problems, problems)
+            if self._hints and problems:
+                problems = [self._hinted(problem) for problem in problems]
             if problems:
                 row.fail(Outcome.INVALID, "; ".join(map(str, problems)), Event.INVALID)
             else:
@@ -88,6 +148,15 @@ class RowPreparer:
                 row.key = row_key(digest, self.occurrences[digest])
             results.append(row)
         return results
+
+    def _hinted(self, problem: Problem) -> Problem:
+        """A missing field's problem, with the column that looks like it."""
+        header = self._hints.get(problem.path)
+        if header is None or not problem.message.startswith("is required"):
+            return problem
+        hint = hint_text(problem.path, header)
+        message = f"{problem.message} (the column {header!r} looks like it: {hint})"
+        return Problem(problem.path, message, problem.code)
 
     def _unreadable(self, index: int) -> list[Problem]:
         return [

@@ -76,6 +76,8 @@ class RowResult:
     ghost: str = ""
     # POSTs made by this job (``attempts`` counts every job's).
     sent_now: int = 0
+    # Whether ``reconciled`` came from the journal (an earlier job reconciled the row).
+    reconciled_before: bool = False
 
     @property
     def unsure(self) -> bool:
@@ -122,7 +124,7 @@ class RowResult:
         self.usage = dict(saved.get("usage") or {})
         self.last_error = saved.get("last_error") or ""
         self.reply = saved.get("reply") or ""
-        self.reconciled = bool(saved.get("reconciled"))
+        self.reconciled = self.reconciled_before = bool(saved.get("reconciled"))
         self.sent_at = float(saved.get("sent_at") or 0.0)
         self.outcome = Outcome(saved["outcome"]) if saved.get("outcome") else None
         self.superseded = list(saved.get("superseded") or [])
@@ -152,6 +154,10 @@ class Summary:
     sent: int = 0
     from_journal: int = 0
     left: int = 0
+    # Rows this job found made and adopted; rows whose result it read from finished
+    # batches (a --batch job).
+    reconciled_now: int = 0
+    collected: int = 0
     ghosts: int = 0
     # What the rows made, in words, for the counts by status: runs, responses, completions.
     answers: str = "runs"
@@ -188,16 +194,13 @@ class Summary:
             if outcome is Outcome.FAILED and self.failed_statuses:
                 text += " (" + ", ".join(sorted(self.failed_statuses)) + ")"
             parts.append(text)
-        line = f"{self.rows} rows: {', '.join(parts)} in {self.seconds:.1f} s"
+        rows = "1 row" if self.rows == 1 else f"{self.rows} rows"
+        line = f"{rows}: {', '.join(parts)} in {self.seconds:.1f} s"
         if self.run_statuses:
             runs = ", ".join(f"{n} {s}" for s, n in sorted(self.run_statuses.items()))
             line += f"; {self.answers}: {runs}"
-        if self.sent or self.from_journal or self.left:  # a run job with rows to handle
-            line += f"; this run: {self.sent} sent"
-            if self.from_journal:
-                line += f", {self.from_journal} from the journal"
-            if self.left:
-                line += f", {self.left} left for the next run"
+        if self.sent or self.from_journal or self.left or self.reconciled_now or self.batch:
+            line += f"; this run: {', '.join(self._this_run())}"
         if self.batch:
             line += f"; batch: {self.batch}"
         if self.interrupted:
@@ -205,6 +208,23 @@ class Summary:
         if output is not None:
             line += f" -> {output}"
         return line
+
+    def _this_run(self) -> list[str]:
+        """What this job itself did, beside the totals: ``3 sent, 2 reconciled, 5 from the
+        journal``; a --batch job's rows are submitted, pending in batches, collected."""
+        batch = bool(self.batch)
+        parts = [f"{self.sent} submitted" if batch else f"{self.sent} sent"]
+        if self.reconciled_now:
+            parts.append(f"{self.reconciled_now} reconciled")
+        if batch and self.collected:
+            parts.append(f"{self.collected} collected")
+        if self.from_journal:
+            parts.append(f"{self.from_journal} from the journal")
+        if self.left:
+            parts.append(
+                f"{self.left} pending in batches" if batch else f"{self.left} left for the next run"
+            )
+        return parts
 
     def sections(
         self,
@@ -233,6 +253,8 @@ class Summary:
             *([("sent by this run", self.sent)] if self.sent else []),
             *([("taken from the journal", self.from_journal)] if self.from_journal else []),
             *([("left for the next run", self.left)] if self.left else []),
+            *([("reconciled by this run", self.reconciled_now)] if self.reconciled_now else []),
+            *([("collected from batches", self.collected)] if self.collected else []),
             *([("runs made although their create failed", self.ghosts)] if self.ghosts else []),
             *([("batches", self.batch)] if self.batch else []),
             ("started", _iso(self.finished_at - self.seconds)),
@@ -267,6 +289,7 @@ def summarize(
         str(r.status) if r.status else "no answer" for r in results if r.outcome is Outcome.FAILED
     )
     run_statuses = Counter(r.run_status for r in results if r.run_status and count_runs)
+    left = sum(r.state in LEFT_STATES or r.outcome is Outcome.PENDING for r in results)
     return Summary(
         rows=len(results),
         outcomes={o.value: outcomes[o.value] for o in Outcome if outcomes[o.value]},
@@ -279,7 +302,9 @@ def summarize(
         notes=notes,
         sent=sum(r.sent_now > 0 for r in results),
         from_journal=from_journal,
-        left=sum(r.state in LEFT_STATES or r.outcome is Outcome.PENDING for r in results),
+        left=left,
+        reconciled_now=sum(r.reconciled and not r.reconciled_before for r in results),
+        collected=max(0, len(results) - outcomes[Outcome.INVALID.value] - from_journal - left),
         ghosts=sum(bool(r.ghost) for r in results),
         answers=answers,
     )

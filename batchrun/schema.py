@@ -29,6 +29,11 @@ ENDPOINT_SCHEMAS = ("responses", "chat")
 SCHEMA_NAMES = (*API_VERSIONS, *ENDPOINT_SCHEMAS)
 RUN_TAG_KEY = "batchrun_key"
 METADATA_MAX_KEYS = 16
+# Token maxima the schema leaves unbounded but the service refuses below 1 (the others,
+# max_output_tokens and the Assistants maxima, carry their minimum in the schema).
+# What a response answers: a row with none of these has nothing to answer.
+RESPONSE_SOURCES = ("input", "instructions", "prompt", "conversation", "previous_response_id")
+POSITIVE_FIELDS: dict[str, tuple[str, ...]] = {"chat": ("max_completion_tokens", "max_tokens")}
 METADATA_KEY_MAX_CHARS = 64
 METADATA_VALUE_MAX_CHARS = 512
 FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -223,6 +228,14 @@ class BodyChecker:
                         "invalid_value",
                     )
                 )
+        for name in POSITIVE_FIELDS.get(self.api_version, ()):
+            value = body.get(name)
+            if type(value) is int and value < 1:
+                problems.append(
+                    Problem(
+                        name, f"{value} is less than the minimum of 1", "integer_below_min_value"
+                    )
+                )
         if self.api_version == "responses":
             problems.extend(_responses_problems(body, batchrun_rules=self.batchrun_rules))
         return problems
@@ -240,6 +253,17 @@ def _responses_problems(body: Mapping[str, Any], *, batchrun_rules: bool) -> lis
                 "missing_required_parameter",
             )
         )
+    if batchrun_rules and not any(_given(body.get(name)) for name in RESPONSE_SOURCES):
+        # Only a model and settings: nothing for the model to answer. (An Assistants sheet
+        # moved to --endpoint responses looks so: its thread and assistant are not sent.)
+        problems.append(
+            Problem(
+                "input",
+                "is required: the row has no input, instructions, prompt, conversation or"
+                " previous_response_id, so there is nothing to answer",
+                "missing_required_parameter",
+            )
+        )
     both = body.get("conversation") is not None and body.get("previous_response_id") is not None
     if batchrun_rules and both:  # the service says so itself, in words of its own
         problems.append(
@@ -250,6 +274,13 @@ def _responses_problems(body: Mapping[str, Any], *, batchrun_rules: bool) -> lis
             )
         )
     return problems
+
+
+def _given(value: Any) -> bool:
+    """Whether a field says something: not null, not empty text, not an empty list."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    return value is not None and value != [] and value != {}
 
 
 def _metadata_fits(metadata: Any, *, run_tag: bool) -> bool:

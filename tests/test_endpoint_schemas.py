@@ -396,7 +396,7 @@ def test_a_chat_message_of_an_unknown_role_names_every_role() -> None:
 
 
 def test_a_problem_two_branches_share_is_said_once() -> None:
-    body = {"model": "m", "text": {"format": {"type": "json_schema"}}}
+    body = {"model": "m", "input": "x", "text": {"format": {"type": "json_schema"}}}
     assert [str(p) for p in check_body(body, "responses")] == [
         "text.format.schema: is required",
         "text.format.name: is required",

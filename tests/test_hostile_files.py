@@ -468,12 +468,15 @@ def test_a_header_without_rows_exits_0_with_an_empty_output(
     for command, (code, _, err) in results.items():
         assert code == 0, (command, err)
         assert "0 rows" in err and "Traceback" not in err, (command, err)
-    with (tmp_path / "validated.csv").open(newline="", encoding="utf-8") as stream:
+    # The input's BOM and line ends come back (utf-8-sig reads a file with or without one).
+    bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
+    assert (tmp_path / "validated.csv").read_bytes().startswith(bom + b"thread_id,")
+    with (tmp_path / "validated.csv").open(newline="", encoding="utf-8-sig") as stream:
         assert list(csv.reader(stream)) == [
             ["thread_id", "assistant_id", "outcome", "request", "error"]
         ]
     for output in ("simulated.csv", "sent.csv"):
-        with (tmp_path / output).open(newline="", encoding="utf-8") as stream:
+        with (tmp_path / output).open(newline="", encoding="utf-8-sig") as stream:
             header, *rows = list(csv.reader(stream))
         assert header[:2] == ["thread_id", "assistant_id"] and "status" in header
         assert rows == []

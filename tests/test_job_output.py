@@ -38,7 +38,7 @@ def records(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         return list(rows[0]), rows
     if path.suffix == ".xlsx":
-        sheet = openpyxl.load_workbook(path)["results"]
+        sheet = openpyxl.load_workbook(path).worksheets[0]  # named as the input's sheet
         table = [list(row) for row in sheet.iter_rows(values_only=True)]
     else:
         import csv

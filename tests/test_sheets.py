@@ -347,11 +347,17 @@ def test_jsonl_columns_are_the_union_of_keys_in_first_seen_order(tmp_path: Path)
         pytest.param(
             "in.csv",
             b"a,b\n1,2\ncaf\xe9,3\n",
-            r"is not UTF-8 text \(line 3\): save it as UTF-8",
+            r"is not UTF-8 text \(line 3\): pass its encoding, e.g. --encoding cp1252 .*"
+            r"or save it as UTF-8",
             id="latin1",
         ),
         pytest.param("in.csv", b"a,b\n1,2\x003\n", "has a NUL byte on line 2", id="nul-byte"),
-        pytest.param("in.csv", "a,b\n1,2\n".encode("utf-16"), "is UTF-16 text", id="utf16"),
+        pytest.param(
+            "in.csv",
+            "a,b\n1,2\n".encode("utf-16"),
+            "is UTF-16 text: pass --encoding utf-16",
+            id="utf16",
+        ),
         pytest.param("in.csv", b"PK\x03\x04\x14\x00\x00\x00", "NUL byte", id="xlsx-renamed-csv"),
         pytest.param("in.csv", b"", r"is empty \(no header row\)", id="empty-file"),
         pytest.param("in.csv", b"\n\n  \n", r"is empty \(no header row\)", id="blank-lines-only"),

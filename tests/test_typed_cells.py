@@ -96,10 +96,9 @@ def test_xlsx_cells_come_back_with_their_type_and_value(rows: list[list[Any]]) -
         write_xlsx(source, header, [["t1", "asst_1", *row] for row in rows])
         validate_file(source, target, Settings())
         book = openpyxl.load_workbook(target)
-        written = [list(r) for r in book["results"].iter_rows(min_row=2, values_only=True)]
+        written = [list(r) for r in book["data"].iter_rows(min_row=2, values_only=True)]
         formats = [
-            [cell.number_format for cell in r]
-            for r in book["results"].iter_rows(min_row=2, max_col=5)
+            [cell.number_format for cell in r] for r in book["data"].iter_rows(min_row=2, max_col=5)
         ]
     assert len(written) == len(rows)
     for row, back, shown in zip(rows, written, formats, strict=True):
@@ -296,7 +295,10 @@ def test_a_17_digit_number_reads_with_its_digits(tmp_path: Path) -> None:
             id="close-match",
         ),
         pytest.param(
-            "in.csv", "thread_id;assistant_id\nx;y\n", "separated by ';'", id="semicolons"
+            "in.csv",
+            "thread_id;assistant_id\nx;y\n",
+            "separated by ';' (as Excel saves CSV in some languages): pass --delimiter ';'",
+            id="semicolons",
         ),
         pytest.param(
             "in.csv", "a,b\n1,2\n", "its columns are 'a', 'b' (name the thread column", id="none"
@@ -337,7 +339,7 @@ def test_a_run_from_xlsx_to_xlsx_keeps_types_and_never_sends_an_na_row(
     sheet.write_number(2, 3, 7)
     book.close()
     report = run_file(source, tmp_path / "out.xlsx", settings_for(simulator.base_url))
-    results = openpyxl.load_workbook(report.output)["results"]
+    results = openpyxl.load_workbook(report.output)["jobs"]  # the data sheet keeps its name
     header = [cell.value for cell in results[1]]
     first = dict(zip(header, [cell.value for cell in results[2]], strict=True))
     second = dict(zip(header, [cell.value for cell in results[3]], strict=True))

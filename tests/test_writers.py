@@ -139,10 +139,10 @@ def test_xlsx_without_cut_cells_removes_a_stale_full_text_file(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        pytest.param("bell\x07", "bell\\x07", id="bell"),
-        pytest.param("\x00", "\\x00", id="nul"),
-        pytest.param("a\x0bb\x0cc", "a\\x0bb\\x0cc", id="vertical-tab-form-feed"),
-        pytest.param("\x1f\x0e", "\\x1f\\x0e", id="unit-separator-shift-out"),
+        # Control characters are left to xlsxwriter, which writes Excel's _xHHHH_ escapes.
+        pytest.param("bell\x07", "bell\x07", id="bell-kept"),
+        pytest.param("\x00", "\x00", id="nul-kept"),
+        pytest.param("a\x0bb\x0cc", "a\x0bb\x0cc", id="vertical-tab-form-feed-kept"),
         pytest.param("\ud800", "\\ud800", id="lone-surrogate"),
         pytest.param("\ufffe\uffff", "\\ufffe\\uffff", id="non-characters"),
         pytest.param("tab\tnew\nline\rcr", "tab\tnew\nline\rcr", id="legal-whitespace-kept"),
@@ -150,17 +150,19 @@ def test_xlsx_without_cut_cells_removes_a_stale_full_text_file(tmp_path: Path) -
         pytest.param("", "", id="empty"),
     ],
 )
-def test_excel_text_escapes_only_what_excel_rejects(text: str, expected: str) -> None:
+def test_excel_text_escapes_only_what_no_xlsx_can_hold(text: str, expected: str) -> None:
     assert excel_text(text) == expected
 
 
-def test_xlsx_illegal_characters_are_written_escaped(tmp_path: Path) -> None:
+def test_xlsx_control_characters_come_back_and_what_no_xlsx_holds_is_escaped(
+    tmp_path: Path,
+) -> None:
     target = tmp_path / "out.xlsx"
-    frame = frame_of([{"a\x01": "x\x07y", "b": "\ud800", "c": "keep\r\n"}])
+    frame = frame_of([{"a\x01": "x\x07y\x00_x0041_", "b": "\ud800", "c": "keep\r\n\x1f"}])
     write_sheet(target, frame)
     back = read_sheet(target)
-    assert list(back.columns) == ["a\\x01", "b", "c"]
-    assert back.iloc[0].tolist() == ["x\\x07y", "\\ud800", "keep\r\n"]
+    assert list(back.columns) == ["a\x01", "b", "c"]
+    assert back.iloc[0].tolist() == ["x\x07y\x00_x0041_", "\\ud800", "keep\r\n\x1f"]
 
 
 def test_xlsx_summary_sheet_has_a_section_per_key(tmp_path: Path) -> None:

@@ -32,11 +32,14 @@ import orjson
 
 __all__ = [
     "PLAIN_NUMBER",
+    "JsonNumber",
     "NumberCell",
     "excel_cell_text",
     "frame_cell_text",
     "is_numpy_scalar",
     "json_cell_text",
+    "json_fragment",
+    "json_number",
     "json_text",
     "number_cell",
     "number_cells",
@@ -90,10 +93,25 @@ def _duration_text(value: datetime.timedelta) -> str:
     return f"{sign}{hours}:{minutes:02d}:{seconds:02d}{fraction}"
 
 
+class JsonNumber(str):
+    """A JSON number beyond a double (``1e400``), kept as written: a float would be
+    infinite, and infinity has no JSON."""
+
+    __slots__ = ()
+
+
+def json_number(text: str) -> float | JsonNumber:
+    """``parse_float`` for JSON input: a float, or the text of one no double can hold."""
+    value = float(text)
+    return value if math.isfinite(value) else JsonNumber(text)
+
+
 def json_cell_text(value: object) -> str:
     """A JSONL value as cell text: strings as they are, ``null`` empty, others as JSON."""
     if type(value) is str:
         return value
+    if type(value) is JsonNumber:
+        return str(value)
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -106,10 +124,30 @@ def json_cell_text(value: object) -> str:
 def json_text(value: object) -> str:
     """Compact JSON text of ``value``, also for what orjson refuses."""
     try:
-        return orjson.dumps(value).decode()
+        return orjson.dumps(value, default=json_fragment, option=_SUBCLASSES).decode()
     except (orjson.JSONEncodeError, TypeError):
         # Integers beyond 64 bits or lone surrogates inside an object or array.
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# Subclasses (a JsonNumber) go to json_fragment() rather than being written as strings.
+_SUBCLASSES = orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def json_fragment(value: object) -> object:
+    """orjson's ``default``: a :class:`JsonNumber` written as the number it is."""
+    if isinstance(value, JsonNumber):
+        return orjson.Fragment(str(value))
+    # Other subclasses are written as their base type.
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def frame_cell_text(cell: Any) -> str:

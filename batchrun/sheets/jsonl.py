@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from batchrun.errors import InputError
+from batchrun.sheets.cells import json_number
 from batchrun.sheets.delimited import open_binary
 
 __all__ = ["jsonl_keys", "jsonl_rows"]
@@ -54,7 +55,10 @@ def _parse_json(line: bytes) -> object:
             return orjson.loads(line)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(line.decode("utf-8"), parse_constant=_refuse_constant)
+    # A number beyond a double (1e400) keeps its text (orjson refuses it: it lands here).
+    return json.loads(
+        line.decode("utf-8"), parse_constant=_refuse_constant, parse_float=json_number
+    )
 
 
 def _refuse_constant(name: str) -> object:

@@ -49,8 +49,15 @@ from typing import TYPE_CHECKING, Any
 
 from batchrun.errors import InputError, UsageError
 from batchrun.sheets.cells import excel_cell_text, json_cell_text
-from batchrun.sheets.delimited import check_utf8_text, csv_header, csv_rows
+from batchrun.sheets.delimited import (
+    check_utf8_text,
+    csv_header,
+    csv_records,
+    csv_rows,
+    csv_style,
+)
 from batchrun.sheets.formats import Format, input_format
+from batchrun.sheets.handoff import HandOff
 from batchrun.sheets.jsonl import jsonl_keys, jsonl_rows
 from batchrun.sheets.xlsx_reader import open_xlsx_sheet
 
@@ -73,6 +80,7 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_ROWS = 50_000
+PREVIEW_ROWS = 20
 _BLOCK = 1 << 20
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
@@ -132,6 +140,11 @@ class Sheet:
     name: str | None = None  # the worksheet of an .xlsx input
     # Data row (0-based) -> [(column, problem)]: cells that could not be read (.xlsx).
     cell_problems: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+    # How the input was laid out, for an output handed back the same way.
+    handoff: HandOff = field(default_factory=HandOff)
+    # The first rows below the header, as (row number a spreadsheet shows, text cells):
+    # where a header lower down can be found when this one names nothing needed.
+    preview: list[tuple[int, list[str]]] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -154,22 +167,80 @@ def text_rows(fmt: Format, rows: Iterable[list[Any]]) -> Iterator[list[str]]:
 CELL_TEXT: dict[str, Callable[[Any], str]] = {"xlsx": excel_cell_text, "jsonl": json_cell_text}
 
 
-def open_sheet(path: Path, sheet: str | int | None = None) -> Sheet:
-    """Open an input sheet; file-level problems raise here (see :func:`iter_sheet`)."""
+def open_sheet(
+    path: Path,
+    sheet: str | int | None = None,
+    *,
+    delimiter: str | None = None,
+    encoding: str | None = None,
+    header_row: int | None = None,
+) -> Sheet:
+    """Open an input sheet; file-level problems raise here (see :func:`iter_sheet`).
+
+    ``delimiter`` and ``encoding`` read a CSV/TSV saved otherwise than as UTF-8 with
+    commas (tabs); ``header_row`` (1-based, as a spreadsheet numbers rows) names the header
+    row of a sheet with a title above its table.
+    """
     fmt = _checked_format(path)
     if sheet is not None and fmt.name != "xlsx":
         raise UsageError(f"--sheet applies to .xlsx/.xlsm input, not {path.suffix} ({path})")
+    for flag, value in (("--delimiter", delimiter), ("--encoding", encoding)):
+        if value is not None and fmt.delimiter is None:
+            raise UsageError(f"{flag} applies to .csv/.tsv input, not {path.suffix} ({path})")
+    if header_row is not None and fmt.name == "jsonl":
+        raise UsageError(f"--header-row applies to .csv/.tsv/.xlsx input, not .jsonl ({path})")
     if fmt.name == "xlsx":
-        found = open_xlsx_sheet(path, sheet)
+        found = open_xlsx_sheet(path, sheet, header_row)
         headers = checked_headers(path, found.header)
-        return Sheet(path, fmt, headers, found.rows, found.name, found.cell_problems)
-    check_utf8_text(path)
+        peeked = list(itertools.islice(found.rows, PREVIEW_ROWS))
+        preview = [
+            (found.header_number + 1 + i, [excel_cell_text(cell) for cell in row])
+            for i, row in enumerate(peeked)
+        ]
+        return Sheet(
+            path,
+            fmt,
+            headers,
+            itertools.chain(peeked, found.rows),
+            found.name,
+            found.cell_problems,
+            found.handoff,
+            preview,
+        )
+    if encoding is None:
+        check_utf8_text(path)
     if fmt.name == "jsonl":
         keys = jsonl_keys(path)
         return Sheet(path, fmt, checked_headers(path, keys), jsonl_rows(path, keys))
-    sep = fmt.delimiter or ","
-    headers = checked_headers(path, csv_header(path, sep))
-    return Sheet(path, fmt, headers, csv_rows(path, sep, len(headers)))
+    sep = delimiter or fmt.delimiter or ","
+    top = header_row or 1
+    raw = csv_header(path, sep, encoding=encoding, header_row=top)
+    if delimiter is None:
+        _refuse_other_separator(path, raw, sep)
+    headers = checked_headers(path, raw)
+    bom, line_end = csv_style(path)
+    # Read with --encoding, the output is UTF-8 with a BOM: its results may hold any
+    # character, and the BOM tells Excel it is UTF-8.
+    handoff = HandOff(bom=bom or encoding is not None, line_end=line_end, delimiter=delimiter)
+    rows = csv_rows(path, sep, len(headers), encoding=encoding, header_row=top)
+    preview = csv_records(path, sep, encoding, top, PREVIEW_ROWS)
+    return Sheet(path, fmt, headers, rows, handoff=handoff, preview=preview)
+
+
+def _refuse_other_separator(path: Path, header: list[str], sep: str) -> None:
+    """A header that is one cell holding ``;`` (or a tab, or ``,`` in a .tsv) is a file
+    separated otherwise: say which ``--delimiter`` reads it."""
+    if len(header) != 1:
+        return
+    for other, shown in ((";", ";"), ("\t", "tab"), (",", ","), ("|", "|")):
+        parts = [part for part in header[0].split(other) if part.strip()]
+        if other != sep and len(parts) > 1:
+            raise InputError(
+                path,
+                f"its header is one cell, {header[0]!r}, so the file is separated by"
+                f" {shown!r} (as Excel saves CSV in some languages): pass --delimiter"
+                f" {'tab' if other == chr(9) else repr(other)}",
+            )
 
 
 def iter_rows(path: Path, sheet: str | int | None = None) -> tuple[list[str], Iterator[list[str]]]:

@@ -13,13 +13,14 @@ was. Cells of text columns are ``str`` (None/NaN are written empty); cells of
 
 Per format:
 
-- CSV/TSV: UTF-8 without a BOM, ``\\n`` line ends, cells quoted only when they hold the
-  delimiter, a quote, a line feed or a carriage return (every cell of a one-column file is
-  quoted, so that an empty or blank row reads back as a row). With ``escape_formulas``
-  (the default) a text cell, header included, that starts with ``= + - @``, tab or
-  carriage return and is not a plain number gets a leading ``'`` (see
-  :func:`escape_formula`). Lone surrogates, which UTF-8 cannot hold, are written as
-  ``\\udXXX``. The summary is not written (it has no place in CSV).
+- CSV/TSV: UTF-8, with the BOM, line ends and ``;`` delimiter of the input as its
+  :class:`~batchrun.sheets.handoff.HandOff` says (by default no BOM and ``\\n``). Cells
+  are quoted only when they hold the delimiter, a quote, a line feed or a carriage
+  return (every cell of a one-column file is quoted, so that an empty or blank row reads
+  back as a row). With ``escape_formulas`` (the default) a text cell, header included,
+  that starts with ``= + - @``, tab or carriage return and is not a plain number gets a
+  leading ``'`` (see :func:`escape_formula`). Lone surrogates, which UTF-8 cannot hold,
+  are written as ``\\udXXX``. The summary is not written (it has no place in CSV).
 - JSONL: one object per row, keys in column order; number columns as JSON numbers
   (``null`` when empty), other cells as strings. No summary. A frame with no rows gives an
   empty file.
@@ -43,10 +44,12 @@ from batchrun.sheets import formats
 from batchrun.sheets.cells import (
     PLAIN_NUMBER,
     excel_cell_text,
+    json_fragment,
     number_cells,
     number_texts,
     text_cells,
 )
+from batchrun.sheets.handoff import HandOff
 from batchrun.sheets.xlsx_writer import (
     MAX_XLSX_DATA_ROWS,
     Summary,
@@ -119,8 +122,10 @@ class SheetWriter:
         number_columns: frozenset[str] = frozenset(),
         typed_columns: frozenset[str] = frozenset(),
         sheet_name: str = "results",
+        handoff: HandOff | None = None,
     ) -> None:
         fmt = formats.output_format(path)
+        handoff = handoff or HandOff()
         self.format = fmt
         self.path = path
         self.columns = list(columns)
@@ -135,12 +140,16 @@ class SheetWriter:
         self._done = False
         self._out: _FormatWriter
         if fmt.name == "xlsx":
-            self._out = XlsxResultWriter(path, self.columns, numbers, sheet_name, self._typed)
+            self._out = XlsxResultWriter(
+                path, self.columns, numbers, sheet_name, self._typed, handoff
+            )
         elif fmt.name == "jsonl":
             self._out = _JsonlWriter(path, self.columns)
         else:
-            delimiter = fmt.delimiter or ","
-            self._out = _DelimitedWriter(path, self.columns, numbers, delimiter, escape_formulas)
+            delimiter = (handoff.delimiter if fmt.name == "csv" else None) or fmt.delimiter or ","
+            self._out = _DelimitedWriter(
+                path, self.columns, numbers, delimiter, escape_formulas, handoff
+            )
         self._numbers = numbers
 
     def __enter__(self) -> Self:
@@ -298,6 +307,7 @@ class _DelimitedWriter(_StagedStream):
         numbers: list[bool],
         delimiter: str,
         escape: bool,
+        handoff: HandOff,
     ) -> None:
         self._numbers = numbers
         self._escape = escape
@@ -306,8 +316,11 @@ class _DelimitedWriter(_StagedStream):
         self._file: IO[str] = open(  # noqa: SIM115
             self._staged.temp, "w", encoding="utf-8", errors="backslashreplace", newline=""
         )
-        options: dict[str, Any] = {"delimiter": delimiter, "lineterminator": "\n"}
+        self._line_end = handoff.line_end
+        options: dict[str, Any] = {"delimiter": delimiter, "lineterminator": self._line_end}
         self._delimiter = delimiter
+        if handoff.bom:
+            self._file.write("\ufeff")
         self._quoted = csv.writer(self._file, quoting=csv.QUOTE_ALL, **options)
         # One-column files: an empty or blank line would read back as no row at all.
         self._always_quote = len(columns) == 1
@@ -342,7 +355,7 @@ class _DelimitedWriter(_StagedStream):
                 for column in columns
             ]
             lines = map(self._delimiter.join, zip(*cells, strict=True))
-            self._file.write("\n".join(lines) + "\n")
+            self._file.write(self._line_end.join(lines) + self._line_end)
 
 
 def _quoted_where_needed(column: list[str], delimiter: str) -> list[str]:
@@ -376,14 +389,18 @@ class _JsonlWriter(_StagedStream):
         for row in zip(*cells, strict=True):
             record = dict(zip(keys, row, strict=True))
             try:
-                write(orjson.dumps(record, default=_json_default, option=orjson.OPT_APPEND_NEWLINE))
+                write(orjson.dumps(record, default=_json_default, option=_JSONL_OPTIONS))
             except (orjson.JSONEncodeError, TypeError):
                 # Lone surrogates (escaped as \udXXX) or integers beyond 64 bits (exact).
                 write(json.dumps(record, default=_json_default).encode() + b"\n")
 
 
+_JSONL_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def _json_default(value: object) -> object:
-    """A typed input cell JSON has no type for: dates and times as their ISO text."""
+    """A typed input cell JSON has no type for: dates and times as their ISO text; a
+    number beyond a double as written."""
     if isinstance(value, datetime.date | datetime.time | datetime.timedelta):
         return excel_cell_text(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
+    return json_fragment(value)

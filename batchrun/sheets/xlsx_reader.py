@@ -10,7 +10,8 @@ text body assembly reads. The rules of this reader:
 
 - The default sheet is the first *visible* one. ``--sheet`` matches a name exactly, then
   ignoring case and spaces, and only then as a 0-based index (a sheet named ``2`` wins).
-- The table starts at the first row that has a value: that row is the header.
+- The table starts at the first row that has a value and is not a title (one merged range
+  across columns): that row is the header. ``--header-row N`` names it instead.
 - A merged range gives its value to every cell it covers, not only the top-left one.
 - A formula cell reads as its cached value. A formula with no cached value (the file was
   written by a program that does not calculate) or with an error value (``#N/A``) is read
@@ -32,11 +33,13 @@ from python_calamine import (
     CalamineError,
     CalamineWorkbook,
     PasswordError,
+    SheetTypeEnum,
     SheetVisibleEnum,
 )
 
 from batchrun.errors import InputError
 from batchrun.sheets.cells import excel_cell_text
+from batchrun.sheets.handoff import HandOff, OtherSheet
 
 __all__ = ["XlsxSheet", "open_xlsx_sheet"]
 
@@ -54,17 +57,31 @@ class XlsxSheet:
     rows: Iterator[list[Any]]
     # Data row (0-based) -> [(column, problem)] for formula cells without a usable value.
     cell_problems: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+    handoff: HandOff = field(default_factory=HandOff)
+    header_number: int = 1  # the header's row number as Excel shows it
 
 
-def open_xlsx_sheet(path: Path, sheet: str | int | None) -> XlsxSheet:
-    """Open the chosen sheet; raises InputError for unreadable files and unknown sheets."""
+def open_xlsx_sheet(
+    path: Path, sheet: str | int | None, header_row: int | None = None
+) -> XlsxSheet:
+    """Open the chosen sheet; raises InputError for unreadable files and unknown sheets.
+
+    ``header_row`` (1-based, as Excel numbers rows) names the header row; by default it is
+    the first row with a value.
+    """
+    others: list[OtherSheet] = []
     try:
         with CalamineWorkbook.from_path(str(path)) as workbook:
             names: list[str] = list(workbook.sheet_names)
-            visible = [m.visible == SheetVisibleEnum.Visible for m in workbook.sheets_metadata]
+            metadata = workbook.sheets_metadata
+            visible = [m.visible == SheetVisibleEnum.Visible for m in metadata]
             index = _sheet_index(path, names, visible, sheet)
             # The sheet's cells are loaded into memory here; the file can be closed.
             data = workbook.get_sheet_by_index(index)
+            for number, (name, meta) in enumerate(zip(names, metadata, strict=True)):
+                if number != index and meta.typ == SheetTypeEnum.WorkSheet:
+                    values = workbook.get_sheet_by_index(number).to_python(skip_empty_area=False)
+                    others.append(OtherSheet(name, values, not visible[number], number))
     except PasswordError:
         raise InputError(path, "is password-protected: save a copy without a password") from None
     except CalamineError as exc:
@@ -73,21 +90,61 @@ def open_xlsx_sheet(path: Path, sheet: str | int | None) -> XlsxSheet:
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror})") from None
     top, left = data.start or (0, 0)
+    header_at = header_row
+    if header_at is not None and header_at <= top:
+        raise InputError(path, f"sheet {names[index]!r}: row {header_at} is empty (--header-row)")
     merged = data.merged_cell_ranges or []
     rows: Iterator[list[Any]] = (
         iter(_filled(data.to_python(), merged, top, left)) if merged else (data.iter_rows())
     )
     header_row = top
+    above: list[list[Any]] = []
     for row in rows:
         # Rows above the table (calamine may yield them as empty) are not the header.
-        if any(cell != "" for cell in row):
+        if header_at:
+            wanted = header_row + 1 == header_at
+        else:
+            wanted = any(cell != "" for cell in row) and not _title(row, header_row, merged, left)
+        if wanted:
             header = [excel_cell_text(cell) for cell in row]
             break
+        above.append(row)
         header_row += 1
     else:
+        if header_at:
+            raise InputError(path, f"sheet {names[index]!r} has no row {header_at} (--header-row)")
         raise InputError(path, f"sheet {names[index]!r} is empty (no header row)")
-    problems = _formula_problems(path, index, header_row, left)
-    return XlsxSheet(names[index], header, _whole(rows), problems)
+    extras = _sheet_extras(path, index, header_row + 1, left)
+    # Rows above the header come back above it (a title); empty ones are not kept.
+    titles = above if any(cell != "" for row in above for cell in row) else []
+    first = header_row + 1  # the first data row, where table-relative rows start at 0
+    handoff = HandOff(
+        sheet_name=names[index],
+        number_formats=extras.formats,
+        merged=[
+            (r0 - first, c0 - left, r1 - first, c1 - left)
+            for (r0, c0), (r1, c1) in merged
+            if r0 - first >= -1 - len(titles) and (r0, c0) != (r1, c1)
+        ],
+        hidden_rows=extras.hidden,
+        title_rows=list(_whole(iter(titles))),
+        other_sheets=others,
+        data_sheet_index=index,
+        error_cells=extras.errors,
+    )
+    return XlsxSheet(names[index], header, _whole(rows), extras.problems, handoff, header_row + 1)
+
+
+def _title(
+    row: list[Any], number: int, merged: list[tuple[tuple[int, int], tuple[int, int]]], left: int
+) -> bool:
+    """Whether row ``number`` (0-based) is a title: all its values in one merged range
+    across columns (a header names each column in a cell of its own)."""
+    used = [left + col for col, cell in enumerate(row) if cell != ""]
+    return any(
+        r0 <= number <= r1 and c1 > c0 and c0 <= used[0] and used[-1] <= c1
+        for (r0, c0), (r1, c1) in merged
+    )
 
 
 def _whole(rows: Iterator[list[Any]]) -> Iterator[list[Any]]:
@@ -141,36 +198,75 @@ def _sheet_index(path: Path, names: list[str], visible: list[bool], sheet: str |
     raise InputError(path, f"has no sheet {sheet!r}; its sheets are {listing}")
 
 
-# --- formula cells without a usable value ---------------------------------------------------
+# --- what calamine does not say: formats, hidden rows, error and formula cells ------------
+
+# Excel's built-in number formats are known by their id; 0 is "General".
+GENERAL = 0
 
 
-def _formula_problems(
-    path: Path, index: int, header_row: int, left: int
-) -> dict[int, list[tuple[int, str]]]:
-    """Formula cells of sheet ``index`` with no cached value or an error value.
+@dataclass(slots=True)
+class _Extras:
+    """What the sheet's XML says beyond the values, positions relative to the table (data
+    row 0 is the first row below the header, the header row -1)."""
 
-    calamine reads both as empty; the sheet's XML says which they are. The XML is only
-    parsed when it holds a formula or an error cell at all.
+    problems: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+    formats: dict[tuple[int, int], int | str] = field(default_factory=dict)
+    hidden: set[int] = field(default_factory=set)
+    errors: dict[tuple[int, int], str] = field(default_factory=dict)
+
+
+def _sheet_extras(path: Path, index: int, first: int, left: int) -> _Extras:
+    """Number formats, hidden rows, error cells and formula cells without a value of sheet
+    ``index``, whose first data row is ``first`` (0-based) and first column ``left``.
+
+    calamine reads error cells and formulas without a cached value as empty, and says
+    nothing of formats or hidden rows; the sheet's XML does. It is parsed only when it
+    holds any of these.
     """
+    extras = _Extras()
     try:
         with zipfile.ZipFile(path) as archive:
             part = _sheet_part(archive, index)
             if part is None:
-                return {}
+                return extras
+            styles = _cell_formats(archive)
             with archive.open(part) as stream:
-                if not _mentions_formulas(stream):
-                    return {}
+                if not _worth_parsing(stream, styles):
+                    return extras
             with archive.open(part) as stream:
-                found = _scan_cells(stream)
+                _scan_cells(stream, styles, extras, first, left)
     except (OSError, zipfile.BadZipFile, KeyError, ElementTree.ParseError):
-        return {}  # calamine read the file: whatever this extra look cannot read, skip
-    problems: dict[int, list[tuple[int, str]]] = {}
-    for (row, col), (ref, problem) in sorted(found.items()):
-        if row > header_row:
-            problems.setdefault(row - header_row - 1, []).append(
-                (col - left, f"cell {ref} {problem}")
-            )
-    return problems
+        return _Extras()  # calamine read the file: whatever this extra look cannot read, skip
+    return extras
+
+
+def _cell_formats(archive: zipfile.ZipFile) -> list[int | str]:
+    """The number format of each cell style (``s`` of a cell): a built-in id or a code."""
+    try:
+        root = ElementTree.fromstring(archive.read("xl/styles.xml"))
+    except KeyError:
+        return []
+    codes = {
+        int(item.get("numFmtId", "0")): item.get("formatCode", "")
+        for item in root.iterfind(f"{_MAIN}numFmts/{_MAIN}numFmt")
+    }
+    found: list[int | str] = []
+    for xf in root.iterfind(f"{_MAIN}cellXfs/{_MAIN}xf"):
+        number = int(xf.get("numFmtId", "0") or 0)
+        found.append(codes.get(number, number))
+    return found
+
+
+def _worth_parsing(stream: Any, styles: list[int | str]) -> bool:
+    formatted = any(style != GENERAL for style in styles)
+    needles = (b"<f>", b"<f ", b't="e"', b'hidden="1"', b'hidden="true"')
+    tail = b""
+    while block := stream.read(1 << 20):
+        text = tail + block
+        if any(needle in text for needle in needles) or (formatted and b' s="' in text):
+            return True
+        tail = text[-16:]
+    return False
 
 
 def _sheet_part(archive: zipfile.ZipFile, index: int) -> str | None:
@@ -197,28 +293,42 @@ def _mentions_formulas(stream: Any) -> bool:
     return False
 
 
-def _scan_cells(stream: Any) -> dict[tuple[int, int], tuple[str, str]]:
-    found: dict[tuple[int, int], tuple[str, str]] = {}
+def _scan_cells(
+    stream: Any, styles: list[int | str], extras: _Extras, first: int, left: int
+) -> None:
     for _, element in ElementTree.iterparse(stream):
-        if element.tag != f"{_MAIN}c":
-            if element.tag == f"{_MAIN}row":
-                element.clear()
+        tag = element.tag
+        if tag == f"{_MAIN}row":
+            if element.get("hidden") in ("1", "true") and (number := element.get("r")):
+                extras.hidden.add(int(number) - 1 - first)
+            element.clear()
             continue
-        ref = element.get("r", "")
-        formula = element.find(f"{_MAIN}f")
+        if tag != f"{_MAIN}c":
+            continue
+        match = _CELL_REF.fullmatch(element.get("r", ""))
+        if not match:
+            continue
+        ref = match.group(0)
+        row = int(match.group(2)) - 1 - first
+        col = _column_number(match.group(1)) - left
+        style = element.get("s")
+        if style is not None and style.isdigit() and int(style) < len(styles):
+            number_format = styles[int(style)]
+            if number_format != GENERAL:
+                extras.formats[(row, col)] = number_format
         value = element.find(f"{_MAIN}v")
         value_text = value.text if value is not None else None
         if element.get("t") == "e":
-            problem = f"holds the error {value_text or '#VALUE!'}"
-        elif formula is not None and not value_text and element.get("t") != "str":
+            error = value_text or "#VALUE!"
+            extras.errors[(row, col)] = error
+            problem = f"holds the error {error}"
+        elif element.find(f"{_MAIN}f") is not None and not value_text and element.get("t") != "str":
             # (t="str" with an empty value is a formula whose result is the empty text)
             problem = "is a formula with no computed value (open and save the file in Excel)"
         else:
             continue
-        match = _CELL_REF.fullmatch(ref)
-        if match:
-            found[(int(match.group(2)) - 1, _column_number(match.group(1)))] = (ref, problem)
-    return found
+        if row >= 0:
+            extras.problems.setdefault(row, []).append((col, f"cell {ref} {problem}"))
 
 
 def _column_number(letters: str) -> int:

@@ -7,8 +7,9 @@ disk as soon as the next one starts, so a million rows take little memory.
 
 Text that Excel cannot hold is changed visibly, never dropped:
 
-- characters XML 1.0 forbids (U+0000-U+0008, U+000B, U+000C, U+000E-U+001F) become
-  ``\\xNN``; lone surrogates and U+FFFE/U+FFFF become ``\\uNNNN`` (see :func:`excel_text`);
+- control characters (U+0000-U+001F) are left to xlsxwriter, which writes them as Excel's
+  own ``_xHHHH_`` escapes, so they come back as they were; lone surrogates and
+  U+FFFE/U+FFFF, which no .xlsx can hold, become ``\\uNNNN`` (see :func:`excel_text`);
 - a cell longer than 32,767 characters (counted in UTF-16 units, as Excel does) is cut and
   ends with ``… [cut: 1,000,000 chars; full text in out.full.jsonl]``; the full original
   text goes to ``<output stem>.full.jsonl`` as ``{"row": R, "column": NAME, "text": ...}``
@@ -31,6 +32,7 @@ import orjson
 from batchrun.atomic import StagedFile
 from batchrun.errors import UsageError
 from batchrun.sheets.cells import json_text
+from batchrun.sheets.handoff import HandOff, OtherSheet
 
 __all__ = [
     "EXCEL_CELL_LIMIT",
@@ -45,7 +47,10 @@ EXCEL_CELL_LIMIT = 32_767
 MAX_XLSX_DATA_ROWS = 1_048_575  # 1,048,576 rows, one of them the header
 MAX_XLSX_COLUMNS = 16_384
 MAX_COLUMN_WIDTH = 60
-_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# What xlsxwriter cannot write: lone surrogates (not UTF-8) and the two non-characters XML
+# forbids. Control characters it writes itself as Excel's ``_xHHHH_`` escapes, which Excel
+# and readers turn back into the characters.
+_ILLEGAL = re.compile("[\ud800-\udfff\ufffe\uffff]")
 _OPTIONS = {
     "constant_memory": True,
     # A sheet's XML over 4 GiB needs ZIP64; zipfile adds it only to members that need it,
@@ -64,13 +69,14 @@ NumberCell = int | float | str | None
 
 
 def excel_text(text: str) -> str:
-    r"""Return ``text`` with the characters Excel rejects escaped (``"\x07"`` -> ``\x07``)."""
+    r"""Return ``text`` with the characters an .xlsx cannot hold escaped (``"\ud800"`` ->
+    ``\ud800``); control characters are left to xlsxwriter, which keeps them."""
     return _ILLEGAL.sub(_escape_match, text) if _ILLEGAL.search(text) else text
 
 
 def _escape_match(match: re.Match[str]) -> str:
     code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return f"\\u{code:04x}"
 
 
 def fit_excel_cell(text: str, marker_note: str = "") -> str | None:
@@ -104,6 +110,7 @@ class XlsxResultWriter:
         number_mask: list[bool],
         sheet_name: str,
         typed_mask: list[bool] | None = None,
+        handoff: HandOff | None = None,
     ) -> None:
         if len(columns) > MAX_XLSX_COLUMNS:
             raise UsageError(f"{path}: .xlsx holds at most {MAX_XLSX_COLUMNS:,} columns")
@@ -111,6 +118,7 @@ class XlsxResultWriter:
         self._columns = columns
         self._number_mask = number_mask
         self._typed_mask = typed_mask or [False] * len(columns)
+        self._handoff = handoff = handoff or HandOff()
         self._sidecar_path = full_text_path(path)
         self._sidecar: StagedFile | None = None
         self._sidecar_file: IO[bytes] | None = None
@@ -120,12 +128,6 @@ class XlsxResultWriter:
 
         self._staged = StagedFile(path)
         self._workbook = xlsxwriter.Workbook(str(self._staged.temp), _OPTIONS)
-        try:
-            self._sheet = self._workbook.add_worksheet(sheet_name)
-        except InvalidWorksheetName as exc:
-            self._discard_workbook()
-            self._staged.discard()
-            raise UsageError(f"{path}: bad sheet name {sheet_name!r} ({exc})") from None
         self._bold = self._workbook.add_format({"bold": True})
         add = self._workbook.add_format
         # Typed input cells come back with a format that shows them as Excel would.
@@ -135,12 +137,43 @@ class XlsxResultWriter:
             datetime.time: add({"num_format": "hh:mm:ss"}),
             datetime.timedelta: add({"num_format": "[h]:mm:ss"}),
         }
-        self._next_row = 1
+        self._number_formats: dict[int | str, Any] = {}
+        # Sheets before the data sheet come first, as in the input; the rest follow it.
+        others = handoff.other_sheets
+        before = [o for o in others if o.position < handoff.data_sheet_index]
+        self._after = [o for o in others if o.position > handoff.data_sheet_index]
+        try:
+            for other in before:
+                self._write_other_sheet(other)
+            self._sheet = self._workbook.add_worksheet(handoff.sheet_name or sheet_name)
+        except InvalidWorksheetName as exc:
+            self._discard_workbook()
+            self._staged.discard()
+            raise UsageError(f"{path}: bad sheet name {sheet_name!r} ({exc})") from None
+        self._sheet.activate()
+        # Rows above the header (a title) keep their place; the table starts below them.
+        self._header_row = len(handoff.title_rows)
+        # Cells a merged range covers, but for its top-left one: written empty.
+        self._covered = {
+            (row, col)
+            for r0, c0, r1, c1 in handoff.merged
+            for row in range(r0, r1 + 1)
+            for col in range(c0, c1 + 1)
+            if (row, col) != (r0, c0)
+        }
+        for row, values in enumerate(handoff.title_rows):
+            for col, value in enumerate(values):
+                if (row - self._header_row - 1, col) not in self._covered:
+                    self._write_typed(row, col, _kept(value), self._format_at(row, col))
+        self._next_row = self._header_row + 1
         self._sized = False
         self.cut_cells = 0
+        header = self._header_row
         for col, name in enumerate(columns):
-            self._sheet.write_string(0, col, self._fit(excel_text(name), name, 0, col), self._bold)
-        self._sheet.freeze_panes(1, 0)
+            self._sheet.write_string(
+                header, col, self._fit(excel_text(name), name, header, col), self._bold
+            )
+        self._sheet.freeze_panes(header + 1, 0)
 
     def write_columns(self, cells: list[list[Any]]) -> None:
         """Append rows given column by column (text columns hold str, number columns not)."""
@@ -175,11 +208,18 @@ class XlsxResultWriter:
         ]
         numbers = [(c, v) for c, v in enumerate(prepared) if self._number_mask[c]]
         typed = [(c, v) for c, v in enumerate(prepared) if typed_mask[c]]
+        handoff = self._handoff
+        laid_out = bool(
+            handoff.number_formats or handoff.merged or handoff.hidden_rows or handoff.error_cells
+        )
         for i in range(rows):
             row = first + i
             wrote = False
-            for col, values in typed:
-                wrote = self._write_typed(row, col, values[i]) or wrote
+            if laid_out:
+                wrote = self._write_laid_out(row, typed, i)
+            else:
+                for col, values in typed:
+                    wrote = self._write_typed(row, col, values[i]) or wrote
             for col, values in texts:
                 text = values[i]
                 if text:  # an empty cell is simply not written
@@ -199,22 +239,63 @@ class XlsxResultWriter:
                 # vanish on reading; one empty string cell keeps it.
                 write_string(row, 0, "")
 
-    def _write_typed(self, row: int, col: int, value: Any) -> bool:
-        """Write one input cell as the type it came in; False if there was nothing to write."""
+    def _write_laid_out(self, row: int, typed: list[tuple[int, list[Any]]], i: int) -> bool:
+        """Write one row's input cells as the input had them: each with its number format,
+        merged ranges' hidden cells left empty, error cells as their text, hidden rows
+        hidden."""
+        handoff = self._handoff
+        table_row = row - self._header_row - 1
+        if table_row in handoff.hidden_rows:
+            self._sheet.set_row(row, None, None, {"hidden": True})
+        wrote = False
+        for col, values in typed:
+            if (table_row, col) in self._covered:
+                continue
+            value = values[i]
+            if (value is None or value == "") and (table_row, col) in handoff.error_cells:
+                value = handoff.error_cells[(table_row, col)]
+            wrote = self._write_typed(row, col, value, self._format_at(row, col)) or wrote
+        return wrote
+
+    def _format_at(self, row: int, col: int) -> Any:
+        """The input's number format of the cell written at ``row`` (None: General)."""
+        code = self._handoff.number_formats.get((row - self._header_row - 1, col))
+        if code is None:
+            return None
+        found = self._number_formats.get(code)
+        if found is None:
+            found = self._number_formats[code] = self._workbook.add_format({"num_format": code})
+        return found
+
+    def _write_typed(
+        self, row: int, col: int, value: Any, cell_format: Any = None, sheet: Any = None
+    ) -> bool:
+        """Write one input cell as the type it came in, in ``cell_format`` (else as Excel
+        shows its type); False if there was nothing to write."""
+        sheet = sheet or self._sheet
         kind = type(value)
         if kind is str:
             if not value:
                 return False
-            self._sheet.write_string(row, col, value)
+            sheet.write_string(row, col, value, cell_format)
         elif kind is bool:
-            self._sheet.write_boolean(row, col, value)
+            sheet.write_boolean(row, col, value, cell_format)
         elif kind is float or kind is int:
-            self._sheet.write_number(row, col, value)
+            sheet.write_number(row, col, value, cell_format)
         elif kind in self._date_formats:
-            self._sheet.write_datetime(row, col, value, self._date_formats[kind])
+            sheet.write_datetime(row, col, value, cell_format or self._date_formats[kind])
         else:
             return False  # None: an empty cell
         return True
+
+    def _write_other_sheet(self, other: OtherSheet) -> None:
+        """Another sheet of the input workbook, as values (typed, dates formatted)."""
+        sheet = self._workbook.add_worksheet(other.name)
+        for row, values in enumerate(other.rows):
+            for col, value in enumerate(values):
+                self._write_typed(row, col, _kept(value), sheet=sheet)
+        if other.hidden:
+            sheet.hide()
 
     def _prepare_typed(self, values: list[Any], first: int, col: int) -> list[Any]:
         """Typed input cells: text cleaned and cut as text is; values Excel cannot hold as
@@ -294,7 +375,12 @@ class XlsxResultWriter:
         """Finish the workbook (and the full-text file) and move them onto their targets."""
         try:
             if self._columns:
-                self._sheet.autofilter(0, 0, self._next_row - 1, len(self._columns) - 1)
+                self._sheet.autofilter(
+                    self._header_row, 0, self._next_row - 1, len(self._columns) - 1
+                )
+            self._merge_ranges()
+            for other in self._after:
+                self._write_other_sheet(other)
             if summary is not None:
                 self._write_summary(summary)
             self._workbook.close()
@@ -308,6 +394,19 @@ class XlsxResultWriter:
         if self._sidecar is None:
             # A full-text file from an earlier run would describe cells this one lacks.
             self._sidecar_path.unlink(missing_ok=True)
+
+    def _merge_ranges(self) -> None:
+        """The input's merged ranges, over the rows that were written.
+
+        Their cells went out row by row (constant memory mode), each range's value in its
+        top-left cell; xlsxwriter's merge_range() would write cells of rows already
+        flushed, so the ranges are recorded in the list it writes them from.
+        """
+        offset = self._header_row + 1
+        for r0, c0, r1, c1 in self._handoff.merged:
+            first, last = r0 + offset, min(r1 + offset, self._next_row - 1)
+            if first <= last and (first, c0) != (last, c1) and c1 < len(self._columns):
+                self._sheet.merge.append([first, c0, last, c1])
 
     def abort(self) -> None:
         """Drop everything written; targets from earlier runs stay untouched."""
@@ -331,8 +430,17 @@ class XlsxResultWriter:
                     Path(name).unlink(missing_ok=True)
 
     def _write_summary(self, summary: Summary) -> None:
-        taken = self._sheet.get_name().casefold() == "summary"
-        sheet = self._workbook.add_worksheet("batchrun summary" if taken else "summary")
+        taken = {sheet.get_name().casefold() for sheet in self._workbook.worksheets()}
+        name = next(
+            name
+            for name in (
+                "summary",
+                "batchrun summary",
+                *(f"batchrun summary {n}" for n in range(2, 99)),
+            )
+            if name.casefold() not in taken
+        )
+        sheet = self._workbook.add_worksheet(name)
         sections = dict(summary)
         if self.cut_cells:
             sections[CUT_SECTION] = [
@@ -380,6 +488,17 @@ class XlsxResultWriter:
         chart.set_legend({"none": True})
         chart.set_y_axis({"reverse": True})  # the first outcome on top, as in the table
         sheet.insert_chart(0, 3, chart, {"x_scale": 1.0, "y_scale": 0.8})
+
+
+def _kept(value: Any) -> Any:
+    """A cell of a title row or another sheet, as it can be written: text Excel can hold
+    (cut with a marker beyond its limit), other values as they are."""
+    if type(value) is str:
+        text = excel_text(value)
+        return fit_excel_cell(text) or text
+    if type(value) is float and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def _summary_text(value: object) -> str:

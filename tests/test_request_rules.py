@@ -1,0 +1,230 @@
+"""Requests say exactly what the row says: rules beyond the schema, and the columns that
+name both a body field and a shortcut."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import send
+from job_support import TEST_KEY, read_rows, settings_for
+
+from batchrun.config import Settings, environment_settings
+from batchrun.errors import InputError, UsageError
+from batchrun.jobs import run_file, validate_file
+from batchrun.simulator import RunningSimulator
+
+Make = Callable[..., RunningSimulator]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def chat_posts(sim: RunningSimulator) -> int:
+    return sum(sim.stats()["requests"].get("POST /v1/chat/completions", {}).values())
+
+
+def test_a_chat_row_with_a_negative_token_maximum_is_invalid_and_never_sent(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(run_seconds=0)
+    source = write_csv(
+        tmp_path / "chat.csv",
+        ["model", "user", "max_completion_tokens", "max_tokens"],
+        [["gpt-4o", "Hi", "-5", ""], ["gpt-4o", "Hi", "", "0"], ["gpt-4o", "Hi", "5", ""]],
+    )
+    report = run_file(source, tmp_path / "out.csv", settings_for(sim.base_url, endpoint="chat"))
+    rows = read_rows(tmp_path / "out.csv")
+    assert [row["outcome"] for row in rows] == ["invalid", "invalid", "ok"]
+    assert rows[0]["error"] == "max_completion_tokens: -5 is less than the minimum of 1"
+    assert rows[1]["error"] == "max_tokens: 0 is less than the minimum of 1"
+    assert chat_posts(sim) == 1
+    assert report.summary.exit_code == 1
+    # The simulator refuses such a body as the service does.
+    answer = send(
+        sim.base_url,
+        "POST",
+        "/chat/completions",
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": -1},
+    )
+    assert answer.status == 400
+    assert answer.json["error"]["param"] == "max_tokens"
+
+
+# --- a column that names both a field and a shortcut -----------------------------------------
+
+
+def requests_of(source: Path, tmp_path: Path, **options: object) -> list[dict[str, Any]]:
+    """The bodies ``validate`` says each row would send ({} for an invalid row)."""
+    settings = Settings(**environment_settings({"endpoint": "chat", **options}, {}))
+    validate_file(source, tmp_path / "checked.csv", settings)
+    rows = read_rows(tmp_path / "checked.csv")
+    return [json.loads(row["request"]) if row["request"] else {} for row in rows]
+
+
+def test_a_chat_user_column_is_the_user_message_and_field_user_is_the_field(
+    tmp_path: Path,
+) -> None:
+    source = write_csv(
+        tmp_path / "chat.csv",
+        ["model", "User", "Field.User"],
+        [["gpt-4o", "Hello there", ""], ["gpt-4o", "Hi again", "customer-42"]],
+    )
+    first, second = requests_of(source, tmp_path, run_tag=False)
+    assert first == {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello there"}]}
+    assert second == {
+        "model": "gpt-4o",
+        "user": "customer-42",
+        "messages": [{"role": "user", "content": "Hi again"}],
+    }
+
+
+def test_field_user_is_reached_by_column_and_set_and_a_bare_set_user_says_how(
+    tmp_path: Path,
+) -> None:
+    source = write_csv(
+        tmp_path / "chat.csv", ["model", "user", "End user"], [["gpt-4o", "Hi", "u-1"]]
+    )
+    (body,) = requests_of(source, tmp_path, run_tag=False, columns={"field.user": "End user"})
+    assert body["user"] == "u-1" and body["messages"] == [{"role": "user", "content": "Hi"}]
+    (body,) = requests_of(source, tmp_path, run_tag=False, set_values={"field.user": "u-9"})
+    assert body["user"] == "u-9"
+    with pytest.raises(UsageError, match=r"--set field\.user=VALUE"):
+        requests_of(source, tmp_path, set_values={"user": "u-9"})
+
+
+def test_the_sample_chat_sheet_sends_no_user_field(tmp_path: Path) -> None:
+    sample = Path(__file__).parent.parent / "samples" / "chat.csv"
+    bodies = requests_of(sample, tmp_path)
+    assert bodies and all("user" not in body for body in bodies)
+    assert any(body.get("messages") for body in bodies)
+
+
+def test_a_plain_field_and_its_field_dot_twin_together_are_an_input_error(
+    tmp_path: Path,
+) -> None:
+    source = write_csv(tmp_path / "chat.csv", ["model", "field.model"], [["a", "b"]])
+    with pytest.raises(InputError, match="both name the field 'model'"):
+        requests_of(source, tmp_path)
+
+
+# --- an Assistants sheet moved to --endpoint responses ------------------------------------
+
+
+def responses_posts(sim: RunningSimulator) -> int:
+    return sum(sim.stats()["requests"].get("POST /v1/responses", {}).values())
+
+
+def test_a_responses_row_with_nothing_to_answer_is_invalid_and_never_sent(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(run_seconds=0)
+    source = write_csv(
+        tmp_path / "old.csv",
+        ["thread_id", "assistant_id", "model", "input", "instructions", "temperature"],
+        [
+            ["thread_1", "asst_1", "gpt-4o", "", "", "0.2"],  # an Assistants row, moved
+            ["thread_2", "asst_1", "gpt-4o", " ", "", ""],  # an input of only spaces
+            ["thread_3", "asst_1", "gpt-4o", "", "Say hello.", ""],
+            ["thread_4", "asst_1", "gpt-4o", "Hi", "", ""],
+        ],
+    )
+    settings = settings_for(sim.base_url, endpoint="responses")
+    report = run_file(source, tmp_path / "out.csv", settings)
+    rows = read_rows(tmp_path / "out.csv")
+    assert [row["outcome"] for row in rows] == ["invalid", "invalid", "ok", "ok"]
+    assert rows[0]["error"] == (
+        "input: is required: the row has no input, instructions, prompt, conversation or "
+        "previous_response_id, so there is nothing to answer"
+    )
+    assert responses_posts(sim) == 2
+    assert report.summary.outcomes == {"ok": 2, "invalid": 2}
+
+
+def test_the_note_on_unsent_assistants_columns_comes_before_sending_and_from_validate(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(run_seconds=0)
+    source = write_csv(
+        tmp_path / "old.csv",
+        ["thread_id", "assistant_id", "model", "input"],
+        [["thread_1", "asst_1", "gpt-4o", "Hi"]],
+    )
+    heard: list[tuple[str, int]] = []
+    settings = settings_for(sim.base_url, endpoint="responses")
+    run_file(
+        source,
+        tmp_path / "out.csv",
+        settings,
+        notice=lambda note: heard.append((note, responses_posts(sim))),
+    )
+    ((note, posts_then),) = heard
+    assert note.startswith("column(s) thread_id, assistant_id are Assistants fields")
+    assert posts_then == 0  # heard before anything was sent
+    checked = validate_file(source, tmp_path / "checked.csv", settings)
+    assert checked.summary.notes == (note,)
+    # The command line prints it once, before the summary line, for run and validate.
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    for args in (
+        ["run", str(source), "-o", str(tmp_path / "again.csv"), "--base-url", sim.base_url],
+        ["validate", str(source), "-o", str(tmp_path / "checked2.csv")],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "batchrun", *args, "--endpoint", "responses"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        lines = done.stderr.splitlines()
+        assert lines[0] == f"note: {note}", done.stderr
+        assert lines[1].startswith("1 row: 1 ok") and len(lines) == 2, done.stderr
+
+
+# --- header hints ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["Assistant", "Assistant ID", "assistant id", "Assistant-Id"])
+def test_a_human_header_for_assistant_id_is_named_in_the_row_error_and_a_note(
+    tmp_path: Path, header: str
+) -> None:
+    source = write_csv(tmp_path / "runs.csv", ["thread_id", header], [["thread_1", "asst_1"]])
+    settings = Settings(**environment_settings({}, {}))
+    report = validate_file(source, tmp_path / "checked.csv", settings)
+    (row,) = read_rows(tmp_path / "checked.csv")
+    assert row["error"] == (
+        f"assistant_id: is required (the column {header!r} looks like it: pass "
+        f'--column "assistant_id={header}")'
+    )
+    assert report.summary.notes == (
+        f"column {header!r} looks like the field assistant_id but is not sent: pass "
+        f'--column "assistant_id={header}"',
+    )
+
+
+def test_every_field_gets_a_hint_and_a_column_that_feeds_a_field_gets_none(
+    tmp_path: Path,
+) -> None:
+    source = write_csv(
+        tmp_path / "chat.csv",
+        ["Model", "user", "Max Tokens", "Temperature", "Speed", "Notes"],
+        [["gpt-4o", "Hi", "5", "0.2", "fast", "x"]],
+    )
+    settings = Settings(**environment_settings({"endpoint": "chat"}, {}))
+    report = validate_file(source, tmp_path / "checked.csv", settings)
+    assert report.summary.notes == (
+        "column 'Max Tokens' looks like the field max_tokens but is not sent: pass "
+        '--column "max_tokens=Max Tokens"',
+    )

@@ -1,0 +1,51 @@
+"""The summary line's words: counts read as a person would say them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batchrun.config import Settings, environment_settings
+from batchrun.jobs import run_file
+from batchrun.report import Next, Outcome, RowResult, Summary, summarize
+
+
+def _summary(**counts: object) -> Summary:
+    base: dict[str, object] = {
+        "rows": 1,
+        "outcomes": {"ok": 1},
+        "failed_statuses": {},
+        "run_statuses": {},
+        "reconciled": 0,
+        "seconds": 0.5,
+    }
+    base.update(counts)
+    return Summary(**base)  # type: ignore[arg-type]
+
+
+def test_one_row_is_a_row_not_rows() -> None:
+    assert _summary().line().startswith("1 row: 1 ok in 0.5 s")
+    assert _summary(rows=2, outcomes={"ok": 2}).line().startswith("2 rows: 2 ok")
+
+
+def test_a_batch_no_wait_line_says_what_was_submitted_and_what_is_pending(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "prompts.csv"
+    source.write_text("model,input\ngpt-4o,Hi\ngpt-4o,Hello\n", encoding="utf-8")
+    options = {"endpoint": "responses", "batch": True, "no_wait": True, "simulate": True}
+    report = run_file(source, tmp_path / "out.csv", Settings(**environment_settings(options, {})))
+    line = report.summary.line()
+    assert "; this run: 2 submitted, 2 pending in batches; batch: 1 submitted (" in line
+    assert "sent" not in line and "left for the next run" not in line
+
+
+def test_a_reconciled_rerun_says_what_this_run_did() -> None:
+    earlier = RowResult(0, key="k0")  # reconciled by an earlier job, kept from the journal
+    earlier.restore({"outcome": "ok", "status": 200, "reconciled": True, "next": "nothing"})
+    adopted = RowResult(1, key="k1")  # left unsure by a crash, found by its tag now
+    adopted.restore({"ambiguous": True})
+    adopted.reconciled, adopted.outcome, adopted.next = True, Outcome.OK, Next.NOTHING
+    summary = summarize([earlier, adopted], 1.0, from_journal=1)
+    assert summary.line() == (
+        "2 rows: 2 ok (2 reconciled) in 1.0 s; this run: 0 sent, 1 reconciled, 1 from the journal"
+    )
