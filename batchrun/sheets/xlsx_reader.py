@@ -195,7 +195,7 @@ def _sheet_index(path: Path, names: list[str], visible: list[bool], sheet: str |
         f"{i}: {name!r}" + ("" if shown else " (hidden)")
         for i, (name, shown) in enumerate(zip(names, visible, strict=True))
     )
-    raise InputError(path, f"has no sheet {sheet!r}; its sheets are {listing}")
+    raise InputError(path, f"has no sheet {sheet!r} (--sheet); its sheets are {listing}")
 
 
 # --- what calamine does not say: formats, hidden rows, error and formula cells ------------
