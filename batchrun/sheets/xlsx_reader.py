@@ -17,6 +17,9 @@ text body assembly reads. The rules of this reader:
   written by a program that does not calculate) or with an error value (``#N/A``) is read
   as empty, and reported in :attr:`XlsxSheet.cell_problems` so that the row is not sent
   without its field.
+- What the output needs to hand the workbook back as it came goes in
+  :attr:`XlsxSheet.handoff`: the sheet's name, each cell's number format, merged ranges,
+  hidden rows, the rows above the header, error cells' text and the other sheets' values.
 """
 
 from __future__ import annotations
