@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import openpyxl
 import pandas as pd
 import pytest
 
@@ -105,6 +106,16 @@ def test_a_bad_sheet_in_the_config_file_names_the_config_key(tmp_path: Path) -> 
     assert done.returncode == 2
     assert done.stderr.startswith("batchrun: job.toml: sheet applies to .xlsx/.xlsm input")
     assert "--sheet" not in done.stderr
+    book = openpyxl.Workbook()
+    assert book.active is not None
+    book.active.title = "Jobs"
+    book.active.append(["thread_id", "assistant_id"])
+    book.save(tmp_path / "in.xlsx")
+    done = batchrun_cli("validate", "in.xlsx", "--config", "job.toml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("batchrun: in.xlsx: has no sheet 3 (job.toml: sheet); its")
+    done = batchrun_cli("validate", "in.xlsx", "--sheet", "4", cwd=tmp_path)
+    assert "has no sheet '4' (--sheet); its sheets are 0: 'Jobs'" in done.stderr
 
 
 @pytest.mark.parametrize(
