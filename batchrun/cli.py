@@ -78,7 +78,7 @@ def run(**options: Any) -> None:
         if not quiet or summary.exit_code:
             click.echo(summary.line(report.output), err=True)
         if summary.aborted:
-            click.echo(f"stopped: {summary.aborted}", err=True)
+            click.echo(f"stopped: {_as_set(summary.aborted)}", err=True)
         for note in summary.notes:
             if note not in told:
                 click.echo(f"note: {note}", err=True)

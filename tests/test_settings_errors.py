@@ -172,3 +172,18 @@ def test_conflicting_config_keys_are_an_error_not_last_one_wins(
     with pytest.raises(UsageError) as caught:
         read_config_file(path)
     assert str(caught.value) == f"{path}: {keys} both set one option; keep one"
+
+
+def test_a_job_stopped_at_a_base_url_from_the_environment_names_the_variable(
+    tmp_path: Path,
+) -> None:
+    sheet(tmp_path)
+    done = batchrun_cli(
+        "run",
+        "in.csv",
+        "--no-progress",
+        cwd=tmp_path,
+        env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-test-01234567"},
+    )
+    assert done.returncode == 3, done.stderr
+    assert "(check $OPENAI_BASE_URL and that the server runs)" in done.stderr, done.stderr
