@@ -138,6 +138,20 @@ PLAN_CASES = [
         id="a-stalled-ghost-run-is-looked-at-once",
     ),
     pytest.param(DONE, restored(Outcome.OK, "completed"), {"wait": True}, Action.KEEP, id="done"),
+    pytest.param(
+        DONE,
+        restored(Outcome.OK, "completed"),
+        {"wait": True, "reply": True},
+        Action.FOLLOW,
+        id="a-completed-run-whose-reply-was-never-read-is-read",
+    ),
+    pytest.param(
+        CREATED,
+        restored(Outcome.OK, "completed"),
+        {"wait": True, "reply": True},
+        Action.FOLLOW,
+        id="created-and-completed-its-reply-still-to-read",
+    ),
 ]
 
 

@@ -15,8 +15,11 @@ from batchrun.sending.journal import Entry
 from batchrun.sending.states import Action, Event, RowState, from_journal, plan_entry
 
 
-def action_for(entry: Entry, row: RowResult, *, retry_failed: bool, wait: bool) -> Action:
-    """The action for a row whose journal entry is ``entry`` (``row`` restored from it)."""
+def action_for(
+    entry: Entry, row: RowResult, *, retry_failed: bool, wait: bool, reply: bool = False
+) -> Action:
+    """The action for a row whose journal entry is ``entry`` (``row`` restored from it);
+    ``reply``: --reply, where the reply is read apart from the answer (runs)."""
     return plan_entry(
         from_journal(entry.state, bool(entry.result.get("ambiguous"))),
         retry_failed=retry_failed,
@@ -26,6 +29,10 @@ def action_for(entry: Entry, row: RowResult, *, retry_failed: bool, wait: bool) 
         # A run still queued after a whole --wait-timeout, made although its create was
         # answered with an error, may never start.
         stalled=bool(row.ghost) and row.outcome is Outcome.PENDING and row.run_status == "queued",
+        owes_reply=reply
+        and row.outcome is Outcome.OK
+        and row.run_status == "completed"
+        and not row.reply,
     )
 
 
@@ -47,12 +54,15 @@ def plan_job(
     retry_failed: bool,
     wait: bool,
     can_look: Callable[[RowResult], bool] = lambda row: True,
+    reads_reply: Callable[[RowResult], bool] = lambda row: False,
 ) -> JobPlan:
     """Decide per row, from the journal's ``entries``, what this job must do.
 
     ``can_look`` says whether what a row's request made can be looked up by its tag. Where
     it cannot, a row that may have arrived failed saying so, and ``--retry-failed`` is the
-    user's word to send it again: it is sent without looking.
+    user's word to send it again: it is sent without looking. ``reads_reply`` says whether
+    a row's reply is read apart from its answer (--reply on runs): a row whose reply was
+    never read is followed again to read it.
     """
     plan = JobPlan(rows)
     for row in rows:
@@ -63,7 +73,9 @@ def plan_job(
             plan.to_create.add(row.index)
             continue
         row.restore(entry.result, entry.state)
-        action = action_for(entry, row, retry_failed=retry_failed, wait=wait)
+        action = action_for(
+            entry, row, retry_failed=retry_failed, wait=wait, reply=reads_reply(row)
+        )
         if action is Action.KEEP:
             plan.from_journal += 1
         elif action is Action.SEND:
@@ -83,4 +95,6 @@ def plan_job(
             if action is Action.LOOK_ONCE:
                 plan.look_once.add(row.index)
             row.outcome, row.error = Outcome.OK, ""  # "pending" last time: follow it again
+            if row.state is RowState.DONE:
+                row.move(Event.GOING)  # its reply is still to be read
     return plan

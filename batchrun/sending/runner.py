@@ -181,6 +181,8 @@ class Execution:
             self.record(row)  # unsure until then, also for a rerun after a kill
         if busy is not None:
             return busy
+        if self.owes_reply(row):
+            row.move(Event.GOING)
         self.record(row)
         self.progress.update("created", row)
         if left_for_next_run(row):
@@ -197,9 +199,21 @@ class Execution:
         task.add_done_callback(self.followers.discard)
 
     def must_follow(self, lane: Lane) -> bool:
+        if lane.row.state is RowState.CREATED and self.settings.wait:
+            return True  # its final status, or its reply, is still to be read
         if self.endpoint.stopped(lane.row.run_status):
             return False
-        return self.settings.wait or lane.position + 1 < len(lane.rows)
+        return lane.position + 1 < len(lane.rows)
+
+    def owes_reply(self, row: RowResult) -> bool:
+        """--reply: the row's answer completed at once (an adopted run), and its reply, read
+        apart from it, is not read yet: not done until it is."""
+        return (
+            self.settings.reply
+            and row.state is RowState.DONE
+            and row.run_status == "completed"
+            and self.endpoint.reply_path(row) is not None
+        )
 
     async def wait_for_thread(self, lane: Lane, busy: LaneBusy) -> None:
         """The lane is busy with another run: wait for it, then send the lane's row."""
