@@ -28,13 +28,14 @@ HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 class HoldingProxy:
     """Holds POSTs, passes everything on to ``upstream`` (a ``.../v1`` base URL)."""
 
-    def __init__(self, upstream: str, hold: float | None = None) -> None:
+    def __init__(self, upstream: str, hold: float | None = None, held: int | None = None) -> None:
         self.upstream = upstream.rstrip("/").removesuffix("/v1")
         self.hold = hold
+        self.held = held  # how many creates are held (None: all); the others pass at once
+        self.passed: list[bytes] = []  # bodies of the creates passed on, in that order
         self.base_url = ""
         self.posts = 0  # creates received
         self.gets = 0  # reads received
-        self.passed_on = 0  # creates passed on to the server
         self._released = False
         self._opened: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -82,20 +83,23 @@ class HoldingProxy:
             self.posts += 1
             self._pending += 1
             self._idle.notify_all()
+            at_once = self.held is not None and self.posts > self.held
         # Passed on even when the client gives up (the handler is cancelled then).
-        task = asyncio.ensure_future(self._held(request.method, request.path_qs, headers, body))
+        task = asyncio.ensure_future(
+            self._held(request.method, request.path_qs, headers, body, at_once)
+        )
         return await asyncio.shield(task)
 
     async def _held(
-        self, method: str, path: str, headers: dict[str, str], body: bytes
+        self, method: str, path: str, headers: dict[str, str], body: bytes, at_once: bool
     ) -> web.Response:
         try:
             assert self._opened is not None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._opened.wait(), self.hold)
-            answer = await self._forward(method, path, headers, body)
-            self.passed_on += 1
-            return answer
+            if not at_once:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._opened.wait(), self.hold)
+            self.passed.append(body)
+            return await self._forward(method, path, headers, body)
         finally:
             with self._idle:
                 self._pending -= 1
@@ -114,9 +118,11 @@ class HoldingProxy:
 
 
 @contextlib.contextmanager
-def holding_proxy(upstream: str, hold: float | None = None) -> Iterator[HoldingProxy]:
+def holding_proxy(
+    upstream: str, hold: float | None = None, held: int | None = None
+) -> Iterator[HoldingProxy]:
     """A :class:`HoldingProxy` in front of ``upstream`` on a free loopback port."""
-    proxy = HoldingProxy(upstream, hold)
+    proxy = HoldingProxy(upstream, hold, held)
     try:
         with serve_app(proxy.app()) as base_url:
             proxy.base_url = base_url

@@ -8,6 +8,7 @@ passes it on after the client's ``--timeout``, as a slow server answers.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -108,3 +109,43 @@ def test_a_job_stopped_while_a_row_is_unsure_leaves_it_unsure_and_the_rerun_adop
     assert row["outcome"] == "ok" and "1 reconciled" in rerun.stderr
     assert proxy.posts == 1
     assert sim.stats()["chat_completions_created"] == 1
+
+
+def test_a_row_left_unresolved_holds_back_the_later_rows_of_its_conversation_on_every_rerun(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(run_seconds=0)
+    texts = ["first", "second", "third"]
+    source = write_csv(
+        tmp_path / "c.csv",
+        ["conversation", "model", "input"],
+        [["conv_a", "gpt-4o", text] for text in texts],
+    )
+    out = tmp_path / "out.csv"
+
+    def outcomes() -> list[str]:
+        return [row["outcome"] for row in read_rows(out)]
+
+    # Only the first create is held past the client's time-out: the response is made, but
+    # the client cannot know (responses cannot be listed), so the row fails "may exist".
+    with holding_proxy(sim.base_url, hold=2.0, held=1) as proxy:
+        settings = settings_for(proxy.base_url, endpoint="responses", timeout=1.0)
+        run_file(source, out, settings)
+        proxy.drain()
+        assert outcomes() == ["failed", "not sent", "not sent"]
+        for _ in range(2):  # plain reruns keep the conversation's order
+            report = run_file(source, out, settings)
+            rows = read_rows(out)
+            assert outcomes() == ["failed", "not sent", "not sent"], rows
+            assert "may have been created" in rows[0]["error"]
+            for row in rows[1:]:
+                assert "an earlier row on conversation conv_a is unresolved" in row["error"]
+                assert "--retry-failed" in row["error"]
+            assert report.summary.left == 2
+            assert proxy.posts == 1
+        # --retry-failed is the user's word: the first row again, then the rows after it.
+        again = settings_for(proxy.base_url, endpoint="responses", timeout=1.0, retry_failed=True)
+        report = run_file(source, out, again)
+    assert outcomes() == ["ok", "ok", "ok"]
+    sent = [json.loads(body)["input"] for body in proxy.passed]
+    assert sent == ["first", "first", "second", "third"]

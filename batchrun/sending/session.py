@@ -162,6 +162,7 @@ async def run_rows_async(
         wait=settings.wait,
         can_look=endpoint.can_look,
         reads_reply=lambda row: settings.reply and endpoint.reply_path(row) is not None,
+        lane=endpoint.lane or "thread",
     )
     control = await execute(
         plan, settings, journal, progress=progress, handle_signals=handle_signals
