@@ -14,6 +14,7 @@ from batchrun.config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
+    GENERATION_TIMEOUT,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -215,9 +216,10 @@ def run_options(command: F) -> F:
             click.option(
                 "--timeout",
                 type=click.FloatRange(min=0, min_open=True),
-                default=DEFAULT_TIMEOUT,
-                show_default=True,
-                help="Seconds per attempt.",
+                default=None,
+                help=f"Seconds per attempt [default: {DEFAULT_TIMEOUT:g} for runs; "
+                f"{GENERATION_TIMEOUT:g} for chat and responses, which may generate the "
+                "answer in the request].",
             ),
             click.option("--wait", is_flag=True, help="Poll each run until it ends."),
             click.option(

@@ -27,6 +27,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_MAX_RETRIES = 6
 DEFAULT_TIMEOUT = 60.0
+# Creates that generate the answer in the request (chat, foreground responses) may take
+# this long before they answer: their default --timeout, as the official SDK's.
+GENERATION_TIMEOUT = 600.0
 DEFAULT_WAIT_TIMEOUT = 600.0
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 SIMULATOR_KEY = "sk-batchrun-simulator"
@@ -53,7 +56,8 @@ class Settings:
     rpm: float | None = None
     read_rpm: float | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
-    timeout: float = DEFAULT_TIMEOUT
+    # Seconds per attempt; None: the endpoint's default (see default_timeout).
+    timeout: float | None = None
     wait: bool = False
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
     reply: bool = False
@@ -90,6 +94,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.endpoint not in ENDPOINTS:
             raise UsageError(f"--endpoint {self.endpoint}: use one of {', '.join(ENDPOINTS)}")
+        if self.timeout is None:
+            object.__setattr__(self, "timeout", default_timeout(self.endpoint))
         if self.api_version not in API_VERSIONS:
             raise UsageError(f"--api-version {self.api_version}: use v1 or v2")
         for name in ("concurrency", "max_retries"):
@@ -155,6 +161,11 @@ class Settings:
                     f"--{name} does not apply to --batch: a batch job follows its batches "
                     "until they end anyway (--no-wait checks once and exits)"
                 )
+
+    @property
+    def attempt_timeout(self) -> float:
+        """Seconds per attempt (``--timeout``, or the endpoint's default)."""
+        return self.timeout or default_timeout(self.endpoint)
 
     @property
     def beta(self) -> str:
@@ -261,6 +272,13 @@ def applied_settings(
         for name, value in rows
         if value not in (None, "", False) and not (isinstance(value, Mapping) and not value)
     ]
+
+
+def default_timeout(endpoint: str) -> float:
+    """The default --timeout of ``endpoint``: long enough for a generation where the answer
+    is made in the request (chat, responses in the foreground; a background response
+    answers at once anyway), so a normal answer is never an ambiguous failure."""
+    return DEFAULT_TIMEOUT if endpoint == "runs" else GENERATION_TIMEOUT
 
 
 def human_value(value: object) -> object:

@@ -69,6 +69,9 @@ class RowResult:
     reconciled: bool = False
     # Wall-clock time of the first send: runs created before it cannot be this row's.
     sent_at: float = 0.0
+    # Wall-clock time until which the server may still be making what an unanswered
+    # request of the row asked: until then, not finding it proves nothing.
+    unsure_until: float = 0.0
     # Runs this row had before and replaced (--retry-failed after a failed run): never
     # adopted again.
     superseded: list[str] = field(default_factory=list)
@@ -111,6 +114,7 @@ class RowResult:
             "reconciled": self.reconciled,
             "ambiguous": self.unsure,
             "sent_at": self.sent_at,
+            "unsure_until": self.unsure_until,
             "outcome": self.outcome.value if self.outcome else None,
             "next": NEXT_WORD[self.state],
             "superseded": self.superseded,
@@ -126,6 +130,7 @@ class RowResult:
         self.reply = saved.get("reply") or ""
         self.reconciled = self.reconciled_before = bool(saved.get("reconciled"))
         self.sent_at = float(saved.get("sent_at") or 0.0)
+        self.unsure_until = float(saved.get("unsure_until") or 0.0)
         self.outcome = Outcome(saved["outcome"]) if saved.get("outcome") else None
         self.superseded = list(saved.get("superseded") or [])
         self.ghost = saved.get("ghost") or ""

@@ -57,6 +57,15 @@ class LaneBusy:
 
 
 @dataclass(frozen=True, slots=True)
+class Unsure:
+    """A request of the row may have arrived, and the server may still be making what it
+    asked until ``until`` (wall clock): not finding it proves nothing yet. Look again
+    later; the row holds its lane meanwhile."""
+
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
 class Settled:
     """The row has its result: created, adopted, or failed with a reason."""
 
@@ -73,7 +82,9 @@ class Again:
 SETTLED = Settled()
 SEND = Again()
 # What one attempt (a send, or a look for what an earlier one made) comes to.
-Step = Settled | LaneBusy | Again
+Step = Settled | LaneBusy | Unsure | Again
+# Answers from a gateway whose server may still be working on the request.
+STILL_WORKING_STATUSES = frozenset({504})
 
 
 @dataclass(slots=True)
@@ -101,6 +112,7 @@ class RowSender:
         job_id: str = "",
         on_sending: Callable[[RowResult], Awaitable[None]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.client = client
@@ -112,7 +124,9 @@ class RowSender:
         self.job_id = job_id
         self.on_sending = on_sending or _unmarked
         self._sleep = sleep
+        self.clock = clock
         self._rand = rand
+        self._creating_for = self.endpoint.creating_for(settings.attempt_timeout)
         self._throttle_budget = throttle_budget(settings)
         self.routes = RouteWatch()
         self.connects = ConnectWatch()
@@ -123,11 +137,12 @@ class RowSender:
             return None
         return f"{row.key}.{self.job_id}" if self.job_id else row.key
 
-    async def create(self, row: RowResult) -> LaneBusy | None:
+    async def create(self, row: RowResult) -> LaneBusy | Unsure | None:
         """Create the row's answer, at most once; fills the row's result.
 
         A row that may have arrived before is looked for first. Returns :class:`LaneBusy`
-        when the lane first has to finish another answer.
+        when the lane first has to finish another answer, :class:`Unsure` when the server
+        may still be making what an earlier request asked.
         """
         assert row.body is not None
         body = sent_body(row, self.settings, self.tag(row))
@@ -142,7 +157,7 @@ class RowSender:
                 step = await self.look(row)
             else:
                 step = await self._send(row, path, payload, tries)
-        return step if isinstance(step, LaneBusy) else None
+        return step if isinstance(step, (LaneBusy, Unsure)) else None
 
     async def _send(self, row: RowResult, path: str, payload: bytes, tries: Tries) -> Step:
         """One POST of the row, and what its answer (or its absence) comes to."""
@@ -153,18 +168,29 @@ class RowSender:
             row.sent_at = time.time()
         await self.on_sending(row)  # the journal marks each row before its first send
         row.attempts += 1
+        leaving = self.clock()
         try:
             answer = await self.client.call("POST", path, payload)
         except asyncio.CancelledError:
             row.sent_now += 1
             row.move(Event.MAYBE_ARRIVED)  # cut off in flight: it may have arrived
+            self._still_working(row, leaving)
             raise
         except TransportError as error:
-            return await self._no_answer(row, error, tries)
+            return await self._no_answer(row, error, tries, leaving)
         row.sent_now += 1
+        if answer.status in STILL_WORKING_STATUSES:
+            self._still_working(row, leaving)
         return await self._answered(row, answer, tries)
 
-    async def _no_answer(self, row: RowResult, error: TransportError, tries: Tries) -> Step:
+    def _still_working(self, row: RowResult, leaving: float) -> None:
+        """No answer to a request that left at ``leaving``: the server may be making what
+        it asked for as long as it may take to make it."""
+        row.unsure_until = max(row.unsure_until, leaving + self._creating_for)
+
+    async def _no_answer(
+        self, row: RowResult, error: TransportError, tries: Tries, leaving: float
+    ) -> Step:
         row.status, row.response, last = None, "", str(error)
         if error.failure is Failure.CONNECT:
             # It never left: "sent" counts what may have arrived.
@@ -173,6 +199,8 @@ class RowSender:
         else:
             row.sent_now += 1
             self.connects.answered()  # it connected: the server is there
+            if not error.answering:
+                self._still_working(row, leaving)
         tries.failures += 1
         decision = decide(
             attempt=tries.failures,
@@ -320,6 +348,8 @@ class RowSender:
             return SETTLED
         if verdict is Verdict.BUSY:
             return LaneBusy(str(run.get("id")))
+        if row.unsure and self.clock() < row.unsure_until:
+            return Unsure(row.unsure_until)  # absent, so far: the server may still be at it
         return SEND
 
     def _unsure_reason(self, row: RowResult, judgement: Judgement) -> str:

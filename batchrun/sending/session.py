@@ -161,6 +161,8 @@ async def run_rows_async(
         retry_failed=settings.retry_failed,
         wait=settings.wait,
         can_look=endpoint.can_look,
+        reads_reply=lambda row: settings.reply and endpoint.reply_path(row) is not None,
+        lane=endpoint.lane or "thread",
     )
     control = await execute(
         plan, settings, journal, progress=progress, handle_signals=handle_signals
