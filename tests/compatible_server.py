@@ -46,6 +46,11 @@ What it does, and the :class:`Quirks` field that switches each behaviour:
   and the run is ``cancelled`` ``cancel_seconds`` later.
 * Shapes: ids are ``uuid4().hex`` without prefixes unless ``ids="prefixed"``; timestamps are
   whole seconds unless ``float_timestamps``; ``metadata`` is kept, shown as ``{}`` or absent.
+  A kept run created without metadata (another client's) shows it as ``unset_metadata``
+  says: ``{}``, ``null`` or absent.
+* Held creates: the first ``max_holds`` creates on a thread in ``hold_threads`` are received
+  and never answered (nothing is stored); :attr:`CompatibleServer.held` is set when one
+  arrives, so a test can kill the client at that moment.
 * One active run per thread (``one_active_run``): a create on a thread whose newest run is
   active is a 400 worded by ``busy_message``.
 * Lists: ``limit`` (1..100, default 20), ``order`` (``desc`` default, newest first) and
@@ -126,6 +131,10 @@ class Quirks:
     ids: Literal["hex", "prefixed"] = "hex"
     float_timestamps: bool = False
     metadata: Literal["keep", "empty", "absent"] = "keep"
+    unset_metadata: Literal["empty", "null", "absent"] = "empty"
+    # Creates received and never answered.
+    hold_threads: frozenset[str] = frozenset()
+    max_holds: int = 1
     # Threads.
     one_active_run: bool = True
     busy_message: str = "Thread {thread_id} already has an active run {run_id}."
@@ -151,7 +160,7 @@ class _Run:
     instructions: str
     model: Any
     tools: Any
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] | None  # None: created without metadata
     settings: dict[str, Any]  # temperature, top_p, tool_choice: as accepted
     outcome: str = "completed"
     pinned: bool = False  # held at its status by the clock (foreign or stuck ghost runs)
@@ -196,6 +205,8 @@ class CompatibleServer:
         self._accepted = 0  # creates that passed every check and stored a run
         self.runs_created = 0  # runs stored through the API, ghosts included
         self.ghosts_created = 0
+        self.held = threading.Event()  # a create in hold_threads arrived (and is held)
+        self._holds = 0
 
     # -- the record and the test hooks ----------------------------------------------------
 
@@ -260,7 +271,10 @@ class CompatibleServer:
             thread = self._thread(thread_id, now)
             body = {"assistant_id": assistant_id, "instructions": instructions}
             run = self._new_run(
-                thread, body, dict(metadata or {}), now if created_at is None else created_at
+                thread,
+                body,
+                None if metadata is None else dict(metadata),
+                now if created_at is None else created_at,
             )
             run.pinned = True
             self._move(thread, run, status, now)
@@ -331,10 +345,23 @@ class CompatibleServer:
                     envelope("Invalid or missing API key.", "authentication_error"), status=401
                 )
             raw = await request.read() if request.method == "POST" else b""
+            if self._holds_create(request):
+                self.held.set()
+                await asyncio.sleep(3600)  # until the client leaves or the server stops
             with self._lock:
                 return handler(request, raw)
 
         return serve
+
+    def _holds_create(self, request: web.Request) -> bool:
+        thread_id = request.match_info.get("thread_id")
+        if request.method != "POST" or "run_id" in request.match_info:
+            return False
+        with self._lock:
+            if thread_id not in self.quirks.hold_threads or self._holds >= self.quirks.max_holds:
+                return False
+            self._holds += 1
+            return True
 
     def _record(self, request: web.Request, status: int) -> None:
         with self._lock:
@@ -394,7 +421,9 @@ class CompatibleServer:
             if isinstance(message, dict):
                 self._add_message(thread, message, now)
         metadata = body.get("metadata")
-        run = self._new_run(thread, body, dict(metadata) if isinstance(metadata, dict) else {}, now)
+        run = self._new_run(
+            thread, body, dict(metadata) if isinstance(metadata, dict) else None, now
+        )
         run.pinned = ghost and quirks.ghost_stuck
         self.runs_created += 1
         self._settle(thread, now)  # a run of zero seconds is done at once
@@ -464,7 +493,11 @@ class CompatibleServer:
         return uuid.uuid4().hex
 
     def _new_run(
-        self, thread: _Thread, body: Mapping[str, Any], metadata: dict[str, Any], now: float
+        self,
+        thread: _Thread,
+        body: Mapping[str, Any],
+        metadata: dict[str, Any] | None,
+        now: float,
     ) -> _Run:
         quirks = self.quirks
         instructions = body.get("instructions") or ""
@@ -645,8 +678,11 @@ class CompatibleServer:
             "usage": run.usage if run.status == "completed" else None,
             **run.settings,
         }
-        if self.quirks.metadata == "keep":
+        if self.quirks.metadata == "keep" and run.metadata is not None:
             data["metadata"] = dict(run.metadata)
+        elif self.quirks.metadata == "keep":
+            if self.quirks.unset_metadata != "absent":
+                data["metadata"] = None if self.quirks.unset_metadata == "null" else {}
         elif self.quirks.metadata == "empty":
             data["metadata"] = {}
         return data

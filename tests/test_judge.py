@@ -70,12 +70,71 @@ JUDGE_CASES = [
     pytest.param(
         [run("r1")], {"tags_seen": True}, Verdict.ABSENT, None, id="tags-seen-foreign-run"
     ),
+    # Once the job has seen its tags kept, a run without the row's tag is someone else's,
+    # however its metadata shows: null, absent or {} (issue 23).
     pytest.param(
         [without_metadata(run("r1"))],
         {"tags_seen": True},
+        Verdict.ABSENT,
+        None,
+        id="tags-seen-a-run-without-metadata-is-another-clients",
+    ),
+    pytest.param(
+        [{**run("r1"), "metadata": None}],
+        {"tags_seen": True},
+        Verdict.ABSENT,
+        None,
+        id="tags-seen-a-run-with-null-metadata-is-another-clients",
+    ),
+    pytest.param(
+        [{**run("r1", "in_progress"), "metadata": None}],
+        {"tags_seen": True},
+        Verdict.BUSY,
+        "r1",
+        id="tags-seen-another-clients-active-run-is-waited-for",
+    ),
+    pytest.param(
+        [{**run("r2"), "metadata": None}, run("r1", tag="k.old")],
+        {},
+        Verdict.ABSENT,
+        None,
+        id="a-listed-tag-shows-tags-are-kept",
+    ),
+    # Made before the row's first attempt, to the resolution the server shows.
+    pytest.param(
+        [without_metadata(run("r1", created=SENT_AT - 1))],
+        {"sent_at": SENT_AT + 0.5, "clock_gap": 0.0},
+        Verdict.ABSENT,
+        None,
+        id="whole-seconds-stamped-the-second-before-is-before",
+    ),
+    pytest.param(
+        [without_metadata(run("r1", created=SENT_AT))],
+        {"sent_at": SENT_AT + 0.5, "clock_gap": 0.0},
         Verdict.UNSURE,
         "r1",
-        id="tags-seen-but-this-run-shows-no-metadata",
+        id="whole-seconds-stamped-the-same-second-may-be-its-own",
+    ),
+    pytest.param(
+        [without_metadata(run("r1", created=SENT_AT + 0.2))],
+        {"sent_at": SENT_AT + 0.5, "clock_gap": 0.0},
+        Verdict.ABSENT,
+        None,
+        id="fractional-seconds-stamped-before-is-before",
+    ),
+    pytest.param(
+        [without_metadata(run("r1", created=SENT_AT - 1))],
+        {"sent_at": SENT_AT + 0.5, "clock_gap": 2.0},
+        Verdict.UNSURE,
+        "r1",
+        id="a-server-clock-behind-ours-may-hide-its-own-run",
+    ),
+    pytest.param(
+        [without_metadata(run("r1", created=SENT_AT - 59))],
+        {},
+        Verdict.UNSURE,
+        "r1",
+        id="unmeasured-clocks-may-differ-by-a-minute",
     ),
     pytest.param([run("r1")], {"tag": None}, Verdict.UNSURE, "r1", id="no-tag-maybe-sent"),
 ]

@@ -10,7 +10,7 @@ answers into that decision, with no I/O, so tables of answers test them:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # Route-missing answers in a row (with no answer from the route between them) that stop a job.
@@ -24,21 +24,39 @@ RETIRED_HINT = (
 )
 
 
+# What a job learns about its server, kept in the journal for the jobs after it.
+TAGS_KEPT = "tags kept"  # an answer showed a run tag: the server keeps run metadata
+
+
 class StopSending(Exception):
     """The job is stopping (systemic error or interrupt): send nothing more."""
 
 
 class Control:
-    """Whether the job is stopping, and why; notes for the summary."""
+    """Whether the job is stopping, and why; notes for the summary; what the job has
+    learnt about its server (``facts``, such as :data:`TAGS_KEPT`)."""
 
-    __slots__ = ("notes", "reason", "systemic", "tags_seen")
+    __slots__ = ("facts", "notes", "on_learnt", "reason", "systemic")
 
     def __init__(self) -> None:
         self.reason: str | None = None
         self.systemic = False
         self.notes: list[str] = []
-        # The server was seen keeping run tags (in any answer of this job).
-        self.tags_seen = False
+        self.facts: set[str] = set()
+        # Called once per fact first learnt (the journal keeps it for the next job).
+        self.on_learnt: Callable[[str], None] | None = None
+
+    @property
+    def tags_seen(self) -> bool:
+        """Whether the server was seen keeping run tags (by this job or one before it)."""
+        return TAGS_KEPT in self.facts
+
+    def learn(self, fact: str) -> None:
+        """The job has seen ``fact`` hold of its server."""
+        if fact not in self.facts:
+            self.facts.add(fact)
+            if self.on_learnt is not None:
+                self.on_learnt(fact)
 
     def abort(self, reason: str) -> None:
         """Stop the job on a systemic error; the first reason wins."""

@@ -7,6 +7,7 @@ creates, which have a budget of their own).
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,6 +19,7 @@ from batchrun.endpoints import endpoint_named
 from batchrun.report import RowResult
 from batchrun.sending.client import Answer, ApiClient, TransportError
 from batchrun.sending.control import Control
+from batchrun.sending.judge import CLOCK_SKEW
 from batchrun.sending.limiter import Limiter
 from batchrun.sending.retry import decide
 
@@ -55,6 +57,8 @@ class Reader:
         self._clock = clock
         self._rand = rand
         self._throttle_budget = throttle_budget(settings)
+        # How far the server's clock may be behind ours, from its last listing's Date.
+        self.clock_gap = CLOCK_SKEW
 
     async def read(self, path: str, *, into: Path | None = None) -> Answer | None:
         """A GET; its answer once it is not worth retrying, or None when there is none.
@@ -114,10 +118,22 @@ class Reader:
         answer = await self.read(path)
         if answer is None or answer.status != 200 or not isinstance(answer.data, dict):
             return None
+        self._observe_clock(answer.headers.get("Date"))
         found = answer.data.get("data")
         if not isinstance(found, list):
             return None
         return [run for run in found if isinstance(run, dict)]
+
+    def _observe_clock(self, date: str | None) -> None:
+        """Measure how far the server's clock may be behind ours from an answer's ``Date``
+        (whole seconds, stamped before the answer left): at most our time now, less it."""
+        if not date:
+            return
+        try:
+            server_time = email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        self.clock_gap = max(0.0, time.time() - server_time)
 
     async def follow(
         self, row: RowResult, answer_id: str, *, deadline: float

@@ -32,6 +32,7 @@ from batchrun.prepare import sent_body
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.client import Answer, ApiClient, TransportError
 from batchrun.sending.control import (
+    TAGS_KEPT,
     ConnectWatch,
     Control,
     RouteWatch,
@@ -44,6 +45,12 @@ from batchrun.sending.reads import POLL_FIRST, Reader, throttle_budget
 from batchrun.sending.retry import Failure, RetryDecision, decide
 from batchrun.sending.states import Event
 
+# Said once in the summary when rows could not be settled because no answer showed a tag
+# (left out when the job later sees the server keep its tags).
+NO_METADATA_NOTE = (
+    "the server does not return run metadata, so runs cannot be matched to rows; "
+    "rows that may have been created were not re-sent"
+)
 # "Busy" answers in a row while the thread's runs show none active: an inconsistent server.
 BUSY_MISMATCH_LIMIT = 5
 
@@ -302,6 +309,7 @@ class RowSender:
             sent_at=row.sent_at,
             superseded=row.superseded,
             tags_seen=self.control.tags_seen,
+            clock_gap=self.reader.clock_gap,
         )
         return self._apply(row, judgement)
 
@@ -331,19 +339,16 @@ class RowSender:
                 f"{before}; a run may have been created and without the run tag it cannot "
                 "be found: check the thread, then rerun with --retry-failed"
             )
-        self.control.note(
-            "the server does not return run metadata, so runs cannot be matched to rows; "
-            "rows that may have been created were not re-sent"
-        )
+        self.control.note(NO_METADATA_NOTE)
         return (
-            f"a run may have been created ({(judgement.run or {}).get('id')}) but the "
-            "server returns no metadata to confirm it; check the thread, then rerun "
+            f"a run may have been created ({(judgement.run or {}).get('id')}) and no run "
+            "read so far shows metadata to tell whose it is; check the thread, then rerun "
             "with --retry-failed"
         )
 
     def _observe_tags(self, found: Sequence[Mapping[str, Any]]) -> None:
         if not self.control.tags_seen and any(tag_of(run) is not None for run in found):
-            self.control.tags_seen = True
+            self.control.learn(TAGS_KEPT)
 
     def _take(self, row: RowResult, run: dict[str, Any], *, reconciled: bool = False) -> None:
         """The row's run exists: take it as the row's result, judged like any run."""

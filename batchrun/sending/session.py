@@ -24,7 +24,7 @@ from batchrun.sending.journal import Journal
 from batchrun.sending.plan import JobPlan, plan_job
 from batchrun.sending.reads import Reader
 from batchrun.sending.runner import Execution, Progress, finish_rows, journal_guard
-from batchrun.sending.sender import RowSender
+from batchrun.sending.sender import NO_METADATA_NOTE, RowSender
 
 T = TypeVar("T")
 # How long in-flight requests may finish after Ctrl-C or SIGTERM before they are cut off.
@@ -100,6 +100,9 @@ async def execute(
         execution = Execution(plan, sending.sender, sending.reader, journal, settings, progress)
         sending.sender.on_sending = execution.mark
         control = sending.sender.control
+        # What jobs before this one learnt of the server holds for it, and the other way.
+        control.facts |= journal.facts()
+        control.on_learnt = journal.remember
         task = asyncio.create_task(execution.run())
         presses = 0
 
@@ -185,7 +188,9 @@ def job_summary(
         time.monotonic() - started,
         aborted=control.reason if control.systemic else None,
         interrupted=control.reason == "interrupted",
-        notes=tuple(control.notes),
+        notes=tuple(
+            note for note in control.notes if not (note == NO_METADATA_NOTE and control.tags_seen)
+        ),
         count_runs=count_statuses,
         from_journal=from_journal,
         answers=endpoint.answers,

@@ -1,0 +1,87 @@
+"""No row stuck forever (issue 23): every row a job cannot settle has a way out, and a
+server's own way of saying "everything fails" stops the job.
+
+Jobs run against ``compatible_server`` (a self-hosted server somebody else wrote) over real
+HTTP; a crash is a real SIGKILL of ``python -m batchrun`` while the server holds a create.
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from compatible_server import CompatibleServer, Quirks, compatible_server
+from job_support import TEST_KEY, read_rows, settings_for
+
+from batchrun.jobs import JobReport, run_file
+
+ENV = {"OPENAI_API_KEY": TEST_KEY, "PATH": "/usr/bin:/bin"}
+
+
+def write_sheet(path: Path, threads: list[str], instructions: str = "hi") -> Path:
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["thread_id", "assistant_id", "instructions"])
+        writer.writerows((thread, "asst_1", instructions) for thread in threads)
+    return path
+
+
+def run(tmp_path: Path, base_url: str, **options: Any) -> tuple[JobReport, list[dict[str, str]]]:
+    report = run_file(
+        tmp_path / "in.csv", tmp_path / "out.csv", settings_for(base_url, timeout=5, **options)
+    )
+    return report, read_rows(report.output)
+
+
+def cli(tmp_path: Path, base_url: str, *extra: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "batchrun", "run", str(tmp_path / "in.csv")),
+        *("-o", str(tmp_path / "out.csv"), "--base-url", base_url, "--no-progress", *extra),
+    ]
+
+
+def kill_while_held(tmp_path: Path, server: CompatibleServer, base_url: str, *extra: str) -> None:
+    """Start the job in a process of its own and SIGKILL it while the server holds a create."""
+    job = subprocess.Popen(cli(tmp_path, base_url, *extra), env=ENV, stderr=subprocess.DEVNULL)
+    try:
+        assert server.held.wait(30), "the held create never came"
+        job.send_signal(signal.SIGKILL)
+    finally:
+        job.wait(10)
+    assert job.returncode == -signal.SIGKILL
+
+
+def ours(server: CompatibleServer, thread: str) -> list[dict[str, Any]]:
+    """The runs on ``thread`` that batchrun made (tagged)."""
+    return [run for run in server.runs(thread) if (run.get("metadata") or {}).get("batchrun_key")]
+
+
+# --- 1. another client's run hides a row's absence -----------------------------------------
+
+
+def test_after_a_kill_another_clients_run_without_metadata_does_not_hide_an_unsent_row(
+    tmp_path: Path,
+) -> None:
+    # t_0 is created (its tag comes back: the server keeps metadata), t_1's create is held
+    # and the job killed: t_1..t_3 are marked `sending` and were never sent. Another client
+    # then runs on each of those threads, without metadata (shown as null).
+    threads = ["t_0", "t_1", "t_2", "t_3"]
+    write_sheet(tmp_path / "in.csv", threads)
+    quirks = Quirks(hold_threads=frozenset({"t_1"}), unset_metadata="null", run_seconds=0.2)
+    with compatible_server(quirks) as (server, base_url):
+        kill_while_held(tmp_path, server, base_url, "--concurrency", "1")
+        for thread in threads[1:]:
+            server.add_run(thread, status="completed")
+        rerun = subprocess.run(
+            cli(tmp_path, base_url), env=ENV, capture_output=True, text=True, timeout=60
+        )
+        out = read_rows(tmp_path / "out.csv")
+        assert rerun.returncode == 0, (rerun.stderr, out)
+        assert [row["outcome"] for row in out] == ["ok"] * 4
+        assert "does not return run metadata" not in rerun.stderr
+        for thread in threads:
+            assert len(ours(server, thread)) == 1, thread
