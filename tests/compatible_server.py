@@ -48,9 +48,10 @@ What it does, and the :class:`Quirks` field that switches each behaviour:
   whole seconds unless ``float_timestamps``; ``metadata`` is kept, shown as ``{}`` or absent.
   A kept run created without metadata (another client's) shows it as ``unset_metadata``
   says: ``{}``, ``null`` or absent.
-* Held creates: the first ``max_holds`` creates on a thread in ``hold_threads`` are received
-  and never answered (nothing is stored); :attr:`CompatibleServer.held` is set when one
-  arrives, so a test can kill the client at that moment.
+* Held creates: the first ``max_holds`` creates on a thread in ``hold_threads`` are never
+  answered: held as they arrive (nothing is stored), or with ``hold_when="after"`` once the
+  run is stored. :attr:`CompatibleServer.held` is set at that moment, so a test can kill
+  the client then.
 * One active run per thread (``one_active_run``): a create on a thread whose newest run is
   active is a 400 worded by ``busy_message``.
 * Lists: ``limit`` (1..100, default 20), ``order`` (``desc`` default, newest first) and
@@ -135,6 +136,7 @@ class Quirks:
     # Creates received and never answered.
     hold_threads: frozenset[str] = frozenset()
     max_holds: int = 1
+    hold_when: Literal["before", "after"] = "before"
     # Threads.
     one_active_run: bool = True
     busy_message: str = "Thread {thread_id} already has an active run {run_id}."
@@ -345,11 +347,16 @@ class CompatibleServer:
                     envelope("Invalid or missing API key.", "authentication_error"), status=401
                 )
             raw = await request.read() if request.method == "POST" else b""
-            if self._holds_create(request):
+            hold = self._holds_create(request)
+            if hold and self.quirks.hold_when == "before":
                 self.held.set()
                 await asyncio.sleep(3600)  # until the client leaves or the server stops
             with self._lock:
-                return handler(request, raw)
+                response = handler(request, raw)
+            if hold:  # after: the run is stored, its answer never comes
+                self.held.set()
+                await asyncio.sleep(3600)
+            return response
 
         return serve
 

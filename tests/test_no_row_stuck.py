@@ -17,7 +17,9 @@ from typing import Any
 from compatible_server import CompatibleServer, Quirks, compatible_server
 from job_support import TEST_KEY, read_rows, settings_for
 
+from batchrun.errors import ExitCode
 from batchrun.jobs import JobReport, run_file
+from batchrun.sending.journal import read_journal
 
 ENV = {"OPENAI_API_KEY": TEST_KEY, "PATH": "/usr/bin:/bin"}
 
@@ -85,3 +87,44 @@ def test_after_a_kill_another_clients_run_without_metadata_does_not_hide_an_unse
         assert "does not return run metadata" not in rerun.stderr
         for thread in threads:
             assert len(ours(server, thread)) == 1, thread
+
+
+# --- 2. finished rows re-marked, and runs beyond the newest page ---------------------------
+
+
+def journal_states(tmp_path: Path) -> list[str]:
+    return sorted(entry.state for entry in read_journal(tmp_path / "in.batchrun.sqlite").values())
+
+
+def test_a_row_adopted_on_rerun_is_never_marked_sending_again(tmp_path: Path) -> None:
+    # t_1's run is made and its answer never comes: killed, the job leaves t_1 `sending`
+    # (and t_2, t_3 marked ahead). The rerun adopts t_1 by its tag, then sends t_2: the
+    # block it marks ahead must not take in t_1, whose state is final.
+    threads = ["t_0", "t_1", "t_2", "t_3"]
+    write_sheet(tmp_path / "in.csv", threads)
+    quirks = Quirks(hold_threads=frozenset({"t_1"}), hold_when="after", run_seconds=0.0)
+    with compatible_server(quirks) as (server, base_url):
+        kill_while_held(tmp_path, server, base_url, "--concurrency", "1")
+        _, out = run(tmp_path, base_url, concurrency=1)
+        assert [row["outcome"] for row in out] == ["ok"] * 4
+        assert out[1]["run_id"] == ours(server, "t_1")[0]["id"]
+        assert journal_states(tmp_path) == ["done"] * 4
+        again, _ = run(tmp_path, base_url)
+    assert again.summary.line().count("4 from the journal") == 1, again.summary.line()
+    assert again.summary.sent == 0
+    assert server.runs_created == 4
+
+
+def test_a_rows_run_behind_a_full_page_of_newer_runs_is_found_by_paging(tmp_path: Path) -> None:
+    write_sheet(tmp_path / "in.csv", ["t_1"])
+    quirks = Quirks(hold_threads=frozenset({"t_1"}), hold_when="after", run_seconds=0.0)
+    with compatible_server(quirks) as (server, base_url):
+        kill_while_held(tmp_path, server, base_url)
+        for _ in range(45):  # another client's runs, newer than the row's
+            server.add_run("t_1", status="completed", metadata={"owner": "another client"})
+        report, out = run(tmp_path, base_url)
+        (mine,) = ours(server, "t_1")
+    assert report.summary.exit_code is ExitCode.OK, out
+    assert out[0]["run_id"] == mine["id"] and report.summary.reconciled == 1
+    listed = [seen.path for seen in server.requests if seen.method == "GET"]
+    assert len(listed) == 3 and "after=" in listed[-1]  # pages of 20 until the row's run

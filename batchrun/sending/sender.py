@@ -291,7 +291,9 @@ class RowSender:
             return self._apply(row, Judgement(Verdict.UNSURE, reason="no tag"))
         if not self.endpoint.can_look(row):
             return self._apply(row, Judgement(Verdict.UNSURE, reason="no list"))
-        found = await self.reader.listing(self.endpoint.look_path(row, tag or ""))
+        # A row that may have arrived looks back to its first attempt, page after page.
+        since = row.sent_at if row.unsure else None
+        found = await self.reader.listing(self.endpoint.look_path(row, tag or ""), since=since)
         if found is None:
             word = self.endpoint.answer_word
             row.fail(
