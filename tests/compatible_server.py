@@ -52,6 +52,7 @@ What it does, and the :class:`Quirks` field that switches each behaviour:
   answered: held as they arrive (nothing is stored), or with ``hold_when="after"`` once the
   run is stored. :attr:`CompatibleServer.held` is set at that moment, so a test can kill
   the client then.
+* Without ``list_runs`` a thread's runs cannot be listed: ``GET .../runs`` is a 405.
 * One active run per thread (``one_active_run``): a create on a thread whose newest run is
   active is a 400 worded by ``busy_message``.
 * Lists: ``limit`` (1..100, default 20), ``order`` (``desc`` default, newest first) and
@@ -137,7 +138,8 @@ class Quirks:
     hold_threads: frozenset[str] = frozenset()
     max_holds: int = 1
     hold_when: Literal["before", "after"] = "before"
-    # Threads.
+    # Threads. Without list_runs, GET /threads/{id}/runs is a 405 (the route only POSTs).
+    list_runs: bool = True
     one_active_run: bool = True
     busy_message: str = "Thread {thread_id} already has an active run {run_id}."
 
@@ -334,6 +336,10 @@ class CompatibleServer:
             ("POST", "/threads/{thread_id}/runs/{run_id}/cancel", self._cancel_run),
             ("GET", "/threads/{thread_id}/messages", self._list_messages),
         ]
+        if not self.quirks.list_runs:
+            routes = [
+                route for route in routes if route[:2] != ("GET", "/threads/{thread_id}/runs")
+            ]
         for method, template, handler in routes:
             app.router.add_route(method, prefix + template, self._endpoint(handler))
         return app

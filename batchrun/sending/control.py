@@ -26,6 +26,7 @@ RETIRED_HINT = (
 
 # What a job learns about its server, kept in the journal for the jobs after it.
 TAGS_KEPT = "tags kept"  # an answer showed a run tag: the server keeps run metadata
+NO_LOOKUP = "no lookup"  # the lookup route answered 404/405/501: nothing can be looked up
 
 
 class StopSending(Exception):

@@ -19,7 +19,7 @@ from batchrun.config import Settings
 from batchrun.endpoints import endpoint_named
 from batchrun.report import RowResult
 from batchrun.sending.client import Answer, ApiClient, TransportError
-from batchrun.sending.control import Control
+from batchrun.sending.control import NO_LOOKUP, Control, missing_route
 from batchrun.sending.judge import CLOCK_SKEW, made_since
 from batchrun.sending.limiter import Limiter
 from batchrun.sending.retry import decide
@@ -130,6 +130,8 @@ class Reader:
         page_path = path
         for _ in range(MAX_PAGES):
             answer = await self.read(page_path)
+            if answer is not None and missing_route(answer.status, answer.data, answer.text):
+                self.control.learn(NO_LOOKUP)  # this server cannot look anything up
             if answer is None or answer.status != 200 or not isinstance(answer.data, dict):
                 return None
             self._observe_clock(answer.headers.get("Date"))

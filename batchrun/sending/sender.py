@@ -32,6 +32,7 @@ from batchrun.prepare import sent_body
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.client import Answer, ApiClient, TransportError
 from batchrun.sending.control import (
+    NO_LOOKUP,
     TAGS_KEPT,
     ConnectWatch,
     Control,
@@ -50,6 +51,11 @@ from batchrun.sending.states import Event
 NO_METADATA_NOTE = (
     "the server does not return run metadata, so runs cannot be matched to rows; "
     "rows that may have been created were not re-sent"
+)
+NO_LOOKUP_NOTE = (
+    "the server cannot list {answers} (its lookup route answered 404, 405 or 501), so rows "
+    "whose request may have arrived cannot be checked: they say so, and --retry-failed "
+    "sends them"
 )
 # "Busy" answers in a row while the thread's runs show none active: an inconsistent server.
 BUSY_MISMATCH_LIMIT = 5
@@ -123,6 +129,8 @@ class RowSender:
         self._throttle_budget = throttle_budget(settings)
         self.routes = RouteWatch()
         self.connects = ConnectWatch()
+        # A create answer is being read back to learn whether the server keeps tags.
+        self._confirming = False
 
     def tag(self, row: RowResult) -> str | None:
         """The row's run tag: its key and this job's id (None with --no-run-tag)."""
@@ -198,6 +206,7 @@ class RowSender:
         if 200 <= answer.status < 300:
             if self.endpoint.is_answer(answer.data):
                 self._take(row, answer.data)
+                await self._confirm_tags(row, answer.data)
                 return SETTLED
             row.move(Event.MAYBE_ARRIVED)
             word = self.endpoint.answer_word
@@ -289,11 +298,15 @@ class RowSender:
         if row.unsure and tag is None:
             # Without a tag no run can be told to be this row's: nothing to read.
             return self._apply(row, Judgement(Verdict.UNSURE, reason="no tag"))
-        if not self.endpoint.can_look(row):
+        if not self.can_look(row):
+            if not row.unsure:  # a "busy" answer, and the lane cannot be read: wait
+                return LaneBusy(None)
             return self._apply(row, Judgement(Verdict.UNSURE, reason="no list"))
         # A row that may have arrived looks back to its first attempt, page after page.
         since = row.sent_at if row.unsure else None
         found = await self.reader.listing(self.endpoint.look_path(row, tag or ""), since=since)
+        if found is None and not self.can_look(row):  # the lookup route is missing
+            return await self.look(row)
         if found is None:
             word = self.endpoint.answer_word
             row.fail(
@@ -315,6 +328,11 @@ class RowSender:
         )
         return self._apply(row, judgement)
 
+    def can_look(self, row: RowResult) -> bool:
+        """Whether what the row's request made can be looked up: by its endpoint, on a
+        server not seen to lack the lookup route (then rows are as ``store: false`` ones)."""
+        return self.endpoint.can_look(row) and NO_LOOKUP not in self.control.facts
+
     def _apply(self, row: RowResult, judgement: Judgement) -> Step:
         run = judgement.run or {}
         verdict = judgement.verdict
@@ -335,6 +353,8 @@ class RowSender:
     def _unsure_reason(self, row: RowResult, judgement: Judgement) -> str:
         before = row.error or (f"HTTP {row.status}" if row.status else "no answer")
         if judgement.reason == "no list":
+            if NO_LOOKUP in self.control.facts:
+                self.control.note(NO_LOOKUP_NOTE.format(answers=self.endpoint.answers))
             return self.endpoint.unsure_reason(before)
         if judgement.reason == "no tag":
             return (
@@ -349,12 +369,25 @@ class RowSender:
         )
 
     def _observe_tags(self, found: Sequence[Mapping[str, Any]]) -> None:
+        """Runs as read back (listed, or retrieved): a tag among them is a tag kept."""
         if not self.control.tags_seen and any(tag_of(run) is not None for run in found):
             self.control.learn(TAGS_KEPT)
 
+    async def _confirm_tags(self, row: RowResult, created: Mapping[str, Any]) -> None:
+        """A create answer may only echo the request's metadata: read the answer back once
+        per job (until it shows its tag) to learn that the server keeps tags."""
+        if self.control.tags_seen or self._confirming or tag_of(created) is None:
+            return
+        self._confirming = True
+        answer = await self.reader.read(self.endpoint.follow_path(row, str(created["id"])))
+        if answer is not None and answer.status == 200 and isinstance(answer.data, dict):
+            self._observe_tags([answer.data])
+        self._confirming = self.control.tags_seen
+
     def _take(self, row: RowResult, run: dict[str, Any], *, reconciled: bool = False) -> None:
         """The row's run exists: take it as the row's result, judged like any run."""
-        self._observe_tags([run])
+        if reconciled:
+            self._observe_tags([run])  # read back, not an answer that may echo the request
         failed_answer = row.status if row.status is not None and row.status >= 500 else None
         self.endpoint.settle(row, run, wait=self.settings.wait)  # settles the row's state
         if reconciled:

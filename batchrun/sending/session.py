@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from batchrun.config import Settings
 from batchrun.endpoints import Endpoint, endpoint_named
 from batchrun.report import Outcome, RowResult, Summary, summarize
-from batchrun.sending.control import Control
+from batchrun.sending.control import NO_LOOKUP, Control
 from batchrun.sending.journal import Journal
 from batchrun.sending.plan import JobPlan, plan_job
 from batchrun.sending.reads import Reader
@@ -163,7 +163,7 @@ async def run_rows_async(
         journal.load(),
         retry_failed=settings.retry_failed,
         wait=settings.wait,
-        can_look=endpoint.can_look,
+        can_look=lookup_check(endpoint, journal),
     )
     control = await execute(
         plan, settings, journal, progress=progress, handle_signals=handle_signals
@@ -171,6 +171,14 @@ async def run_rows_async(
     # A run is created queued: its status says something only once followed.
     counted = settings.wait or endpoint.usage_at_once
     return job_summary(rows, started, control, endpoint, counted, plan.from_journal)
+
+
+def lookup_check(endpoint: Endpoint, journal: Journal) -> Callable[[RowResult], bool]:
+    """Whether what a row's request made can be looked up, for the plan: by its endpoint,
+    on a server that an earlier job did not see lack the lookup route."""
+    if NO_LOOKUP in journal.facts():
+        return lambda row: False
+    return endpoint.can_look
 
 
 def job_summary(
