@@ -58,8 +58,9 @@ What it does, and the :class:`Quirks` field that switches each behaviour:
 * Lists: ``limit`` (1..100, default 20), ``order`` (``desc`` default, newest first) and
   ``after``; answers carry ``data``, ``first_id``, ``last_id`` and ``has_more``.
 
-Test hooks (callable from the test thread while the server runs): :meth:`~CompatibleServer.
-add_run` puts "another client's" run on a thread, pinned at a status until
+Test hooks (callable from the test thread while the server runs): ``refuse_creates``
+answers every create with one error (status, message, type) until set back to None;
+:meth:`~CompatibleServer.add_run` puts "another client's" run on a thread, pinned at a status until
 :meth:`~CompatibleServer.set_status` or a cancel moves it. The record: ``requests`` (every
 request as ``(method, path with query, status)``), ``creates(thread_id)``, ``runs_created``
 and ``ghosts_created``; ``runs``/``run``/``messages`` read the store as the API would show it.
@@ -209,6 +210,9 @@ class CompatibleServer:
         self._accepted = 0  # creates that passed every check and stored a run
         self.runs_created = 0  # runs stored through the API, ghosts included
         self.ghosts_created = 0
+        # Test hook: (status, message, type) answered to every create, as a server whose
+        # own backend is down does (e.g. 400 "No connected db."); None: off.
+        self.refuse_creates: tuple[int, str, str] | None = None
         self.held = threading.Event()  # a create in hold_threads arrived (and is held)
         self._holds = 0
 
@@ -416,6 +420,9 @@ class CompatibleServer:
         quirks = self.quirks
         thread_id = request.match_info["thread_id"]
         self._creates[thread_id] += 1
+        if self.refuse_creates is not None:
+            status, message, kind = self.refuse_creates
+            return web.json_response(envelope(message, kind), status=status)
         body, issues = self._parse_run_body(raw)
         if issues:
             return self._unprocessable(issues)

@@ -157,3 +157,25 @@ def test_without_a_runs_list_rows_a_kill_left_unsure_say_so_and_retry_failed_sen
         for thread in threads:
             assert len(ours(server, thread)) == 1, thread
         assert not any(seen.path.startswith("GET") for seen in server.requests[-3:])
+
+
+# --- 4. the server's own "everything fails" ------------------------------------------------
+
+NO_DB = (400, "No connected db.", "no_db_connection")
+
+
+def test_the_same_400_on_the_first_rows_stops_the_job_and_leaves_every_row_for_the_next(
+    tmp_path: Path,
+) -> None:
+    write_sheet(tmp_path / "in.csv", [f"t_{n}" for n in range(20)])
+    with compatible_server() as (server, base_url):
+        server.refuse_creates = NO_DB
+        stopped, out = run(tmp_path, base_url)
+        assert stopped.summary.exit_code is ExitCode.ABORTED
+        assert "No connected db." in (stopped.summary.aborted or "")
+        assert stopped.summary.left == 20
+        assert {row["outcome"] for row in out} <= {"failed", "not sent"}
+        server.refuse_creates = None  # the right key, say
+        again, out = run(tmp_path, base_url)
+    assert again.summary.exit_code is ExitCode.OK, out
+    assert again.summary.sent == 20 and server.runs_created == 20

@@ -5,7 +5,8 @@ answers into that decision, with no I/O, so tables of answers test them:
 
 - :class:`RouteWatch` — answers that say the route itself is missing (a wrong base URL, or
   OpenAI's retired Assistants API), told apart from 404s about the row;
-- :class:`ConnectWatch` — refused connections with no answer between them (a wrong port).
+- :class:`ConnectWatch` — refused connections with no answer between them (a wrong port);
+- :class:`RefusalWatch` — the same refusal on the first rows of a job, nothing ok before.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from typing import Any
 
 # Route-missing answers in a row (with no answer from the route between them) that stop a job.
 ROUTE_MISSING_LIMIT = 3
+# Rows refused with the same answer, none ok before, that stop a job (the server's own
+# "everything fails", such as a 400 "No connected db." for a wrong key).
+SAME_REFUSAL_LIMIT = 3
+# Refusals that are about the row itself (its ids, its size, its fields): never systemic.
+ROW_REFUSALS = frozenset({404, 413, 422})
 # Refused connections in a row that stop a job: few before the server ever answered (a
 # wrong URL), more once it has (a server restarting).
 CONNECT_LIMIT_UNSEEN, CONNECT_LIMIT_SEEN = 3, 8
@@ -154,3 +160,41 @@ class ConnectWatch:
         self.failures += 1
         limit = CONNECT_LIMIT_SEEN if self.answered_once else CONNECT_LIMIT_UNSEEN
         return self.failures >= limit
+
+
+class RefusalWatch:
+    """Says when the first rows of a job are all refused with the same answer (status,
+    type and message), none ok before: the server's own error, not the rows'.
+
+    A refusal that names a field of the row (``param``) or is about the row (404, 413,
+    422), a different refusal, or any answer ok, shows that not everything fails: the
+    watch then never stops the job.
+    """
+
+    __slots__ = ("count", "disarmed", "signature")
+
+    def __init__(self) -> None:
+        self.signature: tuple[int, str, str] | None = None
+        self.count = 0
+        self.disarmed = False
+
+    def answered_ok(self) -> None:
+        """A row's request succeeded: whatever fails next is the row's."""
+        self.disarmed = True
+
+    def refused(self, status: int, error: Mapping[str, Any], message: str) -> bool:
+        """A row refused for good with ``status``; True when every row so far was refused
+        this same way, at least SAME_REFUSAL_LIMIT of them (and for each one after)."""
+        if self.disarmed:
+            return False
+        signature = (status, str(error.get("type") or ""), message)
+        if (
+            status in ROW_REFUSALS
+            or error.get("param")
+            or (self.signature is not None and signature != self.signature)
+        ):
+            self.disarmed = True
+            return False
+        self.signature = signature
+        self.count += 1
+        return self.count >= SAME_REFUSAL_LIMIT

@@ -36,6 +36,7 @@ from batchrun.sending.control import (
     TAGS_KEPT,
     ConnectWatch,
     Control,
+    RefusalWatch,
     RouteWatch,
     missing_route,
     route_stop_reason,
@@ -57,6 +58,8 @@ NO_LOOKUP_NOTE = (
     "whose request may have arrived cannot be checked: they say so, and --retry-failed "
     "sends them"
 )
+# Answers that refuse a row for good (retried ones, once out of tries, are not refusals).
+FINAL_4XX = frozenset(range(400, 500)) - {408, 409, 429}
 # "Busy" answers in a row while the thread's runs show none active: an inconsistent server.
 BUSY_MISMATCH_LIMIT = 5
 
@@ -131,6 +134,9 @@ class RowSender:
         self.connects = ConnectWatch()
         # A create answer is being read back to learn whether the server keeps tags.
         self._confirming = False
+        self.refusals = RefusalWatch()
+        # Rows refused while every row so far was refused the same way (see RefusalWatch).
+        self._refused: list[RowResult] = []
 
     def tag(self, row: RowResult) -> str | None:
         """The row's run tag: its key and this job's id (None with --no-run-tag)."""
@@ -204,6 +210,8 @@ class RowSender:
         if self.routes.answered(answer.status, answer.data, answer.text):
             self.control.abort(route_stop_reason(answer.message, self.settings.base_url))
         if 200 <= answer.status < 300:
+            self.refusals.answered_ok()
+            self._refused.clear()
             if self.endpoint.is_answer(answer.data):
                 self._take(row, answer.data)
                 await self._confirm_tags(row, answer.data)
@@ -241,7 +249,29 @@ class RowSender:
             # Not a verdict on the row: if the route is missing, the next run sends it.
             row.fail(Outcome.FAILED, last, Event.LEFT)
             return SETTLED
+        if not (decision.retry or decision.systemic) and answer.status in FINAL_4XX:
+            return self._refused_for_good(row, answer, last) or await self._after_failure(
+                row, decision, last, answer.headers
+            )
         return await self._after_failure(row, decision, last, answer.headers)
+
+    def _refused_for_good(self, row: RowResult, answer: Answer, last: str) -> Step | None:
+        """A 4xx that is final for the row. When every row so far was refused this same
+        way (see RefusalWatch), the server's own error: stop the job, and leave those rows
+        for the next run as for a 401. None: fail the row as usual."""
+        if not self.refusals.refused(answer.status, answer.error, last):
+            if not self.refusals.disarmed:
+                self._refused.append(row)
+            return None
+        reason = (
+            f"{last} (every row so far was refused with this same answer and none "
+            "succeeded: the server's own error, not the rows'; they go again on the next run)"
+        )
+        self.control.abort(reason)
+        for earlier in [*self._refused, row]:
+            earlier.fail(Outcome.FAILED, reason, Event.LEFT)
+        self._refused.clear()
+        return SETTLED
 
     async def _lane_looks_busy(self, row: RowResult, tries: Tries) -> Step:
         """A "busy" answer naming nothing: the lane's answers say with what."""

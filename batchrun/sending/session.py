@@ -25,6 +25,7 @@ from batchrun.sending.plan import JobPlan, plan_job
 from batchrun.sending.reads import Reader
 from batchrun.sending.runner import Execution, Progress, finish_rows, journal_guard
 from batchrun.sending.sender import NO_METADATA_NOTE, RowSender
+from batchrun.sending.states import LEFT_STATES
 
 T = TypeVar("T")
 # How long in-flight requests may finish after Ctrl-C or SIGTERM before they are cut off.
@@ -139,7 +140,12 @@ async def execute(
         finish_rows(plan, control, wait=settings.wait)
         handled = plan.to_create | plan.to_follow
         for row in plan.rows:
-            if row.index in handled and row.outcome in (Outcome.NOT_SENT, Outcome.PENDING):
+            # Rows left for the next run after they were recorded (the first rows of a
+            # job refused the same way, found systemic later) are recorded again.
+            left = row.state in LEFT_STATES
+            if row.index in handled and (
+                left or row.outcome in (Outcome.NOT_SENT, Outcome.PENDING)
+            ):
                 execution.record(row)
         execution.commit_now()
         if caller_cancelled:
