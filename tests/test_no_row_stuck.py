@@ -179,3 +179,20 @@ def test_the_same_400_on_the_first_rows_stops_the_job_and_leaves_every_row_for_t
         again, out = run(tmp_path, base_url)
     assert again.summary.exit_code is ExitCode.OK, out
     assert again.summary.sent == 20 and server.runs_created == 20
+
+
+# --- 5. smaller ones -----------------------------------------------------------------------
+
+
+def test_when_the_runs_route_is_missing_the_sheet_and_the_summary_agree(tmp_path: Path) -> None:
+    write_sheet(tmp_path / "in.csv", [f"t_{n}" for n in range(20)])
+    with compatible_server() as (server, base_url):
+        report, out = run(tmp_path, base_url.replace("/api/v1", "/v1"))
+    summary = report.summary
+    assert summary.exit_code is ExitCode.ABORTED
+    assert summary.outcomes == {"not sent": 20}
+    assert (summary.sent, summary.left) == (0, 20)
+    assert "20 not sent" in summary.line() and "0 sent, 20 left for the next run" in summary.line()
+    answered = [row for row in out if row["status"] == "404"]
+    assert answered and all(row["error"].startswith("not sent: HTTP 404") for row in answered)
+    assert server.runs_created == 0

@@ -246,8 +246,10 @@ class RowSender:
             now=time.time(),
         )
         if missing_route(answer.status, answer.data, answer.text):
-            # Not a verdict on the row: if the route is missing, the next run sends it.
-            row.fail(Outcome.FAILED, last, Event.LEFT)
+            # Not a verdict on the row: no such route made nothing, and the next run sends
+            # it. So it was not sent, on the sheet as in the summary.
+            row.sent_now -= 1
+            row.fail(Outcome.NOT_SENT, f"not sent: {last} (no such route here)", Event.LEFT)
             return SETTLED
         if not (decision.retry or decision.systemic) and answer.status in FINAL_4XX:
             return self._refused_for_good(row, answer, last) or await self._after_failure(
