@@ -8,18 +8,24 @@ HTTP; a crash is a real SIGKILL of ``python -m batchrun`` while the server holds
 from __future__ import annotations
 
 import csv
+import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from compatible_server import CompatibleServer, Quirks, compatible_server
 from job_support import TEST_KEY, read_rows, settings_for
+from loopback_server import serve_app
+from test_batch_kills import HoldingProxy
+from test_batch_kills import command as batch_command
 
 from batchrun.errors import ExitCode
 from batchrun.jobs import JobReport, run_file
 from batchrun.sending.journal import read_journal
+from batchrun.simulator import RunningSimulator
 
 ENV = {"OPENAI_API_KEY": TEST_KEY, "PATH": "/usr/bin:/bin"}
 
@@ -196,3 +202,48 @@ def test_when_the_runs_route_is_missing_the_sheet_and_the_summary_agree(tmp_path
     answered = [row for row in out if row["status"] == "404"]
     assert answered and all(row["error"].startswith("not sent: HTTP 404") for row in answered)
     assert server.runs_created == 0
+
+
+def test_a_batch_job_on_a_server_without_files_stops_with_the_base_url_hint(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("model,input\n" + "".join(f"local-model,Question {n}\n" for n in range(3)))
+    with compatible_server() as (_, base_url):
+        report, out = run(tmp_path, base_url, endpoint="responses", batch=True)
+    assert report.summary.exit_code is ExitCode.ABORTED
+    assert "check --base-url" in (report.summary.aborted or "")
+    assert "--batch" in (report.summary.aborted or "")
+    assert [row["outcome"] for row in out] == ["not sent"] * 3
+    assert report.summary.left == 3
+
+
+def test_a_rerun_that_finds_the_batch_a_killed_run_created_does_not_say_it_submitted_one(
+    make_simulator: Callable[..., RunningSimulator], tmp_path: Path
+) -> None:
+    sim = make_simulator(batch_seconds=0.2)
+    proxy = HoldingProxy(sim.base_url)
+    with serve_app(proxy.app()) as base_url:
+        source = tmp_path / "prompts.csv"
+        source.write_text("model,input\ngpt-4o,Question 1\ngpt-4o,Question 2\n")
+        out = tmp_path / "out.csv"
+        proxy.hold = ("POST", re.compile(r"/v1/batches$"), "after")  # made, answer lost
+        first = subprocess.Popen(batch_command(source, out, base_url), env=ENV)
+        try:
+            assert proxy.held.wait(30), "the batch create never came"
+            first.send_signal(signal.SIGKILL)
+        finally:
+            first.wait(10)
+        proxy.hold = None
+        rerun = subprocess.run(
+            batch_command(source, out, base_url),
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert rerun.returncode == 0, rerun.stderr
+    (batch,) = [line for line in rerun.stderr.splitlines() if "batch:" in line]
+    assert "submitted (" not in batch.split("found")[0], batch
+    assert "1 found, submitted by the run before" in batch
+    assert sim.stats()["batches_created"] == 1

@@ -127,12 +127,12 @@ class RouteWatch:
         return self.misses >= ROUTE_MISSING_LIMIT
 
 
-def route_stop_reason(message: str, base_url: str) -> str:
-    """The one line a job stopped on a missing route ends with."""
-    if "api.openai.com" in base_url:
+def route_stop_reason(message: str, base_url: str, route: str = "Assistants runs") -> str:
+    """The one line a job stopped on a missing route ends with (``route``: which one)."""
+    if "api.openai.com" in base_url and route == "Assistants runs":
         return f"{message} ({RETIRED_HINT})"
     return (
-        f"{message} (the server has no Assistants runs route at {base_url.rstrip('/')}: "
+        f"{message} (the server has no {route} route at {base_url.rstrip('/')}: "
         "check --base-url, e.g. a path prefix such as /api/v1 or /openai/v1)"
     )
 
