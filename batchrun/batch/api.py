@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from batchrun.sending.client import Answer, ApiClient, TransportError
-from batchrun.sending.control import Control, StopSending
+from batchrun.sending.control import Control, StopSending, missing_route, route_stop_reason
 from batchrun.sending.limiter import Limiter
 from batchrun.sending.reads import RATE_LIMIT_RETRIES, Reader
 from batchrun.sending.retry import decide
@@ -189,6 +189,11 @@ class BatchApi:
                 )
                 headers = dict(answer.headers)
                 reason = answer.message
+                if missing_route(answer.status, answer.data, answer.text):
+                    # A server without the Batch API (/files, /batches): no part can go.
+                    reason = route_stop_reason(reason, self.reader.settings.base_url, "Batch API")
+                    self.control.abort(f"{reason}; or send without --batch")
+                    raise StopSending(reason)
                 if decision.systemic:
                     self.control.abort(reason)
                     raise StopSending(reason)

@@ -82,7 +82,8 @@ class BatchJob:
         self.files: dict[int, Path] = {}
         self.folder = Path(tempfile.mkdtemp(prefix="batchrun-batch-"))
         self.from_journal = 0
-        self.submitted: list[str] = []  # batch ids created (or adopted) by this run
+        self.submitted: list[str] = []  # batch ids created by this run
+        self.found: list[str] = []  # batch ids a run before created, found by this one
         self.finished: list[str] = []  # batch ids joined by this run
         self.why_not: dict[int, str] = {}  # part -> why it is not submitted yet
 
@@ -168,6 +169,7 @@ class BatchJob:
             if part.state == CREATING:
                 since = part.creating_at or 0.0
                 batch = await self.api.find(part.file_id, job_id, part.number, since)
+            found = batch is not None
             if batch is None:
                 part.state = CREATING
                 part.creating_at = part.creating_at or time.time()
@@ -186,6 +188,9 @@ class BatchJob:
         part.latest = batch
         part.state = SUBMITTED
         self.ledger.save(part)
+        if found:  # its create was sent by a run before this one (killed before it knew)
+            self.found.append(part.batch_id)
+            return
         self.submitted.append(part.batch_id)
         for key in part.keys:
             if (row := self.by_key.get(key)) is not None:
@@ -320,10 +325,15 @@ class BatchJob:
         pieces = []
         if self.submitted:
             pieces.append(f"{len(self.submitted)} submitted ({', '.join(self.submitted)})")
-        waiting = [str(p.batch_id) for p in running if p.batch_id not in self.submitted]
+        if self.found:
+            pieces.append(
+                f"{len(self.found)} found, submitted by the run before ({', '.join(self.found)})"
+            )
+        mine = {*self.submitted, *self.found}
+        waiting = [str(p.batch_id) for p in running if p.batch_id not in mine]
         if waiting:
             pieces.append(f"{len(waiting)} running ({', '.join(waiting)})")
-        if self.submitted or waiting or self.finished:
+        if mine or waiting or self.finished:
             pieces.append(f"{len(self.finished)} finished")
         text = ", ".join(pieces)
         if running:

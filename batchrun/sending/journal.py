@@ -276,6 +276,21 @@ class Journal:
             (batch, time.time(), self.job_id),
         )
 
+    def facts(self) -> set[str]:
+        """What this job has learnt about its server so far (see :meth:`remember`)."""
+        prefix = f"fact:{self.job_id}:"
+        found = self._db.execute(
+            "SELECT name FROM meta WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {name.removeprefix(prefix) for (name,) in found}
+
+    def remember(self, fact: str) -> None:
+        """Keep ``fact`` about the server (such as "tags kept") for the reruns of this job;
+        committed at once (a kill right after must not lose it)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta VALUES (?, '1')", (f"fact:{self.job_id}:{fact}",)
+        )
+
     def mark_sending(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Record, durably and at once, that these rows are about to be sent.
 

@@ -372,7 +372,7 @@ class Execution:
     def durability(self, row: RowResult) -> MarkedAhead | MarkedAsSent:
         """How ``row`` is made durable: marked a block ahead where what it makes can be
         looked up, else marked as it is sent (see :mod:`batchrun.sending.durability`)."""
-        return self.ahead if self.endpoint.can_look(row) else self.as_sent
+        return self.ahead if self.sender.can_look(row) else self.as_sent
 
     async def mark(self, row: RowResult) -> None:
         """Before ``row`` is first sent: mark it ``sending`` in the journal, durably."""

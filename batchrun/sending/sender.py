@@ -32,8 +32,11 @@ from batchrun.prepare import sent_body
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.client import Answer, ApiClient, TransportError
 from batchrun.sending.control import (
+    NO_LOOKUP,
+    TAGS_KEPT,
     ConnectWatch,
     Control,
+    RefusalWatch,
     RouteWatch,
     missing_route,
     route_stop_reason,
@@ -44,6 +47,19 @@ from batchrun.sending.reads import POLL_FIRST, Reader, throttle_budget
 from batchrun.sending.retry import Failure, RetryDecision, decide
 from batchrun.sending.states import Event
 
+# Said once in the summary when rows could not be settled because no answer showed a tag
+# (left out when the job later sees the server keep its tags).
+NO_METADATA_NOTE = (
+    "the server does not return run metadata, so runs cannot be matched to rows; "
+    "rows that may have been created were not re-sent"
+)
+NO_LOOKUP_NOTE = (
+    "the server cannot list {answers} (its lookup route answered 404, 405 or 501), so rows "
+    "whose request may have arrived cannot be checked: they say so, and --retry-failed "
+    "sends them"
+)
+# Answers that refuse a row for good (retried ones, once out of tries, are not refusals).
+FINAL_4XX = frozenset(range(400, 500)) - {408, 409, 429}
 # "Busy" answers in a row while the thread's runs show none active: an inconsistent server.
 BUSY_MISMATCH_LIMIT = 5
 
@@ -130,6 +146,11 @@ class RowSender:
         self._throttle_budget = throttle_budget(settings)
         self.routes = RouteWatch()
         self.connects = ConnectWatch()
+        # A create answer is being read back to learn whether the server keeps tags.
+        self._confirming = False
+        self.refusals = RefusalWatch()
+        # Rows refused while every row so far was refused the same way (see RefusalWatch).
+        self._refused: list[RowResult] = []
 
     def tag(self, row: RowResult) -> str | None:
         """The row's run tag: its key and this job's id (None with --no-run-tag)."""
@@ -217,8 +238,11 @@ class RowSender:
         if self.routes.answered(answer.status, answer.data, answer.text):
             self.control.abort(route_stop_reason(answer.message, self.settings.base_url))
         if 200 <= answer.status < 300:
+            self.refusals.answered_ok()
+            self._refused.clear()
             if self.endpoint.is_answer(answer.data):
                 self._take(row, answer.data)
+                await self._confirm_tags(row, answer.data)
                 return SETTLED
             row.move(Event.MAYBE_ARRIVED)
             word = self.endpoint.answer_word
@@ -250,10 +274,34 @@ class RowSender:
             now=time.time(),
         )
         if missing_route(answer.status, answer.data, answer.text):
-            # Not a verdict on the row: if the route is missing, the next run sends it.
-            row.fail(Outcome.FAILED, last, Event.LEFT)
+            # Not a verdict on the row: no such route made nothing, and the next run sends
+            # it. So it was not sent, on the sheet as in the summary.
+            row.sent_now -= 1
+            row.fail(Outcome.NOT_SENT, f"not sent: {last} (no such route here)", Event.LEFT)
             return SETTLED
+        if not (decision.retry or decision.systemic) and answer.status in FINAL_4XX:
+            return self._refused_for_good(row, answer, last) or await self._after_failure(
+                row, decision, last, answer.headers
+            )
         return await self._after_failure(row, decision, last, answer.headers)
+
+    def _refused_for_good(self, row: RowResult, answer: Answer, last: str) -> Step | None:
+        """A 4xx that is final for the row. When every row so far was refused this same
+        way (see RefusalWatch), the server's own error: stop the job, and leave those rows
+        for the next run as for a 401. None: fail the row as usual."""
+        if not self.refusals.refused(answer.status, answer.error, last):
+            if not self.refusals.disarmed:
+                self._refused.append(row)
+            return None
+        reason = (
+            f"{last} (every row so far was refused with this same answer and none "
+            "succeeded: the server's own error, not the rows'; they go again on the next run)"
+        )
+        self.control.abort(reason)
+        for earlier in [*self._refused, row]:
+            earlier.fail(Outcome.FAILED, reason, Event.LEFT)
+        self._refused.clear()
+        return SETTLED
 
     async def _lane_looks_busy(self, row: RowResult, tries: Tries) -> Step:
         """A "busy" answer naming nothing: the lane's answers say with what."""
@@ -310,9 +358,15 @@ class RowSender:
         if row.unsure and tag is None:
             # Without a tag no run can be told to be this row's: nothing to read.
             return self._apply(row, Judgement(Verdict.UNSURE, reason="no tag"))
-        if not self.endpoint.can_look(row):
+        if not self.can_look(row):
+            if not row.unsure:  # a "busy" answer, and the lane cannot be read: wait
+                return LaneBusy(None)
             return self._apply(row, Judgement(Verdict.UNSURE, reason="no list"))
-        found = await self.reader.listing(self.endpoint.look_path(row, tag or ""))
+        # A row that may have arrived looks back to its first attempt, page after page.
+        since = row.sent_at if row.unsure else None
+        found = await self.reader.listing(self.endpoint.look_path(row, tag or ""), since=since)
+        if found is None and not self.can_look(row):  # the lookup route is missing
+            return await self.look(row)
         if found is None:
             word = self.endpoint.answer_word
             row.fail(
@@ -330,8 +384,14 @@ class RowSender:
             sent_at=row.sent_at,
             superseded=row.superseded,
             tags_seen=self.control.tags_seen,
+            clock_gap=self.reader.clock_gap,
         )
         return self._apply(row, judgement)
+
+    def can_look(self, row: RowResult) -> bool:
+        """Whether what the row's request made can be looked up: by its endpoint, on a
+        server not seen to lack the lookup route (then rows are as ``store: false`` ones)."""
+        return self.endpoint.can_look(row) and NO_LOOKUP not in self.control.facts
 
     def _apply(self, row: RowResult, judgement: Judgement) -> Step:
         run = judgement.run or {}
@@ -355,29 +415,41 @@ class RowSender:
     def _unsure_reason(self, row: RowResult, judgement: Judgement) -> str:
         before = row.error or (f"HTTP {row.status}" if row.status else "no answer")
         if judgement.reason == "no list":
+            if NO_LOOKUP in self.control.facts:
+                self.control.note(NO_LOOKUP_NOTE.format(answers=self.endpoint.answers))
             return self.endpoint.unsure_reason(before)
         if judgement.reason == "no tag":
             return (
                 f"{before}; a run may have been created and without the run tag it cannot "
                 "be found: check the thread, then rerun with --retry-failed"
             )
-        self.control.note(
-            "the server does not return run metadata, so runs cannot be matched to rows; "
-            "rows that may have been created were not re-sent"
-        )
+        self.control.note(NO_METADATA_NOTE)
         return (
-            f"a run may have been created ({(judgement.run or {}).get('id')}) but the "
-            "server returns no metadata to confirm it; check the thread, then rerun "
+            f"a run may have been created ({(judgement.run or {}).get('id')}) and no run "
+            "read so far shows metadata to tell whose it is; check the thread, then rerun "
             "with --retry-failed"
         )
 
     def _observe_tags(self, found: Sequence[Mapping[str, Any]]) -> None:
+        """Runs as read back (listed, or retrieved): a tag among them is a tag kept."""
         if not self.control.tags_seen and any(tag_of(run) is not None for run in found):
-            self.control.tags_seen = True
+            self.control.learn(TAGS_KEPT)
+
+    async def _confirm_tags(self, row: RowResult, created: Mapping[str, Any]) -> None:
+        """A create answer may only echo the request's metadata: read the answer back once
+        per job (until it shows its tag) to learn that the server keeps tags."""
+        if self.control.tags_seen or self._confirming or tag_of(created) is None:
+            return
+        self._confirming = True
+        answer = await self.reader.read(self.endpoint.follow_path(row, str(created["id"])))
+        if answer is not None and answer.status == 200 and isinstance(answer.data, dict):
+            self._observe_tags([answer.data])
+        self._confirming = self.control.tags_seen
 
     def _take(self, row: RowResult, run: dict[str, Any], *, reconciled: bool = False) -> None:
         """The row's run exists: take it as the row's result, judged like any run."""
-        self._observe_tags([run])
+        if reconciled:
+            self._observe_tags([run])  # read back, not an answer that may echo the request
         failed_answer = row.status if row.status is not None and row.status >= 500 else None
         self.endpoint.settle(row, run, wait=self.settings.wait)  # settles the row's state
         if reconciled:

@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 from batchrun.config import Settings
 from batchrun.endpoints import Endpoint, endpoint_named
 from batchrun.report import Outcome, RowResult, Summary, summarize
-from batchrun.sending.control import Control
+from batchrun.sending.control import NO_LOOKUP, Control
 from batchrun.sending.journal import Journal
 from batchrun.sending.plan import JobPlan, plan_job
 from batchrun.sending.reads import Reader
 from batchrun.sending.runner import Execution, Progress, finish_rows, journal_guard
-from batchrun.sending.sender import RowSender
+from batchrun.sending.sender import NO_METADATA_NOTE, RowSender
+from batchrun.sending.states import LEFT_STATES
 
 T = TypeVar("T")
 # How long in-flight requests may finish after Ctrl-C or SIGTERM before they are cut off.
@@ -100,6 +101,9 @@ async def execute(
         execution = Execution(plan, sending.sender, sending.reader, journal, settings, progress)
         sending.sender.on_sending = execution.mark
         control = sending.sender.control
+        # What jobs before this one learnt of the server holds for it, and the other way.
+        control.facts |= journal.facts()
+        control.on_learnt = journal.remember
         task = asyncio.create_task(execution.run())
         presses = 0
 
@@ -136,7 +140,12 @@ async def execute(
         finish_rows(plan, control, wait=settings.wait)
         handled = plan.to_create | plan.to_follow
         for row in plan.rows:
-            if row.index in handled and row.outcome in (Outcome.NOT_SENT, Outcome.PENDING):
+            # Rows left for the next run after they were recorded (the first rows of a
+            # job refused the same way, found systemic later) are recorded again.
+            left = row.state in LEFT_STATES
+            if row.index in handled and (
+                left or row.outcome in (Outcome.NOT_SENT, Outcome.PENDING)
+            ):
                 execution.record(row)
         execution.commit_now()
         if caller_cancelled:
@@ -160,7 +169,7 @@ async def run_rows_async(
         journal.load(),
         retry_failed=settings.retry_failed,
         wait=settings.wait,
-        can_look=endpoint.can_look,
+        can_look=lookup_check(endpoint, journal),
         reads_reply=lambda row: settings.reply and endpoint.reply_path(row) is not None,
         lane=endpoint.lane or "thread",
     )
@@ -170,6 +179,14 @@ async def run_rows_async(
     # A run is created queued: its status says something only once followed.
     counted = settings.wait or endpoint.usage_at_once
     return job_summary(rows, started, control, endpoint, counted, plan.from_journal)
+
+
+def lookup_check(endpoint: Endpoint, journal: Journal) -> Callable[[RowResult], bool]:
+    """Whether what a row's request made can be looked up, for the plan: by its endpoint,
+    on a server that an earlier job did not see lack the lookup route."""
+    if NO_LOOKUP in journal.facts():
+        return lambda row: False
+    return endpoint.can_look
 
 
 def job_summary(
@@ -187,7 +204,9 @@ def job_summary(
         time.monotonic() - started,
         aborted=control.reason if control.systemic else None,
         interrupted=control.reason == "interrupted",
-        notes=tuple(control.notes),
+        notes=tuple(
+            note for note in control.notes if not (note == NO_METADATA_NOTE and control.tags_seen)
+        ),
         count_runs=count_statuses,
         from_journal=from_journal,
         answers=endpoint.answers,

@@ -147,6 +147,9 @@ NEXT_WORD: Mapping[RowState, str] = {
 UNSURE_STATES = frozenset({_S.UNSURE, _S.FAILED_UNSURE})
 # Left for the next job, which sends it without being asked.
 LEFT_STATES = frozenset({_S.UNSENT, _S.UNSURE})
+# Only a row in one of these may be marked ``sending`` ahead of its send: a mark over a
+# final state would make the next job look for (or send) a row that is settled.
+MARKABLE = frozenset({_S.UNSENT, _S.UNSURE})
 # A row in one of these, its create over, holds back the later rows of its lane.
 HOLDS_LANE = frozenset({_S.UNSENT, _S.UNSURE, _S.FAILED_UNSURE})
 
