@@ -88,8 +88,8 @@ RUN_GROUPS = (
 SERVE_GROUPS = (
     ("Listening", ["host", "port", "api_key", "strict_threads"]),
     ("Runs", ["run_seconds"]),
-    ("Batches", ["batch_seconds", "batch_expire", "batch_fail_lines"]),
-    ("Rate limits", ["rpm", "read_rpm", "burst"]),
+    ("Batches", ["batch_seconds", "batch_expire", "batch_fail_lines", "batch_queue_tokens"]),
+    ("Rate limits", ["rpm", "read_rpm", "tpm", "burst", "limit_headers"]),
     (
         "Faults",
         ["latency_ms", "fail_rate", "hang_rate", "hang_seconds", "reset_rate", "seed"],

@@ -300,7 +300,26 @@ def serve_options(command: F) -> F:
             ),
             click.option("--read-rpm", type=POSITIVE, help="Limit GETs to R per minute."),
             click.option(
+                "--tpm",
+                type=POSITIVE,
+                help="Limit the tokens creates are charged (characters/4 of the prompt plus "
+                "the maximum output tokens) to N per minute (429 beyond).",
+            ),
+            click.option(
                 "--burst", type=POSITIVE, help="Token bucket size (default one second's worth)."
+            ),
+            click.option(
+                "--limit-headers/--no-limit-headers",
+                default=True,
+                show_default=True,
+                help="State the limits in x-ratelimit-* headers (off: a server that states none).",
+            ),
+            click.option(
+                "--batch-queue-tokens",
+                type=click.IntRange(min=1),
+                metavar="N",
+                help="Fail a batch (token_limit_exceeded) whose tokens would take the "
+                "unfinished batches' past N.",
             ),
             click.option(
                 "--latency",
