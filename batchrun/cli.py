@@ -73,6 +73,8 @@ def run(**options: Any) -> None:
             click.echo(f"stopped: {summary.aborted}", err=True)
         for note in summary.notes:
             click.echo(f"note: {note}", err=True)
+        if summary.limits and not quiet:
+            click.echo(f"limits: {summary.limits}", err=True)
         raise JobDone(int(summary.exit_code))
 
 

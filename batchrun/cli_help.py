@@ -77,7 +77,7 @@ RUN_GROUPS = (
         "Where to send",
         ["base_url", "api_key_env", "beta_header", "simulate", "allow_insecure_http"],
     ),
-    ("Pace and retries", ["concurrency", "rpm", "read_rpm", "max_retries", "timeout"]),
+    ("Pace and retries", ["concurrency", "rpm", "tpm", "read_rpm", "max_retries", "timeout"]),
     ("Shared rate limit", ["limiter_url", "limiter_key"]),
     ("Following runs", ["wait", "wait_timeout", "reply"]),
     ("Batch API", ["batch", "no_wait", "batch_jsonl"]),

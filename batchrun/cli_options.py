@@ -178,9 +178,15 @@ def run_options(command: F) -> F:
                 help="Polls and reconciling reads per minute.",
             ),
             click.option(
+                "--tpm",
+                type=click.FloatRange(min=0, min_open=True),
+                help="Tokens per minute: prompt tokens plus maximum output tokens of each "
+                "create (default: the server's limits).",
+            ),
+            click.option(
                 "--limiter-url",
                 metavar="redis://HOST:PORT/DB",
-                help="Share --rpm/--read-rpm with every job naming this Redis and limit key "
+                help="Share --rpm/--tpm/--read-rpm with every job naming this Redis and limit key "
                 "[env BATCHRUN_LIMITER_URL].",
             ),
             click.option(

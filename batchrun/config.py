@@ -50,6 +50,8 @@ class Settings:
     concurrency: int = DEFAULT_CONCURRENCY
     rpm: float | None = None
     read_rpm: float | None = None
+    # Tokens per minute (DESIGN.md "Account limits"); without rpm/tpm, the server's limits.
+    tpm: float | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
     timeout: float = DEFAULT_TIMEOUT
     wait: bool = False
@@ -83,7 +85,7 @@ class Settings:
             minimum = 1 if name == "concurrency" else 0
             if getattr(self, name) < minimum:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least {minimum}")
-        for name in ("rpm", "read_rpm", "timeout", "wait_timeout"):
+        for name in ("rpm", "read_rpm", "tpm", "timeout", "wait_timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be greater than 0")
@@ -96,9 +98,10 @@ class Settings:
             object.__setattr__(self, "wait", True)  # --reply implies --wait
         if self.limiter_url is not None:
             check_limiter_url(self.limiter_url)
-            if self.rpm is None:
+            if self.rpm is None and self.tpm is None:
                 raise UsageError(
-                    "--limiter-url shares the --rpm budget between jobs: set --rpm too"
+                    "--limiter-url shares the --rpm/--tpm budgets between jobs: "
+                    "set --rpm or --tpm too"
                 )
         if self.limiter_key is not None and not self.limiter_key.strip():
             raise UsageError("--limiter-key must not be empty")
@@ -205,6 +208,7 @@ def applied_settings(
         if runs:
             rows += [("OpenAI-Beta", settings.beta)]
         rows += [("--concurrency", settings.concurrency), ("--rpm", settings.rpm)]
+        rows += [("--tpm", settings.tpm)]
         rows += [("--read-rpm", settings.read_rpm), ("--max-retries", settings.max_retries)]
         rows += [("--timeout", settings.timeout)]
         if settings.wait:

@@ -99,6 +99,7 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "concurrency": (int,),
     "rpm": (int, float),
     "read_rpm": (int, float),
+    "tpm": (int, float),
     "max_retries": (int,),
     "timeout": (int, float),
     "wait": (bool,),

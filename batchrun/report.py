@@ -151,6 +151,8 @@ class Summary:
     batches_running: int = 0
     # Wall-clock end of the job (seconds since the epoch); the start is this minus seconds.
     finished_at: float = field(default_factory=time.time)
+    # The rate limits in force and where they came from (flags, the server's headers).
+    limits: str = ""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -230,6 +232,7 @@ class Summary:
             ("finished", _iso(self.finished_at)),
             ("seconds", round(self.seconds, 3)),
             *([("stopped", stopped)] if stopped else []),
+            *([("limits in force", self.limits)] if self.limits else []),
             *[("note", note) for note in self.notes],
         ]
         items = settings.items() if isinstance(settings, Mapping) else settings
@@ -251,6 +254,7 @@ def summarize(
     count_runs: bool = False,
     from_journal: int = 0,
     answers: str = "runs",
+    limits: str = "",
 ) -> Summary:
     """Count the outcomes of a finished (or stopped) job."""
     outcomes = Counter(r.outcome.value for r in results if r.outcome)
@@ -273,4 +277,5 @@ def summarize(
         left=sum(r.next is Next.SEND or r.outcome is Outcome.PENDING for r in results),
         ghosts=sum(bool(r.ghost) for r in results),
         answers=answers,
+        limits=limits,
     )

@@ -31,10 +31,12 @@ class StopSending(Exception):
 class Control:
     """Whether the job is stopping, and why; notes for the summary."""
 
-    __slots__ = ("notes", "reason", "systemic", "tags_seen")
+    __slots__ = ("limits", "notes", "reason", "systemic", "tags_seen")
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        # The rate limits in force when the job ended, and where they came from.
+        self.limits = ""
         self.systemic = False
         self.notes: list[str] = []
         # The server was seen keeping run tags (in any answer of this job).

@@ -42,6 +42,7 @@ from batchrun.sending.judge import Judgement, Verdict, judge, tag_of
 from batchrun.sending.limiter import Limiter
 from batchrun.sending.reads import POLL_FIRST, Reader, throttle_budget
 from batchrun.sending.retry import Failure, RetryDecision, decide
+from batchrun.sending.tokens import charged_tokens
 
 # "Busy" answers in a row while the thread's runs show none active: an inconsistent server.
 BUSY_MISMATCH_LIMIT = 5
@@ -104,10 +105,11 @@ class RowSender:
         body = sent_body(row, self.settings, self.tag(row))
         payload = orjson.dumps(self.endpoint.wire_body(body, wait=self.settings.wait))
         path = self.endpoint.create_path(row)
+        tokens = charged_tokens(body)  # what a tokens-per-minute budget is charged
         attempt = throttled = busy_mismatches = 0
         while True:
             self.control.check()
-            await self.create_limiter.acquire()
+            await self.create_limiter.acquire(tokens)
             self.control.check()
             if not row.sent_at:
                 row.sent_at = time.time()
@@ -213,7 +215,7 @@ class RowSender:
             row.fail(Outcome.FAILED, f"{last} ({decision.reason})", Next.SEND)
             return True
         if decision.pause_all:
-            self.create_limiter.throttled(decision.delay, headers)
+            self.create_limiter.throttled(decision.delay, headers, decision.budget, decision.limit)
         if not decision.retry:
             tail = "" if row.attempts <= 1 else f" (after {row.attempts} attempts)"
             if row.status == 429:

@@ -133,6 +133,7 @@ async def execute(
                     await asyncio.wait({task})
                 if not task.cancelled():
                     task.exception()  # retrieved: the caller's cancellation is what counts
+        control.limits = sending.sender.create_limiter.in_force()
         finish_rows(batch, control, wait=settings.wait)
         handled = batch.to_create | batch.to_follow
         for row in batch.rows:
@@ -189,6 +190,7 @@ def job_summary(
         count_runs=count_statuses,
         from_journal=from_journal,
         answers=endpoint.answers,
+        limits=control.limits,
     )
 
 
