@@ -80,7 +80,7 @@ RUN_GROUPS = (
     ("Pace and retries", ["concurrency", "rpm", "tpm", "read_rpm", "max_retries", "timeout"]),
     ("Shared rate limit", ["limiter_url", "limiter_key"]),
     ("Following runs", ["wait", "wait_timeout", "reply"]),
-    ("Batch API", ["batch", "no_wait", "batch_jsonl"]),
+    ("Batch API", ["batch", "no_wait", "batch_queue_tokens", "batch_jsonl"]),
     ("Resume", ["journal", "fresh", "retry_failed"]),
     ("Output", ["output", "prefix", "escape_formulas"]),
     ("Messages", ["quiet", "no_progress", "traceback", "help"]),

@@ -233,6 +233,13 @@ def run_options(command: F) -> F:
                 help="--batch: submit or check once and exit (75 while batches still run).",
             ),
             click.option(
+                "--batch-queue-tokens",
+                type=click.IntRange(min=1),
+                metavar="N",
+                help="--batch: the account's enqueued-token limit: parts cut to N tokens, "
+                "the job's unfinished batches kept within N.",
+            ),
+            click.option(
                 "--journal",
                 type=click.Path(path_type=Path),
                 help="Journal file (default INPUT_STEM.batchrun.sqlite beside the input).",

@@ -75,6 +75,8 @@ class Settings:
     # The Batch API (DESIGN.md "Batch API"): rows go as batch files; --no-wait checks once.
     batch: bool = False
     no_wait: bool = False
+    # The Batch API's enqueued-token limit (DESIGN.md "Account limits").
+    batch_queue_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.endpoint not in ENDPOINTS:
@@ -109,6 +111,11 @@ class Settings:
     def _check_batch(self) -> None:
         if self.no_wait and not self.batch:
             raise UsageError("--no-wait applies to --batch jobs only")
+        if self.batch_queue_tokens is not None:
+            if not self.batch:
+                raise UsageError("--batch-queue-tokens applies to --batch jobs only")
+            if self.batch_queue_tokens < 1:
+                raise UsageError("--batch-queue-tokens must be at least 1")
         if not self.batch:
             return
         if self.endpoint == "runs":
@@ -215,6 +222,7 @@ def applied_settings(
             rows += [("--wait", True), ("--wait-timeout", settings.wait_timeout)]
             rows += [("--reply", settings.reply)]
         rows += [("--batch", settings.batch), ("--no-wait", settings.no_wait)]
+        rows += [("--batch-queue-tokens", settings.batch_queue_tokens)]
         rows += [("--journal", settings.journal), ("--fresh", settings.fresh)]
         rows += [("--retry-failed", settings.retry_failed)]
         rows += [("--allow-insecure-http", settings.allow_insecure_http)]

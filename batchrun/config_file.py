@@ -119,6 +119,7 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "limiter_key": (str,),
     "batch": (bool,),
     "no_wait": (bool,),
+    "batch_queue_tokens": (int,),
 }
 
 
