@@ -94,6 +94,8 @@ def validate(**options: Any) -> None:
         )
         if not options["quiet"] or report.summary.exit_code:
             click.echo(report.summary.line(report.output), err=True)
+        if report.summary.estimate and not options["quiet"]:
+            click.echo(f"tokens: {report.summary.estimate}", err=True)
         sys.exit(int(report.summary.exit_code))
 
 

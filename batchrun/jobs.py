@@ -23,6 +23,7 @@ from batchrun.atomic import StagedFile
 from batchrun.body import unsent_assistants_columns
 from batchrun.config import Settings, applied_settings
 from batchrun.config_file import settings_toml
+from batchrun.endpoints.cost import Estimate
 from batchrun.errors import UsageError
 from batchrun.output import (
     VALIDATE_COLUMNS,
@@ -30,6 +31,7 @@ from batchrun.output import (
     number_columns,
     result_cells,
     result_columns,
+    total_cost,
 )
 from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, RowResult, Summary
@@ -135,6 +137,8 @@ def _run_file(
     finally:
         with contextlib.suppress(sqlite3.Error):
             journal.close()
+    if (cost := total_cost(rows, settings)) is not None:
+        summary = dataclasses.replace(summary, cost_usd=cost)
     if unsent := unsent_assistants_columns(headers, settings.schema):
         shown = ", ".join(unsent)
         note = (
@@ -202,6 +206,7 @@ def validate_file(
         typed_columns=frozenset(header) if typed else frozenset(),
     )
     outcomes: Counter[str] = Counter()
+    estimate = Estimate()
     total = 0
     chunks = batched(itertools.islice(sheet.rows, settings.limit), VALIDATE_CHUNK_ROWS)
     # Typed sheets are checked as text and written back as the values they came as.
@@ -215,6 +220,7 @@ def validate_file(
             invalid = checked.invalid
             outcomes[Outcome.INVALID.value] += invalid
             outcomes[Outcome.OK.value] += len(chunk) - invalid
+            estimate.merge(checked.tokens)
             total += len(chunk)
             written = originals.popleft() if originals else chunk
             writer.write_columns(
@@ -233,6 +239,7 @@ def validate_file(
             reconciled=0,
             seconds=time.monotonic() - started,
             batch=jsonl.close() if jsonl is not None else "",
+            estimate=estimate.text(batch=settings.batch),
         )
         writer.close(sheet_summary(summary, settings, "validate", source, target))
     except BaseException:

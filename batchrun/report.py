@@ -153,6 +153,10 @@ class Summary:
     finished_at: float = field(default_factory=time.time)
     # The rate limits in force and where they came from (flags, the server's headers).
     limits: str = ""
+    # What the rows' answers cost, in dollars (None: no row has a known price).
+    cost_usd: float | None = None
+    # validate: the valid rows' tokens and the most they can cost.
+    estimate: str = ""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -193,6 +197,10 @@ class Summary:
                 line += f", {self.left} left for the next run"
         if self.batch:
             line += f"; batch: {self.batch}"
+        if self.cost_usd is not None:
+            from batchrun.endpoints.cost import dollars
+
+            line += f"; cost {dollars(self.cost_usd)}"
         if self.interrupted:
             line += "; interrupted: rerun the same command to resume"
         if output is not None:
@@ -233,6 +241,8 @@ class Summary:
             ("seconds", round(self.seconds, 3)),
             *([("stopped", stopped)] if stopped else []),
             *([("limits in force", self.limits)] if self.limits else []),
+            *([("cost (USD)", self.cost_usd)] if self.cost_usd is not None else []),
+            *([("tokens and most cost", self.estimate)] if self.estimate else []),
             *[("note", note) for note in self.notes],
         ]
         items = settings.items() if isinstance(settings, Mapping) else settings

@@ -57,8 +57,8 @@ def refused(sim: RunningSimulator) -> list[dict[str, Any]]:
 
 
 def lines_of(batch: dict[str, Any], sim: RunningSimulator) -> int:
-    client = OpenAI(base_url=sim.base_url, api_key=TEST_KEY, max_retries=0)
-    return len(client.files.content(batch["input_file_id"]).text.splitlines())
+    with OpenAI(base_url=sim.base_url, api_key=TEST_KEY, max_retries=0) as client:
+        return len(client.files.content(batch["input_file_id"]).text.splitlines())
 
 
 def assert_each_row_answered_once(sim: RunningSimulator, out: Path, rows: int = ROWS) -> None:
@@ -110,7 +110,6 @@ def test_a_part_refused_again_fails_its_rows_for_retry_failed(
 ) -> None:
     sim = make_simulator(clock=clock, batch_seconds=100, batch_queue_tokens=1_000)
     # Another job's batch holds 880 of the 1,000 tokens for the whole test.
-    client = OpenAI(base_url=sim.base_url, api_key=TEST_KEY, max_retries=0)
     held = [
         {"custom_id": f"other{n}", "method": "POST", "url": "/v1/chat/completions",
          "body": {"model": "m", "messages": [{"role": "user", "content": "x" * 40}],
@@ -118,10 +117,11 @@ def test_a_part_refused_again_fails_its_rows_for_retry_failed(
         for n in range(8)
     ]  # fmt: skip
     content = "".join(json.dumps(line) + "\n" for line in held).encode()
-    uploaded = client.files.create(file=("held.jsonl", content), purpose="batch")
-    client.batches.create(
-        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
-    )
+    with OpenAI(base_url=sim.base_url, api_key=TEST_KEY, max_retries=0) as client:
+        uploaded = client.files.create(file=("held.jsonl", content), purpose="batch")
+        client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
     source, out = chat_sheet(tmp_path / "chat.csv", 3), tmp_path / "out.csv"
     settings = settings_for(sim.base_url, no_wait=True, **BATCH)
     assert run_file(source, out, settings).summary.exit_code == ExitCode.BATCH_RUNNING

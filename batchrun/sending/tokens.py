@@ -173,3 +173,8 @@ _COUNTER = TokenCounter()
 def charged_tokens(body: Mapping[str, Any]) -> int:
     """What a request is charged at admission, by the process's :class:`TokenCounter`."""
     return _COUNTER.charge(body)
+
+
+def prompt_tokens(body: Mapping[str, Any]) -> int:
+    """A request's prompt tokens, by the process's :class:`TokenCounter`."""
+    return _COUNTER.prompt_tokens(body)
