@@ -55,6 +55,8 @@ class Settings:
     concurrency: int = DEFAULT_CONCURRENCY
     rpm: float | None = None
     read_rpm: float | None = None
+    # Tokens per minute (DESIGN.md "Account limits"); without rpm/tpm, the server's limits.
+    tpm: float | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
     # Seconds per attempt; None: the endpoint's default (see default_timeout).
     timeout: float | None = None
@@ -83,6 +85,8 @@ class Settings:
     # The Batch API (DESIGN.md "Batch API"): rows go as batch files; --no-wait checks once.
     batch: bool = False
     no_wait: bool = False
+    # The Batch API's enqueued-token limit (DESIGN.md "Account limits").
+    batch_queue_tokens: int | None = None
     # How the user set a value when not by its flag: name -> "$OPENAI_BASE_URL" (the
     # environment) or "job.toml: sheet" (a config key), so that a message names it.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -102,7 +106,7 @@ class Settings:
             minimum = 1 if name == "concurrency" else 0
             if getattr(self, name) < minimum:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least {minimum}")
-        for name in ("rpm", "read_rpm", "timeout", "wait_timeout"):
+        for name in ("rpm", "read_rpm", "tpm", "timeout", "wait_timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be greater than 0")
@@ -116,10 +120,10 @@ class Settings:
             object.__setattr__(self, "wait", True)  # --reply implies --wait
         if self.limiter_url is not None:
             check_limiter_url(self.limiter_url, self.named("limiter_url"))
-            if self.rpm is None:
+            if self.rpm is None and self.tpm is None:
                 raise UsageError(
-                    f"{self.named('limiter_url')} shares the --rpm budget between jobs:"
-                    " set --rpm too"
+                    f"{self.named('limiter_url')} shares the --rpm/--tpm budgets between jobs:"
+                    " set --rpm or --tpm too"
                 )
         if self.limiter_key is not None and not self.limiter_key.strip():
             raise UsageError("--limiter-key must not be empty")
@@ -148,6 +152,11 @@ class Settings:
     def _check_batch(self) -> None:
         if self.no_wait and not self.batch:
             raise UsageError("--no-wait applies to --batch jobs only")
+        if self.batch_queue_tokens is not None:
+            if not self.batch:
+                raise UsageError("--batch-queue-tokens applies to --batch jobs only")
+            if self.batch_queue_tokens < 1:
+                raise UsageError("--batch-queue-tokens must be at least 1")
         if not self.batch:
             return
         if self.endpoint == "runs":
@@ -258,12 +267,14 @@ def applied_settings(
         if runs:
             rows += [("OpenAI-Beta", settings.beta)]
         rows += [("--concurrency", settings.concurrency), ("--rpm", settings.rpm)]
+        rows += [("--tpm", settings.tpm)]
         rows += [("--read-rpm", settings.read_rpm), ("--max-retries", settings.max_retries)]
         rows += [("--timeout", settings.timeout)]
         if settings.wait:
             rows += [("--wait", True), ("--wait-timeout", settings.wait_timeout)]
             rows += [("--reply", settings.reply)]
         rows += [("--batch", settings.batch), ("--no-wait", settings.no_wait)]
+        rows += [("--batch-queue-tokens", settings.batch_queue_tokens)]
         rows += [("--journal", settings.journal), ("--fresh", settings.fresh)]
         rows += [("--retry-failed", settings.retry_failed)]
         rows += [("--allow-insecure-http", settings.allow_insecure_http)]

@@ -24,6 +24,7 @@ from batchrun.atomic import StagedFile, check_writable
 from batchrun.body import RowPlan, hint_text, unsent_assistants_columns
 from batchrun.config import Settings, applied_settings
 from batchrun.config_file import settings_toml
+from batchrun.endpoints.cost import Estimate
 from batchrun.errors import OutputNotWritten, UsageError
 from batchrun.output import (
     VALIDATE_COLUMNS,
@@ -31,6 +32,7 @@ from batchrun.output import (
     number_columns,
     result_cells,
     result_columns,
+    total_cost,
 )
 from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, RowResult, Summary
@@ -212,6 +214,8 @@ def _run_file(
     finally:
         with contextlib.suppress(sqlite3.Error):
             journal.close()
+    if (cost := total_cost(rows, settings)) is not None:
+        summary = dataclasses.replace(summary, cost_usd=cost)
     if notes:
         summary = dataclasses.replace(summary, notes=(*summary.notes, *notes))
     typed = sheet.format.typed_cells and output_format(target).typed_cells
@@ -303,6 +307,7 @@ def validate_file(
         handoff=sheet.handoff,
     )
     outcomes: Counter[str] = Counter()
+    estimate = Estimate()
     total = 0
     chunks = batched(itertools.islice(sheet.rows, settings.limit), VALIDATE_CHUNK_ROWS)
     # Typed sheets are checked as text and written back as the values they came as.
@@ -316,6 +321,7 @@ def validate_file(
             invalid = checked.invalid
             outcomes[Outcome.INVALID.value] += invalid
             outcomes[Outcome.OK.value] += len(chunk) - invalid
+            estimate.merge(checked.tokens)
             total += len(chunk)
             written = originals.popleft() if originals else chunk
             writer.write_columns(
@@ -335,6 +341,7 @@ def validate_file(
             seconds=time.monotonic() - started,
             notes=notes,
             batch=jsonl.close() if jsonl is not None else "",
+            estimate=estimate.text(batch=settings.batch),
         )
         writer.close(sheet_summary(summary, settings, "validate", source, target))
     except BaseException:

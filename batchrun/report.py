@@ -171,6 +171,12 @@ class Summary:
     batches_running: int = 0
     # Wall-clock end of the job (seconds since the epoch); the start is this minus seconds.
     finished_at: float = field(default_factory=time.time)
+    # The rate limits in force and where they came from (flags, the server's headers).
+    limits: str = ""
+    # What the rows' answers cost, in dollars (None: no row has a known price).
+    cost_usd: float | None = None
+    # validate: the valid rows' tokens and the most they can cost.
+    estimate: str = ""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -208,6 +214,10 @@ class Summary:
             line += f"; this run: {', '.join(self._this_run())}"
         if self.batch:
             line += f"; batch: {self.batch}"
+        if self.cost_usd is not None:
+            from batchrun.endpoints.cost import dollars
+
+            line += f"; cost {dollars(self.cost_usd)}"
         if self.interrupted:
             line += "; interrupted: rerun the same command to resume"
         if output is not None:
@@ -266,6 +276,9 @@ class Summary:
             ("finished", _iso(self.finished_at)),
             ("seconds", round(self.seconds, 3)),
             *([("stopped", stopped)] if stopped else []),
+            *([("limits in force", self.limits)] if self.limits else []),
+            *([("cost (USD)", self.cost_usd)] if self.cost_usd is not None else []),
+            *([("tokens and most cost", self.estimate)] if self.estimate else []),
             *[("note", note) for note in self.notes],
         ]
         items = settings.items() if isinstance(settings, Mapping) else settings
@@ -287,6 +300,7 @@ def summarize(
     count_runs: bool = False,
     from_journal: int = 0,
     answers: str = "runs",
+    limits: str = "",
 ) -> Summary:
     """Count the outcomes of a finished (or stopped) job."""
     outcomes = Counter(r.outcome.value for r in results if r.outcome)
@@ -312,4 +326,5 @@ def summarize(
         collected=max(0, len(results) - outcomes[Outcome.INVALID.value] - from_journal - left),
         ghosts=sum(bool(r.ghost) for r in results),
         answers=answers,
+        limits=limits,
     )

@@ -203,3 +203,44 @@ def test_without_limiter_url_the_limiters_are_in_process() -> None:
             assert isinstance(read, RateLimiter) and read.rate == 1
 
     asyncio.run(main())
+
+
+def test_a_shared_tokens_budget_paces_requests_by_their_cost(redis_server: RedisServer) -> None:
+    async def main() -> list[float]:
+        client = await connect(redis_server.url)
+        # Two processes' worth of limiters on one key: 6,000 tokens a minute, 100 a second.
+        first, second = (
+            SharedRateLimiter(client, "batchrun:tpm", None, tokens_per_minute=6_000, grace=0)
+            for _ in range(2)
+        )
+        times: list[float] = []
+
+        async def caller(limiter: SharedRateLimiter) -> None:
+            for _ in range(3):
+                await limiter.acquire(25)
+                times.append(time.monotonic())
+
+        await asyncio.gather(caller(first), caller(second))
+        await client.aclose()
+        return [t - min(times) for t in sorted(times)]
+
+    times = asyncio.run(main())
+    # 100 tokens at once (four of 25), then one every 0.25 s.
+    assert times[3] < 0.1
+    assert times[4] == pytest.approx(0.25, abs=0.05)
+    assert times[5] == pytest.approx(0.5, abs=0.05)
+
+
+def test_with_tpm_the_shared_create_budget_has_a_tokens_key(redis_server: RedisServer) -> None:
+    settings = shared_settings(redis_server.url, rpm=None, tpm=600)  # 10 tokens a second
+
+    async def main() -> None:
+        async with limiters_for(settings) as (create, _):
+            await create.acquire(10)  # the one-second burst is spent
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(create.acquire(10), 0.2)
+            assert create.in_force().startswith("600 tokens/min (--tpm, shared through redis://")
+            keys = await all_keys_and_values(redis_server)
+        assert set(keys) == {f"{limit_key(settings)}:create:tokens"}
+
+    asyncio.run(main())

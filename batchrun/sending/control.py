@@ -43,10 +43,12 @@ class Control:
     """Whether the job is stopping, and why; notes for the summary; what the job has
     learnt about its server (``facts``, such as :data:`TAGS_KEPT`)."""
 
-    __slots__ = ("facts", "notes", "on_learnt", "reason", "systemic")
+    __slots__ = ("facts", "limits", "notes", "on_learnt", "reason", "systemic")
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        # The rate limits in force when the job ended, and where they came from.
+        self.limits = ""
         self.systemic = False
         self.notes: list[str] = []
         self.facts: set[str] = set()

@@ -107,6 +107,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job, part)
     );
     """,
+    # The Batch API's enqueued-token limit (see batchrun.batch.queue): whether a part is the
+    # one second chance of rows whose batch the queue refused, and the limit a refusal
+    # stated, kept for the job's next runs.
+    """
+    ALTER TABLE batch_parts ADD COLUMN requeued INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE batch_queue (job TEXT PRIMARY KEY, tokens INTEGER NOT NULL);
+    """,
 )
 
 
@@ -220,6 +227,7 @@ class Journal:
         if found is not None:
             self._db.execute("DELETE FROM log WHERE job = ?", (found[0],))
             self._db.execute("DELETE FROM batch_parts WHERE job = ?", (found[0],))
+            self._db.execute("DELETE FROM batch_queue WHERE job = ?", (found[0],))
             if found[0] == "":
                 self._db.execute("DELETE FROM rows_v1")
         self._db.execute(

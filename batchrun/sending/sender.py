@@ -46,6 +46,7 @@ from batchrun.sending.limiter import Limiter
 from batchrun.sending.reads import POLL_FIRST, Reader, throttle_budget
 from batchrun.sending.retry import Failure, RetryDecision, decide
 from batchrun.sending.states import Event
+from batchrun.sending.tokens import charged_tokens
 
 # Said once in the summary when rows could not be settled because no answer showed a tag
 # (left out when the job later sees the server keep its tags).
@@ -169,6 +170,7 @@ class RowSender:
         body = sent_body(row, self.settings, self.tag(row))
         payload = orjson.dumps(self.endpoint.wire_body(body, wait=self.settings.wait))
         path = self.endpoint.create_path(row)
+        tokens = charged_tokens(body)  # what a tokens-per-minute budget is charged
         tries = Tries()
         step: Step = Again(look=row.unsure)
         while isinstance(step, Again):
@@ -177,13 +179,16 @@ class RowSender:
             if step.look:
                 step = await self.look(row)
             else:
-                step = await self._send(row, path, payload, tries)
+                step = await self._send(row, path, payload, tries, tokens)
         return step if isinstance(step, (LaneBusy, Unsure)) else None
 
-    async def _send(self, row: RowResult, path: str, payload: bytes, tries: Tries) -> Step:
-        """One POST of the row, and what its answer (or its absence) comes to."""
+    async def _send(
+        self, row: RowResult, path: str, payload: bytes, tries: Tries, tokens: int
+    ) -> Step:
+        """One POST of the row, and what its answer (or its absence) comes to; ``tokens``
+        is what a tokens-per-minute budget is charged for it."""
         self.control.check()
-        await self.create_limiter.acquire()
+        await self.create_limiter.acquire(tokens)
         self.control.check()
         if not row.sent_at:
             row.sent_at = time.time()
@@ -333,7 +338,7 @@ class RowSender:
             row.fail(Outcome.FAILED, f"{last} ({decision.reason})", Event.LEFT)
             return SETTLED
         if decision.pause_all:
-            self.create_limiter.throttled(decision.delay, headers)
+            self.create_limiter.throttled(decision.delay, headers, decision.budget, decision.limit)
         if not decision.retry:
             tail = "" if row.attempts <= 1 else f" (after {row.attempts} attempts)"
             if row.status == 429:

@@ -137,6 +137,7 @@ async def execute(
                     await asyncio.wait({task})
                 if not task.cancelled():
                     task.exception()  # retrieved: the caller's cancellation is what counts
+        control.limits = sending.sender.create_limiter.in_force()
         finish_rows(plan, control, wait=settings.wait)
         handled = plan.to_create | plan.to_follow
         for row in plan.rows:
@@ -210,6 +211,7 @@ def job_summary(
         count_runs=count_statuses,
         from_journal=from_journal,
         answers=endpoint.answers,
+        limits=control.limits,
     )
 
 
