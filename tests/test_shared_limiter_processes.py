@@ -124,4 +124,7 @@ def test_a_killed_process_loses_at_most_its_reserved_slots(
     # Between the last line read and the kill the worker may take one more grant (and
     # reserve one more slot), hence concurrency + 1; the margin absorbs a loaded machine.
     assert times[0] <= (concurrency + 1) * interval + 0.1
-    assert times[-1] - times[0] == pytest.approx(3 * interval, abs=0.03)
+    # Then at the full rate, no burst: the 4th three intervals after the first. A grant is
+    # never early, only late on a loaded machine: a late first one shortens the span a
+    # little (0.08 s allowed), a late last one lengthens it (0.25 s).
+    assert 3 * interval - 0.08 <= times[-1] - times[0] <= 3 * interval + 0.25
