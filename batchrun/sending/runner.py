@@ -4,7 +4,8 @@ Rows that share a thread (a conversation, for responses) form a *lane* and go in
 order, each after the previous run on it has stopped; lanes go in parallel; a row with
 neither is a lane of its own. ``concurrency`` workers take the next
 step of some lane from a queue. A step that has to wait for a run (``--wait``, a later row
-on the same thread, or a thread busy with another run) is handed to a follower task, so
+on the same thread, a thread busy with another run, or a row the server may still be
+making after an unanswered create) is handed to a follower task, so
 the worker moves on to create other runs meanwhile. Workers and followers live in one
 :class:`asyncio.TaskGroup`: a follower that fails stops the job instead of hanging it.
 

@@ -147,7 +147,8 @@ NEXT_WORD: Mapping[RowState, str] = {
 UNSURE_STATES = frozenset({_S.UNSURE, _S.FAILED_UNSURE})
 # Left for the next job, which sends it without being asked.
 LEFT_STATES = frozenset({_S.UNSENT, _S.UNSURE})
-# A row in one of these, its create over, holds back the later rows of its lane.
+# A row in one of these, its create over (or kept from the journal by the plan: on every
+# rerun), holds back the later rows of its lane.
 HOLDS_LANE = frozenset({_S.UNSENT, _S.UNSURE, _S.FAILED_UNSURE})
 
 
