@@ -395,8 +395,14 @@ def finish_rows(plan: JobPlan, control: Control, *, wait: bool) -> None:
     handled = plan.to_create | plan.to_follow
     for row in plan.rows:
         if row.outcome is None:
-            # Cut off mid-request (a second Ctrl-C) it is unsure: the rerun looks first.
+            # Cut off mid-request (a second Ctrl-C), or stopped while what an earlier
+            # request made was not found yet, it is unsure: the rerun looks first.
             why = f"not sent: job stopped ({reason}); rerun to send it"
+            if row.unsure:
+                why = (
+                    f"not sent: job stopped ({reason}); it may have been created: rerun to "
+                    "look for it again (it is never sent twice)"
+                )
             row.fail(Outcome.NOT_SENT, why, Event.LEFT)
         elif (
             wait
