@@ -28,11 +28,18 @@ HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 class HoldingProxy:
     """Holds POSTs, passes everything on to ``upstream`` (a ``.../v1`` base URL)."""
 
-    def __init__(self, upstream: str, hold: float | None = None, held: int | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        hold: float | None = None,
+        held: int | None = None,
+        only: str = "",
+    ) -> None:
         self.upstream = upstream.rstrip("/").removesuffix("/v1")
         self.hold = hold
         self.held = held  # how many creates are held (None: all); the others pass at once
         self.passed: list[bytes] = []  # bodies of the creates passed on, in that order
+        self.only = only  # hold only creates whose path ends so ("": every create)
         self.base_url = ""
         self.posts = 0  # creates received
         self.gets = 0  # reads received
@@ -74,7 +81,7 @@ class HoldingProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
-        if request.method == "GET":
+        if request.method == "GET" or not request.path.endswith(self.only):
             with self._idle:
                 self.gets += 1
                 self._idle.notify_all()
@@ -119,10 +126,10 @@ class HoldingProxy:
 
 @contextlib.contextmanager
 def holding_proxy(
-    upstream: str, hold: float | None = None, held: int | None = None
+    upstream: str, hold: float | None = None, held: int | None = None, only: str = ""
 ) -> Iterator[HoldingProxy]:
     """A :class:`HoldingProxy` in front of ``upstream`` on a free loopback port."""
-    proxy = HoldingProxy(upstream, hold, held)
+    proxy = HoldingProxy(upstream, hold, held, only)
     try:
         with serve_app(proxy.app()) as base_url:
             proxy.base_url = base_url

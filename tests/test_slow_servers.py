@@ -149,3 +149,20 @@ def test_a_row_left_unresolved_holds_back_the_later_rows_of_its_conversation_on_
     assert outcomes() == ["ok", "ok", "ok"]
     sent = [json.loads(body)["input"] for body in proxy.passed]
     assert sent == ["first", "first", "second", "third"]
+
+
+def test_a_slow_batch_create_is_looked_for_until_it_is_made_not_submitted_twice(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(batch_seconds=0.3)
+    source = write_csv(
+        tmp_path / "p.csv", ["model", "input"], [["gpt-4o", f"Question {n}"] for n in range(3)]
+    )
+    # The client gives up on POST /batches after 1 s; the server makes the batch at 3 s.
+    with holding_proxy(sim.base_url, hold=3.0, only="/batches") as proxy:
+        settings = settings_for(proxy.base_url, endpoint="responses", batch=True, timeout=1.0)
+        report = run_file(source, tmp_path / "out.csv", settings)
+    assert [row["outcome"] for row in read_rows(tmp_path / "out.csv")] == ["ok"] * 3
+    assert report.summary.exit_code == 0
+    assert proxy.posts == 1  # the batch was asked for once
+    assert sim.stats()["batches_created"] == 1

@@ -4,7 +4,8 @@ Rows that share a thread (a conversation, for responses) form a *lane* and go in
 order, each after the previous run on it has stopped; lanes go in parallel; a row with
 neither is a lane of its own. ``concurrency`` workers take the next
 step of some lane from a queue. A step that has to wait for a run (``--wait``, a later row
-on the same thread, or a thread busy with another run) is handed to a follower task, so
+on the same thread, a thread busy with another run, or a row the server may still be
+making after an unanswered create) is handed to a follower task, so
 the worker moves on to create other runs meanwhile. Workers and followers live in one
 :class:`asyncio.TaskGroup`: a follower that fails stops the job instead of hanging it.
 
@@ -394,8 +395,14 @@ def finish_rows(plan: JobPlan, control: Control, *, wait: bool) -> None:
     handled = plan.to_create | plan.to_follow
     for row in plan.rows:
         if row.outcome is None:
-            # Cut off mid-request (a second Ctrl-C) it is unsure: the rerun looks first.
+            # Cut off mid-request (a second Ctrl-C), or stopped while what an earlier
+            # request made was not found yet, it is unsure: the rerun looks first.
             why = f"not sent: job stopped ({reason}); rerun to send it"
+            if row.unsure:
+                why = (
+                    f"not sent: job stopped ({reason}); it may have been created: rerun to "
+                    "look for it again (it is never sent twice)"
+                )
             row.fail(Outcome.NOT_SENT, why, Event.LEFT)
         elif (
             wait

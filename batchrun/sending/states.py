@@ -150,7 +150,8 @@ LEFT_STATES = frozenset({_S.UNSENT, _S.UNSURE})
 # Only a row in one of these may be marked ``sending`` ahead of its send: a mark over a
 # final state would make the next job look for (or send) a row that is settled.
 MARKABLE = frozenset({_S.UNSENT, _S.UNSURE})
-# A row in one of these, its create over, holds back the later rows of its lane.
+# A row in one of these, its create over (or kept from the journal by the plan: on every
+# rerun), holds back the later rows of its lane.
 HOLDS_LANE = frozenset({_S.UNSENT, _S.UNSURE, _S.FAILED_UNSURE})
 
 
