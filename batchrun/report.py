@@ -76,6 +76,9 @@ class RowResult:
     ghost: str = ""
     # POSTs made by this job (``attempts`` counts every job's).
     sent_now: int = 0
+    # --retry-failed on a row that failed "may exist": if a look cannot settle it, the
+    # user's word sends it (this job only: never in the journal).
+    users_word: bool = False
 
     @property
     def unsure(self) -> bool:
