@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from compatible_server import CompatibleServer, Quirks, compatible_server
 from job_support import TEST_KEY, read_rows, settings_for
 from loopback_server import serve_app
@@ -282,3 +283,36 @@ def test_a_may_exist_row_without_a_run_tag_is_sent_by_retry_failed(tmp_path: Pat
         retried, out = run(tmp_path, base_url, run_tag=False, retry_failed=True)
         assert retried.summary.exit_code is ExitCode.OK, out
         assert server.creates("t_1") == 2
+
+
+def gateway_without_a_chat_list() -> tuple[web.Application, list[str]]:
+    """A gateway whose chat create makes the completion, then fails the first answer (500);
+    ``GET /v1/chat/completions`` is a 405, as a route that only POSTs."""
+    made: list[str] = []
+
+    async def create(request: web.Request) -> web.Response:
+        made.append(str(len(made) + 1))
+        if len(made) == 1:
+            return web.json_response({"detail": "Internal Server Error"}, status=500)
+        choice = {"index": 0, "message": {"role": "assistant", "content": "hi"}}
+        completion = {"id": f"cmpl-{len(made)}", "object": "chat.completion", "created": 1}
+        return web.json_response({**completion, "choices": [{**choice, "finish_reason": "stop"}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", create)
+    return app, made
+
+
+def test_a_chat_gateway_without_a_list_route_makes_store_rows_retry_failed_rows(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "in.csv").write_text("model,user,store\nlocal-model,Hello,true\n")
+    app, made = gateway_without_a_chat_list()
+    with serve_app(app) as base_url:
+        first, out = run(tmp_path, base_url, endpoint="chat", max_retries=1)
+        assert out[0]["outcome"] == "failed", out[0]
+        assert "may have been created" in out[0]["error"] and "--retry-failed" in out[0]["error"]
+        assert any("cannot list completions" in note for note in first.summary.notes)
+        retried, out = run(tmp_path, base_url, endpoint="chat", retry_failed=True)
+    assert retried.summary.exit_code is ExitCode.OK, out
+    assert len(made) == 2
