@@ -81,6 +81,9 @@ class RowResult:
     sent_now: int = 0
     # Whether ``reconciled`` came from the journal (an earlier job reconciled the row).
     reconciled_before: bool = False
+    # --retry-failed on a row that failed "may exist": if a look cannot settle it, the
+    # user's word sends it (this job only: never in the journal).
+    users_word: bool = False
 
     @property
     def unsure(self) -> bool:

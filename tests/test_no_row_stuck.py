@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from compatible_server import CompatibleServer, Quirks, compatible_server
 from job_support import TEST_KEY, read_rows, settings_for
 from loopback_server import serve_app
@@ -247,3 +248,71 @@ def test_a_rerun_that_finds_the_batch_a_killed_run_created_does_not_say_it_submi
     assert "submitted (" not in batch.split("found")[0], batch
     assert "1 found, submitted by the run before" in batch
     assert sim.stats()["batches_created"] == 1
+
+
+# --- every "may exist" row names the one command that resolves it, and it does -------------
+
+
+def test_a_may_exist_row_on_a_server_dropping_metadata_is_sent_by_retry_failed(
+    tmp_path: Path,
+) -> None:
+    # t_1's create is stored and answered 500; the server shows no metadata, so nothing
+    # tells whether the run it lists is the row's: the row says to check, then
+    # --retry-failed. A plain rerun sends nothing; --retry-failed sends it.
+    write_sheet(tmp_path / "in.csv", ["t_1", "t_2"])
+    quirks = Quirks(
+        metadata="absent", ghost_threads=frozenset({"t_1"}), max_ghosts=1, run_seconds=0.0
+    )
+    with compatible_server(quirks) as (server, base_url):
+        _, out = run(tmp_path, base_url, max_retries=1)
+        assert out[0]["outcome"] == "failed" and "--retry-failed" in out[0]["error"], out[0]
+        assert out[1]["outcome"] == "ok"
+        plain, _ = run(tmp_path, base_url)
+        assert plain.summary.sent == 0
+        retried, out = run(tmp_path, base_url, retry_failed=True)
+        assert retried.summary.exit_code is ExitCode.OK, out
+        assert server.creates("t_1") == 2  # on the user's word, after checking the thread
+
+
+def test_a_may_exist_row_without_a_run_tag_is_sent_by_retry_failed(tmp_path: Path) -> None:
+    write_sheet(tmp_path / "in.csv", ["t_1"])
+    quirks = Quirks(ghost_threads=frozenset({"t_1"}), max_ghosts=1, run_seconds=0.0)
+    with compatible_server(quirks) as (server, base_url):
+        _, out = run(tmp_path, base_url, run_tag=False, max_retries=1)
+        assert out[0]["outcome"] == "failed" and "--retry-failed" in out[0]["error"], out[0]
+        retried, out = run(tmp_path, base_url, run_tag=False, retry_failed=True)
+        assert retried.summary.exit_code is ExitCode.OK, out
+        assert server.creates("t_1") == 2
+
+
+def gateway_without_a_chat_list() -> tuple[web.Application, list[str]]:
+    """A gateway whose chat create makes the completion, then fails the first answer (500);
+    ``GET /v1/chat/completions`` is a 405, as a route that only POSTs."""
+    made: list[str] = []
+
+    async def create(request: web.Request) -> web.Response:
+        made.append(str(len(made) + 1))
+        if len(made) == 1:
+            return web.json_response({"detail": "Internal Server Error"}, status=500)
+        choice = {"index": 0, "message": {"role": "assistant", "content": "hi"}}
+        completion = {"id": f"cmpl-{len(made)}", "object": "chat.completion", "created": 1}
+        return web.json_response({**completion, "choices": [{**choice, "finish_reason": "stop"}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", create)
+    return app, made
+
+
+def test_a_chat_gateway_without_a_list_route_makes_store_rows_retry_failed_rows(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "in.csv").write_text("model,user,store\nlocal-model,Hello,true\n")
+    app, made = gateway_without_a_chat_list()
+    with serve_app(app) as base_url:
+        first, out = run(tmp_path, base_url, endpoint="chat", max_retries=1)
+        assert out[0]["outcome"] == "failed", out[0]
+        assert "may have been created" in out[0]["error"] and "--retry-failed" in out[0]["error"]
+        assert any("cannot list completions" in note for note in first.summary.notes)
+        retried, out = run(tmp_path, base_url, endpoint="chat", retry_failed=True)
+    assert retried.summary.exit_code is ExitCode.OK, out
+    assert len(made) == 2

@@ -121,6 +121,8 @@ def _plan_row(
         plan.from_journal += 1
     elif action is Action.SEND:
         blind = row.state is RowState.FAILED_UNSURE and not can_look(row)
+        # It failed saying its answer may exist, and the user asked to send it again.
+        row.users_word = row.state is RowState.FAILED_UNSURE
         row.move(Event.RESEND_BLIND if blind else Event.RESEND)
         plan.to_create.add(row.index)
     elif action is Action.NEW_ANSWER:

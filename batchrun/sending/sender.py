@@ -360,15 +360,22 @@ class RowSender:
         """Read the lane's answers (or the row's, by its tag) and act on the judge's
         verdict: settled (adopted, or failed with a reason), busy, or :data:`SEND`."""
         tag = self.tag(row)
-        if row.unsure and tag is None:
+        # A row sent again on the user's word (--retry-failed after "may exist"): its own
+        # answer is still adopted if found, but what cannot be told no longer stops it.
+        unsure = row.unsure and not row.users_word
+        if row.users_word and tag is None and not self.endpoint.has_active:
+            return SEND  # nothing to look for, and no lane to wait for
+        if unsure and tag is None:
             # Without a tag no run can be told to be this row's: nothing to read.
             return self._apply(row, Judgement(Verdict.UNSURE, reason="no tag"))
         if not self.can_look(row):
+            if row.users_word:
+                return SEND
             if not row.unsure:  # a "busy" answer, and the lane cannot be read: wait
                 return LaneBusy(None)
             return self._apply(row, Judgement(Verdict.UNSURE, reason="no list"))
         # A row that may have arrived looks back to its first attempt, page after page.
-        since = row.sent_at if row.unsure else None
+        since = row.sent_at if row.unsure and tag is not None else None
         found = await self.reader.listing(self.endpoint.look_path(row, tag or ""), since=since)
         if found is None and not self.can_look(row):  # the lookup route is missing
             return await self.look(row)
@@ -385,7 +392,7 @@ class RowSender:
         judgement = judge(
             found,
             tag=tag,
-            unsure=row.unsure,
+            unsure=unsure,
             sent_at=row.sent_at,
             superseded=row.superseded,
             tags_seen=self.control.tags_seen,
