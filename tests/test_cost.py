@@ -138,3 +138,24 @@ def test_validate_prints_the_tokens_and_the_most_the_valid_rows_can_cost(tmp_pat
     assert result.stderr.splitlines()[-1] == (
         f"tokens: {prompt} prompt tokens + at most 400 output tokens; at most {dollars(most)}"
     )
+
+
+def test_the_summary_sheet_holds_the_cost_the_limits_and_the_estimate() -> None:
+    from batchrun.report import Summary
+
+    summary = Summary(
+        rows=2,
+        outcomes={"ok": 2},
+        failed_statuses={},
+        run_statuses={},
+        reconciled=0,
+        seconds=1.0,
+        limits="600,000 tokens/min (--tpm)",
+        cost_usd=0.25,
+        estimate="10 prompt tokens + at most 20 output tokens; at most $0.00001",
+    )
+    job_rows = dict(summary.sections({})["Job"])
+    assert job_rows["limits in force"] == "600,000 tokens/min (--tpm)"
+    assert job_rows["cost (USD)"] == 0.25
+    assert job_rows["tokens and most cost"].startswith("10 prompt tokens")
+    assert summary.line().endswith("in 1.0 s; cost $0.25")
