@@ -182,6 +182,9 @@ class Journal:
             raise
         self._pending: list[tuple[str, str, dict[str, Any] | None]] = []
         self._flushed_at = time.monotonic()
+        # Writes may come from a committer thread (see durability.MarkedAsSent) as well as
+        # the job's: one at a time, each taking the entries buffered so far.
+        self._writing = threading.RLock()
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -295,9 +298,10 @@ class Journal:
     def remember(self, fact: str) -> None:
         """Keep ``fact`` about the server (such as "tags kept") for the reruns of this job;
         committed at once (a kill right after must not lose it)."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta VALUES (?, '1')", (f"fact:{self.job_id}:{fact}",)
-        )
+        with self._writing:
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES (?, '1')", (f"fact:{self.job_id}:{fact}",)
+            )
 
     def mark_sending(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Record, durably and at once, that these rows are about to be sent.
@@ -305,12 +309,14 @@ class Journal:
         Synced to disk (FULL) even though later states are not: a mark lost in a power
         cut would let a rerun send a row again without looking for its run first.
         """
-        self._pending.extend((key, SENDING, result) for key, result in entries)
-        self._db.execute("PRAGMA synchronous=FULL")
-        try:
-            self.flush()
-        finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
+        marks = [(key, SENDING, result) for key, result in entries]
+        with self._writing:
+            self._pending.extend(marks)
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self.flush()
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
 
     def record(self, key: str, state: str | None, result: dict[str, Any]) -> None:
         """Store a row's new state (None: drop its entry); committed with the next batch
@@ -325,6 +331,11 @@ class Journal:
         if len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
             self.flush()
 
+    @property
+    def pending(self) -> bool:
+        """Whether states wait in the buffer for the next commit."""
+        return bool(self._pending)
+
     def forget(self, keys: Iterable[str]) -> None:
         """Drop entries, e.g. rows a stopped job never got to send."""
         self._pending.extend((key, FORGOTTEN, None) for key in keys)
@@ -332,11 +343,20 @@ class Journal:
 
     def flush(self) -> None:
         """Commit every buffered state: one batch, one insert, one WAL append."""
+        with self._writing:
+            self._flush()
+
+    def _flush(self) -> None:
         self._flushed_at = time.monotonic()
         if not self._pending:
             return
-        self._insert(orjson.dumps(self._pending))
-        self._pending = []  # only once written: a failed commit keeps them for the next
+        # Taken before encoding: entries another thread buffers meanwhile go to the next.
+        pending, self._pending = self._pending, []
+        try:
+            self._insert(orjson.dumps(pending))
+        except BaseException:
+            self._pending[:0] = pending  # a failed commit keeps them for the next
+            raise
 
     def close(self) -> None:
         """Commit what is buffered and close the database."""
