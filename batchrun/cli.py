@@ -82,7 +82,7 @@ def run(**options: Any) -> None:
         for note in summary.notes:
             if note not in told:
                 click.echo(f"note: {note}", err=True)
-        if summary.limits and not quiet:
+        if summary.limits and summary.sent and not quiet:  # what paced this run's sends
             click.echo(f"limits: {summary.limits}", err=True)
         raise JobDone(int(summary.exit_code))
 

@@ -82,8 +82,8 @@ def test_the_estimate_is_prompt_plus_maximum_output_at_the_price() -> None:
     most = library_price("gpt-4o-mini", 200, 2_000)
     assert estimate.text() == (
         f"250 prompt tokens + at most 2,000 output tokens; at most {dollars(most)} "
-        "(1 rows of models with no known price not counted) "
-        "(1 rows name no maximum output: their output is not counted)"
+        "(1 row of models with no known price not counted) "
+        "(1 row names no maximum output: their output is not counted)"
     )
 
 

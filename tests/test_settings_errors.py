@@ -37,7 +37,7 @@ def test_run_frame_takes_set_and_column_as_their_flags_are_named() -> None:
         pytest.param({"concurrency": 0}, "concurrency= must be at least 1", id="concurrency"),
         pytest.param(
             {"limiter_url": "redis://localhost/0"},
-            "limiter_url= shares the rpm= budget between jobs: set rpm= too",
+            "limiter_url= shares the rpm=/tpm= budgets between jobs: set rpm= or tpm= too",
             id="two-arguments",
         ),
         pytest.param(

@@ -88,8 +88,11 @@ def test_processes_sharing_a_key_keep_the_rate_and_the_burst_whatever_their_cloc
     times = sorted(t for g in grants for t in g)
     rate = rpm / 60
     after_burst = times[burst:]
-    steady = (len(after_burst) - 1) / (after_burst[-1] - after_burst[0])
-    assert abs(steady / rate - 1) < 0.01, steady
+    span, expected = after_burst[-1] - after_burst[0], (len(after_burst) - 1) / rate
+    # At the rate. A grant is never early, only late on a loaded machine, which moves either
+    # end of the span: 0.15 s allowed (about 4% of it; a run beside another suite met 0.09 s).
+    # That the grants never run above the rate is the window check below.
+    assert abs(span - expected) <= 0.15, (span, expected)
     assert worst_window_excess(times, rate, burst) <= 0, times
     # Every process got a share: the budget is one queue, not first come, all served.
     assert all(g[-1] > after_burst[0] for g in grants)

@@ -146,7 +146,9 @@ class Estimate:
         if batch:
             text += " at the Batch API's price"
         if unpriced:
-            text += f" ({unpriced:,} rows of models with no known price not counted)"
+            what = "row" if unpriced == 1 else "rows"
+            text += f" ({unpriced:,} {what} of models with no known price not counted)"
         if unbounded:
-            text += f" ({unbounded:,} rows name no maximum output: their output is not counted)"
+            what = "row names" if unbounded == 1 else "rows name"
+            text += f" ({unbounded:,} {what} no maximum output: their output is not counted)"
         return text

@@ -147,8 +147,10 @@ class RowSender:
         self._throttle_budget = throttle_budget(settings)
         self.routes = RouteWatch()
         self.connects = ConnectWatch()
-        # A create answer is being read back to learn whether the server keeps tags.
-        self._confirming = False
+        # An answer made by this job (or one before it) whose create answer showed its tag:
+        # read back, once, when a look needs to know whether the server keeps tags.
+        self.tagged: tuple[RowResult, str] | None = None
+        self._read_back = False
         self.refusals = RefusalWatch()
         # Rows refused while every row so far was refused the same way (see RefusalWatch).
         self._refused: list[RowResult] = []
@@ -247,7 +249,8 @@ class RowSender:
             self._refused.clear()
             if self.endpoint.is_answer(answer.data):
                 self._take(row, answer.data)
-                await self._confirm_tags(row, answer.data)
+                if self.tagged is None and tag_of(answer.data) is not None:
+                    self.tagged = (row, str(answer.data["id"]))
                 return SETTLED
             row.move(Event.MAYBE_ARRIVED)
             word = self.endpoint.answer_word
@@ -398,6 +401,16 @@ class RowSender:
             tags_seen=self.control.tags_seen,
             clock_gap=self.reader.clock_gap,
         )
+        if judgement.reason == "no metadata" and await self._tags_kept():
+            judgement = judge(
+                found,
+                tag=tag,
+                unsure=unsure,
+                sent_at=row.sent_at,
+                superseded=row.superseded,
+                tags_seen=True,
+                clock_gap=self.reader.clock_gap,
+            )
         return self._apply(row, judgement)
 
     def can_look(self, row: RowResult) -> bool:
@@ -447,16 +460,18 @@ class RowSender:
         if not self.control.tags_seen and any(tag_of(run) is not None for run in found):
             self.control.learn(TAGS_KEPT)
 
-    async def _confirm_tags(self, row: RowResult, created: Mapping[str, Any]) -> None:
-        """A create answer may only echo the request's metadata: read the answer back once
-        per job (until it shows its tag) to learn that the server keeps tags."""
-        if self.control.tags_seen or self._confirming or tag_of(created) is None:
-            return
-        self._confirming = True
-        answer = await self.reader.read(self.endpoint.follow_path(row, str(created["id"])))
+    async def _tags_kept(self) -> bool:
+        """Whether the server keeps run tags: known, or learnt now by reading back, once a
+        job, an answer whose create answer showed its tag (a create answer alone may only
+        echo the request's metadata)."""
+        if self.control.tags_seen or self.tagged is None or self._read_back:
+            return self.control.tags_seen
+        self._read_back = True
+        made, answer_id = self.tagged
+        answer = await self.reader.read(self.endpoint.follow_path(made, answer_id))
         if answer is not None and answer.status == 200 and isinstance(answer.data, dict):
             self._observe_tags([answer.data])
-        self._confirming = self.control.tags_seen
+        return self.control.tags_seen
 
     def _take(self, row: RowResult, run: dict[str, Any], *, reconciled: bool = False) -> None:
         """The row's run exists: take it as the row's result, judged like any run."""

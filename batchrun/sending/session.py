@@ -104,6 +104,11 @@ async def execute(
         # What jobs before this one learnt of the server holds for it, and the other way.
         control.facts |= journal.facts()
         control.on_learnt = journal.remember
+        # A run an earlier job of this journal made, to read back if a look needs to know
+        # whether the server keeps tags.
+        made = next((row for row in plan.rows if row.run_id and row.key), None)
+        if made is not None:
+            sending.sender.tagged = (made, made.run_id)
         task = asyncio.create_task(execution.run())
         presses = 0
 
