@@ -57,8 +57,9 @@ def test_a_job_leaves_the_garbage_collector_as_it_found_it(
     """A job collects rarely while it holds its rows (see jobs.rare_collections)."""
     settings = settings_for(simulator.base_url)
     threshold = gc.get_threshold()
+    frozen = gc.get_freeze_count()  # none, but CPython 3.12 starts with a few hundred
     run_file(sheet(tmp_path, 5), tmp_path / "a.csv", settings)
-    assert gc.get_threshold() == threshold and gc.get_freeze_count() == 0
+    assert gc.get_threshold() == threshold and gc.get_freeze_count() == frozen
     gc.freeze()  # a caller's own frozen objects stay frozen
     try:
         run_file(sheet(tmp_path, 5), tmp_path / "b.csv", settings)

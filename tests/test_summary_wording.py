@@ -6,7 +6,8 @@ from pathlib import Path
 
 from batchrun.config import Settings, environment_settings
 from batchrun.jobs import run_file
-from batchrun.report import Next, Outcome, RowResult, Summary, summarize
+from batchrun.report import Outcome, RowResult, Summary, summarize
+from batchrun.sending.states import Event
 
 
 def _summary(**counts: object) -> Summary:
@@ -44,7 +45,8 @@ def test_a_reconciled_rerun_says_what_this_run_did() -> None:
     earlier.restore({"outcome": "ok", "status": 200, "reconciled": True, "next": "nothing"})
     adopted = RowResult(1, key="k1")  # left unsure by a crash, found by its tag now
     adopted.restore({"ambiguous": True})
-    adopted.reconciled, adopted.outcome, adopted.next = True, Outcome.OK, Next.NOTHING
+    adopted.reconciled, adopted.outcome = True, Outcome.OK
+    adopted.move(Event.FINISHED)
     summary = summarize([earlier, adopted], 1.0, from_journal=1)
     assert summary.line() == (
         "2 rows: 2 ok (2 reconciled) in 1.0 s; this run: 0 sent, 1 reconciled, 1 from the journal"

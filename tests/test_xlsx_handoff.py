@@ -122,3 +122,39 @@ def test_a_merged_title_above_the_table_is_found_without_header_row(tmp_path: Pa
     assert report.summary.outcomes.get("ok") == 3 and not report.summary.outcomes.get("invalid")
     sheet = openpyxl.load_workbook(tmp_path / "checked.xlsx")["Orders"]
     assert sheet["A1"].value == "Q3 customer questions" and sheet["A2"].value == "Customer"
+
+
+def test_the_real_world_samples_run_as_the_readme_shows(tmp_path: Path) -> None:
+    samples = Path(__file__).parent.parent / "samples"
+    for name in ("orders.xlsx", "kunden.csv"):
+        (tmp_path / name).write_bytes((samples / name).read_bytes())
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "batchrun", "run", *args, "--endpoint", "chat", "--simulate"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+
+    done = run("orders.xlsx", "--column", "user=Question")
+    assert done.returncode == 0 and done.stderr.startswith("4 rows: 4 ok"), done.stderr
+    book = openpyxl.load_workbook(tmp_path / "orders.out.xlsx")
+    assert book.sheetnames == ["Orders", "Rates", "summary"]
+    sheet = book["Orders"]
+    assert {str(cells) for cells in sheet.merged_cells.ranges} == {"A1:H1", "G3:G4"}
+    assert [sheet[ref].number_format for ref in ("D3", "E3", "F3")] == ["0%", EURO, "dd/mm/yyyy"]
+    assert sheet.row_dimensions[5].hidden and sheet["H5"].value == "#N/A"
+    kunden = ("kunden.csv", "--column", "model=Modell", "--column", "user=Frage")
+    done = run(*kunden)
+    assert done.returncode == 2 and "pass its encoding, e.g. --encoding cp1252" in done.stderr
+    done = run(*kunden, "--delimiter", ";", "--encoding", "cp1252")
+    assert done.returncode == 0 and done.stderr.startswith("3 rows: 3 ok"), done.stderr
+    data = (tmp_path / "kunden.out.csv").read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfKunde;Modell;Frage;Rabatt;Bestelldatum;outcome;")
+    text = data.decode("utf-8-sig")
+    assert "Bäckerei Groß;gpt-4o-mini;Kann ich per Überweisung zahlen?;5%;02.11.2024;ok;" in text
+    assert text.count("\r\n") == 4

@@ -17,10 +17,47 @@ header row -1; title rows above the header are -2, -3, ... counted upward from i
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["HandOff", "OtherSheet"]
+__all__ = ["CellFormats", "HandOff", "OtherSheet"]
+
+GENERAL = 0  # Excel's built-in number format 0
+
+
+class CellFormats:
+    """Each cell's number format, kept as runs down each column (a column's cells mostly
+    share one), so a million formatted rows take a few entries, not a million.
+
+    Cells are added in row order within a column; a cell never added has no format.
+    """
+
+    __slots__ = ("_formats", "_starts")
+
+    def __init__(self) -> None:
+        self._starts: dict[int, list[int]] = {}
+        self._formats: dict[int, list[int | str]] = {}
+
+    def add(self, row: int, col: int, number_format: int | str) -> None:
+        """Cell (``row``, ``col``) has ``number_format`` (a built-in id or a code)."""
+        formats = self._formats.setdefault(col, [])
+        if formats and formats[-1] == number_format:
+            return
+        self._starts.setdefault(col, []).append(row)
+        formats.append(number_format)
+
+    def get(self, row: int, col: int) -> int | str | None:
+        """The format of cell (``row``, ``col``); None for General."""
+        starts = self._starts.get(col)
+        if not starts:
+            return None
+        index = bisect_right(starts, row) - 1
+        found = self._formats[col][index] if index >= 0 else GENERAL
+        return None if found == GENERAL else found
+
+    def __bool__(self) -> bool:
+        return any(f != GENERAL for formats in self._formats.values() for f in formats)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +82,7 @@ class HandOff:
     sheet_name: str | None = None
     # (row, column) -> Excel number format: a built-in id or a format code ("0.0%"), for
     # cells not in "General".
-    number_formats: dict[tuple[int, int], int | str] = field(default_factory=dict)
+    number_formats: CellFormats = field(default_factory=CellFormats)
     # (first row, first column, last row, last column), inclusive, table-relative.
     merged: list[tuple[int, int, int, int]] = field(default_factory=list)
     hidden_rows: set[int] = field(default_factory=set)

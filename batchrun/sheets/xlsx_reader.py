@@ -39,7 +39,7 @@ from python_calamine import (
 
 from batchrun.errors import InputError
 from batchrun.sheets.cells import excel_cell_text
-from batchrun.sheets.handoff import HandOff, OtherSheet
+from batchrun.sheets.handoff import GENERAL, CellFormats, HandOff, OtherSheet
 
 __all__ = ["XlsxSheet", "open_xlsx_sheet"]
 
@@ -200,9 +200,6 @@ def _sheet_index(path: Path, names: list[str], visible: list[bool], sheet: str |
 
 # --- what calamine does not say: formats, hidden rows, error and formula cells ------------
 
-# Excel's built-in number formats are known by their id; 0 is "General".
-GENERAL = 0
-
 
 @dataclass(slots=True)
 class _Extras:
@@ -210,7 +207,7 @@ class _Extras:
     row 0 is the first row below the header, the header row -1)."""
 
     problems: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
-    formats: dict[tuple[int, int], int | str] = field(default_factory=dict)
+    formats: CellFormats = field(default_factory=CellFormats)
     hidden: set[int] = field(default_factory=set)
     errors: dict[tuple[int, int], str] = field(default_factory=dict)
 
@@ -220,8 +217,9 @@ def _sheet_extras(path: Path, index: int, first: int, left: int) -> _Extras:
     ``index``, whose first data row is ``first`` (0-based) and first column ``left``.
 
     calamine reads error cells and formulas without a cached value as empty, and says
-    nothing of formats or hidden rows; the sheet's XML does. It is parsed only when it
-    holds any of these.
+    nothing of formats or hidden rows; the sheet's XML does. Formats and hidden rows are
+    found by a scan of its tags (a million rows in seconds); the XML is parsed only when
+    it holds formulas or error cells.
     """
     extras = _Extras()
     try:
@@ -231,11 +229,14 @@ def _sheet_extras(path: Path, index: int, first: int, left: int) -> _Extras:
                 return extras
             styles = _cell_formats(archive)
             with archive.open(part) as stream:
-                if not _worth_parsing(stream, styles):
-                    return extras
-            with archive.open(part) as stream:
-                _scan_cells(stream, styles, extras, first, left)
-    except (OSError, zipfile.BadZipFile, KeyError, ElementTree.ParseError):
+                layout, formulas = _what_is_there(stream, styles)
+            if layout:
+                with archive.open(part) as stream:
+                    _scan_layout(stream, styles, extras, first, left)
+            if formulas:
+                with archive.open(part) as stream:
+                    _scan_cells(stream, extras, first, left)
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, ElementTree.ParseError):
         return _Extras()  # calamine read the file: whatever this extra look cannot read, skip
     return extras
 
@@ -257,16 +258,52 @@ def _cell_formats(archive: zipfile.ZipFile) -> list[int | str]:
     return found
 
 
-def _worth_parsing(stream: Any, styles: list[int | str]) -> bool:
+def _what_is_there(stream: Any, styles: list[int | str]) -> tuple[bool, bool]:
+    """Whether the sheet's XML has formats or hidden rows, and formulas or error cells."""
     formatted = any(style != GENERAL for style in styles)
-    needles = (b"<f>", b"<f ", b't="e"', b'hidden="1"', b'hidden="true"')
+    layout = formulas = False
     tail = b""
     while block := stream.read(1 << 20):
         text = tail + block
-        if any(needle in text for needle in needles) or (formatted and b' s="' in text):
-            return True
+        layout = layout or b'hidden="1"' in text or b'hidden="true"' in text
+        layout = layout or (formatted and b' s="' in text)
+        formulas = formulas or b"<f>" in text or b"<f " in text or b't="e"' in text
+        if layout and formulas:
+            break
         tail = text[-16:]
-    return False
+    return layout, formulas
+
+
+_TAG = re.compile(rb"<(row|c)\s([^>]*)>")
+_REF = re.compile(rb'\br="([A-Z]*)([0-9]+)"')
+_STYLE = re.compile(rb'\bs="([0-9]+)"')
+_HIDDEN = re.compile(rb'\bhidden="(?:1|true)"')
+
+
+def _scan_layout(
+    stream: Any, styles: list[int | str], extras: _Extras, first: int, left: int
+) -> None:
+    """Each cell's number format and the hidden rows, from the tags of the sheet's XML."""
+    tail = b""
+    add = extras.formats.add
+    while block := stream.read(1 << 20):
+        text = tail + block
+        end = text.rfind(b">") + 1
+        tail = text[end:]
+        for match in _TAG.finditer(text, 0, end):
+            attributes = match.group(2)
+            ref = _REF.search(attributes)
+            if ref is None:
+                continue
+            row = int(ref.group(2)) - 1 - first
+            if match.group(1) == b"row":
+                if _HIDDEN.search(attributes):
+                    extras.hidden.add(row)
+                continue
+            style = _STYLE.search(attributes)
+            number = int(style.group(1)) if style else 0
+            number_format = styles[number] if number < len(styles) else GENERAL
+            add(row, _column_number(ref.group(1).decode()) - left, number_format)
 
 
 def _sheet_part(archive: zipfile.ZipFile, index: int) -> str | None:
@@ -293,14 +330,11 @@ def _mentions_formulas(stream: Any) -> bool:
     return False
 
 
-def _scan_cells(
-    stream: Any, styles: list[int | str], extras: _Extras, first: int, left: int
-) -> None:
+def _scan_cells(stream: Any, extras: _Extras, first: int, left: int) -> None:
+    """Error cells, and formula cells without a computed value."""
     for _, element in ElementTree.iterparse(stream):
         tag = element.tag
         if tag == f"{_MAIN}row":
-            if element.get("hidden") in ("1", "true") and (number := element.get("r")):
-                extras.hidden.add(int(number) - 1 - first)
             element.clear()
             continue
         if tag != f"{_MAIN}c":
@@ -308,27 +342,25 @@ def _scan_cells(
         match = _CELL_REF.fullmatch(element.get("r", ""))
         if not match:
             continue
-        ref = match.group(0)
-        row = int(match.group(2)) - 1 - first
-        col = _column_number(match.group(1)) - left
-        style = element.get("s")
-        if style is not None and style.isdigit() and int(style) < len(styles):
-            number_format = styles[int(style)]
-            if number_format != GENERAL:
-                extras.formats[(row, col)] = number_format
         value = element.find(f"{_MAIN}v")
         value_text = value.text if value is not None else None
         if element.get("t") == "e":
             error = value_text or "#VALUE!"
-            extras.errors[(row, col)] = error
             problem = f"holds the error {error}"
         elif element.find(f"{_MAIN}f") is not None and not value_text and element.get("t") != "str":
             # (t="str" with an empty value is a formula whose result is the empty text)
-            problem = "is a formula with no computed value (open and save the file in Excel)"
+            error, problem = (
+                "",
+                "is a formula with no computed value (open and save the file in Excel)",
+            )
         else:
             continue
+        row = int(match.group(2)) - 1 - first
+        col = _column_number(match.group(1)) - left
+        if error:
+            extras.errors[(row, col)] = error
         if row >= 0:
-            extras.problems.setdefault(row, []).append((col, f"cell {ref} {problem}"))
+            extras.problems.setdefault(row, []).append((col, f"cell {match.group(0)} {problem}"))
 
 
 def _column_number(letters: str) -> int:

@@ -259,7 +259,7 @@ class XlsxResultWriter:
 
     def _format_at(self, row: int, col: int) -> Any:
         """The input's number format of the cell written at ``row`` (None: General)."""
-        code = self._handoff.number_formats.get((row - self._header_row - 1, col))
+        code = self._handoff.number_formats.get(row - self._header_row - 1, col)
         if code is None:
             return None
         found = self._number_formats.get(code)
