@@ -354,9 +354,9 @@ class StreamedOutput:
 def rare_collections() -> Iterator[None]:
     """Run the cyclic garbage collector rarely while a job holds its rows.
 
-    Cells, bodies and results live until the output is written, and every full collection
-    would walk them all again for nothing; sending makes next to no cyclic garbage (64
-    objects for 20,000 rows, measured). So what exists is frozen (left out of
+    A chunk's cells, bodies and results live until the chunk is written, and every full
+    collection would walk them all again for nothing; sending makes next to no cyclic
+    garbage (64 objects for 20,000 rows, measured). So what exists is frozen (left out of
     collections) and young objects are examined every 100,000 allocations instead of
     700. Both are undone on the way out (a caller's own frozen objects are left alone).
     """
