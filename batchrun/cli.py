@@ -78,10 +78,12 @@ def run(**options: Any) -> None:
         if not quiet or summary.exit_code:
             click.echo(summary.line(report.output), err=True)
         if summary.aborted:
-            click.echo(f"stopped: {summary.aborted}", err=True)
+            click.echo(f"stopped: {_as_set(summary.aborted)}", err=True)
         for note in summary.notes:
             if note not in told:
                 click.echo(f"note: {note}", err=True)
+        if summary.limits and summary.sent and not quiet:  # what paced this run's sends
+            click.echo(f"limits: {summary.limits}", err=True)
         raise JobDone(int(summary.exit_code))
 
 
@@ -105,6 +107,8 @@ def validate(**options: Any) -> None:
         )
         if not options["quiet"] or report.summary.exit_code:
             click.echo(report.summary.line(report.output), err=True)
+        if report.summary.estimate and not options["quiet"]:
+            click.echo(f"tokens: {report.summary.estimate}", err=True)
         sys.exit(int(report.summary.exit_code))
 
 

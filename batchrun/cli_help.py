@@ -80,10 +80,10 @@ RUN_GROUPS = (
         "Where to send",
         ["base_url", "api_key_env", "beta_header", "simulate", "allow_insecure_http"],
     ),
-    ("Pace and retries", ["concurrency", "rpm", "read_rpm", "max_retries", "timeout"]),
+    ("Pace and retries", ["concurrency", "rpm", "tpm", "read_rpm", "max_retries", "timeout"]),
     ("Shared rate limit", ["limiter_url", "limiter_key"]),
     ("Following runs", ["wait", "wait_timeout", "reply"]),
-    ("Batch API", ["batch", "no_wait", "batch_jsonl"]),
+    ("Batch API", ["batch", "no_wait", "batch_queue_tokens", "batch_jsonl"]),
     ("Resume", ["journal", "fresh", "retry_failed"]),
     ("Output", ["output", "prefix", "escape_formulas"]),
     ("Messages", ["quiet", "no_progress", "traceback", "help"]),
@@ -91,8 +91,8 @@ RUN_GROUPS = (
 SERVE_GROUPS = (
     ("Listening", ["host", "port", "api_key", "strict_threads"]),
     ("Runs", ["run_seconds"]),
-    ("Batches", ["batch_seconds", "batch_expire", "batch_fail_lines"]),
-    ("Rate limits", ["rpm", "read_rpm", "burst"]),
+    ("Batches", ["batch_seconds", "batch_expire", "batch_fail_lines", "batch_queue_tokens"]),
+    ("Rate limits", ["rpm", "read_rpm", "tpm", "burst", "limit_headers"]),
     (
         "Faults",
         ["latency_ms", "fail_rate", "hang_rate", "hang_seconds", "reset_rate", "seed"],

@@ -14,6 +14,7 @@ from batchrun.config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
+    GENERATION_TIMEOUT,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -194,9 +195,15 @@ def run_options(command: F) -> F:
                 help="Polls and reconciling reads per minute.",
             ),
             click.option(
+                "--tpm",
+                type=click.FloatRange(min=0, min_open=True),
+                help="Tokens per minute: prompt tokens plus maximum output tokens of each "
+                "create (default: the server's limits).",
+            ),
+            click.option(
                 "--limiter-url",
                 metavar="redis://HOST:PORT/DB",
-                help="Share --rpm/--read-rpm with every job naming this Redis and limit key "
+                help="Share --rpm/--tpm/--read-rpm with every job naming this Redis and limit key "
                 "[env BATCHRUN_LIMITER_URL].",
             ),
             click.option(
@@ -215,9 +222,10 @@ def run_options(command: F) -> F:
             click.option(
                 "--timeout",
                 type=click.FloatRange(min=0, min_open=True),
-                default=DEFAULT_TIMEOUT,
-                show_default=True,
-                help="Seconds per attempt.",
+                default=None,
+                help=f"Seconds per attempt [default: {DEFAULT_TIMEOUT:g} for runs; "
+                f"{GENERATION_TIMEOUT:g} for chat and responses, which may generate the "
+                "answer in the request].",
             ),
             click.option("--wait", is_flag=True, help="Poll each run until it ends."),
             click.option(
@@ -241,6 +249,13 @@ def run_options(command: F) -> F:
                 "--no-wait",
                 is_flag=True,
                 help="--batch: submit or check once and exit (75 while batches still run).",
+            ),
+            click.option(
+                "--batch-queue-tokens",
+                type=click.IntRange(min=1),
+                metavar="N",
+                help="--batch: the account's enqueued-token limit: parts cut to N tokens, "
+                "the job's unfinished batches kept within N.",
             ),
             click.option(
                 "--journal",
@@ -316,7 +331,26 @@ def serve_options(command: F) -> F:
             ),
             click.option("--read-rpm", type=POSITIVE, help="Limit GETs to R per minute."),
             click.option(
+                "--tpm",
+                type=POSITIVE,
+                help="Limit the tokens creates are charged (characters/4 of the prompt plus "
+                "the maximum output tokens) to N per minute (429 beyond).",
+            ),
+            click.option(
                 "--burst", type=POSITIVE, help="Token bucket size (default one second's worth)."
+            ),
+            click.option(
+                "--limit-headers/--no-limit-headers",
+                default=True,
+                show_default=True,
+                help="State the limits in x-ratelimit-* headers (off: a server that states none).",
+            ),
+            click.option(
+                "--batch-queue-tokens",
+                type=click.IntRange(min=1),
+                metavar="N",
+                help="Fail a batch (token_limit_exceeded) whose tokens would take the "
+                "unfinished batches' past N.",
             ),
             click.option(
                 "--latency",

@@ -27,6 +27,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_MAX_RETRIES = 6
 DEFAULT_TIMEOUT = 60.0
+# Creates that generate the answer in the request (chat, foreground responses) may take
+# this long before they answer: their default --timeout, as the official SDK's.
+GENERATION_TIMEOUT = 600.0
 DEFAULT_WAIT_TIMEOUT = 600.0
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 SIMULATOR_KEY = "sk-batchrun-simulator"
@@ -52,8 +55,11 @@ class Settings:
     concurrency: int = DEFAULT_CONCURRENCY
     rpm: float | None = None
     read_rpm: float | None = None
+    # Tokens per minute (DESIGN.md "Account limits"); without rpm/tpm, the server's limits.
+    tpm: float | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
-    timeout: float = DEFAULT_TIMEOUT
+    # Seconds per attempt; None: the endpoint's default (see default_timeout).
+    timeout: float | None = None
     wait: bool = False
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
     reply: bool = False
@@ -79,6 +85,8 @@ class Settings:
     # The Batch API (DESIGN.md "Batch API"): rows go as batch files; --no-wait checks once.
     batch: bool = False
     no_wait: bool = False
+    # The Batch API's enqueued-token limit (DESIGN.md "Account limits").
+    batch_queue_tokens: int | None = None
     # How the user set a value when not by its flag: name -> "$OPENAI_BASE_URL" (the
     # environment) or "job.toml: sheet" (a config key), so that a message names it.
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -90,13 +98,15 @@ class Settings:
     def __post_init__(self) -> None:
         if self.endpoint not in ENDPOINTS:
             raise UsageError(f"--endpoint {self.endpoint}: use one of {', '.join(ENDPOINTS)}")
+        if self.timeout is None:
+            object.__setattr__(self, "timeout", default_timeout(self.endpoint))
         if self.api_version not in API_VERSIONS:
             raise UsageError(f"--api-version {self.api_version}: use v1 or v2")
         for name in ("concurrency", "max_retries"):
             minimum = 1 if name == "concurrency" else 0
             if getattr(self, name) < minimum:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least {minimum}")
-        for name in ("rpm", "read_rpm", "timeout", "wait_timeout"):
+        for name in ("rpm", "read_rpm", "tpm", "timeout", "wait_timeout"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be greater than 0")
@@ -110,10 +120,10 @@ class Settings:
             object.__setattr__(self, "wait", True)  # --reply implies --wait
         if self.limiter_url is not None:
             check_limiter_url(self.limiter_url, self.named("limiter_url"))
-            if self.rpm is None:
+            if self.rpm is None and self.tpm is None:
                 raise UsageError(
-                    f"{self.named('limiter_url')} shares the --rpm budget between jobs:"
-                    " set --rpm too"
+                    f"{self.named('limiter_url')} shares the --rpm/--tpm budgets between jobs:"
+                    " set --rpm or --tpm too"
                 )
         if self.limiter_key is not None and not self.limiter_key.strip():
             raise UsageError("--limiter-key must not be empty")
@@ -142,6 +152,11 @@ class Settings:
     def _check_batch(self) -> None:
         if self.no_wait and not self.batch:
             raise UsageError("--no-wait applies to --batch jobs only")
+        if self.batch_queue_tokens is not None:
+            if not self.batch:
+                raise UsageError("--batch-queue-tokens applies to --batch jobs only")
+            if self.batch_queue_tokens < 1:
+                raise UsageError("--batch-queue-tokens must be at least 1")
         if not self.batch:
             return
         if self.endpoint == "runs":
@@ -155,6 +170,11 @@ class Settings:
                     f"--{name} does not apply to --batch: a batch job follows its batches "
                     "until they end anyway (--no-wait checks once and exits)"
                 )
+
+    @property
+    def attempt_timeout(self) -> float:
+        """Seconds per attempt (``--timeout``, or the endpoint's default)."""
+        return self.timeout or default_timeout(self.endpoint)
 
     @property
     def beta(self) -> str:
@@ -247,12 +267,14 @@ def applied_settings(
         if runs:
             rows += [("OpenAI-Beta", settings.beta)]
         rows += [("--concurrency", settings.concurrency), ("--rpm", settings.rpm)]
+        rows += [("--tpm", settings.tpm)]
         rows += [("--read-rpm", settings.read_rpm), ("--max-retries", settings.max_retries)]
         rows += [("--timeout", settings.timeout)]
         if settings.wait:
             rows += [("--wait", True), ("--wait-timeout", settings.wait_timeout)]
             rows += [("--reply", settings.reply)]
         rows += [("--batch", settings.batch), ("--no-wait", settings.no_wait)]
+        rows += [("--batch-queue-tokens", settings.batch_queue_tokens)]
         rows += [("--journal", settings.journal), ("--fresh", settings.fresh)]
         rows += [("--retry-failed", settings.retry_failed)]
         rows += [("--allow-insecure-http", settings.allow_insecure_http)]
@@ -261,6 +283,13 @@ def applied_settings(
         for name, value in rows
         if value not in (None, "", False) and not (isinstance(value, Mapping) and not value)
     ]
+
+
+def default_timeout(endpoint: str) -> float:
+    """The default --timeout of ``endpoint``: long enough for a generation where the answer
+    is made in the request (chat, responses in the foreground; a background response
+    answers at once anyway), so a normal answer is never an ambiguous failure."""
+    return DEFAULT_TIMEOUT if endpoint == "runs" else GENERATION_TIMEOUT
 
 
 def human_value(value: object) -> object:

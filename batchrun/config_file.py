@@ -105,6 +105,7 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "concurrency": (int,),
     "rpm": (int, float),
     "read_rpm": (int, float),
+    "tpm": (int, float),
     "max_retries": (int,),
     "timeout": (int, float),
     "wait": (bool,),
@@ -127,6 +128,7 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "limiter_key": (str,),
     "batch": (bool,),
     "no_wait": (bool,),
+    "batch_queue_tokens": (int,),
 }
 
 

@@ -24,6 +24,7 @@ from batchrun.atomic import StagedFile, check_writable
 from batchrun.body import RowPlan, hint_text, unsent_assistants_columns
 from batchrun.config import Settings, applied_settings
 from batchrun.config_file import settings_toml
+from batchrun.endpoints.cost import Estimate
 from batchrun.errors import InputError, OutputNotWritten, UsageError
 from batchrun.output import (
     VALIDATE_COLUMNS,
@@ -31,6 +32,7 @@ from batchrun.output import (
     number_columns,
     result_cells,
     result_columns,
+    total_cost,
 )
 from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, RowResult, Summary
@@ -232,6 +234,8 @@ def _run_file(
                 handle_signals=handle_signals,
                 on_chunk=out.write,
             )
+        if out.cost is not None:
+            summary = dataclasses.replace(summary, cost_usd=round(out.cost, 12))
         if notes:
             summary = dataclasses.replace(summary, notes=(*summary.notes, *notes))
         out.finish(summary)
@@ -317,6 +321,8 @@ class StreamedOutput:
         self.inputs: deque[list[list[Any]]] = deque()
         # Whether a written row has a result (sent now, or taken from the journal).
         self.handled = False
+        # What the rows written so far cost (None: no row has a known price).
+        self.cost: float | None = None
         names = [settings.prefix + name for name in result_columns(settings, "run")]
         self._writer = SheetWriter(
             target,
@@ -333,6 +339,8 @@ class StreamedOutput:
         while len(cells) < len(rows):
             cells.extend(self.inputs.popleft())
         self.handled = self.handled or any(row.status is not None for row in rows)
+        if (cost := total_cost(rows, self.settings)) is not None:
+            self.cost = (self.cost or 0.0) + cost
         self._writer.write_columns(
             [
                 *columns_of(cells, len(self.headers)),
@@ -411,6 +419,7 @@ def validate_file(
         handoff=sheet.handoff,
     )
     outcomes: Counter[str] = Counter()
+    estimate = Estimate()
     total = 0
     chunks = batched(itertools.islice(sheet.rows, settings.limit), VALIDATE_CHUNK_ROWS)
     # Typed sheets are checked as text and written back as the values they came as.
@@ -424,6 +433,7 @@ def validate_file(
             invalid = checked.invalid
             outcomes[Outcome.INVALID.value] += invalid
             outcomes[Outcome.OK.value] += len(chunk) - invalid
+            estimate.merge(checked.tokens)
             total += len(chunk)
             written = originals.popleft() if originals else chunk
             writer.write_columns(
@@ -443,6 +453,7 @@ def validate_file(
             seconds=time.monotonic() - started,
             notes=notes,
             batch=jsonl.close() if jsonl is not None else "",
+            estimate=estimate.text(batch=settings.batch),
         )
         writer.close(sheet_summary(summary, settings, "validate", source, target))
     except BaseException:

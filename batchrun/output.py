@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 Mode = Literal["run", "validate"]
 VALIDATE_COLUMNS = ("outcome", "request", "error")
 Cells = Callable[[list[RowResult]], list[object]]
-NUMBER_COLUMNS = frozenset({"status", "attempts"})  # and every usage_* column
+NUMBER_COLUMNS = frozenset({"status", "attempts", "cost_usd"})  # and every usage_* column
 # Number columns that hold fractions (the rest are whole numbers).
 FLOAT_RESULTS = ("cost_usd",)
 
@@ -48,6 +48,7 @@ def _run_columns(settings: Settings) -> list[tuple[str, Cells]]:
     ]
     if settings.wait or endpoint.usage_at_once:
         columns += [(name, _usage(key)) for name, key in endpoint.usage_columns]
+        columns.append(("cost_usd", _cost(settings)))
         if endpoint.has_last_error:
             columns.append(("last_error", lambda rows: [row.last_error for row in rows]))
     if settings.reply or endpoint.reply_at_once:
@@ -57,6 +58,25 @@ def _run_columns(settings: Settings) -> list[tuple[str, Cells]]:
 
 def _usage(key: str) -> Cells:
     return lambda rows: [row.usage.get(key) for row in rows]
+
+
+def _cost(settings: Settings) -> Cells:
+    from batchrun.endpoints.cost import Prices
+
+    def cells(rows: list[RowResult]) -> list[object]:
+        prices = Prices(batch=settings.batch)
+        return [prices.row_cost(row.body, row.usage) for row in rows]
+
+    return cells
+
+
+def total_cost(rows: list[RowResult], settings: Settings) -> float | None:
+    """The job's rows' cost together (None when no row has a known price)."""
+    from batchrun.endpoints.cost import Prices
+
+    prices = Prices(batch=settings.batch)
+    costs = [cost for row in rows if (cost := prices.row_cost(row.body, row.usage)) is not None]
+    return round(sum(costs), 12) if costs else None
 
 
 def result_columns(settings: Settings, mode: Mode) -> list[str]:

@@ -69,6 +69,9 @@ class RowResult:
     reconciled: bool = False
     # Wall-clock time of the first send: runs created before it cannot be this row's.
     sent_at: float = 0.0
+    # Wall-clock time until which the server may still be making what an unanswered
+    # request of the row asked: until then, not finding it proves nothing.
+    unsure_until: float = 0.0
     # Runs this row had before and replaced (--retry-failed after a failed run): never
     # adopted again.
     superseded: list[str] = field(default_factory=list)
@@ -78,6 +81,9 @@ class RowResult:
     sent_now: int = 0
     # Whether ``reconciled`` came from the journal (an earlier job reconciled the row).
     reconciled_before: bool = False
+    # --retry-failed on a row that failed "may exist": if a look cannot settle it, the
+    # user's word sends it (this job only: never in the journal).
+    users_word: bool = False
 
     @property
     def unsure(self) -> bool:
@@ -111,6 +117,7 @@ class RowResult:
             "reconciled": self.reconciled,
             "ambiguous": self.unsure,
             "sent_at": self.sent_at,
+            "unsure_until": self.unsure_until,
             "outcome": self.outcome.value if self.outcome else None,
             "next": NEXT_WORD[self.state],
             "superseded": self.superseded,
@@ -126,6 +133,7 @@ class RowResult:
         self.reply = saved.get("reply") or ""
         self.reconciled = self.reconciled_before = bool(saved.get("reconciled"))
         self.sent_at = float(saved.get("sent_at") or 0.0)
+        self.unsure_until = float(saved.get("unsure_until") or 0.0)
         self.outcome = Outcome(saved["outcome"]) if saved.get("outcome") else None
         self.superseded = list(saved.get("superseded") or [])
         self.ghost = saved.get("ghost") or ""
@@ -166,6 +174,12 @@ class Summary:
     batches_running: int = 0
     # Wall-clock end of the job (seconds since the epoch); the start is this minus seconds.
     finished_at: float = field(default_factory=time.time)
+    # The rate limits in force and where they came from (flags, the server's headers).
+    limits: str = ""
+    # What the rows' answers cost, in dollars (None: no row has a known price).
+    cost_usd: float | None = None
+    # validate: the valid rows' tokens and the most they can cost.
+    estimate: str = ""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -203,6 +217,10 @@ class Summary:
             line += f"; this run: {', '.join(self._this_run())}"
         if self.batch:
             line += f"; batch: {self.batch}"
+        if self.cost_usd is not None:
+            from batchrun.endpoints.cost import dollars
+
+            line += f"; cost {dollars(self.cost_usd)}"
         if self.interrupted:
             line += "; interrupted: rerun the same command to resume"
         if output is not None:
@@ -261,6 +279,9 @@ class Summary:
             ("finished", _iso(self.finished_at)),
             ("seconds", round(self.seconds, 3)),
             *([("stopped", stopped)] if stopped else []),
+            *([("limits in force", self.limits)] if self.limits else []),
+            *([("cost (USD)", self.cost_usd)] if self.cost_usd is not None else []),
+            *([("tokens and most cost", self.estimate)] if self.estimate else []),
             *[("note", note) for note in self.notes],
         ]
         items = settings.items() if isinstance(settings, Mapping) else settings
@@ -321,6 +342,7 @@ class Tally:
         notes: tuple[str, ...] = (),
         from_journal: int = 0,
         answers: str = "runs",
+        limits: str = "",
     ) -> Summary:
         """The summary of the rows counted so far."""
         outcomes = self.outcomes
@@ -343,6 +365,7 @@ class Tally:
             ),
             ghosts=self.ghosts,
             answers=answers,
+            limits=limits,
         )
 
 
@@ -356,6 +379,7 @@ def summarize(
     count_runs: bool = False,
     from_journal: int = 0,
     answers: str = "runs",
+    limits: str = "",
 ) -> Summary:
     """Count the outcomes of a finished (or stopped) job."""
     tally = Tally()
@@ -367,4 +391,5 @@ def summarize(
         notes=notes,
         from_journal=from_journal,
         answers=answers,
+        limits=limits,
     )

@@ -13,11 +13,13 @@ import os
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from batchrun.body import RowPlan
 from batchrun.config import Settings
+from batchrun.endpoints.cost import Estimate
 from batchrun.prepare import RowPreparer, request_text
+from batchrun.sending.tokens import max_output_tokens, prompt_tokens
 
 MAX_WORKERS = 4
 Rows = list[list[str]]
@@ -31,6 +33,8 @@ class CheckedChunk:
     requests: list[str]
     errors: list[str]
     keys: list[str | None]
+    # model -> [valid rows, prompt tokens, maximum output tokens]
+    tokens: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def invalid(self) -> int:
@@ -44,10 +48,17 @@ def check_chunk(
     """Assemble and check every row of one chunk (occurrences counted within it);
     ``cell_problems`` are keyed by row index within the chunk."""
     rows = RowPreparer(plan, settings, cell_problems).prepare_rows(chunk)
+    estimate = Estimate()
+    for row in rows:
+        if not row.error and row.body is not None:
+            model = row.body.get("model")
+            most = max_output_tokens(row.body)
+            estimate.add(model if isinstance(model, str) else "", prompt_tokens(row.body), most)
     return CheckedChunk(
         requests=[request_text(row, settings) for row in rows],
         errors=[row.error for row in rows],
         keys=[row.key for row in rows],
+        tokens=estimate.by_model,
     )
 
 

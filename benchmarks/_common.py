@@ -44,6 +44,7 @@ MODEL = "gpt-4o"
 CREATED = {
     "runs": ("runs_created", "duplicate_runs"),
     "responses": ("responses_created", "duplicate_responses"),
+    "chat": ("chat_completions_created", "duplicate_chat_completions"),
 }
 # What batchrun sends besides Content-Length and Host (see batchrun.sending.client.ApiClient).
 HEADERS = {

@@ -46,13 +46,21 @@ What it does, and the :class:`Quirks` field that switches each behaviour:
   and the run is ``cancelled`` ``cancel_seconds`` later.
 * Shapes: ids are ``uuid4().hex`` without prefixes unless ``ids="prefixed"``; timestamps are
   whole seconds unless ``float_timestamps``; ``metadata`` is kept, shown as ``{}`` or absent.
+  A kept run created without metadata (another client's) shows it as ``unset_metadata``
+  says: ``{}``, ``null`` or absent.
+* Held creates: the first ``max_holds`` creates on a thread in ``hold_threads`` are never
+  answered: held as they arrive (nothing is stored), or with ``hold_when="after"`` once the
+  run is stored. :attr:`CompatibleServer.held` is set at that moment, so a test can kill
+  the client then.
+* Without ``list_runs`` a thread's runs cannot be listed: ``GET .../runs`` is a 405.
 * One active run per thread (``one_active_run``): a create on a thread whose newest run is
   active is a 400 worded by ``busy_message``.
 * Lists: ``limit`` (1..100, default 20), ``order`` (``desc`` default, newest first) and
   ``after``; answers carry ``data``, ``first_id``, ``last_id`` and ``has_more``.
 
-Test hooks (callable from the test thread while the server runs): :meth:`~CompatibleServer.
-add_run` puts "another client's" run on a thread, pinned at a status until
+Test hooks (callable from the test thread while the server runs): ``refuse_creates``
+answers every create with one error (status, message, type) until set back to None;
+:meth:`~CompatibleServer.add_run` puts "another client's" run on a thread, pinned at a status until
 :meth:`~CompatibleServer.set_status` or a cancel moves it. The record: ``requests`` (every
 request as ``(method, path with query, status)``), ``creates(thread_id)``, ``runs_created``
 and ``ghosts_created``; ``runs``/``run``/``messages`` read the store as the API would show it.
@@ -126,7 +134,13 @@ class Quirks:
     ids: Literal["hex", "prefixed"] = "hex"
     float_timestamps: bool = False
     metadata: Literal["keep", "empty", "absent"] = "keep"
-    # Threads.
+    unset_metadata: Literal["empty", "null", "absent"] = "empty"
+    # Creates received and never answered.
+    hold_threads: frozenset[str] = frozenset()
+    max_holds: int = 1
+    hold_when: Literal["before", "after"] = "before"
+    # Threads. Without list_runs, GET /threads/{id}/runs is a 405 (the route only POSTs).
+    list_runs: bool = True
     one_active_run: bool = True
     busy_message: str = "Thread {thread_id} already has an active run {run_id}."
 
@@ -151,7 +165,7 @@ class _Run:
     instructions: str
     model: Any
     tools: Any
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] | None  # None: created without metadata
     settings: dict[str, Any]  # temperature, top_p, tool_choice: as accepted
     outcome: str = "completed"
     pinned: bool = False  # held at its status by the clock (foreign or stuck ghost runs)
@@ -196,6 +210,11 @@ class CompatibleServer:
         self._accepted = 0  # creates that passed every check and stored a run
         self.runs_created = 0  # runs stored through the API, ghosts included
         self.ghosts_created = 0
+        # Test hook: (status, message, type) answered to every create, as a server whose
+        # own backend is down does (e.g. 400 "No connected db."); None: off.
+        self.refuse_creates: tuple[int, str, str] | None = None
+        self.held = threading.Event()  # a create in hold_threads arrived (and is held)
+        self._holds = 0
 
     # -- the record and the test hooks ----------------------------------------------------
 
@@ -260,7 +279,10 @@ class CompatibleServer:
             thread = self._thread(thread_id, now)
             body = {"assistant_id": assistant_id, "instructions": instructions}
             run = self._new_run(
-                thread, body, dict(metadata or {}), now if created_at is None else created_at
+                thread,
+                body,
+                None if metadata is None else dict(metadata),
+                now if created_at is None else created_at,
             )
             run.pinned = True
             self._move(thread, run, status, now)
@@ -318,6 +340,10 @@ class CompatibleServer:
             ("POST", "/threads/{thread_id}/runs/{run_id}/cancel", self._cancel_run),
             ("GET", "/threads/{thread_id}/messages", self._list_messages),
         ]
+        if not self.quirks.list_runs:
+            routes = [
+                route for route in routes if route[:2] != ("GET", "/threads/{thread_id}/runs")
+            ]
         for method, template, handler in routes:
             app.router.add_route(method, prefix + template, self._endpoint(handler))
         return app
@@ -331,10 +357,28 @@ class CompatibleServer:
                     envelope("Invalid or missing API key.", "authentication_error"), status=401
                 )
             raw = await request.read() if request.method == "POST" else b""
+            hold = self._holds_create(request)
+            if hold and self.quirks.hold_when == "before":
+                self.held.set()
+                await asyncio.sleep(3600)  # until the client leaves or the server stops
             with self._lock:
-                return handler(request, raw)
+                response = handler(request, raw)
+            if hold:  # after: the run is stored, its answer never comes
+                self.held.set()
+                await asyncio.sleep(3600)
+            return response
 
         return serve
+
+    def _holds_create(self, request: web.Request) -> bool:
+        thread_id = request.match_info.get("thread_id")
+        if request.method != "POST" or "run_id" in request.match_info:
+            return False
+        with self._lock:
+            if thread_id not in self.quirks.hold_threads or self._holds >= self.quirks.max_holds:
+                return False
+            self._holds += 1
+            return True
 
     def _record(self, request: web.Request, status: int) -> None:
         with self._lock:
@@ -376,6 +420,9 @@ class CompatibleServer:
         quirks = self.quirks
         thread_id = request.match_info["thread_id"]
         self._creates[thread_id] += 1
+        if self.refuse_creates is not None:
+            status, message, kind = self.refuse_creates
+            return web.json_response(envelope(message, kind), status=status)
         body, issues = self._parse_run_body(raw)
         if issues:
             return self._unprocessable(issues)
@@ -394,7 +441,9 @@ class CompatibleServer:
             if isinstance(message, dict):
                 self._add_message(thread, message, now)
         metadata = body.get("metadata")
-        run = self._new_run(thread, body, dict(metadata) if isinstance(metadata, dict) else {}, now)
+        run = self._new_run(
+            thread, body, dict(metadata) if isinstance(metadata, dict) else None, now
+        )
         run.pinned = ghost and quirks.ghost_stuck
         self.runs_created += 1
         self._settle(thread, now)  # a run of zero seconds is done at once
@@ -464,7 +513,11 @@ class CompatibleServer:
         return uuid.uuid4().hex
 
     def _new_run(
-        self, thread: _Thread, body: Mapping[str, Any], metadata: dict[str, Any], now: float
+        self,
+        thread: _Thread,
+        body: Mapping[str, Any],
+        metadata: dict[str, Any] | None,
+        now: float,
     ) -> _Run:
         quirks = self.quirks
         instructions = body.get("instructions") or ""
@@ -645,8 +698,11 @@ class CompatibleServer:
             "usage": run.usage if run.status == "completed" else None,
             **run.settings,
         }
-        if self.quirks.metadata == "keep":
+        if self.quirks.metadata == "keep" and run.metadata is not None:
             data["metadata"] = dict(run.metadata)
+        elif self.quirks.metadata == "keep":
+            if self.quirks.unset_metadata != "absent":
+                data["metadata"] = None if self.quirks.unset_metadata == "null" else {}
         elif self.quirks.metadata == "empty":
             data["metadata"] = {}
         return data

@@ -139,7 +139,7 @@ def test_run_help_states_the_documented_defaults() -> None:
         ("--api-version", "v2"),
         ("--concurrency", "16"),
         ("--max-retries", "6"),
-        ("--timeout", "60.0"),
+        ("--timeout", "60 for runs"),
         ("--wait-timeout", "600.0"),
         ("--api-key-env", "OPENAI_API_KEY"),
     ]:

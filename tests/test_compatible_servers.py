@@ -137,7 +137,7 @@ def test_a_newer_run_of_another_client_is_not_taken_for_the_rows_own() -> None:
     assert judged.verdict is Verdict.ABSENT
     unseen = judge([foreign], tag="k.j", unsure=True, sent_at=100, tags_seen=False)
     assert unseen.verdict is Verdict.UNSURE
-    dropped = {key: value for key, value in foreign.items() if key != "metadata"}
-    assert judge([dropped], tag="k.j", unsure=True, sent_at=100, tags_seen=True).verdict is (
-        Verdict.UNSURE
-    )
+    for shown in ({"metadata": None}, {}):  # null or absent: another client's too
+        dropped = {key: value for key, value in foreign.items() if key != "metadata"} | shown
+        judged = judge([dropped], tag="k.j", unsure=True, sent_at=100, tags_seen=True)
+        assert judged.verdict is Verdict.ABSENT

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from batchrun.sending.control import ConnectWatch, RouteWatch, missing_route
+from batchrun.sending.control import ConnectWatch, RefusalWatch, RouteWatch, missing_route
 from batchrun.sending.judge import Verdict, judge
 
 SENT_AT = 1_000.0
@@ -70,12 +70,71 @@ JUDGE_CASES = [
     pytest.param(
         [run("r1")], {"tags_seen": True}, Verdict.ABSENT, None, id="tags-seen-foreign-run"
     ),
+    # Once the job has seen its tags kept, a run without the row's tag is someone else's,
+    # however its metadata shows: null, absent or {} (issue 23).
     pytest.param(
         [without_metadata(run("r1"))],
         {"tags_seen": True},
+        Verdict.ABSENT,
+        None,
+        id="tags-seen-a-run-without-metadata-is-another-clients",
+    ),
+    pytest.param(
+        [{**run("r1"), "metadata": None}],
+        {"tags_seen": True},
+        Verdict.ABSENT,
+        None,
+        id="tags-seen-a-run-with-null-metadata-is-another-clients",
+    ),
+    pytest.param(
+        [{**run("r1", "in_progress"), "metadata": None}],
+        {"tags_seen": True},
+        Verdict.BUSY,
+        "r1",
+        id="tags-seen-another-clients-active-run-is-waited-for",
+    ),
+    pytest.param(
+        [{**run("r2"), "metadata": None}, run("r1", tag="k.old")],
+        {},
+        Verdict.ABSENT,
+        None,
+        id="a-listed-tag-shows-tags-are-kept",
+    ),
+    # Made before the row's first attempt, to the resolution the server shows.
+    pytest.param(
+        [without_metadata(run("r1", created=SENT_AT - 1))],
+        {"sent_at": SENT_AT + 0.5, "clock_gap": 0.0},
+        Verdict.ABSENT,
+        None,
+        id="whole-seconds-stamped-the-second-before-is-before",
+    ),
+    pytest.param(
+        [without_metadata(run("r1", created=SENT_AT))],
+        {"sent_at": SENT_AT + 0.5, "clock_gap": 0.0},
         Verdict.UNSURE,
         "r1",
-        id="tags-seen-but-this-run-shows-no-metadata",
+        id="whole-seconds-stamped-the-same-second-may-be-its-own",
+    ),
+    pytest.param(
+        [without_metadata(run("r1", created=SENT_AT + 0.2))],
+        {"sent_at": SENT_AT + 0.5, "clock_gap": 0.0},
+        Verdict.ABSENT,
+        None,
+        id="fractional-seconds-stamped-before-is-before",
+    ),
+    pytest.param(
+        [without_metadata(run("r1", created=SENT_AT - 1))],
+        {"sent_at": SENT_AT + 0.5, "clock_gap": 2.0},
+        Verdict.UNSURE,
+        "r1",
+        id="a-server-clock-behind-ours-may-hide-its-own-run",
+    ),
+    pytest.param(
+        [without_metadata(run("r1", created=SENT_AT - 59))],
+        {},
+        Verdict.UNSURE,
+        "r1",
+        id="unmeasured-clocks-may-differ-by-a-minute",
     ),
     pytest.param([run("r1")], {"tag": None}, Verdict.UNSURE, "r1", id="no-tag-maybe-sent"),
 ]
@@ -124,3 +183,35 @@ def test_refused_connections_stop_sooner_before_the_server_ever_answered() -> No
     seen = ConnectWatch()
     seen.answered()
     assert [seen.refused() for _ in range(8)] == [False] * 7 + [True]
+
+
+NO_DB = (400, {"message": "No connected db.", "type": "no_db_connection"}, "No connected db.")
+OTHER = (400, {"message": "Bad value", "type": "invalid_request_error"}, "Bad value")
+FIELD = (400, {"message": "Bad", "type": "invalid_request_error", "param": "temperature"}, "Bad")
+ABOUT_ROW = (404, {"message": "Assistant not found", "type": "invalid_request_error"}, "x")
+
+REFUSAL_CASES = [
+    pytest.param([NO_DB, NO_DB, NO_DB], [False, False, True], id="same-400-thrice-stops"),
+    pytest.param(
+        [NO_DB, NO_DB, NO_DB, NO_DB], [False, False, True, True], id="and-every-one-after"
+    ),
+    pytest.param(["ok", NO_DB, NO_DB, NO_DB], [False] * 3, id="a-row-ok-first-never"),
+    pytest.param([NO_DB, "ok", NO_DB, NO_DB], [False] * 3, id="a-row-ok-between-never"),
+    pytest.param([NO_DB, OTHER, NO_DB, NO_DB], [False] * 4, id="different-refusals-never"),
+    pytest.param([FIELD, FIELD, FIELD], [False] * 3, id="naming-a-field-is-the-rows"),
+    pytest.param([ABOUT_ROW] * 3, [False] * 3, id="a-404-about-the-row-is-the-rows"),
+]
+
+
+@pytest.mark.parametrize(("answers", "stops"), REFUSAL_CASES)
+def test_the_same_refusal_on_the_first_rows_with_nothing_ok_is_systemic(
+    answers: list[Any], stops: list[bool]
+) -> None:
+    watch = RefusalWatch()
+    said = []
+    for answer in answers:
+        if answer == "ok":
+            watch.answered_ok()
+        else:
+            said.append(watch.refused(*answer))
+    assert said == stops

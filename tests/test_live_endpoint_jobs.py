@@ -61,7 +61,8 @@ def test_a_responses_job_writes_ids_usage_and_the_reply(
     names = list(rows[0])
     assert names[names.index("note") + 1 :] == [
         "outcome", "status", "body", "error", "response_id", "response_status", "attempts",
-        "usage_input_tokens", "usage_output_tokens", "usage_total_tokens", "last_error", "reply",
+        "usage_input_tokens", "usage_output_tokens", "usage_total_tokens", "cost_usd",
+        "last_error", "reply",
     ]  # fmt: skip
     first, second = rows
     sent = json.loads(first["body"])

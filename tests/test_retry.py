@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from batchrun.sending.retry import Failure, RetryDecision, decide, parse_go_duration, server_pause
+from batchrun.sending.retry import Failure, RetryDecision, decide, server_pause
+from batchrun.sending.stated_limits import parse_go_duration
 
 
 def no_jitter() -> float:

@@ -175,7 +175,8 @@ def test_rpm_matching_the_server_limit_gets_no_429(
 def test_429s_pause_and_every_row_still_succeeds(
     tmp_path: Path, make_simulator: MakeSimulator
 ) -> None:
-    sim = make_simulator(rpm=600, run_seconds=0)
+    # A server that states no limits: the job learns them from its 429s.
+    sim = make_simulator(rpm=600, run_seconds=0, limit_headers=False)
     report = run_file(
         sheet(tmp_path, 40), tmp_path / "out.csv", settings_for(sim.base_url, concurrency=16)
     )
@@ -183,6 +184,19 @@ def test_429s_pause_and_every_row_still_succeeds(
     stats = sim.stats()
     assert stats["rate_limited"] > 0
     assert stats["runs_created"] == 40 and stats["duplicate_runs"] == 0
+
+
+def test_without_rpm_a_job_keeps_to_the_request_limit_the_server_states(
+    tmp_path: Path, make_simulator: MakeSimulator
+) -> None:
+    sim = make_simulator(rpm=600, run_seconds=0)
+    report = run_file(
+        sheet(tmp_path, 40), tmp_path / "out.csv", settings_for(sim.base_url, concurrency=16)
+    )
+    assert report.summary.exit_code is ExitCode.OK
+    stats = sim.stats()
+    assert (stats["rate_limited"], stats["runs_created"]) == (0, 40)
+    assert report.summary.limits.startswith("600 requests/min (the server's x-ratelimit headers)")
 
 
 def test_rows_sharing_a_thread_go_in_order_after_the_previous_run_ends(

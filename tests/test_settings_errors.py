@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import openpyxl
 import pandas as pd
 import pytest
 
@@ -36,7 +37,7 @@ def test_run_frame_takes_set_and_column_as_their_flags_are_named() -> None:
         pytest.param({"concurrency": 0}, "concurrency= must be at least 1", id="concurrency"),
         pytest.param(
             {"limiter_url": "redis://localhost/0"},
-            "limiter_url= shares the rpm= budget between jobs: set rpm= too",
+            "limiter_url= shares the rpm=/tpm= budgets between jobs: set rpm= or tpm= too",
             id="two-arguments",
         ),
         pytest.param(
@@ -105,6 +106,16 @@ def test_a_bad_sheet_in_the_config_file_names_the_config_key(tmp_path: Path) -> 
     assert done.returncode == 2
     assert done.stderr.startswith("batchrun: job.toml: sheet applies to .xlsx/.xlsm input")
     assert "--sheet" not in done.stderr
+    book = openpyxl.Workbook()
+    assert book.active is not None
+    book.active.title = "Jobs"
+    book.active.append(["thread_id", "assistant_id"])
+    book.save(tmp_path / "in.xlsx")
+    done = batchrun_cli("validate", "in.xlsx", "--config", "job.toml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("batchrun: in.xlsx: has no sheet 3 (job.toml: sheet); its")
+    done = batchrun_cli("validate", "in.xlsx", "--sheet", "4", cwd=tmp_path)
+    assert "has no sheet '4' (--sheet); its sheets are 0: 'Jobs'" in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -161,3 +172,18 @@ def test_conflicting_config_keys_are_an_error_not_last_one_wins(
     with pytest.raises(UsageError) as caught:
         read_config_file(path)
     assert str(caught.value) == f"{path}: {keys} both set one option; keep one"
+
+
+def test_a_job_stopped_at_a_base_url_from_the_environment_names_the_variable(
+    tmp_path: Path,
+) -> None:
+    sheet(tmp_path)
+    done = batchrun_cli(
+        "run",
+        "in.csv",
+        "--no-progress",
+        cwd=tmp_path,
+        env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-test-01234567"},
+    )
+    assert done.returncode == 3, done.stderr
+    assert "(check $OPENAI_BASE_URL and that the server runs)" in done.stderr, done.stderr

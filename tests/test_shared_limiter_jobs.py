@@ -135,7 +135,7 @@ def test_limiter_url_without_rpm_is_a_usage_error(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert "--limiter-url shares the --rpm budget" in result.stderr
+    assert "--limiter-url shares the --rpm/--tpm budgets" in result.stderr
 
 
 def test_help_does_not_import_redis() -> None:

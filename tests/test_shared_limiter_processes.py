@@ -88,8 +88,11 @@ def test_processes_sharing_a_key_keep_the_rate_and_the_burst_whatever_their_cloc
     times = sorted(t for g in grants for t in g)
     rate = rpm / 60
     after_burst = times[burst:]
-    steady = (len(after_burst) - 1) / (after_burst[-1] - after_burst[0])
-    assert abs(steady / rate - 1) < 0.01, steady
+    span, expected = after_burst[-1] - after_burst[0], (len(after_burst) - 1) / rate
+    # At the rate. A grant is never early, only late on a loaded machine, which moves either
+    # end of the span: 0.15 s allowed (about 4% of it; a run beside another suite met 0.09 s).
+    # That the grants never run above the rate is the window check below.
+    assert abs(span - expected) <= 0.15, (span, expected)
     assert worst_window_excess(times, rate, burst) <= 0, times
     # Every process got a share: the budget is one queue, not first come, all served.
     assert all(g[-1] > after_burst[0] for g in grants)
@@ -124,4 +127,7 @@ def test_a_killed_process_loses_at_most_its_reserved_slots(
     # Between the last line read and the kill the worker may take one more grant (and
     # reserve one more slot), hence concurrency + 1; the margin absorbs a loaded machine.
     assert times[0] <= (concurrency + 1) * interval + 0.1
-    assert times[-1] - times[0] == pytest.approx(3 * interval, abs=0.03)
+    # Then at the full rate, no burst: the 4th three intervals after the first. A grant is
+    # never early, only late on a loaded machine: a late first one shortens the span a
+    # little (0.08 s allowed), a late last one lengthens it (0.25 s).
+    assert 3 * interval - 0.08 <= times[-1] - times[0] <= 3 * interval + 0.25

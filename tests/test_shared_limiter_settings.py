@@ -34,7 +34,7 @@ def test_the_config_file_takes_limiter_url_and_limiter_key(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        pytest.param({"limiter_url": URL}, "set --rpm too", id="no-rpm"),
+        pytest.param({"limiter_url": URL}, "set --rpm or --tpm too", id="no-rpm"),
         pytest.param(
             {"limiter_url": "http://:pw@host/0", "rpm": 60}, "use redis://", id="not-redis"
         ),

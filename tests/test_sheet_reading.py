@@ -9,9 +9,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from batchrun.config import Settings, environment_settings
 from batchrun.errors import InputError, UsageError
@@ -208,3 +212,42 @@ def test_a_jsonl_number_beyond_a_double_keeps_its_text(tmp_path: Path) -> None:
     sheet = openpyxl.load_workbook(tmp_path / "out.xlsx").worksheets[0]
     header = [cell.value for cell in sheet[1]]
     assert sheet.cell(2, header.index("note") + 1).value == "-1E999"
+
+
+# --- a CSV read as it was saved comes back as it was saved ------------------------------------
+
+CELL_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12
+)
+
+
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(st.text("abcdefgh-_.0123456789", min_size=1, max_size=8), CELL_TEXT).map(list),
+        min_size=1,
+        max_size=5,
+    ),
+    delimiter=st.sampled_from([",", ";", "|"]),
+    bom=st.booleans(),
+    line_end=st.sampled_from(["\n", "\r\n"]),
+)
+def test_a_csv_comes_back_with_its_cells_bom_line_ends_and_separator(
+    rows: list[list[str]], delimiter: str, bom: bool, line_end: str
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "in.csv", Path(folder) / "out.csv"
+        text = io.StringIO(newline="")
+        # Every cell quoted: a bare CR in an unquoted cell would be a line end.
+        quoting = {"quoting": csv.QUOTE_ALL, "lineterminator": line_end}
+        csv.writer(text, delimiter=delimiter, **quoting).writerows([["model", "note"], *rows])
+        source.write_bytes((BOM if bom else b"") + text.getvalue().encode("utf-8"))
+        options = {"endpoint": "chat", "escape_formulas": False}
+        validate_file(source, target, settings(**options, delimiter=delimiter))
+        data = target.read_bytes()
+    assert data.startswith(BOM) == bom
+    back = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""), delimiter=delimiter))
+    assert [row[:2] for row in back] == [["model", "note"], *rows]
+    assert back[0][2:] == ["outcome", "request", "error"]
+    if "\r" not in "".join(map("".join, rows)) and "\n" not in "".join(map("".join, rows)):
+        assert data.count(b"\r\n") == (len(rows) + 1 if line_end == "\r\n" else 0)

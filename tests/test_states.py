@@ -138,6 +138,20 @@ PLAN_CASES = [
         id="a-stalled-ghost-run-is-looked-at-once",
     ),
     pytest.param(DONE, restored(Outcome.OK, "completed"), {"wait": True}, Action.KEEP, id="done"),
+    pytest.param(
+        DONE,
+        restored(Outcome.OK, "completed"),
+        {"wait": True, "reply": True},
+        Action.FOLLOW,
+        id="a-completed-run-whose-reply-was-never-read-is-read",
+    ),
+    pytest.param(
+        CREATED,
+        restored(Outcome.OK, "completed"),
+        {"wait": True, "reply": True},
+        Action.FOLLOW,
+        id="created-and-completed-its-reply-still-to-read",
+    ),
 ]
 
 
@@ -163,3 +177,22 @@ def test_a_planned_row_starts_the_job_in_the_state_it_is_sent_from() -> None:
     assert plan.to_create == {0, 1, 2}
     assert [row.state for row in rows] == [S.UNSENT, S.UNSURE, S.UNSURE]
     assert from_journal(SENDING, False) is S.UNSURE
+
+
+def test_an_unresolved_row_holds_back_the_later_rows_of_its_lane_in_the_plan() -> None:
+    unsure = RowResult(0, key="a", thread_id="t_1")
+    unsure.move(Event.MAYBE_ARRIVED)
+    unsure.fail(Outcome.FAILED, "timed out; a response may have been created")
+    entries = {"a": Entry(FAILED, unsure.to_journal())}
+    rows = [
+        RowResult(0, key="a", thread_id="t_1"),
+        RowResult(1, key="b", thread_id="t_1"),
+        RowResult(2, key="c", thread_id="t_2"),
+    ]
+    plan = plan_job(rows, entries, retry_failed=False, wait=False, lane="conversation")
+    assert plan.to_create == {2}
+    assert rows[1].outcome is Outcome.NOT_SENT and rows[1].state is S.UNSENT
+    assert rows[1].error.startswith("not sent: an earlier row on conversation t_1 is unresolved")
+    rows = [RowResult(0, key="a", thread_id="t_1"), RowResult(1, key="b", thread_id="t_1")]
+    plan = plan_job(rows, entries, retry_failed=True, wait=False)
+    assert plan.to_create == {0, 1}  # --retry-failed: the first row again, then the second

@@ -9,7 +9,9 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from conftest import send
 from job_support import command, read_rows, settings_for
 
 from batchrun.errors import ExitCode
@@ -104,28 +106,53 @@ def test_wait_timeout_reports_runs_still_going_and_exits_nonzero(
     assert report.summary.exit_code is ExitCode.ROWS_FAILED
 
 
+def wait_until(seen: Callable[[], bool], seconds: float = 60.0) -> bool:
+    """Poll for a state the job or the server reaches (a marker, not a timer)."""
+    deadline = time.monotonic() + seconds
+    while not seen():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def latest_run(sim: RunningSimulator, thread: str) -> dict[str, Any]:
+    listed = send(sim.base_url, "GET", f"/threads/{thread}/runs?limit=1&order=desc").json
+    assert listed is not None and listed["data"], listed
+    run: dict[str, Any] = listed["data"][0]
+    return run
+
+
 def test_rerun_after_a_kill_fills_replies_without_creating_runs_again(
     tmp_path: Path, make_simulator: MakeSimulator
 ) -> None:
     sim = make_simulator(run_seconds=1.5)
-    source = write_rows(tmp_path / "in.csv", [(f"thread_{n}", "hi") for n in range(20)])
+    threads = [f"thread_{n}" for n in range(20)]
+    source = write_rows(tmp_path / "in.csv", [(thread, "hi") for thread in threads])
     output = tmp_path / "out.csv"
     args = command(source, output, sim.base_url, "--reply")
     env = {**os.environ, "OPENAI_API_KEY": KEY}
-    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while sim.stats()["runs_created"] < 20 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Killed once every run is made and before they end (a run takes 1.5 s): the journal
+    # holds the rows as sending or created, none with its reply.
+    made = wait_until(lambda: sim.stats()["runs_created"] == 20 or process.poll() is not None)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
+    assert made and process.returncode == -signal.SIGKILL
     assert sim.stats()["runs_created"] == 20
-    finished = subprocess.run(
-        args, env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    # The runs end while no job runs: the rerun finds them completed, adopts or follows
+    # them, and must still read every reply.
+    assert wait_until(lambda: all(latest_run(sim, t)["status"] == "completed" for t in threads))
+    finished = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
     assert finished.returncode == 0, finished.stderr
     rows = read_rows(output)
     assert {r["run_status"] for r in rows} == {"completed"}
-    assert all(r["reply"] for r in rows)
+    assert all(r["reply"] for r in rows), [r["reply"] for r in rows]
+    assert sim.stats()["runs_created"] == 20
+    # And a rerun after that sends nothing and keeps every reply.
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert all(r["reply"] for r in read_rows(output))
     assert sim.stats()["runs_created"] == 20
 
 

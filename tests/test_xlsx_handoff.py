@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import openpyxl
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from batchrun.config import Settings, environment_settings
 from batchrun.jobs import validate_file
@@ -158,3 +161,45 @@ def test_the_real_world_samples_run_as_the_readme_shows(tmp_path: Path) -> None:
     text = data.decode("utf-8-sig")
     assert "Bäckerei Groß;gpt-4o-mini;Kann ich per Überweisung zahlen?;5%;02.11.2024;ok;" in text
     assert text.count("\r\n") == 4
+
+
+FORMATS = [None, "0%", EURO, "#,##0", "dd/mm/yyyy", "0.000"]
+
+
+@hypothesis_settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cells=st.lists(
+        st.lists(st.sampled_from(range(len(FORMATS))), min_size=2, max_size=2),
+        min_size=1,
+        max_size=8,
+    ),
+    hidden=st.sets(st.integers(0, 7)),
+)
+def test_every_cell_keeps_its_number_format_and_every_hidden_row_stays_hidden(
+    cells: list[list[int]], hidden: set[int]
+) -> None:
+    import tempfile
+
+    import xlsxwriter
+
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "in.xlsx", Path(folder) / "out.xlsx"
+        book = xlsxwriter.Workbook(str(source))
+        sheet = book.add_worksheet("Data")
+        formats = {code: book.add_format({"num_format": code}) for code in FORMATS if code}
+        sheet.write_row(0, 0, ["model", "a", "b"])
+        for row, pair in enumerate(cells, start=1):
+            sheet.write_string(row, 0, "gpt-4o")
+            for col, choice in enumerate(pair, start=1):
+                code = FORMATS[choice]
+                sheet.write_number(row, col, 45000.25, formats[code] if code else None)
+            if row - 1 in hidden:
+                sheet.set_row(row, None, None, {"hidden": True})
+        book.close()
+        chat = Settings(**environment_settings({"endpoint": "chat"}, {}))
+        validate_file(source, target, chat)
+        back = openpyxl.load_workbook(target)["Data"]
+        shown = [[back.cell(r, c).number_format for c in (2, 3)] for r in range(2, len(cells) + 2)]
+        hidden_back = {r - 2 for r, dimension in back.row_dimensions.items() if dimension.hidden}
+    assert shown == [[FORMATS[choice] or "General" for choice in pair] for pair in cells]
+    assert hidden_back == {row for row in hidden if row < len(cells)}

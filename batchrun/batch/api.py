@@ -3,7 +3,10 @@
 Creates (``POST /files``, ``POST /batches``) go through the create limiter and are retried
 on 408/409/429/5xx and dropped connections. A repeated upload is harmless (a stray file),
 but a repeated batch is not: when a create may have arrived unanswered, the batch is
-looked for by its metadata (``GET /batches``) before the create is sent again. Reads go
+looked for by its metadata (``GET /batches``) before the create is sent again, and a
+create that got no answer at all is looked for, with growing pauses, for as long as the
+server may still be making it (LATE_CREATE_SECONDS after it left), since a batch is listed
+only once made. Reads go
 through the job's :class:`~batchrun.sending.reads.Reader` (its own budget and retries).
 
 Raises :class:`Refused` (the server said no: the part cannot go as it is) or
@@ -23,16 +26,20 @@ from typing import Any
 
 import orjson
 
+from batchrun.endpoints import LATE_CREATE_SECONDS
 from batchrun.sending.client import Answer, ApiClient, TransportError
-from batchrun.sending.control import Control, StopSending
+from batchrun.sending.control import Control, StopSending, missing_route, route_stop_reason
 from batchrun.sending.limiter import Limiter
-from batchrun.sending.reads import RATE_LIMIT_RETRIES, Reader
+from batchrun.sending.reads import POLL_FIRST, RATE_LIMIT_RETRIES, Reader
 from batchrun.sending.retry import decide
 
 LIST_PAGE = 100
 # Clocks differ: a batch created up to this long before our record may still be ours.
 CLOCK_SLACK = 600.0
 JOB_KEY, PART_KEY = "batchrun_job", "batchrun_part"
+# The longest pause between looks for a batch the server may still be making.
+LOOK_PAUSE_CAP = 10.0
+GATEWAY_TIMEOUT = 504
 
 
 class Refused(Exception):
@@ -55,10 +62,12 @@ class BatchApi:
         *,
         max_retries: int,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.client = client
         self.reader = reader
+        self._clock = clock
         self.limiter = create_limiter
         self.control = control
         self.max_retries = max_retries
@@ -147,6 +156,21 @@ class BatchApi:
             reason = answer.message if answer is not None else "no answer"
             raise Unsure(f"cannot download {file_id} ({reason})")
 
+    async def look_until(
+        self, look: Callable[[], Awaitable[dict[str, Any] | None]], until: float
+    ) -> dict[str, Any] | None:
+        """What ``look`` finds; while it finds nothing and the server may still be making
+        it (before ``until``, wall clock), look again after a pause, growing."""
+        pause = POLL_FIRST
+        while True:
+            found = await look()
+            left = until - self._clock()
+            if found is not None or left <= 0:
+                return found
+            self.control.check()
+            await self._sleep(min(pause, left))
+            pause = min(pause * 1.5, LOOK_PAUSE_CAP)
+
     async def _post(
         self,
         send: Callable[[], Awaitable[Answer]],
@@ -157,13 +181,18 @@ class BatchApi:
         failures = throttled = 0
         # Waiting out 429s is waiting for speed, not failing: a budget of its own.
         throttle_budget = self.max_retries and max(self.max_retries, RATE_LIMIT_RETRIES)
+        # Until when the server may still be making what an unanswered create asked.
+        still_until = 0.0
         while True:
             self.control.check()
             await self.limiter.acquire()
             headers: dict[str, str] = {}
+            leaving = self._clock()
             try:
                 answer = await send()
             except TransportError as error:
+                if not error.answering:
+                    still_until = max(still_until, leaving + LATE_CREATE_SECONDS)
                 failures += 1
                 decision = decide(
                     attempt=failures,
@@ -176,6 +205,8 @@ class BatchApi:
                 self.limiter.observe(answer.headers)
                 if answer.status < 300:
                     return answer
+                if answer.status == GATEWAY_TIMEOUT:  # the server behind may still be at it
+                    still_until = max(still_until, leaving + LATE_CREATE_SECONDS)
                 limited = answer.status == 429
                 throttled, failures = throttled + limited, failures + (not limited)
                 decision = decide(
@@ -189,6 +220,11 @@ class BatchApi:
                 )
                 headers = dict(answer.headers)
                 reason = answer.message
+                if missing_route(answer.status, answer.data, answer.text):
+                    # A server without the Batch API (/files, /batches): no part can go.
+                    reason = route_stop_reason(reason, self.reader.settings.base_url, "Batch API")
+                    self.control.abort(f"{reason}; or send without --batch")
+                    raise StopSending(reason)
                 if decision.systemic:
                     self.control.abort(reason)
                     raise StopSending(reason)
@@ -198,7 +234,7 @@ class BatchApi:
                 self.control.abort(decision.reason)
                 raise StopSending(decision.reason)
             if decision.ambiguous and look is not None:
-                found = await look()
+                found = await self.look_until(look, still_until)
                 if found is not None:
                     return found
             if not decision.retry:

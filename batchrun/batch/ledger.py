@@ -8,9 +8,12 @@ next run can finish without sending a row twice::
     creating  --POST answered, or adopted from GET /batches-->  submitted
     submitted --batch ended, every row's result in the log-->  joined
     (recorded, uploaded or creating)  --the server refused the file or batch-->  refused
+    submitted --the batch failed token_limit_exceeded; rows put in new parts-->  requeued
 
 ``recorded`` holds the part's row keys: those rows go in no other part unless the part
-ended (``joined`` or ``refused``), the row failed, and ``--retry-failed`` is given. A
+ended (``joined`` or ``refused``), the row failed, and ``--retry-failed`` is given, or the
+enqueued-token limit refused the part's batch (``requeued``: its rows go into new parts,
+marked ``requeued`` themselves, which get no second chance). A
 ``creating`` part without a batch id may have a batch all the same (the answer was lost):
 the next run looks for it by its metadata before creating one.
 """
@@ -26,9 +29,9 @@ import orjson
 from batchrun.sending.journal import Journal
 
 RECORDED, UPLOADED, CREATING, SUBMITTED = "recorded", "uploaded", "creating", "submitted"
-JOINED, REFUSED = "joined", "refused"
-ENDED_PARTS = frozenset({JOINED, REFUSED})
-COLUMNS = "part, keys, state, file_id, batch_id, batch_status, creating_at"
+JOINED, REFUSED, REQUEUED = "joined", "refused", "requeued"
+ENDED_PARTS = frozenset({JOINED, REFUSED, REQUEUED})
+COLUMNS = "part, keys, state, file_id, batch_id, batch_status, creating_at, requeued"
 
 
 @dataclass(slots=True)
@@ -43,6 +46,9 @@ class Part:
     batch_status: str | None = None
     # Wall-clock time creation first started: batches older than this are not its own.
     creating_at: float | None = None
+    # Made of the rows of a part whose batch the enqueued-token limit refused: no more
+    # second chances.
+    requeued: bool = False
     # Not stored: the batch as last read, for the rows' messages.
     latest: dict[str, object] = field(default_factory=dict)
 
@@ -65,15 +71,18 @@ class PartLedger:
             f"SELECT {COLUMNS} FROM batch_parts WHERE job = ? ORDER BY part", (self._job,)
         )
         return [
-            Part(number, orjson.loads(keys), state, file_id, batch_id, status, creating_at)
-            for number, keys, state, file_id, batch_id, status, creating_at in found
-        ]
+            Part(
+                number, orjson.loads(keys), state, file_id, batch_id, status, creating_at,
+                bool(requeued),
+            )
+            for number, keys, state, file_id, batch_id, status, creating_at, requeued in found
+        ]  # fmt: skip
 
     def add(self, parts: list[Part]) -> None:
         """Record new parts with their row keys, all in one transaction."""
         self._write(
             "INSERT INTO batch_parts (job, part, keys, state, file_id, batch_id, batch_status,"
-            " creating_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " creating_at, updated_at, requeued) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     self._job,
@@ -85,9 +94,25 @@ class PartLedger:
                     part.batch_status,
                     part.creating_at,
                     time.time(),
+                    int(part.requeued),
                 )
                 for part in parts
             ],
+        )
+
+    def queue_limit(self) -> int | None:
+        """The enqueued-token limit a refusal stated for this job, if one did."""
+        found = self._db.execute(
+            "SELECT tokens FROM batch_queue WHERE job = ?", (self._job,)
+        ).fetchone()
+        return None if found is None else int(found[0])
+
+    def save_queue_limit(self, tokens: int) -> None:
+        """Keep the limit a refusal stated, for this job's next runs."""
+        self._write(
+            "INSERT INTO batch_queue (job, tokens) VALUES (?, ?)"
+            " ON CONFLICT (job) DO UPDATE SET tokens = excluded.tokens",
+            [(self._job, tokens)],
         )
 
     def save(self, part: Part) -> None:

@@ -104,29 +104,44 @@ class WrittenPart:
     path: Path
     keys: list[str] = field(default_factory=list)
     size: int = 0
+    tokens: int = 0  # what its lines are charged in the queue (see batchrun.batch.queue)
 
 
 class PartWriter:
-    """Writes batch lines into numbered files, a new file whenever a limit would be passed.
+    """Writes batch lines into numbered files, a new file whenever a limit would be passed:
+    lines, bytes, and ``max_tokens`` (the enqueued-token limit), when given.
 
     ``path_of(n)`` names part ``n``; numbering starts at ``first``.
     """
 
-    def __init__(self, path_of: Callable[[int], Path], first: int = 1) -> None:
+    def __init__(
+        self, path_of: Callable[[int], Path], first: int = 1, max_tokens: int | None = None
+    ) -> None:
         self._path_of = path_of
+        self._max_tokens = max_tokens
         self._next = first
         self._stream: IO[bytes] | None = None
         self.parts: list[WrittenPart] = []
 
-    def add(self, custom_id: str, line: bytes) -> None:
-        """Append one line (see :func:`batch_line`) to the current file, or a new one."""
+    def add(self, custom_id: str, line: bytes, tokens: int = 0) -> None:
+        """Append one line (see :func:`batch_line`), charged ``tokens``, to the current
+        file, or a new one."""
         current = self.parts[-1] if self.parts and self._stream is not None else None
-        if current is None or not fits(len(current.keys), current.size, len(line)):
+        if (
+            current is None
+            or not fits(len(current.keys), current.size, len(line))
+            or (
+                self._max_tokens is not None
+                and current.keys
+                and current.tokens + tokens > self._max_tokens
+            )
+        ):
             current = self._open()
         assert self._stream is not None
         self._stream.write(line)
         current.keys.append(custom_id)
         current.size += len(line)
+        current.tokens += tokens
 
     def _open(self) -> WrittenPart:
         if self._stream is not None:

@@ -19,6 +19,10 @@ from batchrun.report import STOPPED_RUN_STATUSES, RowResult
 # How a "busy" answer is handled: read the lane's answers and wait for the active one
 # ("look"), or wait and try again ("wait": the holder cannot be named).
 LOOK, WAIT = "look", "wait"
+# How long after a create was sent a server may still be making what it asked, where the
+# answer does not wait for a generation (a run, a file, a batch): a slow compatible server
+# may list a run late; a client's time-out cancels nothing on the server.
+LATE_CREATE_SECONDS = 120.0
 
 
 class Endpoint(abc.ABC):
@@ -69,6 +73,11 @@ class Endpoint(abc.ABC):
     def can_look(self, row: RowResult) -> bool:
         """Whether what a row's request created can be found again by its run tag."""
         return False
+
+    def creating_for(self, timeout: float) -> float:
+        """How long after a create was sent the server may still be making what it asked
+        (``timeout``: --timeout): until then, not finding it proves nothing."""
+        return LATE_CREATE_SECONDS
 
     def look_path(self, row: RowResult, tag: str) -> str:
         """The read that lists answers a row's request may have created (when

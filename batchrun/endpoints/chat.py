@@ -11,6 +11,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from batchrun.config import GENERATION_TIMEOUT
 from batchrun.endpoints import Endpoint
 from batchrun.report import Outcome, RowResult
 from batchrun.schema import RUN_TAG_KEY
@@ -63,6 +64,10 @@ class Chat(Endpoint):
 
     def stopped(self, status: str) -> bool:
         return True  # a completion is answered whole
+
+    def creating_for(self, timeout: float) -> float:
+        # A completion is stored, and listed, only once it is generated.
+        return max(GENERATION_TIMEOUT, timeout)
 
     def can_look(self, row: RowResult) -> bool:
         return (row.body or {}).get("store") is True

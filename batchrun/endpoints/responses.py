@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
+from batchrun.config import GENERATION_TIMEOUT
 from batchrun.endpoints import WAIT, Endpoint
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.states import Event
@@ -94,6 +95,10 @@ class Responses(Endpoint):
                 f" ({row.last_error})" if row.last_error else ""
             )
             row.move(Event.ANSWER_FAILED)
+
+    def creating_for(self, timeout: float) -> float:
+        # In the foreground, a response is made as it is generated.
+        return max(GENERATION_TIMEOUT, timeout)
 
     def follow_path(self, row: RowResult, answer_id: str) -> str:
         return f"/responses/{urllib.parse.quote(answer_id, safe='')}"

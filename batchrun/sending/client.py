@@ -30,11 +30,13 @@ PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_-]+)+")
 
 
 class TransportError(Exception):
-    """No usable HTTP answer; ``.failure`` says whether the request may have arrived."""
+    """No usable HTTP answer; ``.failure`` says whether the request may have arrived,
+    ``.answering`` whether the server had begun its answer (so it was done with it)."""
 
-    def __init__(self, failure: Failure, message: str) -> None:
+    def __init__(self, failure: Failure, message: str, *, answering: bool = False) -> None:
         super().__init__(message)
         self.failure = failure
+        self.answering = answering
 
 
 class AnswerTooLarge(aiohttp.ClientPayloadError):
@@ -102,11 +104,11 @@ class ApiClient:
         self._base_url = yarl.URL(self._base)
         self._base_path = self._base_url.raw_path.rstrip("/")
         self._key = settings.api_key or ""
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        self._timeout = aiohttp.ClientTimeout(total=settings.attempt_timeout)
         # Batch files run to hundreds of MB: --timeout bounds each wait for data, not the
         # whole transfer.
         self._transfer = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.timeout, sock_read=settings.timeout
+            total=None, sock_connect=settings.attempt_timeout, sock_read=settings.attempt_timeout
         )
         # Every request, create or read, holds one of --concurrency slots while in flight:
         # followers polling many runs must not exceed the bound the user set.
@@ -181,6 +183,7 @@ class ApiClient:
         limits: aiohttp.ClientTimeout,
         consume: Callable[[aiohttp.ClientResponse], Awaitable[bytes]],
     ) -> Answer:
+        answering = False
         try:
             async with (
                 self._slots,
@@ -194,11 +197,14 @@ class ApiClient:
                     proxy=self._proxy,
                 ) as response,
             ):
+                answering = True  # its status line came: the server is done with it
                 raw = await consume(response)
                 answer_headers = response.headers  # case-insensitive already
                 status = response.status
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise TransportError(Failure.TIMEOUT, "timed out waiting for the answer") from None
+            raise TransportError(
+                Failure.TIMEOUT, "timed out waiting for the answer", answering=answering
+            ) from None
         except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as error:
             raise TransportError(Failure.TLS, self.mask(f"TLS failed: {error}")) from None
         except aiohttp.ClientConnectorError as error:
@@ -206,10 +212,12 @@ class ApiClient:
                 Failure.CONNECT, self.mask(f"could not connect: {error}")
             ) from None
         except AnswerTooLarge as error:
-            raise TransportError(Failure.DISCONNECT, str(error)) from None
+            raise TransportError(Failure.DISCONNECT, str(error), answering=answering) from None
         except (aiohttp.ClientError, ConnectionError) as error:
             reason = self.mask(str(error) or type(error).__name__)
-            raise TransportError(Failure.DISCONNECT, f"connection dropped: {reason}") from None
+            raise TransportError(
+                Failure.DISCONNECT, f"connection dropped: {reason}", answering=answering
+            ) from None
         text = self.mask(raw.decode("utf-8", errors="replace"))
         try:
             data = orjson.loads(text) if text else None

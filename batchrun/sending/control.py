@@ -5,16 +5,22 @@ answers into that decision, with no I/O, so tables of answers test them:
 
 - :class:`RouteWatch` — answers that say the route itself is missing (a wrong base URL, or
   OpenAI's retired Assistants API), told apart from 404s about the row;
-- :class:`ConnectWatch` — refused connections with no answer between them (a wrong port).
+- :class:`ConnectWatch` — refused connections with no answer between them (a wrong port);
+- :class:`RefusalWatch` — the same refusal on the first rows of a job, nothing ok before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # Route-missing answers in a row (with no answer from the route between them) that stop a job.
 ROUTE_MISSING_LIMIT = 3
+# Rows refused with the same answer, none ok before, that stop a job (the server's own
+# "everything fails", such as a 400 "No connected db." for a wrong key).
+SAME_REFUSAL_LIMIT = 3
+# Refusals that are about the row itself (its ids, its size, its fields): never systemic.
+ROW_REFUSALS = frozenset({404, 413, 422})
 # Refused connections in a row that stop a job: few before the server ever answered (a
 # wrong URL), more once it has (a server restarting).
 CONNECT_LIMIT_UNSEEN, CONNECT_LIMIT_SEEN = 3, 8
@@ -24,21 +30,42 @@ RETIRED_HINT = (
 )
 
 
+# What a job learns about its server, kept in the journal for the jobs after it.
+TAGS_KEPT = "tags kept"  # an answer showed a run tag: the server keeps run metadata
+NO_LOOKUP = "no lookup"  # the lookup route answered 404/405/501: nothing can be looked up
+
+
 class StopSending(Exception):
     """The job is stopping (systemic error or interrupt): send nothing more."""
 
 
 class Control:
-    """Whether the job is stopping, and why; notes for the summary."""
+    """Whether the job is stopping, and why; notes for the summary; what the job has
+    learnt about its server (``facts``, such as :data:`TAGS_KEPT`)."""
 
-    __slots__ = ("notes", "reason", "systemic", "tags_seen")
+    __slots__ = ("facts", "limits", "notes", "on_learnt", "reason", "systemic")
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        # The rate limits in force when the job ended, and where they came from.
+        self.limits = ""
         self.systemic = False
         self.notes: list[str] = []
-        # The server was seen keeping run tags (in any answer of this job).
-        self.tags_seen = False
+        self.facts: set[str] = set()
+        # Called once per fact first learnt (the journal keeps it for the next job).
+        self.on_learnt: Callable[[str], None] | None = None
+
+    @property
+    def tags_seen(self) -> bool:
+        """Whether the server was seen keeping run tags (by this job or one before it)."""
+        return TAGS_KEPT in self.facts
+
+    def learn(self, fact: str) -> None:
+        """The job has seen ``fact`` hold of its server."""
+        if fact not in self.facts:
+            self.facts.add(fact)
+            if self.on_learnt is not None:
+                self.on_learnt(fact)
 
     def abort(self, reason: str) -> None:
         """Stop the job on a systemic error; the first reason wins."""
@@ -102,12 +129,12 @@ class RouteWatch:
         return self.misses >= ROUTE_MISSING_LIMIT
 
 
-def route_stop_reason(message: str, base_url: str) -> str:
-    """The one line a job stopped on a missing route ends with."""
-    if "api.openai.com" in base_url:
+def route_stop_reason(message: str, base_url: str, route: str = "Assistants runs") -> str:
+    """The one line a job stopped on a missing route ends with (``route``: which one)."""
+    if "api.openai.com" in base_url and route == "Assistants runs":
         return f"{message} ({RETIRED_HINT})"
     return (
-        f"{message} (the server has no Assistants runs route at {base_url.rstrip('/')}: "
+        f"{message} (the server has no {route} route at {base_url.rstrip('/')}: "
         "check --base-url, e.g. a path prefix such as /api/v1 or /openai/v1)"
     )
 
@@ -135,3 +162,41 @@ class ConnectWatch:
         self.failures += 1
         limit = CONNECT_LIMIT_SEEN if self.answered_once else CONNECT_LIMIT_UNSEEN
         return self.failures >= limit
+
+
+class RefusalWatch:
+    """Says when the first rows of a job are all refused with the same answer (status,
+    type and message), none ok before: the server's own error, not the rows'.
+
+    A refusal that names a field of the row (``param``) or is about the row (404, 413,
+    422), a different refusal, or any answer ok, shows that not everything fails: the
+    watch then never stops the job.
+    """
+
+    __slots__ = ("count", "disarmed", "signature")
+
+    def __init__(self) -> None:
+        self.signature: tuple[int, str, str] | None = None
+        self.count = 0
+        self.disarmed = False
+
+    def answered_ok(self) -> None:
+        """A row's request succeeded: whatever fails next is the row's."""
+        self.disarmed = True
+
+    def refused(self, status: int, error: Mapping[str, Any], message: str) -> bool:
+        """A row refused for good with ``status``; True when every row so far was refused
+        this same way, at least SAME_REFUSAL_LIMIT of them (and for each one after)."""
+        if self.disarmed:
+            return False
+        signature = (status, str(error.get("type") or ""), message)
+        if (
+            status in ROW_REFUSALS
+            or error.get("param")
+            or (self.signature is not None and signature != self.signature)
+        ):
+            self.disarmed = True
+            return False
+        self.signature = signature
+        self.count += 1
+        return self.count >= SAME_REFUSAL_LIMIT

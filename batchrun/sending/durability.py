@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 
 from batchrun.report import RowResult
 from batchrun.sending.journal import Journal
-from batchrun.sending.states import IN_JOURNAL
+from batchrun.sending.states import IN_JOURNAL, MARKABLE
 
 # Rows marked ``sending`` in one journal transaction, ahead of being sent.
 MARK_AHEAD = 256
@@ -88,11 +88,18 @@ class MarkedAhead:
         self.due = collections.deque(due)
 
     async def mark(self, row: RowResult) -> None:
-        """Before ``row`` is first sent: mark it and the next rows due, one transaction."""
+        """Before ``row`` is first sent: mark it and the next rows due, one transaction.
+
+        A row due whose state is already final (adopted by a look, failed) is never
+        marked: the mark would come after its state in the log, and win on replay."""
         block = [row]
         while len(block) < MARK_AHEAD and self.due:
             upcoming = self.due.popleft()
-            if upcoming.index not in self.writes.marked and upcoming is not row:
+            if (
+                upcoming.index not in self.writes.marked
+                and upcoming is not row
+                and upcoming.state in MARKABLE
+            ):
                 block.append(upcoming)
         self.writes.mark(block)
 

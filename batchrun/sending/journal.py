@@ -112,6 +112,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job, part)
     );
     """,
+    # The Batch API's enqueued-token limit (see batchrun.batch.queue): whether a part is the
+    # one second chance of rows whose batch the queue refused, and the limit a refusal
+    # stated, kept for the job's next runs.
+    """
+    ALTER TABLE batch_parts ADD COLUMN requeued INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE batch_queue (job TEXT PRIMARY KEY, tokens INTEGER NOT NULL);
+    """,
 )
 
 
@@ -227,6 +234,7 @@ class Journal:
         if found is not None:
             self._db.execute("DELETE FROM log WHERE job = ?", (found[0],))
             self._db.execute("DELETE FROM batch_parts WHERE job = ?", (found[0],))
+            self._db.execute("DELETE FROM batch_queue WHERE job = ?", (found[0],))
             if found[0] == "":
                 self._db.execute("DELETE FROM rows_v1")
         self._db.execute(
@@ -306,6 +314,21 @@ class Journal:
         self._db.execute(
             "INSERT INTO log (entries, written_at, job) VALUES (?, ?, ?)",
             (batch, time.time(), self.job_id),
+        )
+
+    def facts(self) -> set[str]:
+        """What this job has learnt about its server so far (see :meth:`remember`)."""
+        prefix = f"fact:{self.job_id}:"
+        found = self._db.execute(
+            "SELECT name FROM meta WHERE substr(name, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {name.removeprefix(prefix) for (name,) in found}
+
+    def remember(self, fact: str) -> None:
+        """Keep ``fact`` about the server (such as "tags kept") for the reruns of this job;
+        committed at once (a kill right after must not lose it)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta VALUES (?, '1')", (f"fact:{self.job_id}:{fact}",)
         )
 
     def mark_sending(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:

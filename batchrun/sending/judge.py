@@ -11,8 +11,18 @@ Verdicts, in the order they win:
 - ``ADOPT`` — a run carries the row's tag (and is not one the row already replaced): it is
   the row's run, whatever the answer to the create said.
 - ``UNSURE`` — the create may have arrived, and nothing can tell whether a run is its own
-  (no run tag, or a server that drops metadata and a run started since the row was sent).
-  A second run costs money, so the row is not sent blindly.
+  (no run tag, or a server that may drop metadata and a run that may have started since
+  the row was first sent). A second run costs money, so the row is not sent blindly.
+
+What the job has seen decides what a run without the row's tag is:
+
+- once the server was seen keeping run tags (in any answer of this job, or of the job
+  before it: the journal keeps it), a run without the row's tag is someone else's, whatever
+  its metadata shows (``null``, absent or ``{}``: how other clients' runs look);
+- a run created before the row's first attempt is someone else's. ``created_at`` is read
+  to the resolution the server shows (whole seconds: a run stamped 12 was made before 13),
+  and the server's clock may be behind ours by ``clock_gap`` (measured from its ``Date``
+  header, else :data:`CLOCK_SKEW`).
 - ``BLOCKED`` — the thread's active run waits for tool outputs (``requires_action``): only
   the user can move it on, so nothing more is sent on that thread.
 - ``BUSY`` — another run on the thread is still going: wait for it, then send.
@@ -28,7 +38,7 @@ from typing import Any
 
 from batchrun.schema import RUN_TAG_KEY
 
-# Runs created this long before a row was first sent cannot be its own, even across clocks.
+# How far the server's clock may be behind ours when nothing measured it.
 CLOCK_SKEW = 60.0
 ACTIVE_RUN_STATUSES = frozenset({"queued", "in_progress", "cancelling", "requires_action"})
 
@@ -66,6 +76,15 @@ def created_at(run: Mapping[str, Any]) -> float:
     return float(value) if isinstance(value, (int, float)) else float("inf")
 
 
+def made_since(run: Mapping[str, Any], sent_at: float, clock_gap: float) -> bool:
+    """Whether ``run`` may have been created at or after ``sent_at`` (our clock), its
+    ``created_at`` read to the resolution it shows, the server's clock up to ``clock_gap``
+    behind ours. A run without ``created_at`` may have been."""
+    stamp = created_at(run)
+    resolution = 1.0 if stamp.is_integer() else 0.0
+    return stamp + resolution > sent_at - clock_gap
+
+
 def judge(
     runs: Sequence[Mapping[str, Any]],
     *,
@@ -74,13 +93,15 @@ def judge(
     sent_at: float,
     superseded: Collection[str] = (),
     tags_seen: bool = False,
+    clock_gap: float = CLOCK_SKEW,
 ) -> Judgement:
     """Judge a row's create from ``runs`` (a thread's newest runs, newest first).
 
     ``tag`` is the row's run tag (None without one); ``unsure`` whether an earlier
     request of the row may have arrived; ``sent_at`` the wall-clock time of its first send;
     ``superseded`` run ids the row has already replaced (``--retry-failed`` after a failed
-    run); ``tags_seen`` whether this job has seen the server keep run tags, in any answer.
+    run); ``tags_seen`` whether the job has seen the server keep run tags, in any answer;
+    ``clock_gap`` how far the server's clock may be behind ours (seconds).
     """
     if tag is not None:
         for run in runs:
@@ -89,16 +110,10 @@ def judge(
     if unsure:
         if tag is None:
             return Judgement(Verdict.UNSURE, runs[0] if runs else None, reason="no tag")
-        if not any(tag_of(run) is not None for run in runs):
-            # No run here carries a tag: this server may drop metadata, so a run created
-            # since the row was first sent could be its own. Only a run that shows its
-            # metadata, on a server this job has seen keep tags, is surely another's.
-            suspects = [
-                run
-                for run in runs
-                if created_at(run) >= sent_at - CLOCK_SKEW
-                and not (tags_seen and isinstance(run.get("metadata"), Mapping))
-            ]
+        if not (tags_seen or any(tag_of(run) is not None for run in runs)):
+            # Nothing shows that this server keeps tags: it may drop metadata, so a run
+            # that may have been made since the row was first sent could be its own.
+            suspects = [run for run in runs if made_since(run, sent_at, clock_gap)]
             if suspects:
                 return Judgement(Verdict.UNSURE, suspects[0], reason="no metadata")
     for run in runs:

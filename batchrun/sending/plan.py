@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 
 from batchrun.report import STOPPED_RUN_STATUSES, Outcome, RowResult
 from batchrun.sending.journal import Entry
-from batchrun.sending.states import Action, Event, RowState, from_journal, plan_entry
+from batchrun.sending.states import HOLDS_LANE, Action, Event, RowState, from_journal, plan_entry
 
 
-def action_for(entry: Entry, row: RowResult, *, retry_failed: bool, wait: bool) -> Action:
-    """The action for a row whose journal entry is ``entry`` (``row`` restored from it)."""
+def action_for(
+    entry: Entry, row: RowResult, *, retry_failed: bool, wait: bool, reply: bool = False
+) -> Action:
+    """The action for a row whose journal entry is ``entry`` (``row`` restored from it);
+    ``reply``: --reply, where the reply is read apart from the answer (runs)."""
     return plan_entry(
         from_journal(entry.state, bool(entry.result.get("ambiguous"))),
         retry_failed=retry_failed,
@@ -26,6 +29,10 @@ def action_for(entry: Entry, row: RowResult, *, retry_failed: bool, wait: bool) 
         # A run still queued after a whole --wait-timeout, made although its create was
         # answered with an error, may never start.
         stalled=bool(row.ghost) and row.outcome is Outcome.PENDING and row.run_status == "queued",
+        owes_reply=reply
+        and row.outcome is Outcome.OK
+        and row.run_status == "completed"
+        and not row.reply,
     )
 
 
@@ -47,40 +54,89 @@ def plan_job(
     retry_failed: bool,
     wait: bool,
     can_look: Callable[[RowResult], bool] = lambda row: True,
+    reads_reply: Callable[[RowResult], bool] = lambda row: False,
+    lane: str = "thread",
 ) -> JobPlan:
     """Decide per row, from the journal's ``entries``, what this job must do.
 
     ``can_look`` says whether what a row's request made can be looked up by its tag. Where
     it cannot, a row that may have arrived failed saying so, and ``--retry-failed`` is the
-    user's word to send it again: it is sent without looking.
+    user's word to send it again: it is sent without looking. ``reads_reply`` says whether
+    a row's reply is read apart from its answer (--reply on runs): a row whose reply was
+    never read is followed again to read it.
+
+    Rows of one lane (``lane`` names it: thread, conversation) keep their order across
+    jobs: a row kept from the journal unresolved (failed after a request that may have
+    arrived) holds back the later rows of its lane, which say why, until it is resolved.
     """
     plan = JobPlan(rows)
+    holding: dict[str, RowResult] = {}  # lane id -> the unresolved row holding it
     for row in rows:
-        if row.outcome is Outcome.INVALID or row.key is None:
+        _plan_row(plan, row, entries, retry_failed, wait, can_look, reads_reply)
+        if not row.thread_id:
             continue
-        entry = entries.get(row.key)
-        if entry is None:
-            plan.to_create.add(row.index)
-            continue
-        row.restore(entry.result, entry.state)
-        action = action_for(entry, row, retry_failed=retry_failed, wait=wait)
-        if action is Action.KEEP:
-            plan.from_journal += 1
-        elif action is Action.SEND:
-            blind = row.state is RowState.FAILED_UNSURE and not can_look(row)
-            row.move(Event.RESEND_BLIND if blind else Event.RESEND)
-            plan.to_create.add(row.index)
-        elif action is Action.NEW_ANSWER:
-            row.superseded.append(row.run_id)
-            row.run_id = row.run_status = row.last_error = row.reply = row.ghost = ""
-            row.usage = {}
-            row.outcome, row.error = None, ""
-            row.reconciled = False
-            row.move(Event.NEW_ANSWER)
-            plan.to_create.add(row.index)
-        else:
-            plan.to_follow.add(row.index)
-            if action is Action.LOOK_ONCE:
-                plan.look_once.add(row.index)
-            row.outcome, row.error = Outcome.OK, ""  # "pending" last time: follow it again
+        held_by = holding.get(row.thread_id)
+        if held_by is not None and row.index in plan.to_create:
+            plan.to_create.discard(row.index)
+            row.fail(Outcome.NOT_SENT, held_reason(held_by, lane), Event.LEFT)
+        elif held_by is None and _unresolved(plan, row):
+            holding[row.thread_id] = row
     return plan
+
+
+def _unresolved(plan: JobPlan, row: RowResult) -> bool:
+    """Whether ``row`` is left as it was, unresolved, so its lane's later rows must wait."""
+    handled = row.index in plan.to_create or row.index in plan.to_follow
+    return row.key is not None and not handled and row.state in HOLDS_LANE
+
+
+def held_reason(held_by: RowResult, lane: str) -> str:
+    """Why a row waits for an unresolved earlier row of its lane."""
+    return (
+        f"not sent: an earlier row on {lane} {held_by.thread_id} is unresolved "
+        f"({held_by.error or 'not sent'}); once it is (--retry-failed sends it again), "
+        "the rows after it go in order"
+    )
+
+
+def _plan_row(
+    plan: JobPlan,
+    row: RowResult,
+    entries: dict[str, Entry],
+    retry_failed: bool,
+    wait: bool,
+    can_look: Callable[[RowResult], bool],
+    reads_reply: Callable[[RowResult], bool],
+) -> None:
+    """Decide what this job does with ``row``, from its journal entry."""
+    if row.outcome is Outcome.INVALID or row.key is None:
+        return
+    entry = entries.get(row.key)
+    if entry is None:
+        plan.to_create.add(row.index)
+        return
+    row.restore(entry.result, entry.state)
+    action = action_for(entry, row, retry_failed=retry_failed, wait=wait, reply=reads_reply(row))
+    if action is Action.KEEP:
+        plan.from_journal += 1
+    elif action is Action.SEND:
+        blind = row.state is RowState.FAILED_UNSURE and not can_look(row)
+        # It failed saying its answer may exist, and the user asked to send it again.
+        row.users_word = row.state is RowState.FAILED_UNSURE
+        row.move(Event.RESEND_BLIND if blind else Event.RESEND)
+        plan.to_create.add(row.index)
+    elif action is Action.NEW_ANSWER:
+        row.superseded.append(row.run_id)
+        row.run_id = row.run_status = row.last_error = row.reply = row.ghost = ""
+        row.usage = {}
+        row.outcome, row.error = None, ""
+        row.reconciled = False
+        row.move(Event.NEW_ANSWER)
+        plan.to_create.add(row.index)
+    else:
+        plan.to_follow.add(row.index)
+        if action is Action.LOOK_ONCE:
+            plan.look_once.add(row.index)
+        row.outcome, row.error = Outcome.OK, ""  # "pending" last time: follow it again
+        if row.state is RowState.DONE:
+            row.move(Event.GOING)  # its reply is still to be read

@@ -7,8 +7,10 @@ creates, which have a budget of their own).
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,14 @@ from batchrun.config import Settings
 from batchrun.endpoints import endpoint_named
 from batchrun.report import RowResult
 from batchrun.sending.client import Answer, ApiClient, TransportError
-from batchrun.sending.control import Control
+from batchrun.sending.control import NO_LOOKUP, Control, missing_route
+from batchrun.sending.judge import CLOCK_SKEW, made_since
 from batchrun.sending.limiter import Limiter
 from batchrun.sending.retry import decide
 
 POLL_FIRST, POLL_CAP = 0.2, 5.0
+# Pages of a listing read to look for a row's answer behind newer ones (100 of 20 runs).
+MAX_PAGES = 100
 # 429 rate_limit_exceeded answers a request may wait out (0 when --max-retries is 0).
 RATE_LIMIT_RETRIES = 30
 
@@ -55,6 +60,8 @@ class Reader:
         self._clock = clock
         self._rand = rand
         self._throttle_budget = throttle_budget(settings)
+        # How far the server's clock may be behind ours, from its last listing's Date.
+        self.clock_gap = CLOCK_SKEW
 
     async def read(self, path: str, *, into: Path | None = None) -> Answer | None:
         """A GET; its answer once it is not worth retrying, or None when there is none.
@@ -108,16 +115,55 @@ class Reader:
         """Wait ``delay`` seconds (on the injected clock of tests)."""
         await self._sleep(delay)
 
-    async def listing(self, path: str) -> list[dict[str, Any]] | None:
+    async def listing(
+        self, path: str, *, since: float | None = None
+    ) -> list[dict[str, Any]] | None:
         """The objects of a list answer (a thread's newest runs, newest first; stored
-        completions by tag); None when they cannot be read."""
-        answer = await self.read(path)
-        if answer is None or answer.status != 200 or not isinstance(answer.data, dict):
-            return None
-        found = answer.data.get("data")
-        if not isinstance(found, list):
-            return None
-        return [run for run in found if isinstance(run, dict)]
+        completions by tag); None when they cannot be read.
+
+        ``since``: read on, page after page (``after``, ``has_more``), until the objects
+        are older than this (our clock; see :func:`~batchrun.sending.judge.made_since`):
+        a row's run may lie behind a page of newer ones another client made.
+        """
+        found: list[dict[str, Any]] = []
+        seen: set[object] = set()
+        page_path = path
+        for _ in range(MAX_PAGES):
+            answer = await self.read(page_path)
+            if answer is not None and missing_route(answer.status, answer.data, answer.text):
+                self.control.learn(NO_LOOKUP)  # this server cannot look anything up
+            if answer is None or answer.status != 200 or not isinstance(answer.data, dict):
+                return None
+            self._observe_clock(answer.headers.get("Date"))
+            page = answer.data.get("data")
+            if not isinstance(page, list):
+                return None
+            items = [item for item in page if isinstance(item, dict)]
+            fresh = [item for item in items if item.get("id") not in seen]
+            found += fresh
+            seen.update(item.get("id") for item in fresh)
+            last = items[-1].get("id") if items else None
+            if (
+                since is None
+                or not fresh  # a server that ignores ``after``: nothing more to read
+                or answer.data.get("has_more") is not True
+                or not isinstance(last, str)
+                or not made_since(items[-1], since, self.clock_gap)
+            ):
+                return found
+            page_path = f"{path}&after={urllib.parse.quote(last, safe='')}"
+        return None  # more runs newer than the row than anyone makes: cannot tell
+
+    def _observe_clock(self, date: str | None) -> None:
+        """Measure how far the server's clock may be behind ours from an answer's ``Date``
+        (whole seconds, stamped before the answer left): at most our time now, less it."""
+        if not date:
+            return
+        try:
+            server_time = email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        self.clock_gap = max(0.0, time.time() - server_time)
 
     async def follow(
         self, row: RowResult, answer_id: str, *, deadline: float

@@ -9,12 +9,13 @@ clock (HTTP-date ``Retry-After``) are parameters so tables of cases test it exac
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from typing import Any
+
+from batchrun.sending.stated_limits import message_limit, message_wait, throttled_budget
 
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 20.0
@@ -57,6 +58,10 @@ class RetryDecision:
     # No row can succeed (bad key, no quota): stop the whole job.
     systemic: bool = False
     reason: str = ""
+    # The budget a 429 names (``requests``, ``tokens``; "" when it names none) and the
+    # per-minute limit its message states.
+    budget: str = ""
+    limit: float | None = None
 
 
 def decide(
@@ -108,7 +113,10 @@ def decide(
         return RetryDecision(False, reason=f"HTTP {status}")
     ambiguous = status != 429
     if status == 429:
+        message = str(error.get("message") or "")
         wait = server_pause(headers, now=now)
+        if wait is None:
+            wait = message_wait(message)
         if wait is not None and wait > LONGEST_PAUSE:
             # The server refuses everyone for that long: pause the job by stopping it, with
             # every unsent row left for the next run, rather than fail each on its own 429.
@@ -118,7 +126,12 @@ def decide(
                 reason=f"HTTP 429, server asked to wait {wait:.0f} s; rerun later",
             )
         return RetryDecision(
-            left, backoff if wait is None else wait, pause_all=True, reason="HTTP 429"
+            left,
+            backoff if wait is None else wait,
+            pause_all=True,
+            reason="HTTP 429",
+            budget=throttled_budget(error, message),
+            limit=message_limit(message),
         )
     return RetryDecision(left, backoff, ambiguous=ambiguous, reason=f"HTTP {status}")
 
@@ -150,29 +163,3 @@ def server_pause(headers: Mapping[str, str], *, now: float | None = None) -> flo
     if now is None or moment.tzinfo is None:
         return None
     return max(0.0, float(moment.timestamp()) - now)
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
-def parse_go_duration(text: str) -> float | None:
-    """Seconds in a Go duration as sent in ``x-ratelimit-reset-*``: ``6m0s``, ``12ms``, ``8.64s``.
-
-    Returns None for anything else; a bare number is taken as seconds.
-    """
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    position = 0
-    total = 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != position:
-            return None
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    return total if position == len(text) else None

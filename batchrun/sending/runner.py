@@ -4,7 +4,8 @@ Rows that share a thread (a conversation, for responses) form a *lane* and go in
 order, each after the previous run on it has stopped; lanes go in parallel; a row with
 neither is a lane of its own. ``concurrency`` workers take the next
 step of some lane from a queue. A step that has to wait for a run (``--wait``, a later row
-on the same thread, or a thread busy with another run) is handed to a follower task, so
+on the same thread, a thread busy with another run, or a row the server may still be
+making after an unanswered create) is handed to a follower task, so
 the worker moves on to create other runs meanwhile. Workers and followers live in one
 :class:`asyncio.TaskGroup`: a follower that fails stops the job instead of hanging it.
 
@@ -30,8 +31,11 @@ from batchrun.sending.durability import JournalWrites, MarkedAhead, MarkedAsSent
 from batchrun.sending.journal import Journal
 from batchrun.sending.plan import JobPlan
 from batchrun.sending.reads import POLL_CAP, POLL_FIRST, Reader
-from batchrun.sending.sender import LaneBusy, RowSender
+from batchrun.sending.sender import LaneBusy, RowSender, Unsure
 from batchrun.sending.states import HOLDS_LANE, Event, RowState
+
+# The longest pause between looks for what an unsure row may have made.
+UNSURE_POLL_CAP = 10.0
 
 
 class Progress(Protocol):
@@ -65,6 +69,8 @@ class Lane:
     busy_until: float | None = None
     # Waits so far for a lane busy with something unnamed (a locked conversation).
     waits: int = 0
+    # Looks so far for what the lane's row may have made (see wait_unsure).
+    looks: int = 0
 
     @property
     def row(self) -> RowResult:
@@ -175,6 +181,9 @@ class Execution:
             return
         if row.index in self.plan.to_create:
             busy = await self.create(lane, row)
+            if isinstance(busy, Unsure):
+                self.spawn(self.wait_unsure(lane, busy))
+                return
             if busy is not None:
                 self.spawn(self.wait_for_thread(lane, busy))
                 return
@@ -184,7 +193,7 @@ class Execution:
         self.progress.update("done", row)
         self.advance(lane)
 
-    async def create(self, lane: Lane, row: RowResult) -> LaneBusy | None:
+    async def create(self, lane: Lane, row: RowResult) -> LaneBusy | Unsure | None:
         try:
             busy = await self.sender.create(row)
         except StopSending as stop:
@@ -195,8 +204,12 @@ class Execution:
         except Exception as error:  # a bug must not stop the job: the row says it
             self.unexpected(row, error)
             busy = None
+        if isinstance(busy, Unsure):
+            self.record(row)  # unsure until then, also for a rerun after a kill
         if busy is not None:
             return busy
+        if self.owes_reply(row):
+            row.move(Event.GOING)
         self.record(row)
         self.progress.update("created", row)
         if left_for_next_run(row):
@@ -213,9 +226,21 @@ class Execution:
         task.add_done_callback(self.followers.discard)
 
     def must_follow(self, lane: Lane) -> bool:
+        if lane.row.state is RowState.CREATED and self.settings.wait:
+            return True  # its final status, or its reply, is still to be read
         if self.endpoint.stopped(lane.row.run_status):
             return False
-        return self.settings.wait or lane.position + 1 < len(lane.rows)
+        return lane.position + 1 < len(lane.rows)
+
+    def owes_reply(self, row: RowResult) -> bool:
+        """--reply: the row's answer completed at once (an adopted run), and its reply, read
+        apart from it, is not read yet: not done until it is."""
+        return (
+            self.settings.reply
+            and row.state is RowState.DONE
+            and row.run_status == "completed"
+            and self.endpoint.reply_path(row) is not None
+        )
 
     async def wait_for_thread(self, lane: Lane, busy: LaneBusy) -> None:
         """The lane is busy with another run: wait for it, then send the lane's row."""
@@ -249,6 +274,33 @@ class Execution:
         else:
             reason = self.endpoint.busy_reason(holder, row.thread_id)
         self.stop_lane(lane, lane.position, reason)
+
+    async def wait_unsure(self, lane: Lane, unsure: Unsure) -> None:
+        """The lane's row may have been made, and the server may still be making it: look
+        again after a pause (growing), until it is found or the server can no longer be
+        at it. The lane's later rows wait; a job stopped first leaves the row unsure."""
+        row = lane.row
+        try:
+            left = unsure.until - self.sender.clock()
+            pause = min(POLL_FIRST * 1.5**lane.looks, UNSURE_POLL_CAP, left)
+            await self.reader.pause(max(pause, 0.0))
+        except asyncio.CancelledError:
+            self.stop_lane(lane, lane.position, self.unsure_reason(row))
+            raise
+        lane.looks += 1
+        if self.control.reason is not None:
+            self.stop_lane(lane, lane.position, self.unsure_reason(row))
+            return
+        self.queue.put_nowait(lane)
+
+    def unsure_reason(self, row: RowResult) -> str:
+        """Why a row left unsure is not sent: it is looked for by the next run."""
+        word = self.endpoint.answer_word
+        before = f" ({row.error})" if row.error else ""
+        return (
+            f"not sent: a {word} may have been created{before} and the server may still be "
+            f"making it; rerun to look for it again (it is never sent twice)"
+        )
 
     async def wait_unnamed(self, lane: Lane) -> None:
         """The lane is busy and the server does not say with what (a locked conversation):
@@ -348,7 +400,7 @@ class Execution:
     def durability(self, row: RowResult) -> MarkedAhead | MarkedAsSent:
         """How ``row`` is made durable: marked a block ahead where what it makes can be
         looked up, else marked as it is sent (see :mod:`batchrun.sending.durability`)."""
-        return self.ahead if self.endpoint.can_look(row) else self.as_sent
+        return self.ahead if self.sender.can_look(row) else self.as_sent
 
     async def mark(self, row: RowResult) -> None:
         """Before ``row`` is first sent: mark it ``sending`` in the journal, durably."""
@@ -370,8 +422,14 @@ def finish_rows(plan: JobPlan, control: Control, *, wait: bool) -> None:
     handled = plan.to_create | plan.to_follow
     for row in plan.rows:
         if row.outcome is None:
-            # Cut off mid-request (a second Ctrl-C) it is unsure: the rerun looks first.
+            # Cut off mid-request (a second Ctrl-C), or stopped while what an earlier
+            # request made was not found yet, it is unsure: the rerun looks first.
             why = f"not sent: job stopped ({reason}); rerun to send it"
+            if row.unsure:
+                why = (
+                    f"not sent: job stopped ({reason}); it may have been created: rerun to "
+                    "look for it again (it is never sent twice)"
+                )
             row.fail(Outcome.NOT_SENT, why, Event.LEFT)
         elif (
             wait

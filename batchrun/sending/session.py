@@ -19,13 +19,14 @@ from typing import Any, TypeVar
 from batchrun.config import Settings
 from batchrun.endpoints import Endpoint, endpoint_named
 from batchrun.report import Outcome, RowResult, Summary, Tally, summarize
-from batchrun.sending.control import Control
+from batchrun.sending.control import NO_LOOKUP, Control
 from batchrun.sending.durability import JournalWrites
 from batchrun.sending.journal import Journal
 from batchrun.sending.plan import JobPlan, plan_job
 from batchrun.sending.reads import Reader
 from batchrun.sending.runner import Execution, Progress, finish_rows, journal_guard
-from batchrun.sending.sender import RowSender
+from batchrun.sending.sender import NO_METADATA_NOTE, RowSender
+from batchrun.sending.states import LEFT_STATES
 
 T = TypeVar("T")
 # How long in-flight requests may finish after Ctrl-C or SIGTERM before they are cut off.
@@ -125,6 +126,10 @@ async def execute(
     from_journal = 0
     async with open_sending(settings, journal.job_id, journal.path) as sending:
         control = sending.sender.control
+        # What jobs before this one learnt of the server holds for it, and the other way.
+        control.facts |= journal.facts()
+        control.on_learnt = journal.remember
+        can_look = lookup_check(endpoint, journal)
         writes = JournalWrites(journal, control.abort)
         held: dict[str, str] = {}
         current = ChunkRun()
@@ -154,9 +159,17 @@ async def execute(
                     journal.lookup(row.key for row in rows if row.key is not None),
                     retry_failed=settings.retry_failed,
                     wait=settings.wait,
-                    can_look=endpoint.can_look,
+                    can_look=can_look,
+                    reads_reply=lambda row: settings.reply and endpoint.reply_path(row) is not None,
+                    lane=endpoint.lane or "thread",
                 )
                 from_journal += plan.from_journal
+                if sending.sender.tagged is None:
+                    # A run an earlier job of this journal made, to read back if a look
+                    # needs to know whether the server keeps tags.
+                    made = next((row for row in plan.rows if row.run_id and row.key), None)
+                    if made is not None:
+                        sending.sender.tagged = (made, made.run_id)
                 writes.marked.clear()  # rows of earlier chunks are never marked again
                 execution = Execution(
                     plan,
@@ -176,11 +189,18 @@ async def execute(
                 finish_rows(plan, control, wait=settings.wait)
                 handled = plan.to_create | plan.to_follow
                 for row in plan.rows:
-                    if row.index in handled and row.outcome in (Outcome.NOT_SENT, Outcome.PENDING):
+                    # Rows left for the next run after they were recorded (the first rows
+                    # of a job refused the same way, found systemic later) are recorded
+                    # again.
+                    left = row.state in LEFT_STATES
+                    if row.index in handled and (
+                        left or row.outcome in (Outcome.NOT_SENT, Outcome.PENDING)
+                    ):
                         execution.record(row)
                 execution.commit_now()
                 if on_chunk is not None:
                     on_chunk(plan)
+        control.limits = sending.sender.create_limiter.in_force()
         if caller_cancelled:
             raise asyncio.CancelledError
         return control, from_journal
@@ -262,9 +282,25 @@ async def run_chunks_async(
         time.monotonic() - started,
         aborted=control.reason if control.systemic else None,
         interrupted=control.reason == "interrupted",
-        notes=tuple(control.notes),
+        notes=job_notes(control),
         from_journal=from_journal,
         answers=endpoint.answers,
+        limits=control.limits,
+    )
+
+
+def lookup_check(endpoint: Endpoint, journal: Journal) -> Callable[[RowResult], bool]:
+    """Whether what a row's request made can be looked up, for the plan: by its endpoint,
+    on a server that an earlier job did not see lack the lookup route."""
+    if NO_LOOKUP in journal.facts():
+        return lambda row: False
+    return endpoint.can_look
+
+
+def job_notes(control: Control) -> tuple[str, ...]:
+    """The notes of a job for its summary (a note on missing tags goes once tags were seen)."""
+    return tuple(
+        note for note in control.notes if not (note == NO_METADATA_NOTE and control.tags_seen)
     )
 
 
@@ -283,10 +319,11 @@ def job_summary(
         time.monotonic() - started,
         aborted=control.reason if control.systemic else None,
         interrupted=control.reason == "interrupted",
-        notes=tuple(control.notes),
+        notes=job_notes(control),
         count_runs=count_statuses,
         from_journal=from_journal,
         answers=endpoint.answers,
+        limits=control.limits,
     )
 
 

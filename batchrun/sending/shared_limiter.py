@@ -44,8 +44,15 @@ from typing import TYPE_CHECKING, Any
 
 from batchrun.config import Settings, mask_url
 from batchrun.errors import UsageError
-from batchrun.sending.limiter import DEFAULT_GRACE, Limiter, RateLimiter, observed_pause
+from batchrun.sending.limiter import (
+    DEFAULT_GRACE,
+    Limiter,
+    RateLimiter,
+    observed_pause,
+    per_minute_text,
+)
 from batchrun.sending.retry import LONGEST_PAUSE
+from batchrun.sending.stated_limits import REQUESTS, TOKENS
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -56,36 +63,47 @@ CONNECT_TIMEOUT = 3.0
 ANSWER_TIMEOUT = 5.0
 KEY_PREFIX = "batchrun:"
 
-# KEYS[1]: the TAT, in microseconds of Redis TIME. ARGV: the interval between requests
-# (us), the burst (requests at once), a pause (us; 0 reserves a slot), the grace (us).
-# Returns the microseconds the caller waits before sending (0: go now).
+# KEYS: the TAT of each budget (requests, then tokens), in microseconds of Redis TIME.
+# ARGV: a pause (us; 0 reserves), the grace (us), then per key: the interval between units
+# (us), the burst (units at once) and the units this request costs. Returns the
+# microseconds the caller waits before sending (0: go now). A request waits until every
+# budget holds its cost (a cost beyond the burst: a full budget, left in debt), then takes
+# it from each at that moment: the budgets move together, in one atomic step.
 GCRA_SCRIPT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local interval = tonumber(ARGV[1])
-local tolerance = (tonumber(ARGV[2]) - 1) * interval
-local pause = tonumber(ARGV[3])
-local stored = tonumber(redis.call('GET', KEYS[1]))
-local tat, wait
-if pause > 0 then
-  -- No slot before the pause ends, and then no burst: the budget restarts empty.
-  tat = now + pause + tolerance
-  if stored and stored >= tat then return 0 end
-  wait = 0
-elseif stored then
-  -- A slot is allowed once the TAT is within the burst tolerance of it.
-  tat = math.max(stored, now)
-  wait = math.max(0, tat - tolerance - now)
-  tat = tat + interval
-else
-  -- A fresh budget: refilling starts a short grace after the first request, whose latency
-  -- includes connecting (a client in lockstep with the server would arrive early).
-  tat = now + tonumber(ARGV[4]) + interval
-  wait = 0
+local pause = tonumber(ARGV[1])
+local go = now
+local bases = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[3 * i])
+  local burst = tonumber(ARGV[3 * i + 1])
+  local cost = tonumber(ARGV[3 * i + 2])
+  local stored = tonumber(redis.call('GET', key))
+  if pause > 0 then
+    -- No unit before the pause ends, and then no burst: the budget restarts empty.
+    local tat = now + pause + (burst - 1) * interval
+    if not stored or stored < tat then
+      redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+    end
+  elseif stored then
+    -- Units are there once the TAT is within the burst tolerance of them.
+    bases[i] = math.max(stored, now)
+    local ready = bases[i] - (burst - math.min(cost, burst)) * interval
+    if ready > go then go = ready end
+  else
+    -- A fresh budget, full: refilling starts a short grace after the first request, whose
+    -- latency includes connecting (a client in lockstep with the server would arrive early).
+    bases[i] = now + tonumber(ARGV[2])
+  end
 end
--- '%d': tostring() would print 16 digits in exponent form and round the TAT.
-redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
-return wait
+if pause > 0 then return 0 end
+for i, key in ipairs(KEYS) do
+  local tat = math.max(bases[i], go) + tonumber(ARGV[3 * i + 2]) * tonumber(ARGV[3 * i])
+  -- '%d': tostring() would print 16 digits in exponent form and round the TAT.
+  redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+end
+return go - now
 """
 
 
@@ -94,14 +112,13 @@ class SharedLimiterLost(Exception):
 
 
 class SharedRateLimiter:
-    """GCRA on Redis: ``per_minute`` requests a minute across every process using ``key``."""
+    """GCRA on Redis: ``per_minute`` requests and ``tokens_per_minute`` tokens a minute
+    across every process using ``key`` (the tokens under ``<key>:tokens``)."""
 
     __slots__ = (
-        "_burst",
+        "_budgets",
         "_clock",
         "_grace_us",
-        "_interval_us",
-        "_key",
         "_lost",
         "_on_lost",
         "_paused_until",
@@ -113,14 +130,16 @@ class SharedRateLimiter:
         "_stop",
         "_where",
         "granted",
+        "key",
     )
 
     def __init__(
         self,
         client: Redis,
         key: str,
-        per_minute: float,
+        per_minute: float | None,
         *,
+        tokens_per_minute: float | None = None,
         where: str = "Redis",
         on_lost: Callable[[str], None] = lambda reason: None,
         stop: Callable[[str], Exception] = SharedLimiterLost,
@@ -130,11 +149,20 @@ class SharedRateLimiter:
     ) -> None:
         self._redis = client
         self._script = client.register_script(GCRA_SCRIPT)
-        self._key = key
-        self._rate = per_minute / 60
-        self._interval_us = 1e6 / self._rate
-        # One second's worth at once, at least one: the in-process limiter's first burst.
-        self._burst = max(1, int(self._rate))
+        self.key = key
+        self._rate = per_minute / 60 if per_minute else None
+        # (unit, Redis key, microseconds a unit, burst): one second's worth at once, at
+        # least one, as in-process.
+        self._budgets: list[tuple[str, str, float, int, float]] = []
+        for unit, name, limit in (
+            (REQUESTS, key, per_minute),
+            (TOKENS, f"{key}:tokens", tokens_per_minute),
+        ):
+            if limit:
+                rate = limit / 60
+                self._budgets.append((unit, name, 1e6 / rate, max(1, int(rate)), limit))
+        if not self._budgets:
+            raise ValueError("a shared limiter needs per_minute or tokens_per_minute")
         self._grace_us = grace * 1e6
         self._where = where
         self._on_lost = on_lost
@@ -149,23 +177,18 @@ class SharedRateLimiter:
         self.granted = 0
 
     @property
-    def rate(self) -> float:
-        """Requests per second, shared by every process using the key."""
+    def rate(self) -> float | None:
+        """Requests per second, shared by every process using the key (None: tokens only)."""
         return self._rate
 
-    @property
-    def key(self) -> str:
-        """The Redis key holding this budget's state."""
-        return self._key
-
-    async def acquire(self) -> None:
-        """Reserve the next shared slot and wait for it."""
+    async def acquire(self, tokens: int = 0) -> None:
+        """Reserve the next shared slot for a request of ``tokens`` and wait for it."""
         while True:
             now = self._clock()
             if now < self._paused_until:
                 await self._sleep(self._paused_until - now)
                 continue
-            wait_us = await self._run(0.0)
+            wait_us = await self._run(0.0, tokens)
             if wait_us > 0:
                 await self._sleep(wait_us / 1e6)
             # A slot that a pause (a 429 met meanwhile) has overtaken is given up: the pause
@@ -175,8 +198,9 @@ class SharedRateLimiter:
                 break
         self.granted += 1
 
-    def pause(self, seconds: float) -> None:
-        """Hold back every process sharing the key for ``seconds``; the budget restarts empty.
+    def pause(self, seconds: float, budget: str = "") -> None:
+        """Hold back every process sharing the key for ``seconds``; ``budget`` (every one
+        if "") restarts empty.
 
         This process's own waiting callers give up slots that fall within the pause.
         """
@@ -184,11 +208,19 @@ class SharedRateLimiter:
         if seconds <= 0 or self._lost is not None:
             return
         self._paused_until = max(self._paused_until, self._clock() + seconds)
-        self._push_later(seconds)
+        self._push_later(seconds, budget)
 
-    def throttled(self, seconds: float, headers: Mapping[str, str]) -> None:
-        """A 429: pause everyone sharing the key (the shared rate is fixed by ``--rpm``)."""
-        self.pause(seconds)
+    def throttled(
+        self,
+        seconds: float,
+        headers: Mapping[str, str],
+        budget: str = "",
+        limit: float | None = None,
+    ) -> None:
+        """A 429: pause everyone sharing the key; the budget it names restarts empty (the
+        shared rates are fixed by ``--rpm``/``--tpm``)."""
+        named = budget if any(unit == budget for unit, *_ in self._budgets) else ""
+        self.pause(seconds, named)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """``x-ratelimit-remaining-requests: 0``: no new slot before the server has one.
@@ -199,12 +231,19 @@ class SharedRateLimiter:
         would give up a slot after nearly every answer).
         """
         seconds = observed_pause(headers)
-        if seconds is not None and self._lost is None:
-            self._push_later(min(seconds, LONGEST_PAUSE))
+        if seconds is not None and self._lost is None and self._rate is not None:
+            self._push_later(min(seconds, LONGEST_PAUSE), REQUESTS)
 
-    def _push_later(self, seconds: float) -> None:
+    def in_force(self) -> str:
+        """The shared limits, e.g. ``600 requests/min (--rpm, shared through Redis)``."""
+        return ", ".join(
+            f"{per_minute_text(limit, unit)} (--{unit[0]}pm, shared through {self._where})"
+            for unit, _, _, _, limit in self._budgets
+        )
+
+    def _push_later(self, seconds: float, budget: str) -> None:
         # Called from synchronous code: the push to Redis runs beside the caller.
-        task = asyncio.get_running_loop().create_task(self._push(seconds))
+        task = asyncio.get_running_loop().create_task(self._push(seconds, budget))
         self._pushes.add(task)
         task.add_done_callback(self._pushes.discard)
 
@@ -213,20 +252,27 @@ class SharedRateLimiter:
         if self._pushes:
             await asyncio.wait(set(self._pushes), timeout=ANSWER_TIMEOUT)
 
-    async def _push(self, seconds: float) -> None:
+    async def _push(self, seconds: float, budget: str) -> None:
         with contextlib.suppress(Exception):  # lost: _run has told on_lost already
-            await self._run(seconds)
+            await self._run(seconds, 0, budget)
 
-    async def _run(self, pause: float) -> float:
-        """Run the script; the microseconds to wait. Redis gone: tell, then raise ``stop``."""
+    async def _run(self, pause: float, tokens: int, budget: str = "") -> float:
+        """Run the script (a pause of ``budget``, every one if "", or a reservation of a
+        request of ``tokens``); the microseconds to wait. Redis gone: tell, then raise
+        ``stop``."""
         from redis.exceptions import RedisError
 
         if self._lost is not None:
             raise self._stop(self._lost)
+        keys: list[str] = []
+        args: list[str | float] = [round(pause * 1e6), self._grace_us]
+        for unit, key, interval_us, burst, _ in self._budgets:
+            if pause > 0 and budget and unit != budget:
+                continue
+            keys.append(key)
+            args += [interval_us, burst, 1 if unit == REQUESTS else tokens]
         try:
-            args: list[str | float] = [self._interval_us, self._burst, round(pause * 1e6)]
-            args.append(self._grace_us)
-            wait: Any = await self._script(keys=[self._key], args=args)
+            wait: Any = await self._script(keys=keys, args=args)
         except (RedisError, OSError) as error:
             if self._lost is None:
                 self._lost = f"lost the shared rate limiter at {self._where} ({error})"
@@ -284,18 +330,23 @@ async def limiters_for(
 ) -> AsyncIterator[tuple[Limiter, Limiter]]:
     """(create limiter, read limiter) for a job: in-process, or shared through Redis.
 
-    With ``settings.limiter_url`` the create budget (``--rpm``) and the read budget
-    (``--read-rpm``) are two Redis keys, ``<limit key>:create`` and ``<limit key>:read``;
-    a read budget without ``--read-rpm`` stays in-process (it adapts to the server alone).
+    In-process, the create limiter holds ``--rpm`` and ``--tpm`` and takes what they leave
+    unset from the server's headers. With ``settings.limiter_url`` the create budgets
+    (``--rpm``, ``--tpm``) and the read budget (``--read-rpm``) are Redis keys,
+    ``<limit key>:create`` (``:create:tokens``) and ``<limit key>:read``; a read budget
+    without ``--read-rpm`` stays in-process (it adapts to the server alone).
     """
     if settings.limiter_url is None:
-        yield RateLimiter(settings.rpm), RateLimiter(settings.read_rpm)
+        create_limiter = RateLimiter(settings.rpm, tokens_per_minute=settings.tpm, from_server=True)
+        yield create_limiter, RateLimiter(settings.read_rpm)
         return
-    assert settings.rpm is not None, "Settings refuses --limiter-url without --rpm"
+    assert settings.rpm or settings.tpm, "Settings refuses --limiter-url without --rpm/--tpm"
     client = await connect(settings.limiter_url)
     base = limit_key(settings)
     options: dict[str, Any] = {"where": mask_url(settings.limiter_url), "on_lost": on_lost}
-    create = SharedRateLimiter(client, f"{base}:create", settings.rpm, stop=stop, **options)
+    create = SharedRateLimiter(
+        client, f"{base}:create", settings.rpm, tokens_per_minute=settings.tpm, stop=stop, **options
+    )
     read: Limiter = RateLimiter(None)
     if settings.read_rpm is not None:
         read = SharedRateLimiter(client, f"{base}:read", settings.read_rpm, stop=stop, **options)

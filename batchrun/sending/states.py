@@ -147,7 +147,11 @@ NEXT_WORD: Mapping[RowState, str] = {
 UNSURE_STATES = frozenset({_S.UNSURE, _S.FAILED_UNSURE})
 # Left for the next job, which sends it without being asked.
 LEFT_STATES = frozenset({_S.UNSENT, _S.UNSURE})
-# A row in one of these, its create over, holds back the later rows of its lane.
+# Only a row in one of these may be marked ``sending`` ahead of its send: a mark over a
+# final state would make the next job look for (or send) a row that is settled.
+MARKABLE = frozenset({_S.UNSENT, _S.UNSURE})
+# A row in one of these, its create over (or kept from the journal by the plan: on every
+# rerun), holds back the later rows of its lane.
 HOLDS_LANE = frozenset({_S.UNSENT, _S.UNSURE, _S.FAILED_UNSURE})
 
 
@@ -200,15 +204,20 @@ def plan_entry(
     answer_failed: bool = False,
     going: bool = False,
     stalled: bool = False,
+    owes_reply: bool = False,
 ) -> Action:
     """What the next job does with a row in ``state``.
 
     ``answer_failed``: its answer ended other than completed; ``going``: its answer may
     still change; ``stalled``: it was made although its create failed and stayed queued
-    for a whole --wait-timeout (it may never start: look at it once, do not wait again).
+    for a whole --wait-timeout (it may never start: look at it once, do not wait again);
+    ``owes_reply``: --reply, and its answer completed but its reply was never read (a row
+    is done only when everything asked of it is in the journal).
     """
     if answer_failed and state in (_S.DONE, _S.FAILED, _S.FAILED_UNSURE):
         return Action.NEW_ANSWER if retry_failed else Action.KEEP
     if state is _S.CREATED and wait and going:
         return Action.LOOK_ONCE if stalled else Action.FOLLOW
+    if state in (_S.CREATED, _S.DONE) and wait and owes_reply:
+        return Action.FOLLOW
     return NEXT_JOB[state][retry_failed]

@@ -230,7 +230,17 @@ def number_cell(value: object) -> NumberCell:
 def number_texts(values: list[NumberCell]) -> list[str]:
     """Result numbers as CSV text."""
     # Ints and empties first: they are nearly all of a status or attempts column.
-    return [str(v) if type(v) is int else "" if v is None else written_text(v) for v in values]
+    return [
+        str(v)
+        if type(v) is int
+        else ""
+        if v is None
+        # A float without an exponent: a cost of 4.875e-05 dollars reads 0.00004875.
+        else format(Decimal(repr(v)), "f")
+        if type(v) is float
+        else written_text(v)
+        for v in values
+    ]
 
 
 def written_text(value: object) -> str:

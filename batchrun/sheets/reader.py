@@ -22,13 +22,16 @@ for writing it back typed, and gives the same text through ``Sheet.text_rows``):
 
 Per format:
 
-- CSV/TSV: UTF-8 with or without a BOM; standard quoting (``"`` doubled inside quotes),
-  read by the standard library's csv module (one parser for every command). Blank and
-  whitespace-only lines are skipped, except that in a one-column sheet a line of spaces is
-  a row; rows of only delimiters at the end are dropped. A row with fewer cells than the
-  header is padded with ``""``; one with more, a quoted cell never closed, or text after
-  a closing quote is an error naming the row. A NUL byte, UTF-16 or invalid UTF-8 is
-  refused before any row is returned, so a streaming caller never acts on half a file.
+- CSV/TSV: UTF-8 with or without a BOM, or the ``encoding`` given, separated by the
+  ``delimiter`` given (else ``,``/tab), the header at ``header_row``; standard quoting
+  (``"`` doubled inside quotes), read by the standard library's csv module (one parser
+  for every command). Blank and whitespace-only lines are skipped, except that in a
+  one-column sheet a line of spaces is a row; rows of only delimiters at the end are
+  dropped. A row with fewer cells than the header is padded with ``""``; one with more, a
+  quoted cell never closed, or text after a closing quote is an error naming the row. A
+  NUL byte, UTF-16 or invalid UTF-8 is refused before any row is returned, so a
+  streaming caller never acts on half a file; a header that is one cell holding ``;`` is
+  refused naming ``--delimiter``.
 - XLSX/XLSM: see :mod:`batchrun.sheets.xlsx_reader` (cells as Excel shows them; the first
   visible sheet by default; merged ranges filled).
 - JSONL: one JSON object per line, blank lines skipped. Columns are the keys in first-seen

@@ -17,6 +17,9 @@ text body assembly reads. The rules of this reader:
   written by a program that does not calculate) or with an error value (``#N/A``) is read
   as empty, and reported in :attr:`XlsxSheet.cell_problems` so that the row is not sent
   without its field.
+- What the output needs to hand the workbook back as it came goes in
+  :attr:`XlsxSheet.handoff`: the sheet's name, each cell's number format, merged ranges,
+  hidden rows, the rows above the header, error cells' text and the other sheets' values.
 """
 
 from __future__ import annotations
@@ -195,7 +198,7 @@ def _sheet_index(path: Path, names: list[str], visible: list[bool], sheet: str |
         f"{i}: {name!r}" + ("" if shown else " (hidden)")
         for i, (name, shown) in enumerate(zip(names, visible, strict=True))
     )
-    raise InputError(path, f"has no sheet {sheet!r}; its sheets are {listing}")
+    raise InputError(path, f"has no sheet {sheet!r} (--sheet); its sheets are {listing}")
 
 
 # --- what calamine does not say: formats, hidden rows, error and formula cells ------------

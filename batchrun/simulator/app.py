@@ -29,10 +29,10 @@ from batchrun.simulator.conversations import Conversations
 from batchrun.simulator.envelope import ApiError
 from batchrun.simulator.faults import FaultPlan
 from batchrun.simulator.files import Files
-from batchrun.simulator.limits import UNLIMITED_HEADERS, TokenBucket, token_headers
+from batchrun.simulator.limits import UNLIMITED_HEADERS, TokenBucket, charged_tokens
 from batchrun.simulator.responses import Responses
 from batchrun.simulator.run_log import replay
-from batchrun.simulator.settings import SimulatorConfig
+from batchrun.simulator.settings import DEFAULT_MODEL, SimulatorConfig
 from batchrun.simulator.state import Run, Store, Thread, page
 from batchrun.simulator.wire import (
     EVENTS_KEY,
@@ -48,7 +48,8 @@ from batchrun.simulator.wire import (
 )
 
 BETA_VERSIONS = {"assistants=v1": "v1", "assistants=v2": "v2"}
-CREATE, READ = "create", "read"  # which token bucket a route draws from
+CREATE, READ = "create", "read"  # which request bucket a route draws from
+TOKENS = "tokens"  # the --tpm bucket, drawn from by the creates
 # The routes that create billed work: they draw from --rpm, meet the quota switch and may
 # hang or drop their connection after the work is created.
 CREATE_ROUTES = frozenset(
@@ -116,6 +117,10 @@ class Simulator:
         for kind, per_minute in ((CREATE, config.rpm), (READ, config.read_rpm)):
             if per_minute is not None:
                 self.buckets[kind] = TokenBucket(per_minute, config.burst_for(per_minute), now)
+        if config.tpm is not None:
+            # One second's worth of tokens at once, as for requests (--burst counts requests).
+            self.buckets[TOKENS] = TokenBucket(config.tpm, max(1.0, config.tpm / 60.0), now)
+        self.tokens_admitted = 0
         self.requests: dict[str, dict[str, int]] = {}
         self.rate_limited = 0
         self.fault_counts = {"fail": 0, "hang": 0, "reset": 0}
@@ -128,6 +133,7 @@ class Simulator:
             "runs_created": self.store.runs_created,
             "duplicate_runs": self.store.duplicate_runs,
             "rate_limited": self.rate_limited,
+            "tokens_admitted": self.tokens_admitted,
             "faults": dict(self.fault_counts),
             "threads": len(self.store.threads),
             "responses_created": self.responses.creates.count,
@@ -157,7 +163,8 @@ class Simulator:
                     await asyncio.sleep(self.latency)
                 try:
                     version = self._admit(request, assistants=assistants)
-                    self._limit(kind, creates)
+                    cost, model = await self._cost(request) if creates else (0, "")
+                    self._limit(kind, creates, cost, model)
                     if faults.fail_status is not None:
                         self.fault_counts["fail"] += 1
                         raise envelope.server_error(faults.fail_status)
@@ -205,15 +212,41 @@ class Simulator:
                 raise envelope.invalid_beta()
         return version
 
-    def _limit(self, kind: str | None, creates: bool) -> None:
-        """Refuse with 429 when the quota is gone or the route's bucket is empty."""
+    async def _cost(self, request: web.Request) -> tuple[int, str]:
+        """The tokens a create is charged at admission and its model (0 without --tpm, or
+        for a body that is not a JSON object: the handler answers that with a 400)."""
+        if TOKENS not in self.buckets:
+            return 0, ""
+        try:
+            body = orjson.loads(await request.read())  # aiohttp keeps it for the handler
+        except orjson.JSONDecodeError:
+            return 0, ""
+        if not isinstance(body, dict):
+            return 0, ""
+        return charged_tokens(body), str(body.get("model") or DEFAULT_MODEL)
+
+    def _limit(self, kind: str | None, creates: bool, cost: int, model: str) -> None:
+        """Refuse with 429 when the quota is gone or a bucket the request draws on is empty.
+
+        Requests are checked first and a request refused for them costs no tokens.
+        """
         if creates and self.config.quota_exhausted:
             raise envelope.quota_exhausted()
+        now = self.clock()
         bucket = self.buckets.get(kind) if kind else None
+        tokens = self.buckets.get(TOKENS) if creates else None
         if bucket is not None:
-            wait = bucket.take(self.clock())
+            wait = bucket.take(now)
             if wait:
                 raise envelope.rate_limited(bucket.per_minute, wait, {})
+        if tokens is not None:
+            wait = tokens.take(now, cost)
+            if wait:
+                if bucket is not None:
+                    bucket.tokens += 1  # refused: the request it took is given back
+                used = tokens.per_minute - tokens.tokens
+                raise envelope.tokens_rate_limited(tokens.per_minute, used, cost, wait, model)
+            self.tokens_admitted += cost
 
     def _answer(
         self,
@@ -223,12 +256,9 @@ class Simulator:
         payload: Answer,
         extra: dict[str, str] | None = None,
     ) -> web.Response:
-        bucket = self.buckets.get(kind) if kind else None
-        headers = UNLIMITED_HEADERS if bucket is None else bucket.headers(self.clock())
         self.serial += 1
         headers = {
-            **headers,
-            **token_headers(request.content_length),
+            **self._limit_headers(kind),
             "x-request-id": f"req_{self.serial:024x}",
             **(extra or {}),
         }
@@ -252,6 +282,22 @@ class Simulator:
         return web.Response(
             body=body, status=status, headers=headers, content_type="application/json"
         )
+
+    def _limit_headers(self, kind: str | None) -> dict[str, str]:
+        """All six ``x-ratelimit-*`` headers: the state of the route's request bucket and of
+        the token bucket, or the generous limits of a kind not limited (none at all with
+        ``limit_headers`` off, a server that states no limits)."""
+        if not self.config.limit_headers:
+            return {}
+        now = self.clock()
+        requests = self.buckets.get(kind) if kind else None
+        tokens = self.buckets.get(TOKENS)
+        headers = dict(UNLIMITED_HEADERS["requests"] if requests is None else {})
+        headers.update(UNLIMITED_HEADERS["tokens"] if tokens is None else {})
+        for bucket, unit in ((requests, "requests"), (tokens, "tokens")):
+            if bucket is not None:
+                headers.update(bucket.headers(now, unit))
+        return headers
 
     @staticmethod
     def _drop(request: web.Request) -> web.Response:

@@ -25,12 +25,16 @@ before the cancel and the rest missing from both. ``GET /v1/batches`` lists newe
 (``limit``, ``after``).
 
 Faults (:class:`~.settings.SimulatorConfig`, taken when the batch is created):
-``batch_expire`` answers only the first half of the lines (by input order) and ends the
-batch ``expired`` at S, the rest missing from both files; ``batch_fail_lines`` (a regular
-expression searched in ``custom_id``) puts the lines it matches in the error file as
-``{"response": null, "error": {"code": "server_error", "message"}}``, unsent.
+``batch_queue_tokens`` fails, at validation, a batch whose lines' tokens (charged as a
+direct create is: :func:`~.limits.charged_tokens`) would take the tokens of the unfinished
+batches (validating, in progress, finalizing) past the limit, with OpenAI's
+``token_limit_exceeded`` error naming the limit; ``batch_expire`` answers only the first
+half of the lines (by input order) and ends the batch ``expired`` at S, the rest missing
+from both files; ``batch_fail_lines`` (a regular expression searched in ``custom_id``) puts
+the lines it matches in the error file as ``{"response": null, "error": {"code":
+"server_error", "message"}}``, unsent.
 
-A created batch and a cancel are logged (``{"batch": id, "at", "body", "expire",
+A created batch and a cancel are logged (``{"batch": id, "at", "body", "refused", "expire",
 "fail_lines"}``, ``{"batch_cancel": id, "at"}``) and replayed by a rerun's simulator, which
 reads the input file again and answers the lines again, with the same ids.
 """
@@ -52,11 +56,13 @@ from batchrun.simulator import envelope
 from batchrun.simulator.batch_lines import (
     ENDPOINTS,
     LineAnswerer,
+    batch_error,
     derived_ids,
     read_lines,
 )
 from batchrun.simulator.envelope import SERVER_ERROR_MESSAGES
 from batchrun.simulator.files import Files, StoredFile
+from batchrun.simulator.limits import charged_tokens
 from batchrun.simulator.settings import SimulatorConfig
 from batchrun.simulator.state import page
 from batchrun.simulator.wire import Answer, append_to_log, json_body, listing, page_query
@@ -79,9 +85,9 @@ class Batch:
     """One batch; :meth:`advance` moves it to where the clock says, answering lines as due."""
 
     __slots__ = (
-        "answerer", "cancel_at", "created", "done", "endpoint", "errors", "expire",
-        "fail_lines", "file_ids", "files", "id", "lines", "request", "results", "seconds",
-        "stamps", "status", "tokens",
+        "answerer", "cancel_at", "created", "done", "endpoint", "enqueued", "errors",
+        "expire", "fail_lines", "file_ids", "files", "id", "lines", "request", "results",
+        "seconds", "stamps", "status", "tokens",
     )  # fmt: skip
 
     def __init__(
@@ -107,6 +113,8 @@ class Batch:
         self.answerer = answerer
         self.files = files
         self.lines, self.errors = read_lines(source.read(), self.endpoint)
+        # The tokens this batch holds in the queue while unfinished.
+        self.enqueued = sum(charged_tokens(line.body) for line in self.lines)
         self.status = "validating"
         self.stamps: dict[str, int] = {}  # "in_progress_at", "completed_at", ...
         self.cancel_at: float | None = None
@@ -116,6 +124,22 @@ class Batch:
         self.file_ids: dict[str, str] = {}  # "output"/"error" -> file id
 
     # -- the timeline ---------------------------------------------------------------------
+
+    def refuse(self, limit: int) -> None:
+        """Fail the batch at validation: the queue has no room for its tokens."""
+        model = (self.lines[0].body.get("model") if self.lines else None) or "the model"
+        message = (
+            f"Enqueued token limit reached for {model} in organization org-simulated. "
+            f"Limit: {limit:,} enqueued tokens. Please try again once some in_progress "
+            "batches have been completed."
+        )
+        self.errors = [batch_error("token_limit_exceeded", message)]
+        self.enqueued = 0
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether the batch still holds its tokens in the queue."""
+        return self.status not in ENDED and not self.errors
 
     def _at(self, share: float) -> float:
         return self.created + self.seconds * share
@@ -284,9 +308,16 @@ class Batches:
             raise envelope.wrong_purpose(source.id, source.purpose)
         now = self.clock()
         expire, fail_lines = self.config.batch_expire, self.config.batch_fail_lines
+        self.settle(now)
         batch = self._start(self.new_id("batch_"), fields, now, source, expire, fail_lines)
+        limit = self.config.batch_queue_tokens
+        held = sum(other.enqueued for other in self.active if other.unfinished) - batch.enqueued
+        refused = limit is not None and batch.unfinished and held + batch.enqueued > limit
+        if refused:
+            assert limit is not None
+            batch.refuse(limit)
         self.created += 1
-        entry = {"batch": batch.id, "at": now, "body": fields}
+        entry = {"batch": batch.id, "at": now, "body": fields, "refused": refused}
         append_to_log(self.config.run_log, {**entry, "expire": expire, "fail_lines": fail_lines})
         return batch.to_json()
 
@@ -296,7 +327,11 @@ class Batches:
         source = self.files.by_id.get(fields["input_file_id"])
         if source is not None:
             at = float(entry["at"])
-            self._start(entry["batch"], fields, at, source, entry["expire"], entry["fail_lines"])
+            batch = self._start(
+                entry["batch"], fields, at, source, entry["expire"], entry["fail_lines"]
+            )
+            if entry.get("refused") and self.config.batch_queue_tokens is not None:
+                batch.refuse(self.config.batch_queue_tokens)
 
     def restore_cancel(self, batch_id: str, at: float) -> None:
         """Cancel again, at ``at``, a batch a run log holds."""

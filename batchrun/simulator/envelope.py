@@ -265,6 +265,25 @@ def rate_limited(limit: float, wait_seconds: float, headers: dict[str, str]) -> 
     )
 
 
+def tokens_rate_limited(
+    limit: float, used: float, requested: int, wait_seconds: float, model: str
+) -> ApiError:
+    """429 from an empty --tpm bucket, worded as OpenAI words it, naming its budget
+    (``type: "tokens"``) and its wait (in the message and the retry headers)."""
+    retry_ms = max(1, int(wait_seconds * 1000 + 0.999))
+    retry_s = max(1, -(-retry_ms // 1000))
+    return ApiError(
+        429,
+        f"Rate limit reached for {model} in organization org-simulated on tokens per min "
+        f"(TPM): Limit {plain_number(limit)}, Used {max(0, int(used))}, Requested {requested}. "
+        f"Please try again in {go_duration(wait_seconds)}. Visit "
+        "https://platform.openai.com/account/rate-limits to learn more.",
+        error_type="tokens",
+        code="rate_limit_exceeded",
+        headers={"retry-after": str(retry_s), "retry-after-ms": str(retry_ms)},
+    )
+
+
 def quota_exhausted() -> ApiError:
     """429 that no retry can cure: the account has no quota left."""
     return ApiError(

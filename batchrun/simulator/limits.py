@@ -1,19 +1,37 @@
-"""Token buckets for ``--rpm``/``--read-rpm`` and the ``x-ratelimit-*`` headers they show.
+"""Token buckets for ``--rpm``/``--read-rpm``/``--tpm`` and the ``x-ratelimit-*`` headers.
 
-A bucket refills at ``per_minute / 60`` tokens a second and holds ``capacity`` tokens, as
+A bucket refills at ``per_minute / 60`` units a second and holds ``capacity`` units, as
 gateways enforce per-minute limits over short windows: a client that sends a whole minute's
-budget at once is refused, one that spreads it evenly never is.
+budget at once is refused, one that spreads it evenly never is. A request bucket charges
+each request 1; the token bucket (``--tpm``) charges what the service charges at admission:
+characters/4 of the prompt plus the request's maximum output tokens (:func:`charged_tokens`).
+A request larger than the bucket is admitted once the bucket is full and leaves it in debt,
+so anything up to the per-minute limit can pass, as on the service.
 
 Headers follow OpenAI's: ``x-ratelimit-limit-requests`` is the per-minute limit,
-``-remaining-requests`` what may be sent right now without a 429 (the whole tokens in the
-bucket), and ``-reset-requests`` the time until the bucket is full again, as a Go duration.
-The ``-tokens`` twins are plausible fakes derived from the request's size.
+``-remaining-requests`` what may be sent right now without a 429 (the whole units in the
+bucket), and ``-reset-requests`` the time until the bucket is full again, as a Go duration;
+the same three for ``-tokens``. Without a limit of a kind, its headers state a generous one
+that no single client reaches.
 """
 
 from __future__ import annotations
 
-UNLIMITED_REQUESTS = 10_000
-TOKENS_PER_MINUTE = 2_000_000
+from collections.abc import Mapping
+from typing import Any
+
+UNLIMITED_REQUESTS = 1_000_000
+UNLIMITED_TOKENS = 1_000_000_000
+# Where a prompt may be, by endpoint: messages (chat), input and instructions (responses),
+# instructions and additional_messages (runs).
+PROMPT_FIELDS = (
+    "messages",
+    "input",
+    "instructions",
+    "additional_instructions",
+    "additional_messages",
+)
+MAX_OUTPUT_FIELDS = ("max_output_tokens", "max_completion_tokens", "max_tokens")
 
 
 def plain_number(value: float) -> str:
@@ -38,8 +56,36 @@ def go_duration(seconds: float) -> str:
     return text
 
 
+# Keys whose values say what an item is, not what it says.
+NOT_TEXT = frozenset({"role", "type"})
+
+
+def _characters(value: Any) -> int:
+    """The characters of the text in a prompt field, however deeply it is nested."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(_characters(item) for key, item in value.items() if key not in NOT_TEXT)
+    if isinstance(value, list):
+        return sum(_characters(item) for item in value)
+    return 0
+
+
+def charged_tokens(body: Mapping[str, Any]) -> int:
+    """What a create costs at admission: characters/4 of its prompt (rounded up) plus its
+    maximum output tokens (none when it states none)."""
+    characters = sum(_characters(body.get(name)) for name in PROMPT_FIELDS)
+    most = 0
+    for name in MAX_OUTPUT_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            most = value
+            break
+    return -(-characters // 4) + most
+
+
 class TokenBucket:
-    """Allows ``per_minute`` requests a minute, at most ``capacity`` of them at once."""
+    """Allows ``per_minute`` units a minute, at most ``capacity`` of them at once."""
 
     __slots__ = ("capacity", "per_minute", "rate", "stamp", "tokens")
 
@@ -56,38 +102,38 @@ class TokenBucket:
         self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
         self.stamp = now
 
-    def take(self, now: float) -> float:
-        """Take one token; 0.0 if granted, else the seconds until one is available."""
-        self._refill(now)
-        # The epsilon forgives float rounding, so a client pacing exactly at the rate passes.
-        if self.tokens >= 1.0 - 1e-6:
-            self.tokens = max(0.0, self.tokens - 1.0)
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
+    def take(self, now: float, cost: float = 1.0) -> float:
+        """Take ``cost`` units; 0.0 if granted, else the seconds until they would be.
 
-    def headers(self, now: float) -> dict[str, str]:
-        """The ``x-ratelimit-*-requests`` headers describing this bucket at ``now``."""
+        A cost above the capacity needs a full bucket and leaves it in debt.
+        """
+        self._refill(now)
+        needed = min(cost, self.capacity)
+        # The epsilon forgives float rounding, so a client pacing exactly at the rate passes.
+        if self.tokens >= needed - 1e-6:
+            self.tokens = self.tokens - cost if cost > 1.0 else max(0.0, self.tokens - cost)
+            return 0.0
+        return (needed - self.tokens) / self.rate
+
+    def headers(self, now: float, kind: str) -> dict[str, str]:
+        """The ``x-ratelimit-*-{kind}`` headers describing this bucket at ``now``."""
         self._refill(now)
         return {
-            "x-ratelimit-limit-requests": plain_number(self.per_minute),
-            "x-ratelimit-remaining-requests": str(int(self.tokens)),
-            "x-ratelimit-reset-requests": go_duration((self.capacity - self.tokens) / self.rate),
+            f"x-ratelimit-limit-{kind}": plain_number(self.per_minute),
+            f"x-ratelimit-remaining-{kind}": str(max(0, int(self.tokens))),
+            f"x-ratelimit-reset-{kind}": go_duration((self.capacity - self.tokens) / self.rate),
         }
 
 
 UNLIMITED_HEADERS = {
-    "x-ratelimit-limit-requests": str(UNLIMITED_REQUESTS),
-    "x-ratelimit-remaining-requests": str(UNLIMITED_REQUESTS - 1),
-    "x-ratelimit-reset-requests": go_duration(60.0 / UNLIMITED_REQUESTS),
+    "requests": {
+        "x-ratelimit-limit-requests": str(UNLIMITED_REQUESTS),
+        "x-ratelimit-remaining-requests": str(UNLIMITED_REQUESTS - 1),
+        "x-ratelimit-reset-requests": go_duration(60.0 / UNLIMITED_REQUESTS),
+    },
+    "tokens": {
+        "x-ratelimit-limit-tokens": str(UNLIMITED_TOKENS),
+        "x-ratelimit-remaining-tokens": str(UNLIMITED_TOKENS),
+        "x-ratelimit-reset-tokens": "0s",
+    },
 }
-
-
-def token_headers(content_length: int | None) -> dict[str, str]:
-    """Fake but plausible ``x-ratelimit-*-tokens`` headers for a request of this size."""
-    # About four characters a token, as OpenAI estimates before counting properly.
-    used = (content_length or 0) // 4 + 1
-    return {
-        "x-ratelimit-limit-tokens": str(TOKENS_PER_MINUTE),
-        "x-ratelimit-remaining-tokens": str(TOKENS_PER_MINUTE - used),
-        "x-ratelimit-reset-tokens": go_duration(used * 60.0 / TOKENS_PER_MINUTE),
-    }

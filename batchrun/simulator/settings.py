@@ -21,7 +21,10 @@ class SimulatorConfig:
     ``rpm`` limits creation (``POST .../runs``, ``POST /v1/responses``,
     ``POST /v1/chat/completions``) and ``read_rpm`` the GET routes, each
     with a token bucket that holds ``burst`` tokens (default: one second's worth, at least 1)
-    and starts full. Fault rates are probabilities per request, drawn from ``seed``.
+    and starts full; ``tpm`` limits the tokens creates are charged (one second's worth at
+    once). ``limit_headers`` off sends no ``x-ratelimit-*`` headers. ``batch_queue_tokens``
+    fails a batch whose tokens would take the unfinished batches' past it. Fault rates are
+    probabilities per request, drawn from ``seed``.
 
     A batch goes validating -> in_progress -> finalizing -> completed over
     ``batch_seconds``. Its faults: ``batch_expire`` makes every batch end ``expired`` instead,
@@ -35,6 +38,11 @@ class SimulatorConfig:
     run_seconds: float = DEFAULT_RUN_SECONDS
     rpm: float | None = None
     read_rpm: float | None = None
+    tpm: float | None = None
+    # Send the x-ratelimit-* headers (off: a server that states no limits).
+    limit_headers: bool = True
+    # Tokens that unfinished batches may hold at once (token_limit_exceeded beyond).
+    batch_queue_tokens: int | None = None
     burst: float | None = None
     latency_ms: float = 0.0
     fail_rate: float = 0.0
@@ -60,7 +68,7 @@ class SimulatorConfig:
         # Hang and reset are drawn from one number, so together they cannot exceed 1.
         if self.hang_rate + self.reset_rate > 1.0:
             raise ValueError("hang_rate + reset_rate must not exceed 1")
-        for name in ("rpm", "read_rpm", "burst"):
+        for name in ("rpm", "read_rpm", "tpm", "burst", "batch_queue_tokens"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number, got {value}")
