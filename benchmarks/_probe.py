@@ -19,27 +19,28 @@ T0 = time.perf_counter()
 
 
 def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
-    """Phases: ``imported`` (click + batchrun.cli), ``prepared`` (sheet read; rows assembled,
-    validated and keyed; journal open: the sending starts), ``send`` (the summary's
-    ``seconds``), ``sent``, ``written`` (output written; the CLI then exits at once), and
-    ``total``, the same as ``written``."""
+    """Phases: ``imported`` (click + batchrun.cli), ``prepared`` (the journal open, the
+    sending session starts; rows stream in, are prepared, sent and written a chunk at a
+    time from then on), ``send`` (the summary's ``seconds``), ``sent`` (the last chunk
+    written), ``written`` (output committed; the CLI then exits at once), and ``total``,
+    the same as ``written``."""
     phases: dict[str, float] = {}
     times: list[float] = []
 
     from batchrun import cli, jobs
 
     phases["imported"] = time.perf_counter() - T0
-    run_rows, write_output = jobs.run_rows, jobs.write_output
+    run_chunks, finish = jobs.run_chunks, jobs.StreamedOutput.finish
 
-    def timed_run_rows(*args: Any, **kwargs: Any) -> Any:
+    def timed_run_chunks(*args: Any, **kwargs: Any) -> Any:
         phases["prepared"] = time.perf_counter() - T0
-        summary = run_rows(*args, **kwargs)
+        summary = run_chunks(*args, **kwargs)
         phases["send"] = summary.seconds
         phases["sent"] = time.perf_counter() - T0
         return summary
 
-    def timed_write_output(*args: Any, **kwargs: Any) -> Any:
-        result = write_output(*args, **kwargs)
+    def timed_finish(*args: Any, **kwargs: Any) -> Any:
+        result = finish(*args, **kwargs)
         phases["written"] = phases["total"] = time.perf_counter() - T0
         save()
         return result
@@ -48,8 +49,8 @@ def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
         with open(report, "w", encoding="utf-8") as stream:
             json.dump({"phases": phases, "stamps": times}, stream)
 
-    jobs.run_rows = timed_run_rows  # type: ignore[assignment]
-    jobs.write_output = timed_write_output  # type: ignore[assignment]
+    jobs.run_chunks = timed_run_chunks  # type: ignore[assignment]
+    jobs.StreamedOutput.finish = timed_finish  # type: ignore[method-assign]
     if stamps:
         from batchrun.sending import client
 

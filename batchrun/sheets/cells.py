@@ -121,6 +121,25 @@ def json_cell_text(value: object) -> str:
     return json_text(value)
 
 
+def arrow_cell_text(value: object) -> str:
+    """A Parquet value as cell text: as a JSONL value reads (``true``, ``0.7``, JSON for
+    lists and structs), dates and times in ISO 8601 (with the offset of a tz-aware
+    timestamp), decimals as written."""
+    if type(value) is str:
+        return value
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return _duration_text(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if type(value) is float:
+        return repr(value)
+    return json_cell_text(value)
+
+
 def json_text(value: object) -> str:
     """Compact JSON text of ``value``, also for what orjson refuses."""
     try:
