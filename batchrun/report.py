@@ -28,8 +28,8 @@ from batchrun.sending.states import (
     from_journal,
     from_words,
 )
+from batchrun.sheets.xlsx_writer import CHART_SECTION
 
-OUTCOME_SECTION = "Rows by outcome"
 TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 # A run waiting for tool outputs: stopped, and only the user can move it on.
 STOPPED_RUN_STATUSES = TERMINAL_RUN_STATUSES | {"requires_action"}
@@ -256,7 +256,7 @@ class Summary:
         version) come first in the "Job" section; settings are shown in human forms.
         """
         sections: dict[str, list[tuple[str, object]]] = {
-            OUTCOME_SECTION: [(k, v) for k, v in self.outcomes.items()],
+            CHART_SECTION: [(k, v) for k, v in self.outcomes.items()],
         }
         if self.failed_statuses:
             sections["Failed rows by HTTP status"] = list(self.failed_statuses.items())

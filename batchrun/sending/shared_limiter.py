@@ -129,7 +129,6 @@ class SharedRateLimiter:
         "_sleep",
         "_stop",
         "_where",
-        "granted",
         "key",
     )
 
@@ -174,7 +173,6 @@ class SharedRateLimiter:
         # 0.0: nothing promises a local clock above zero (the clock-skew test sets one below).
         self._paused_until = -math.inf
         self._pushes: set[asyncio.Task[None]] = set()
-        self.granted = 0
 
     @property
     def rate(self) -> float | None:
@@ -196,7 +194,6 @@ class SharedRateLimiter:
             # instead of sending into it.
             if self._clock() >= self._paused_until:
                 break
-        self.granted += 1
 
     def pause(self, seconds: float, budget: str = "") -> None:
         """Hold back every process sharing the key for ``seconds``; ``budget`` (every one
