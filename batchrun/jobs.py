@@ -17,7 +17,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrun import __version__
 from batchrun.atomic import StagedFile, check_writable
@@ -37,8 +37,6 @@ from batchrun.output import (
 from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, RowResult, Summary
 from batchrun.sending.journal import Journal, default_journal_path
-from batchrun.sending.runner import Progress
-from batchrun.sending.session import run_rows
 from batchrun.sheets import batched, columns_of, sheet_format
 from batchrun.sheets.formats import default_output, input_format, output_format
 from batchrun.sheets.handoff import HandOff
@@ -46,6 +44,9 @@ from batchrun.sheets.reader import Sheet, open_sheet
 from batchrun.sheets.writer import MAX_XLSX_DATA_ROWS, SheetWriter
 from batchrun.sheets.xlsx_writer import MAX_XLSX_COLUMNS, full_text_path
 from batchrun.validation import checked_chunks
+
+if TYPE_CHECKING:
+    from batchrun.sending.runner import Progress
 
 VALIDATE_CHUNK_ROWS = 50_000
 OK, INVALID = Outcome.OK.value, Outcome.INVALID.value
@@ -208,7 +209,10 @@ def _run_file(
                 rows, settings, journal, progress=progress, handle_signals=handle_signals
             )
         else:
-            summary = run_rows(
+            # Imported here: the sending stack (aiohttp) is not ``validate``'s to load.
+            from batchrun.sending import session
+
+            summary = session.run_rows(
                 rows, settings, journal, progress=progress, handle_signals=handle_signals
             )
     finally:

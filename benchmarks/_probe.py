@@ -19,7 +19,7 @@ T0 = time.perf_counter()
 
 
 def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
-    """Phases: ``imported`` (click + batchrun.cli), ``prepared`` (sheet read; rows assembled,
+    """Phases: ``imported`` (click, batchrun.cli and the sending stack), ``prepared`` (sheet read; rows assembled,
     validated and keyed; journal open: the sending starts), ``send`` (the summary's
     ``seconds``), ``sent``, ``written`` (output written; the CLI then exits at once), and
     ``total``, the same as ``written``."""
@@ -27,9 +27,10 @@ def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
     times: list[float] = []
 
     from batchrun import cli, jobs
+    from batchrun.sending import session
 
     phases["imported"] = time.perf_counter() - T0
-    run_rows, write_output = jobs.run_rows, jobs.write_output
+    run_rows, write_output = session.run_rows, jobs.write_output
 
     def timed_run_rows(*args: Any, **kwargs: Any) -> Any:
         phases["prepared"] = time.perf_counter() - T0
@@ -48,7 +49,7 @@ def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
         with open(report, "w", encoding="utf-8") as stream:
             json.dump({"phases": phases, "stamps": times}, stream)
 
-    jobs.run_rows = timed_run_rows  # type: ignore[assignment]
+    session.run_rows = timed_run_rows  # type: ignore[assignment]
     jobs.write_output = timed_write_output  # type: ignore[assignment]
     if stamps:
         from batchrun.sending import client
