@@ -183,8 +183,8 @@ class Settings:
 
     @property
     def schema(self) -> str:
-        """The name of the request-body schema in force (see :func:`batchrun.schema.load_schema`):
-        the Assistants version for ``runs``, else the endpoint's own."""
+        """The name of the request-body schema in force: the Assistants version for ``runs``,
+        else the endpoint's own (see :func:`batchrun.schema.load_schema`)."""
         return self.api_version if self.endpoint == "runs" else self.endpoint
 
     @property

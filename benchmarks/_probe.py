@@ -19,10 +19,10 @@ T0 = time.perf_counter()
 
 
 def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
-    """Phases: ``imported`` (click, batchrun.cli and the sending stack), ``prepared`` (sheet read; rows assembled,
-    validated and keyed; journal open: the sending starts), ``send`` (the summary's
-    ``seconds``), ``sent``, ``written`` (output written; the CLI then exits at once), and
-    ``total``, the same as ``written``."""
+    """Phases: ``imported`` (click, batchrun.cli and the sending stack), ``prepared``
+    (sheet read; rows assembled, validated and keyed; journal open: the sending starts),
+    ``send`` (the summary's ``seconds``), ``sent``, ``written`` (output written; the CLI
+    then exits at once), and ``total``, the same as ``written``."""
     phases: dict[str, float] = {}
     times: list[float] = []
 
