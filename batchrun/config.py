@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import UsageError
+from batchrun.report import human_value
 from batchrun.schema import API_VERSIONS, DEFAULT_API_VERSION
 
 ENDPOINTS = ("runs", "responses", "chat")
@@ -290,18 +291,6 @@ def default_timeout(endpoint: str) -> float:
     is made in the request (chat, responses in the foreground; a background response
     answers at once anyway), so a normal answer is never an ambiguous failure."""
     return DEFAULT_TIMEOUT if endpoint == "runs" else GENERATION_TIMEOUT
-
-
-def human_value(value: object) -> object:
-    """A setting as a person reads it: ``yes``/``no``, ``FIELD=VALUE, ...``, numbers as
-    numbers, anything else as its text."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, Mapping):
-        return ", ".join(f"{key}={text}" for key, text in value.items()) or "none"
-    if isinstance(value, int | float):
-        return int(value) if isinstance(value, float) and value.is_integer() else value
-    return "" if value is None else str(value)
 
 
 def check_base_url(url: str, *, allow_insecure_http: bool, label: str = "--base-url") -> None:

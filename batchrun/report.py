@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from batchrun.config import human_value
 from batchrun.errors import ExitCode
 from batchrun.sending.states import (
     LEFT_STATES,
@@ -331,3 +330,15 @@ def summarize(
         answers=answers,
         limits=limits,
     )
+
+
+def human_value(value: object) -> object:
+    """A setting as a person reads it: ``yes``/``no``, ``FIELD=VALUE, ...``, numbers as
+    numbers, anything else as its text."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key}={text}" for key, text in value.items()) or "none"
+    if isinstance(value, int | float):
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+    return "" if value is None else str(value)
