@@ -35,7 +35,8 @@ from batchrun.field_values import (
     kind_for_types,
     parse_json,
 )
-from batchrun.schema import API_VERSIONS, Problem, body_fields, value_types
+from batchrun.problems import Problem
+from batchrun.schema import API_VERSIONS, body_fields, value_types
 
 THREAD_ID = "thread_id"
 CONVERSATION = "conversation"

@@ -22,8 +22,10 @@ from batchrun.body import (
 )
 from batchrun.config import Settings
 from batchrun.errors import BatchrunError, InputError
+from batchrun.problems import Problem
 from batchrun.report import Outcome, RowResult
-from batchrun.schema import RUN_TAG_KEY, BodyChecker, Problem
+from batchrun.rules import RUN_TAG_KEY
+from batchrun.schema import BodyChecker
 from batchrun.sending.journal import body_digest, row_key
 from batchrun.sending.states import Event
 from batchrun.sheets.cells import frame_cell_text
