@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchrun.assembly import assemble
 from batchrun.body import (
     REQUEST_JSON,
     RowPlan,
-    assemble,
     hint_text,
     plan_columns,
     used_columns,
