@@ -42,7 +42,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from batchrun.config import Settings, mask_url
+from batchrun.config import Settings
 from batchrun.errors import UsageError
 from batchrun.sending.limiter import (
     DEFAULT_GRACE,
@@ -53,6 +53,7 @@ from batchrun.sending.limiter import (
 )
 from batchrun.sending.retry import LONGEST_PAUSE
 from batchrun.sending.stated_limits import REQUESTS, TOKENS
+from batchrun.sending.urls import mask_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
