@@ -5,8 +5,8 @@
 Writes REPORT.json: ``phases`` (seconds from this script's first line) and, with
 ``--stamps``, ``stamps``: the monotonic time of every create request sent. Only function
 references are wrapped; nothing in batchrun changes. The CLI runs from ``sys.argv`` as
-the console script does, so it ends the process itself once the output is written (see
-``batchrun.cli._exit_now``): the report is saved at that point. Kept apart from
+the console script does; the report is saved once the output is written, and again as the
+CLI exits. Kept apart from
 ``_common.py`` and light on imports so that the timings hardly include the probe itself.
 """
 
@@ -21,8 +21,8 @@ T0 = time.perf_counter()
 def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
     """Phases: ``imported`` (click, batchrun.cli and the sending stack), ``prepared``
     (sheet read; rows assembled, validated and keyed; journal open: the sending starts),
-    ``send`` (the summary's ``seconds``), ``sent``, ``written`` (output written; the CLI
-    then exits at once), and ``total``, the same as ``written``."""
+    ``send`` (the summary's ``seconds``), ``sent``, ``written`` (output written), and
+    ``total``, the same as ``written``."""
     phases: dict[str, float] = {}
     times: list[float] = []
 
@@ -63,8 +63,8 @@ def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
 
         client.ApiClient.call = stamped_call  # type: ignore[method-assign]
     sys.argv = ["batchrun", *cli_args]
-    # A finished run ends the process itself (the report is saved by then); a job that
-    # stops early raises SystemExit, and the harness then finds no "written" phase.
+    # The CLI ends with SystemExit; a job that stops before its output is written leaves
+    # no "written" phase for the harness to find.
     try:
         cli.main()
     finally:
