@@ -13,18 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchrun.assembly import assemble
 from batchrun.body import (
     REQUEST_JSON,
     RowPlan,
-    assemble,
     hint_text,
     plan_columns,
     used_columns,
 )
 from batchrun.config import Settings
 from batchrun.errors import BatchrunError, InputError
+from batchrun.problems import Problem
 from batchrun.report import Outcome, RowResult
-from batchrun.schema import RUN_TAG_KEY, BodyChecker, Problem
+from batchrun.rules import RUN_TAG_KEY
+from batchrun.schema import BodyChecker
 from batchrun.sending.journal import body_digest, row_key
 from batchrun.sending.states import Event
 from batchrun.sheets.cells import frame_cell_text

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from batchrun.config import human_value
 from batchrun.errors import ExitCode
 from batchrun.sending.states import (
     LEFT_STATES,
@@ -28,8 +27,8 @@ from batchrun.sending.states import (
     from_journal,
     from_words,
 )
+from batchrun.sheets.xlsx_writer import CHART_SECTION
 
-OUTCOME_SECTION = "Rows by outcome"
 TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 # A run waiting for tool outputs: stopped, and only the user can move it on.
 STOPPED_RUN_STATUSES = TERMINAL_RUN_STATUSES | {"requires_action"}
@@ -256,7 +255,7 @@ class Summary:
         version) come first in the "Job" section; settings are shown in human forms.
         """
         sections: dict[str, list[tuple[str, object]]] = {
-            OUTCOME_SECTION: [(k, v) for k, v in self.outcomes.items()],
+            CHART_SECTION: [(k, v) for k, v in self.outcomes.items()],
         }
         if self.failed_statuses:
             sections["Failed rows by HTTP status"] = list(self.failed_statuses.items())
@@ -393,3 +392,15 @@ def summarize(
         answers=answers,
         limits=limits,
     )
+
+
+def human_value(value: object) -> object:
+    """A setting as a person reads it: ``yes``/``no``, ``FIELD=VALUE, ...``, numbers as
+    numbers, anything else as its text."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key}={text}" for key, text in value.items()) or "none"
+    if isinstance(value, int | float):
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+    return "" if value is None else str(value)

@@ -31,6 +31,8 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "LONG_DIGITS",
+    "LONG_DIGIT_BYTES",
     "PLAIN_NUMBER",
     "JsonNumber",
     "NumberCell",
@@ -48,6 +50,10 @@ __all__ = [
 ]
 
 NumberCell = int | float | str | None
+# Nineteen digits in a row: an integer that may not fit 64 bits, which orjson would round,
+# so JSON holding one is parsed exactly by the standard library instead.
+LONG_DIGITS = re.compile(r"[0-9]{19}")
+LONG_DIGIT_BYTES = re.compile(LONG_DIGITS.pattern.encode())
 PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _PANDAS_MISSING = frozenset({"NAType", "NaTType"})  # pd.NA, pd.NaT: told by type, not text
 # Whole numbers below this are written out digit by digit; beyond it, with an exponent.

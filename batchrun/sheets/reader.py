@@ -43,7 +43,6 @@ Per format:
 from __future__ import annotations
 
 import itertools
-import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -84,8 +83,6 @@ __all__ = [
 
 DEFAULT_CHUNK_ROWS = 50_000
 PREVIEW_ROWS = 20
-_BLOCK = 1 << 20
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 def sheet_format(path: Path) -> str:
