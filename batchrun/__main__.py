@@ -1,5 +1,5 @@
 """``python -m batchrun``: the same as the ``batchrun`` command."""
 
-from batchrun.cli import main
+from batchrun.cli.commands import main
 
 main()

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from batchrun.endpoints.schema import API_VERSIONS, DEFAULT_API_VERSION
 from batchrun.errors import UsageError
 from batchrun.report import human_value
-from batchrun.schema import API_VERSIONS, DEFAULT_API_VERSION
 from batchrun.sending.urls import check_base_url, check_limiter_url, mask_url
 
 ENDPOINTS = ("runs", "responses", "chat")
@@ -183,7 +183,7 @@ class Settings:
     @property
     def schema(self) -> str:
         """The name of the request-body schema in force: the Assistants version for ``runs``,
-        else the endpoint's own (see :func:`batchrun.schema.load_schema`)."""
+        else the endpoint's own (see :func:`batchrun.endpoints.schema.load_schema`)."""
         return self.api_version if self.endpoint == "runs" else self.endpoint
 
     @property

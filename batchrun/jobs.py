@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from batchrun import __version__
 from batchrun.atomic import StagedFile, check_writable
-from batchrun.body import RowPlan, hint_text, unsent_assistants_columns
 from batchrun.config import Settings, applied_settings
 from batchrun.config_file import settings_toml
+from batchrun.endpoints.body import RowPlan, hint_text, unsent_assistants_columns
 from batchrun.endpoints.cost import Estimate
+from batchrun.endpoints.prepare import RowPreparer, make_plan
+from batchrun.endpoints.validation import checked_chunks
 from batchrun.errors import InputError, OutputNotWritten, UsageError
 from batchrun.output import (
     VALIDATE_COLUMNS,
@@ -34,7 +36,6 @@ from batchrun.output import (
     result_columns,
     total_cost,
 )
-from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, RowResult, Summary
 from batchrun.sending.journal import Journal, default_journal_path
 from batchrun.sheets import batched, columns_of, sheet_format
@@ -43,7 +44,6 @@ from batchrun.sheets.handoff import HandOff
 from batchrun.sheets.reader import Sheet, open_sheet
 from batchrun.sheets.writer import MAX_XLSX_DATA_ROWS, SheetWriter
 from batchrun.sheets.xlsx_writer import MAX_XLSX_COLUMNS, full_text_path
-from batchrun.validation import checked_chunks
 
 if TYPE_CHECKING:
     from batchrun.sending.runner import Progress

@@ -138,7 +138,7 @@ async def run_frame_async(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
 def _prepare_run(
     frame: pd.DataFrame, options: dict[str, Any]
 ) -> tuple[Settings, list[RowResult], Journal]:
-    from batchrun.prepare import RowPreparer, make_plan
+    from batchrun.endpoints.prepare import RowPreparer, make_plan
 
     settings = settings_from(options)
     with argument_words():
@@ -189,8 +189,8 @@ def _results(frame: pd.DataFrame, rows: list[RowResult], settings: Settings) -> 
 
 def validate_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
     """Assemble and check every row of ``frame``; the frame with ``request`` and ``error``."""
+    from batchrun.endpoints.prepare import RowPreparer, make_plan
     from batchrun.output import result_frame
-    from batchrun.prepare import RowPreparer, make_plan
 
     settings = settings_from(options)
     with argument_words():

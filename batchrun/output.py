@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
-from batchrun.body import normalize_header
 from batchrun.config import Settings
 from batchrun.endpoints import endpoint_named
+from batchrun.endpoints.body import normalize_header
+from batchrun.endpoints.prepare import request_text
 from batchrun.errors import UsageError
-from batchrun.prepare import request_text
 from batchrun.report import Outcome, RowResult
 from batchrun.sheets.cells import number_cells
 

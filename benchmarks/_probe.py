@@ -19,7 +19,7 @@ T0 = time.perf_counter()
 
 
 def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
-    """Phases: ``imported`` (click, batchrun.cli and the sending stack), ``prepared``
+    """Phases: ``imported`` (click, batchrun.cli.commands and the sending stack), ``prepared``
     (the journal open, the sending session starts; rows stream in, are prepared, sent and
     written a chunk at a time from then on), ``send`` (the summary's ``seconds``), ``sent``
     (the last chunk written), ``written`` (output committed; the CLI then exits at once),
@@ -27,7 +27,8 @@ def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
     phases: dict[str, float] = {}
     times: list[float] = []
 
-    from batchrun import cli, jobs
+    from batchrun import jobs
+    from batchrun.cli import commands as cli
     from batchrun.sending import session
 
     phases["imported"] = time.perf_counter() - T0

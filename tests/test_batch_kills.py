@@ -33,7 +33,7 @@ HEADERS = {"Authorization": f"Bearer {TEST_KEY}"}
 # The CLI with two lines a part and quick polls, as `python -m batchrun` would run it.
 HARNESS = (
     "import sys; from batchrun.batch import job, lines; lines.MAX_LINES = 2; "
-    "job.POLL_FIRST = 0.05; from batchrun.cli import main; main(sys.argv[1:])"
+    "job.POLL_FIRST = 0.05; from batchrun.cli.commands import main; main(sys.argv[1:])"
 )
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "host"}
 

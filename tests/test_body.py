@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.assembly import assemble
-from batchrun.body import plan_columns
+from batchrun.endpoints.assembly import assemble
+from batchrun.endpoints.body import plan_columns
+from batchrun.endpoints.schema import BodyChecker
 from batchrun.errors import InputError, UsageError
-from batchrun.schema import BodyChecker
 
 
 def build(

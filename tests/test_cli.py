@@ -156,7 +156,7 @@ def test_run_has_no_option_taking_the_key_itself() -> None:
 def test_help_does_not_import_the_heavy_modules() -> None:
     code = (
         "import sys\n"
-        "from batchrun.cli import main\n"
+        "from batchrun.cli.commands import main\n"
         "for args in (['--help'], ['run', '--help'], ['validate', '--help']):\n"
         "    try:\n"
         "        main(args)\n"
@@ -178,7 +178,7 @@ def test_run_works_without_importing_pandas(tmp_path: Path, sample: str, output:
     """pandas (~0.15 s to import) is for library callers; a CLI job starts sending without it."""
     code = (
         "import sys\n"
-        "from batchrun.cli import main\n"
+        "from batchrun.cli.commands import main\n"
         "try:\n"
         "    main(sys.argv[1:])\n"
         "except SystemExit as stop:\n"

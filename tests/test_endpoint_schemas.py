@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from batchrun.schema import BodyChecker, body_fields, check_body, load_schema
+from batchrun.endpoints.schema import BodyChecker, body_fields, check_body, load_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT.parent / "shared" / "reference"

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun.body import THREAD_ID_PATTERN
 from batchrun.config import Settings
+from batchrun.endpoints.body import THREAD_ID_PATTERN
 from batchrun.errors import InputError, UsageError
 from batchrun.jobs import validate_file
 

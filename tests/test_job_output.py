@@ -14,7 +14,7 @@ from job_support import settings_for
 
 import batchrun
 from batchrun import jobs
-from batchrun.cli import _flag_words, main
+from batchrun.cli.commands import _flag_words, main
 from batchrun.config import Settings
 from batchrun.config_file import read_config_file, settings_toml
 from batchrun.errors import ExitCode, OutputNotWritten, UsageError

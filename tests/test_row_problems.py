@@ -10,12 +10,12 @@ import pytest
 from job_support import read_rows, settings_for
 from test_run import creates, write_sheet
 
-from batchrun.assembly import assemble
-from batchrun.body import plan_columns
 from batchrun.config import Settings
+from batchrun.endpoints.assembly import assemble
+from batchrun.endpoints.body import plan_columns
+from batchrun.endpoints.prepare import RowPreparer, make_plan
 from batchrun.errors import UsageError
 from batchrun.jobs import run_file
-from batchrun.prepare import RowPreparer, make_plan
 from batchrun.simulator import RunningSimulator
 
 BIG = "99999999999999999999"

@@ -139,7 +139,7 @@ def test_limiter_url_without_rpm_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_help_does_not_import_redis() -> None:
-    code = "import sys, batchrun.cli; print('redis' in sys.modules)"
+    code = "import sys, batchrun.cli.commands; print('redis' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )

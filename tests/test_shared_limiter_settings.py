@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli
+from batchrun.cli.commands import cli
 from batchrun.config import Settings, environment_settings
 from batchrun.config_file import read_config_file, settings_toml
 from batchrun.errors import UsageError

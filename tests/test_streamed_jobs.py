@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from job_support import TEST_KEY, read_rows, settings_for, wait_for
 
-from batchrun import jobs, prepare
+from batchrun import jobs
+from batchrun.endpoints import prepare as prepare
+from batchrun.endpoints.prepare import Occurrences
 from batchrun.jobs import run_file
-from batchrun.prepare import Occurrences
 from batchrun.sending.journal import Journal
 from batchrun.simulator import RunningSimulator
 
@@ -118,7 +119,7 @@ def test_a_kill_while_the_output_streams_out_leaves_the_rerun_the_whole_output(
     # Chunks of 20 rows at concurrency 1: the output is being written for most of the job.
     script = (
         "import sys; from batchrun import jobs; jobs.RUN_CHUNK_ROWS = 20; "
-        "from batchrun.cli import main; sys.argv = ['batchrun', *sys.argv[1:]]; main()"
+        "from batchrun.cli.commands import main; sys.argv = ['batchrun', *sys.argv[1:]]; main()"
     )
     args = [
         *(sys.executable, "-c", script, "run", str(source), "-o", str(output)),

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from job_support import settings_for
 
-from batchrun.cli import main
+from batchrun.cli.commands import main
 from batchrun.config import Settings
 from batchrun.errors import InputError
 from batchrun.jobs import run_file, validate_file

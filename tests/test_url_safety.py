@@ -26,8 +26,8 @@ import yarl
 from aiohttp import web
 from loopback_server import RunStore, app_with, serve_app
 
-from batchrun.body import THREAD_ID_PATTERN
 from batchrun.config import Settings, environment_settings
+from batchrun.endpoints.body import THREAD_ID_PATTERN
 from batchrun.errors import ExitCode, UsageError
 from batchrun.jobs import run_file, validate_file
 from batchrun.sending.client import ApiClient

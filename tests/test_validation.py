@@ -9,7 +9,7 @@ import pytest
 
 from batchrun import jobs
 from batchrun.config import Settings
-from batchrun.prepare import RowPreparer, make_plan, request_text
+from batchrun.endpoints.prepare import RowPreparer, make_plan, request_text
 from batchrun.sheets import read_sheet
 
 

@@ -39,7 +39,7 @@ from batchrun.batch.lines import PartWriter, batch_line, batch_url, too_large
 from batchrun.batch.queue import has_room, queue_refusal, stated_queue_limit
 from batchrun.config import Settings
 from batchrun.endpoints import Endpoint
-from batchrun.prepare import sent_body
+from batchrun.endpoints.prepare import sent_body
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.journal import Journal
 from batchrun.sending.runner import Progress

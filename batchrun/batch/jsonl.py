@@ -23,8 +23,8 @@ from batchrun.batch.lines import (
     too_large,
 )
 from batchrun.config import Settings
+from batchrun.endpoints.validation import CheckedChunk
 from batchrun.errors import UsageError
-from batchrun.validation import CheckedChunk
 
 
 class BatchJsonl:

@@ -13,8 +13,8 @@ from typing import Any
 
 from batchrun.config import GENERATION_TIMEOUT
 from batchrun.endpoints import Endpoint
+from batchrun.endpoints.rules import RUN_TAG_KEY
 from batchrun.report import Outcome, RowResult
-from batchrun.rules import RUN_TAG_KEY
 from batchrun.sending.states import Event
 
 NAME = "chat"

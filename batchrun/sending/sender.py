@@ -28,7 +28,7 @@ import orjson
 
 from batchrun.config import Settings
 from batchrun.endpoints import LOOK, WAIT, endpoint_named
-from batchrun.prepare import sent_body
+from batchrun.endpoints.prepare import sent_body
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.client import Answer, ApiClient, TransportError
 from batchrun.sending.control import (

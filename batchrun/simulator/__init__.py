@@ -72,7 +72,7 @@ Starting it::
         ...
     serve_forever(config, announce=print)                             # batchrun serve
 
-The simulator never prints; it imports no client code except :mod:`batchrun.schema`.
+The simulator never prints; it imports no client code except :mod:`batchrun.endpoints.schema`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from operator import itemgetter
 import orjson
 from aiohttp import web
 
-from batchrun.schema import service_problems
+from batchrun.endpoints.schema import service_problems
 from batchrun.simulator import envelope
 from batchrun.simulator.settings import SimulatorConfig
 from batchrun.simulator.state import Run, Store, Thread, page

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from batchrun.schema import body_fields, service_problems
+from batchrun.endpoints.schema import body_fields, service_problems
 from batchrun.simulator import envelope
 
 DEFAULT_PAGE_SIZE = 20

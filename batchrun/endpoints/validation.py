@@ -15,10 +15,10 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from batchrun.body import RowPlan
 from batchrun.config import Settings
+from batchrun.endpoints.body import RowPlan
 from batchrun.endpoints.cost import Estimate
-from batchrun.prepare import RowPreparer, request_text
+from batchrun.endpoints.prepare import RowPreparer, request_text
 from batchrun.sending.tokens import max_output_tokens, prompt_tokens
 
 MAX_WORKERS = 4

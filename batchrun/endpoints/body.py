@@ -2,10 +2,10 @@
 completion: the schema in force names the fields).
 
 A row's cells are text. :func:`plan_columns` decides once, from the header, which column
-feeds which body field; :func:`batchrun.assembly.assemble` then builds each row's body::
+feeds which body field; :func:`batchrun.endpoints.assembly.assemble` then builds each row's body::
 
     >>> plan = plan_columns(["thread_id", "assistant_id", "tools", "metadata.team"], "v2")
-    >>> from batchrun.assembly import assemble
+    >>> from batchrun.endpoints.assembly import assemble
     >>> assemble(plan, ["thread_abc", "asst_1", "code_interpreter", "ops"]).body
     {'assistant_id': 'asst_1', 'tools': [{'type': 'code_interpreter'}], 'metadata': {'team': 'ops'}}
 
@@ -25,8 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchrun.errors import InputError, UsageError
-from batchrun.field_values import (
+from batchrun.endpoints.field_values import (
     FIELD_KINDS,
     KIND_OVERRIDES,
     CellError,
@@ -34,7 +33,8 @@ from batchrun.field_values import (
     convert,
     kind_for_types,
 )
-from batchrun.schema import API_VERSIONS, body_fields, value_types
+from batchrun.endpoints.schema import API_VERSIONS, body_fields, value_types
+from batchrun.errors import InputError, UsageError
 
 THREAD_ID = "thread_id"
 CONVERSATION = "conversation"

@@ -1,5 +1,6 @@
-"""One row's cells to its request body, by the :class:`~batchrun.body.RowPlan` that
-:func:`~batchrun.body.plan_columns` made from the header (see :mod:`batchrun.body`).
+"""One row's cells to its request body, by the :class:`~batchrun.endpoints.body.RowPlan` that
+:func:`~batchrun.endpoints.body.plan_columns` made from the header (see
+:mod:`batchrun.endpoints.body`).
 
 A field's value comes from its cell, else from ``--set``, else from the row's
 ``request_json`` object. Empty cells are "not sent". Problems are returned, never raised.
@@ -11,15 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchrun.body import (
+from batchrun.endpoints.body import (
     CONVERSATION,
     REQUEST_JSON,
     THREAD_ID,
     THREAD_ID_PATTERN,
     RowPlan,
 )
-from batchrun.field_values import CONVERTERS, CellError, parse_json
-from batchrun.problems import Problem
+from batchrun.endpoints.field_values import CONVERTERS, CellError, parse_json
+from batchrun.endpoints.problems import Problem
 
 
 @dataclass(frozen=True, slots=True)

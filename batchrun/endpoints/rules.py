@@ -2,7 +2,7 @@
 (metadata: 16 pairs, keys <= 64 characters, string values <= 512) and batchrun's own rules
 (a response names its model and has something to answer; the run tag's key is reserved).
 
-Shared by the client (:mod:`batchrun.schema`) and the simulator.
+Shared by the client (:mod:`batchrun.endpoints.schema`) and the simulator.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from batchrun.problems import Problem
+from batchrun.endpoints.problems import Problem
 
 RUN_TAG_KEY = "batchrun_key"
 METADATA_MAX_KEYS = 16

@@ -9,7 +9,8 @@ Valid bodies, the common case, are confirmed by the compiled validator (jsonsche
 only an invalid body is walked again by ``jsonschema`` to word each problem as clearly as
 it does (``best_match`` picks the branch of a ``oneOf`` that the value was aiming for).
 This module is shared by the client and the simulator. The rules beyond the schema are in
-:mod:`batchrun.rules`; the wording of a schema error in :mod:`batchrun.problems`.
+:mod:`batchrun.endpoints.rules`; the wording of a schema error in
+:mod:`batchrun.endpoints.problems`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from batchrun.problems import Problem, explain, listed
-from batchrun.rules import metadata_fits, metadata_problems, responses_problems
+from batchrun.endpoints.problems import Problem, explain, listed
+from batchrun.endpoints.rules import metadata_fits, metadata_problems, responses_problems
 
 API_VERSIONS = ("v1", "v2")
 DEFAULT_API_VERSION = "v2"

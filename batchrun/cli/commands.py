@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from batchrun import __version__
-from batchrun.cli_help import (
+from batchrun.cli.help import (
     RUN_EPILOG,
     RUN_GROUPS,
     SERVE_EPILOG,
@@ -23,7 +23,7 @@ from batchrun.cli_help import (
     VALIDATE_EPILOG,
     GroupedCommand,
 )
-from batchrun.cli_options import (
+from batchrun.cli.options import (
     TRACEBACK_KEY,
     batch_jsonl_option,
     endpoint_option,
@@ -118,7 +118,7 @@ def schema(endpoint: str, api_version: str) -> None:
     """Print the request-body JSON Schema in force (of --endpoint; for runs, --api-version)."""
     import json
 
-    from batchrun.schema import load_schema
+    from batchrun.endpoints.schema import load_schema
 
     click.echo(json.dumps(load_schema(api_version if endpoint == "runs" else endpoint), indent=2))
 
@@ -269,6 +269,6 @@ def _progress_bar() -> Any:
     """A tqdm bar on stderr counting finished rows, or None when stderr is no terminal."""
     if not sys.stderr.isatty():
         return None
-    from batchrun.progress import ProgressBar
+    from batchrun.cli.progress import ProgressBar
 
     return ProgressBar()

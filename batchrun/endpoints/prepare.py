@@ -13,20 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchrun.assembly import assemble
-from batchrun.body import (
+from batchrun.config import Settings
+from batchrun.endpoints.assembly import assemble
+from batchrun.endpoints.body import (
     REQUEST_JSON,
     RowPlan,
     hint_text,
     plan_columns,
     used_columns,
 )
-from batchrun.config import Settings
+from batchrun.endpoints.problems import Problem
+from batchrun.endpoints.rules import RUN_TAG_KEY
+from batchrun.endpoints.schema import BodyChecker
 from batchrun.errors import BatchrunError, InputError
-from batchrun.problems import Problem
 from batchrun.report import Outcome, RowResult
-from batchrun.rules import RUN_TAG_KEY
-from batchrun.schema import BodyChecker
 from batchrun.sending.journal import body_digest, row_key
 from batchrun.sending.states import Event
 from batchrun.sheets.cells import frame_cell_text
