@@ -9,16 +9,16 @@ password of a ``--limiter-url`` (shown masked).
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from batchrun.errors import UsageError
+from batchrun.report import human_value
 from batchrun.schema import API_VERSIONS, DEFAULT_API_VERSION
+from batchrun.sending.urls import check_base_url, check_limiter_url, mask_url
 
 ENDPOINTS = ("runs", "responses", "chat")
 DEFAULT_ENDPOINT = "runs"
@@ -35,7 +35,6 @@ DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 SIMULATOR_KEY = "sk-batchrun-simulator"
 SIMULATED_ENDPOINT = "simulator:"
 LIMITER_URL_ENV = "BATCHRUN_LIMITER_URL"
-LIMITER_SCHEMES = ("redis", "rediss", "unix")
 # --delimiter takes a character, or the name of one that is awkward to type in a shell.
 DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "pipe": "|"}
 
@@ -183,8 +182,8 @@ class Settings:
 
     @property
     def schema(self) -> str:
-        """The name of the request-body schema in force (see :func:`batchrun.schema.load_schema`):
-        the Assistants version for ``runs``, else the endpoint's own."""
+        """The name of the request-body schema in force: the Assistants version for ``runs``,
+        else the endpoint's own (see :func:`batchrun.schema.load_schema`)."""
         return self.api_version if self.endpoint == "runs" else self.endpoint
 
     @property
@@ -290,79 +289,6 @@ def default_timeout(endpoint: str) -> float:
     is made in the request (chat, responses in the foreground; a background response
     answers at once anyway), so a normal answer is never an ambiguous failure."""
     return DEFAULT_TIMEOUT if endpoint == "runs" else GENERATION_TIMEOUT
-
-
-def human_value(value: object) -> object:
-    """A setting as a person reads it: ``yes``/``no``, ``FIELD=VALUE, ...``, numbers as
-    numbers, anything else as its text."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, Mapping):
-        return ", ".join(f"{key}={text}" for key, text in value.items()) or "none"
-    if isinstance(value, int | float):
-        return int(value) if isinstance(value, float) and value.is_integer() else value
-    return "" if value is None else str(value)
-
-
-def check_base_url(url: str, *, allow_insecure_http: bool, label: str = "--base-url") -> None:
-    """Refuse URLs that would leak the key: plain http to a non-loopback host.
-
-    Parsed with yarl, the parser aiohttp sends with, so the host checked here is the host
-    the key would go to. ``label`` names where the URL came from (``--base-url``, or
-    ``$OPENAI_BASE_URL``).
-    """
-    from yarl import URL
-
-    try:
-        parts = URL(url)
-    except (ValueError, TypeError):
-        raise UsageError(f"{label} {url!r} is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.host:
-        raise UsageError(f"{label} {url!r} is not an http(s) URL")
-    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.host):
-        raise UsageError(
-            f"{label} {url}: plain http would send the API key unencrypted to "
-            f"{parts.host}; use https, or pass --allow-insecure-http"
-        )
-    if parts.raw_query_string or parts.raw_fragment:
-        raise UsageError(
-            f"{label} {url!r}: a base URL cannot carry a query or fragment "
-            "(request paths are appended to it)"
-        )
-
-
-def check_limiter_url(url: str, label: str = "--limiter-url") -> None:
-    """Refuse a ``--limiter-url`` that is not a Redis URL (messages never show a password)."""
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in LIMITER_SCHEMES:
-        raise UsageError(
-            f"{label} {mask_url(url)}: use redis://HOST:PORT/DB "
-            "(or rediss:// for TLS, unix:///path/to/socket)"
-        )
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password, if any, shown as ``***``."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "(unparsable URL)"
-    if not password:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is this machine (localhost or a loopback address)."""
-    if host.casefold() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def environment_settings(

@@ -7,11 +7,12 @@ Row problems are data (see :mod:`batchrun.report`); only these raise::
     ├── InputError             unreadable or unusable input sheet                (exit 2)
     ├── JournalMismatch        the journal belongs to another input              (exit 2)
     ├── JournalBusy            another process works the same journal            (exit 2)
-    ├── SystemicError          the server refuses every row: key, quota, route   (exit 3)
     └── OutputNotWritten       rows were sent, then the output could not be      (exit 3)
                                written: their results are in the journal
 
-The CLI turns each into one line on stderr and its exit code.
+The CLI turns each into one line on stderr and its exit code. A server that refuses every
+row (key, quota, route) is not an exception: the sending core stops the job and reports it
+as aborted (exit 3).
 """
 
 from __future__ import annotations
@@ -54,16 +55,6 @@ class InputError(BatchrunError):
 
 class JournalMismatch(BatchrunError):
     """The journal was written for another input (or by a newer batchrun)."""
-
-
-class SystemicError(BatchrunError):
-    """The server refuses the job as a whole (bad key, no quota, missing route)."""
-
-    exit_code = ExitCode.ABORTED
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class JournalBusy(BatchrunError):

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable
 from functools import lru_cache, partial
 from typing import Any
 
 import orjson
 
+from batchrun.sheets.cells import LONG_DIGITS
+
 # JSON numbers travel as 64-bit integers (orjson's range, and most servers'): a longer
 # integer would be rounded or refused on the way, so it is a row error instead.
 INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
 
 
 class Kind:
@@ -149,7 +149,7 @@ CONVERTERS: dict[str, Callable[[str], Any]] = {kind: _converter(kind) for kind i
 
 def parse_json(text: str) -> Any:
     """Parse JSON cell text; integers beyond 64 bits are a CellError, never a float."""
-    if _LONG_DIGITS.search(text):
+    if LONG_DIGITS.search(text):
         # orjson would read 99999999999999999999 as 1e+20: parse exactly, then refuse.
         try:
             value = json.loads(text, parse_constant=_refuse_constant)

@@ -17,7 +17,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchrun import __version__
 from batchrun.atomic import StagedFile, check_writable
@@ -25,7 +25,7 @@ from batchrun.body import RowPlan, hint_text, unsent_assistants_columns
 from batchrun.config import Settings, applied_settings
 from batchrun.config_file import settings_toml
 from batchrun.endpoints.cost import Estimate
-from batchrun.errors import OutputNotWritten, UsageError
+from batchrun.errors import InputError, OutputNotWritten, UsageError
 from batchrun.output import (
     VALIDATE_COLUMNS,
     check_names,
@@ -37,8 +37,6 @@ from batchrun.output import (
 from batchrun.prepare import RowPreparer, make_plan
 from batchrun.report import Outcome, RowResult, Summary
 from batchrun.sending.journal import Journal, default_journal_path
-from batchrun.sending.runner import Progress
-from batchrun.sending.session import run_rows
 from batchrun.sheets import batched, columns_of, sheet_format
 from batchrun.sheets.formats import default_output, input_format, output_format
 from batchrun.sheets.handoff import HandOff
@@ -47,7 +45,12 @@ from batchrun.sheets.writer import MAX_XLSX_DATA_ROWS, SheetWriter
 from batchrun.sheets.xlsx_writer import MAX_XLSX_COLUMNS, full_text_path
 from batchrun.validation import checked_chunks
 
+if TYPE_CHECKING:
+    from batchrun.sending.runner import Progress
+
 VALIDATE_CHUNK_ROWS = 50_000
+# Rows a run reads, prepares, sends and writes at a time: what its memory is bounded by.
+RUN_CHUNK_ROWS = 10_000
 OK, INVALID = Outcome.OK.value, Outcome.INVALID.value
 
 
@@ -139,6 +142,18 @@ def open_input(source: Path, settings: Settings) -> Sheet:
     )
 
 
+def typed_output(sheet: Sheet, target: Path) -> bool:
+    """Whether input cells are written back as the values they came as (else as text).
+
+    Parquet values keep their Arrow types only in a Parquet output; elsewhere they are
+    written as their text (a tz-aware timestamp has no Excel type).
+    """
+    out = output_format(target)
+    if sheet.format.name == "parquet":
+        return out.name == "parquet"
+    return sheet.format.typed_cells and out.typed_cells
+
+
 def _silent(note: str) -> None:
     pass
 
@@ -169,20 +184,18 @@ def _run_file(
     # Lists of cells, not a DataFrame: sending starts without importing pandas (~0.15 s).
     sheet = open_input(source, settings)
     headers = sheet.headers
-    values = list(itertools.islice(sheet.rows, settings.limit))
-    # Text for assembly; the values as they came (numbers, dates, JSON) for the output.
-    cells = list(sheet.text_rows(values)) if sheet.format.typed_cells else values
-    if target.suffix.lower() == ".xlsx" and len(cells) > MAX_XLSX_DATA_ROWS:
-        # Found out before sending, not after: Excel holds 1,048,575 data rows.
-        raise UsageError(
-            f"-o {target}: {len(cells):,} rows do not fit a worksheet; write .csv or .jsonl"
-        )
     check_names(headers, settings, "run")
     columns = len(headers) + len(result_columns(settings, "run"))
     if target.suffix.lower() == ".xlsx" and columns > MAX_XLSX_COLUMNS:
         raise UsageError(f"-o {target}: .xlsx holds at most {MAX_XLSX_COLUMNS:,} columns")
+    counted = _scan(source, settings, sheet)
+    if target.suffix.lower() == ".xlsx" and (counted or 0) > MAX_XLSX_DATA_ROWS:
+        # Found out before sending, not after: Excel holds 1,048,575 data rows.
+        raise UsageError(
+            f"-o {target}: {counted:,} rows do not fit a worksheet; write .csv, .jsonl or .parquet"
+        )
     plan = make_plan(headers, settings, sheet.source, sheet.preview)
-    rows = RowPreparer(plan, settings, sheet.cell_problems).prepare_rows(cells)
+    preparer = RowPreparer(plan, settings, sheet.cell_problems)
     notes = sheet_notes(headers, settings, plan)
     for note in notes:
         (notice or _silent)(note)  # before sending: a user may stop the job and fix it
@@ -198,63 +211,169 @@ def _run_file(
     except (sqlite3.Error, OSError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise UsageError(f"cannot open the journal {journal_path}: {reason}") from None
+    typed = typed_output(sheet, target)
+    out = StreamedOutput(target, headers, settings, source, typed=typed, handoff=sheet.handoff)
     try:
+        chunks = prepared_chunks(sheet, preparer, settings.limit, out)
         # A journal failure mid-job (disk full) stops sending; the summary says so and the
-        # output is still written below. What was committed stays.
+        # output is still written. What was committed stays.
         if settings.batch:
             from batchrun.batch.run import run_batch_rows
 
+            # A --batch job plans its parts over every row at once (see batch/job.py).
+            rows = [row for chunk in chunks for row in chunk]
             summary = run_batch_rows(
                 rows, settings, journal, progress=progress, handle_signals=handle_signals
             )
+            out.write(rows)
         else:
-            summary = run_rows(
-                rows, settings, journal, progress=progress, handle_signals=handle_signals
+            # Imported here: the sending stack (aiohttp) is not ``validate``'s to load.
+            from batchrun.sending.session import run_chunks
+
+            summary = run_chunks(
+                chunks,
+                settings,
+                journal,
+                progress=progress,
+                handle_signals=handle_signals,
+                on_chunk=out.write,
             )
+        if out.cost is not None:
+            summary = dataclasses.replace(summary, cost_usd=round(out.cost, 12))
+        if notes:
+            summary = dataclasses.replace(summary, notes=(*summary.notes, *notes))
+        out.finish(summary)
+    except (UsageError, OSError, InputError) as error:
+        out.abort()
+        if not out.handled:
+            raise
+        raise _not_written(error, target, journal_path) from None
+    except BaseException:
+        out.abort()
+        raise
     finally:
+        preparer.close()
         with contextlib.suppress(sqlite3.Error):
             journal.close()
-    if (cost := total_cost(rows, settings)) is not None:
-        summary = dataclasses.replace(summary, cost_usd=cost)
-    if notes:
-        summary = dataclasses.replace(summary, notes=(*summary.notes, *notes))
-    typed = sheet.format.typed_cells and output_format(target).typed_cells
-    try:
-        write_output(
-            target,
-            headers,
-            values if typed else cells,
-            rows,
-            settings,
-            summary,
-            source,
-            typed=typed,
-            handoff=sheet.handoff,
-        )
-    except (UsageError, OSError) as error:
-        if not (summary.sent or summary.from_journal):
-            raise
-        # Checked before sending, yet it failed (a full disk, the folder removed meanwhile):
-        # nothing is lost, and exit 2 would say nothing was sent.
-        reason = (
-            str(error) if isinstance(error, UsageError) else f"{target}: {error.strerror or error}"
-        )
-        raise OutputNotWritten(
-            f"{reason}; the results are in the journal {journal_path}: run the same command "
-            "with another -o to write them (nothing is sent again)"
-        ) from None
     return JobReport(summary, target)
+
+
+def _not_written(error: Exception, target: Path, journal: Path) -> OutputNotWritten:
+    """The error of a job whose output failed after rows were sent: nothing is lost."""
+    if isinstance(error, InputError):
+        # Found as the sheet streamed in, after earlier chunks were sent.
+        return OutputNotWritten(
+            f"{error}; the rows before it were handled and are in the journal {journal}: "
+            "fix the file and run the same command again (nothing is sent twice)"
+        )
+    # Checked before sending, yet it failed (a full disk, the folder removed meanwhile):
+    # exit 2 would say nothing was sent.
+    reason = str(error) if isinstance(error, UsageError) else f"{target}: {_strerror(error)}"
+    return OutputNotWritten(
+        f"{reason}; the results are in the journal {journal}: run the same command "
+        "with another -o to write them (nothing is sent again)"
+    )
+
+
+def _strerror(error: Exception) -> object:
+    return (error.strerror if isinstance(error, OSError) else None) or error
+
+
+def _scan(source: Path, settings: Settings, sheet: Sheet) -> int | None:
+    """The number of rows of a CSV/TSV input, read through once before anything is sent,
+    so that a ragged row or an unclosed quote far down the file stops the job before its
+    first request, as when the whole sheet was read first (about a second a million rows).
+    Other formats are checked whole as they open (JSONL's keys are read from every line; an
+    .xlsx sheet is read at once, and fits Excel): None."""
+    if sheet.format.delimiter is None:
+        return None
+    return sum(1 for _ in itertools.islice(open_input(source, settings).rows, settings.limit))
+
+
+def prepared_chunks(
+    sheet: Sheet, preparer: RowPreparer, limit: int | None, out: StreamedOutput
+) -> Iterator[list[RowResult]]:
+    """The sheet's rows, prepared a chunk at a time; each chunk's input cells wait in
+    ``out`` for the chunk's results."""
+    values = itertools.islice(sheet.rows, limit)
+    for chunk in batched(values, RUN_CHUNK_ROWS):
+        # Text for assembly; the values as they came (numbers, dates, JSON) for the output.
+        cells = list(sheet.text_rows(chunk)) if sheet.format.typed_cells else chunk
+        out.inputs.append(chunk if out.typed else cells)
+        yield preparer.prepare_rows(cells)
+
+
+class StreamedOutput:
+    """A run's output, written chunk by chunk in input order as each chunk ends: each
+    chunk's input cells beside its rows' results; committed (renamed into place) by
+    :meth:`finish`, so a job stopped before leaves the target as it was, and a rerun writes
+    it whole from the journal."""
+
+    def __init__(
+        self,
+        target: Path,
+        headers: list[str],
+        settings: Settings,
+        source: Path,
+        *,
+        typed: bool,
+        handoff: HandOff,
+    ) -> None:
+        self.target, self.headers, self.settings, self.source = target, headers, settings, source
+        self.typed = typed
+        # Input cells of the chunks read and not yet written, oldest first.
+        self.inputs: deque[list[list[Any]]] = deque()
+        # Whether a written row has a result (sent now, or taken from the journal).
+        self.handled = False
+        # What the rows written so far cost (None: no row has a known price).
+        self.cost: float | None = None
+        names = [settings.prefix + name for name in result_columns(settings, "run")]
+        self._writer = SheetWriter(
+            target,
+            [*headers, *names],
+            escape_formulas=settings.escape_formulas,
+            number_columns=number_columns(settings),
+            typed_columns=frozenset(headers) if typed else frozenset(),
+            handoff=handoff,
+        )
+
+    def write(self, rows: list[RowResult]) -> None:
+        """Write the finished rows of the oldest chunk read (or of every chunk read)."""
+        cells: list[list[Any]] = []
+        while len(cells) < len(rows):
+            cells.extend(self.inputs.popleft())
+        self.handled = self.handled or any(row.status is not None for row in rows)
+        if (cost := total_cost(rows, self.settings)) is not None:
+            self.cost = (self.cost or 0.0) + cost
+        self._writer.write_columns(
+            [
+                *columns_of(cells, len(self.headers)),
+                *result_cells(rows, self.settings, "run"),
+            ]
+        )
+
+    def finish(self, summary: Summary) -> None:
+        """Commit the output (with its summary sheet) and the settings passthrough."""
+        self._writer.close(sheet_summary(summary, self.settings, "run", self.source, self.target))
+        write_text_atomic(settings_path(self.target), settings_toml(self.settings))
+
+    def abort(self) -> None:
+        """Remove what was written; an earlier output stays as it was."""
+        self._writer.abort()
 
 
 @contextlib.contextmanager
 def rare_collections() -> Iterator[None]:
     """Run the cyclic garbage collector rarely while a job holds its rows.
 
-    Cells, bodies and results live until the output is written, and every full collection
-    would walk them all again for nothing; sending makes next to no cyclic garbage (64
-    objects for 20,000 rows, measured). So what exists is frozen (left out of
+    A chunk's cells, bodies and results live until the chunk is written, and every full
+    collection would walk them all again for nothing; sending makes next to no cyclic
+    garbage (64 objects for 20,000 rows, measured). So what exists is frozen (left out of
     collections) and young objects are examined every 100,000 allocations instead of
     700. Both are undone on the way out (a caller's own frozen objects are left alone).
+    Kept because it measured faster: 50,000 rows at zero latency, interleaved rounds
+    (benchmarks' probe, this on and off), median CPU 16.2 s with it against 17.2 s
+    without (wall 98 s against 112 s, on a loaded machine); at 20,000 rows no difference.
     """
     threshold = gc.get_threshold()
     freeze = gc.get_freeze_count() == 0
@@ -298,7 +417,7 @@ def validate_file(
     for note in notes:
         (notice or _silent)(note)
     result_names = [settings.prefix + name for name in VALIDATE_COLUMNS]
-    typed = sheet.format.typed_cells and output_format(target).typed_cells
+    typed = typed_output(sheet, target)
     writer = SheetWriter(
         target,
         [*header, *result_names],
@@ -360,36 +479,6 @@ def _keeping(
     for chunk in chunks:
         originals.append(chunk)
         yield list(sheet.text_rows(chunk))
-
-
-def write_output(
-    target: Path,
-    headers: list[str],
-    cells: list[list[Any]],
-    rows: list[RowResult],
-    settings: Settings,
-    summary: Summary,
-    source: Path,
-    *,
-    typed: bool = False,
-    handoff: HandOff | None = None,
-) -> None:
-    """Write the input cells and each row's results (atomically), and the settings
-    passthrough beside them. ``typed``: the cells are values as read, to write typed;
-    ``handoff``: how the input was laid out, to write the output the same way."""
-    inputs = columns_of(cells, len(headers))
-    names = [settings.prefix + name for name in result_columns(settings, "run")]
-    with SheetWriter(
-        target,
-        [*headers, *names],
-        escape_formulas=settings.escape_formulas,
-        number_columns=number_columns(settings),
-        typed_columns=frozenset(headers) if typed else frozenset(),
-        handoff=handoff,
-    ) as out:
-        out.write_columns([*inputs, *result_cells(rows, settings, "run")])
-        out.close(sheet_summary(summary, settings, "run", source, target))
-    write_text_atomic(settings_path(target), settings_toml(settings))
 
 
 def sheet_summary(

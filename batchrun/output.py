@@ -15,6 +15,7 @@ from batchrun.endpoints import endpoint_named
 from batchrun.errors import UsageError
 from batchrun.prepare import request_text
 from batchrun.report import Outcome, RowResult
+from batchrun.sheets.cells import number_cells
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,6 +24,8 @@ Mode = Literal["run", "validate"]
 VALIDATE_COLUMNS = ("outcome", "request", "error")
 Cells = Callable[[list[RowResult]], list[object]]
 NUMBER_COLUMNS = frozenset({"status", "attempts", "cost_usd"})  # and every usage_* column
+# Number columns that hold fractions (the rest are whole numbers).
+FLOAT_RESULTS = ("cost_usd",)
 
 
 def _run_columns(settings: Settings) -> list[tuple[str, Cells]]:
@@ -131,11 +134,23 @@ def result_frame(
 
     check_names([str(c) for c in frame.columns], settings, mode)
     names = [settings.prefix + name for name in result_columns(settings, mode)]
+    numbers = number_columns(settings, mode)
     results = pd.DataFrame(
         {
-            name: pd.Series(values, index=frame.index, dtype=object)
+            name: _series(values, frame.index, name if name in numbers else None)
             for name, values in zip(names, result_cells(rows, settings, mode), strict=True)
         },
         index=frame.index,
     )
     return pd.concat([frame, results], axis=1)
+
+
+def _series(values: list[object], index: pd.Index, number: str | None) -> pd.Series:
+    """A result column: numbers (``number`` names the column) as nullable Int64
+    (``cost_usd`` Float64), as a Parquet output types them; text as object."""
+    import pandas as pd
+
+    if number is None:
+        return pd.Series(values, index=index, dtype=object)
+    dtype = "Float64" if number.endswith(FLOAT_RESULTS) else "Int64"
+    return pd.Series(number_cells(values), index=index, dtype=dtype)

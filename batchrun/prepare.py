@@ -6,30 +6,36 @@ gets outcome ``invalid`` and every reason in its ``error`` cell, and is never se
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from batchrun.assembly import assemble
 from batchrun.body import (
     REQUEST_JSON,
     RowPlan,
-    assemble,
     hint_text,
     plan_columns,
     used_columns,
 )
 from batchrun.config import Settings
 from batchrun.errors import BatchrunError, InputError
+from batchrun.problems import Problem
 from batchrun.report import Outcome, RowResult
-from batchrun.schema import RUN_TAG_KEY, BodyChecker, Problem
+from batchrun.rules import RUN_TAG_KEY
+from batchrun.schema import BodyChecker
 from batchrun.sending.journal import body_digest, row_key
 from batchrun.sending.states import Event
 from batchrun.sheets.cells import frame_cell_text
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# Distinct body digests counted in memory before the counts move to a temporary file.
+SPILL_DIGESTS = 100_000
 
 
 def make_plan(
@@ -115,7 +121,7 @@ class RowPreparer:
         self._used = used_columns(plan)
         self._hints = dict(plan.hints)
         self.checker = BodyChecker(settings.schema, run_tag=settings.run_tag)
-        self.occurrences: Counter[str] = Counter()
+        self.occurrences = Occurrences()
         self.next_index = 0
 
     def prepare(self, frame: pd.DataFrame) -> list[RowResult]:
@@ -125,6 +131,7 @@ class RowPreparer:
     def prepare_rows(self, rows: Iterable[Sequence[str]]) -> list[RowResult]:
         """Assemble, check and key each row of text cells (in the plan's column order)."""
         results = []
+        keyed: list[tuple[RowResult, str]] = []
         api_version = self.settings.schema
         for cells in rows:
             row = RowResult(self.next_index)
@@ -143,11 +150,16 @@ class RowPreparer:
                 row.fail(Outcome.INVALID, "; ".join(map(str, problems)), Event.INVALID)
             else:
                 row.body = built.body
-                digest = body_digest(api_version, row.thread_id, built.body or {})
-                self.occurrences[digest] += 1
-                row.key = row_key(digest, self.occurrences[digest])
+                keyed.append((row, body_digest(api_version, row.thread_id, built.body or {})))
             results.append(row)
+        numbers = self.occurrences.count([digest for _, digest in keyed])
+        for (row, digest), number in zip(keyed, numbers, strict=True):
+            row.key = row_key(digest, number)
         return results
+
+    def close(self) -> None:
+        """Remove the occurrence counts' temporary file, if they needed one."""
+        self.occurrences.close()
 
     def _hinted(self, problem: Problem) -> Problem:
         """A missing field's problem, with the column that looks like it."""
@@ -164,6 +176,63 @@ class RowPreparer:
             for col, problem in self.cell_problems[index]
             if col in self._used
         ]
+
+
+class Occurrences:
+    """How many times each body digest has come so far in a sheet: a row's key is its
+    digest and occurrence, since identical rows are meant as separate runs.
+
+    Counted in memory up to SPILL_DIGESTS distinct digests, then in a temporary file, so a
+    sheet of any size counts in bounded memory (a dict holds about 150 bytes a digest).
+    """
+
+    __slots__ = ("_counts", "_db")
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] | None = Counter()
+        self._db: sqlite3.Connection | None = None
+
+    def count(self, digests: list[str]) -> list[int]:
+        """Count ``digests`` (in order); each one's occurrence number, from 1."""
+        if self._counts is not None:
+            counts = self._counts
+            numbers = []
+            for digest in digests:
+                counts[digest] += 1
+                numbers.append(counts[digest])
+            if len(counts) > SPILL_DIGESTS:
+                self._spill(counts)
+            return numbers
+        assert self._db is not None
+        here = Counter(digests)
+        before = dict.fromkeys(here, 0)
+        distinct = list(here)
+        for start in range(0, len(distinct), 500):
+            part = distinct[start : start + 500]
+            query = f"SELECT digest, n FROM seen WHERE digest IN ({','.join('?' * len(part))})"
+            before.update(self._db.execute(query, part))
+        numbers = []
+        for digest in digests:
+            before[digest] += 1
+            numbers.append(before[digest])
+        self._db.executemany(
+            "INSERT OR REPLACE INTO seen VALUES (?, ?)", [(d, before[d]) for d in distinct]
+        )
+        return numbers
+
+    def _spill(self, counts: Counter[str]) -> None:
+        # "": a private temporary file, removed when closed.
+        self._db = sqlite3.connect("", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE seen (digest TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+        self._db.executemany("INSERT INTO seen VALUES (?, ?)", counts.items())
+        self._counts = None
+
+    def close(self) -> None:
+        """Remove the temporary file, if counting needed one."""
+        if self._db is not None:
+            self._db.close()
 
 
 def merged_problems(cell_problems: list[Problem], body_problems: list[Problem]) -> list[Problem]:

@@ -19,7 +19,11 @@ class ProgressBar:
         self.created = 0
 
     def start(self, total: int) -> None:
-        """Open the bar for ``total`` rows."""
+        """Open the bar for ``total`` rows, or add ``total`` more (the sheet's next chunk)."""
+        if self._bar is not None:
+            self._bar.total = (self._bar.total or 0) + total
+            self._bar.refresh()
+            return
         self._bar = tqdm(total=total, unit="row", file=sys.stderr, dynamic_ncols=True, leave=False)  # type: ignore[assignment]
 
     def update(self, event: str, row: RowResult) -> None:

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from batchrun.config import human_value
 from batchrun.errors import ExitCode
 from batchrun.sending.states import (
     LEFT_STATES,
@@ -28,8 +27,8 @@ from batchrun.sending.states import (
     from_journal,
     from_words,
 )
+from batchrun.sheets.xlsx_writer import CHART_SECTION
 
-OUTCOME_SECTION = "Rows by outcome"
 TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 # A run waiting for tool outputs: stopped, and only the user can move it on.
 STOPPED_RUN_STATUSES = TERMINAL_RUN_STATUSES | {"requires_action"}
@@ -256,7 +255,7 @@ class Summary:
         version) come first in the "Job" section; settings are shown in human forms.
         """
         sections: dict[str, list[tuple[str, object]]] = {
-            OUTCOME_SECTION: [(k, v) for k, v in self.outcomes.items()],
+            CHART_SECTION: [(k, v) for k, v in self.outcomes.items()],
         }
         if self.failed_statuses:
             sections["Failed rows by HTTP status"] = list(self.failed_statuses.items())
@@ -293,6 +292,82 @@ def _iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, tz=UTC).isoformat(timespec="seconds")
 
 
+class Tally:
+    """Counts of a job's rows, added chunk by chunk as each chunk ends: a job of any size
+    keeps its counts, never its rows."""
+
+    __slots__ = (
+        "failed",
+        "ghosts",
+        "left",
+        "outcomes",
+        "reconciled",
+        "reconciled_now",
+        "rows",
+        "run_statuses",
+        "sent",
+    )
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.outcomes: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()
+        self.run_statuses: Counter[str] = Counter()
+        self.left = self.reconciled = self.reconciled_now = self.sent = self.ghosts = 0
+
+    def add(self, results: Sequence[RowResult], *, count_runs: bool = False) -> None:
+        """Count ``results``, rows whose outcome is final."""
+        self.rows += len(results)
+        self.outcomes.update(r.outcome.value for r in results if r.outcome)
+        self.failed.update(
+            str(r.status) if r.status else "no answer"
+            for r in results
+            if r.outcome is Outcome.FAILED
+        )
+        if count_runs:
+            self.run_statuses.update(r.run_status for r in results if r.run_status)
+        self.left += sum(r.state in LEFT_STATES or r.outcome is Outcome.PENDING for r in results)
+        self.reconciled += sum(r.reconciled for r in results)
+        self.sent += sum(r.sent_now > 0 for r in results)
+        self.reconciled_now += sum(r.reconciled and not r.reconciled_before for r in results)
+        self.ghosts += sum(bool(r.ghost) for r in results)
+
+    def summary(
+        self,
+        seconds: float,
+        *,
+        aborted: str | None = None,
+        interrupted: bool = False,
+        notes: tuple[str, ...] = (),
+        from_journal: int = 0,
+        answers: str = "runs",
+        limits: str = "",
+    ) -> Summary:
+        """The summary of the rows counted so far."""
+        outcomes = self.outcomes
+        return Summary(
+            rows=self.rows,
+            outcomes={o.value: outcomes[o.value] for o in Outcome if outcomes[o.value]},
+            failed_statuses=dict(self.failed),
+            run_statuses=dict(self.run_statuses),
+            reconciled=self.reconciled,
+            seconds=seconds,
+            aborted=aborted,
+            interrupted=interrupted,
+            notes=notes,
+            sent=self.sent,
+            from_journal=from_journal,
+            left=self.left,
+            reconciled_now=self.reconciled_now,
+            collected=max(
+                0, self.rows - outcomes[Outcome.INVALID.value] - from_journal - self.left
+            ),
+            ghosts=self.ghosts,
+            answers=answers,
+            limits=limits,
+        )
+
+
 def summarize(
     results: list[RowResult],
     seconds: float,
@@ -306,28 +381,26 @@ def summarize(
     limits: str = "",
 ) -> Summary:
     """Count the outcomes of a finished (or stopped) job."""
-    outcomes = Counter(r.outcome.value for r in results if r.outcome)
-    failed = Counter(
-        str(r.status) if r.status else "no answer" for r in results if r.outcome is Outcome.FAILED
-    )
-    run_statuses = Counter(r.run_status for r in results if r.run_status and count_runs)
-    left = sum(r.state in LEFT_STATES or r.outcome is Outcome.PENDING for r in results)
-    return Summary(
-        rows=len(results),
-        outcomes={o.value: outcomes[o.value] for o in Outcome if outcomes[o.value]},
-        failed_statuses=dict(failed),
-        run_statuses=dict(run_statuses),
-        reconciled=sum(r.reconciled for r in results),
-        seconds=seconds,
+    tally = Tally()
+    tally.add(results, count_runs=count_runs)
+    return tally.summary(
+        seconds,
         aborted=aborted,
         interrupted=interrupted,
         notes=notes,
-        sent=sum(r.sent_now > 0 for r in results),
         from_journal=from_journal,
-        left=left,
-        reconciled_now=sum(r.reconciled and not r.reconciled_before for r in results),
-        collected=max(0, len(results) - outcomes[Outcome.INVALID.value] - from_journal - left),
-        ghosts=sum(bool(r.ghost) for r in results),
         answers=answers,
         limits=limits,
     )
+
+
+def human_value(value: object) -> object:
+    """A setting as a person reads it: ``yes``/``no``, ``FIELD=VALUE, ...``, numbers as
+    numbers, anything else as its text."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key}={text}" for key, text in value.items()) or "none"
+    if isinstance(value, int | float):
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+    return "" if value is None else str(value)

@@ -39,6 +39,8 @@ INSTRUCTIONS = "Summarise the row in one sentence."
 COLUMNS = ["thread_id", "assistant_id", "instructions", "tools", "metadata.team"]
 # --endpoint responses: one independent prompt a row.
 RESPONSES_COLUMNS = ["model", "instructions", "input", "metadata.team"]
+# --endpoint chat: one independent completion a row (a system and a user message).
+CHAT_COLUMNS = ["model", "system", "user", "metadata.team"]
 MODEL = "gpt-4o"
 # What the simulator counts as created, and as created twice, per endpoint.
 CREATED = {
@@ -133,11 +135,16 @@ def thread_id(index: int, prefix: str = "thread_b") -> str:
 
 def write_csv(path: Path, rows: int, prefix: str = "thread_b", endpoint: str = "runs") -> Path:
     """An input sheet of ``rows`` rows, each on its own thread (runs) or on its own
-    (responses: no conversation)."""
+    (responses and chat: no conversation)."""
     with path.open("w", newline="", encoding="utf-8") as stream:
         out = csv.writer(stream)
         if endpoint == "responses":
             out.writerow(RESPONSES_COLUMNS)
+            for i in range(rows):
+                out.writerow([MODEL, INSTRUCTIONS, prompt(i, prefix), f"team-{i % 7}"])
+            return path
+        if endpoint == "chat":
+            out.writerow(CHAT_COLUMNS)
             for i in range(rows):
                 out.writerow([MODEL, INSTRUCTIONS, prompt(i, prefix), f"team-{i % 7}"])
             return path
@@ -150,7 +157,7 @@ def write_csv(path: Path, rows: int, prefix: str = "thread_b", endpoint: str = "
 
 
 def prompt(index: int, prefix: str = "thread_b") -> str:
-    """A distinct prompt per row (--endpoint responses)."""
+    """A distinct prompt per row (--endpoint responses and chat)."""
     return f"Ticket {prefix}{index:08d}: the printer is on fire."
 
 
@@ -174,6 +181,20 @@ def request_bodies(rows: int, prefix: str = "thread_b", endpoint: str = "runs") 
             key = row_key(body_digest("responses", "", body), 1)
             body["metadata"] = {**body["metadata"], "batchrun_key": key}
             bodies.append(("/responses", body))
+        return bodies
+    if endpoint == "chat":
+        for i in range(rows):
+            body = {
+                "model": MODEL,
+                "metadata": {"team": f"team-{i % 7}"},
+                "messages": [
+                    {"role": "system", "content": INSTRUCTIONS},
+                    {"role": "user", "content": prompt(i, prefix)},
+                ],
+            }
+            key = row_key(body_digest("chat", "", body), 1)
+            body["metadata"] = {**body["metadata"], "batchrun_key": key}
+            bodies.append(("/chat/completions", body))
         return bodies
     for i in range(rows):
         tid = thread_id(i, prefix)

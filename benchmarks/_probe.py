@@ -5,8 +5,8 @@
 Writes REPORT.json: ``phases`` (seconds from this script's first line) and, with
 ``--stamps``, ``stamps``: the monotonic time of every create request sent. Only function
 references are wrapped; nothing in batchrun changes. The CLI runs from ``sys.argv`` as
-the console script does, so it ends the process itself once the output is written (see
-``batchrun.cli._exit_now``): the report is saved at that point. Kept apart from
+the console script does; the report is saved once the output is written, and again as the
+CLI exits. Kept apart from
 ``_common.py`` and light on imports so that the timings hardly include the probe itself.
 """
 
@@ -19,27 +19,29 @@ T0 = time.perf_counter()
 
 
 def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
-    """Phases: ``imported`` (click + batchrun.cli), ``prepared`` (sheet read; rows assembled,
-    validated and keyed; journal open: the sending starts), ``send`` (the summary's
-    ``seconds``), ``sent``, ``written`` (output written; the CLI then exits at once), and
-    ``total``, the same as ``written``."""
+    """Phases: ``imported`` (click, batchrun.cli and the sending stack), ``prepared``
+    (the journal open, the sending session starts; rows stream in, are prepared, sent and
+    written a chunk at a time from then on), ``send`` (the summary's ``seconds``), ``sent``
+    (the last chunk written), ``written`` (output committed; the CLI then exits at once),
+    and ``total``, the same as ``written``."""
     phases: dict[str, float] = {}
     times: list[float] = []
 
     from batchrun import cli, jobs
+    from batchrun.sending import session
 
     phases["imported"] = time.perf_counter() - T0
-    run_rows, write_output = jobs.run_rows, jobs.write_output
+    run_chunks, finish = session.run_chunks, jobs.StreamedOutput.finish
 
-    def timed_run_rows(*args: Any, **kwargs: Any) -> Any:
+    def timed_run_chunks(*args: Any, **kwargs: Any) -> Any:
         phases["prepared"] = time.perf_counter() - T0
-        summary = run_rows(*args, **kwargs)
+        summary = run_chunks(*args, **kwargs)
         phases["send"] = summary.seconds
         phases["sent"] = time.perf_counter() - T0
         return summary
 
-    def timed_write_output(*args: Any, **kwargs: Any) -> Any:
-        result = write_output(*args, **kwargs)
+    def timed_finish(*args: Any, **kwargs: Any) -> Any:
+        result = finish(*args, **kwargs)
         phases["written"] = phases["total"] = time.perf_counter() - T0
         save()
         return result
@@ -48,8 +50,8 @@ def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
         with open(report, "w", encoding="utf-8") as stream:
             json.dump({"phases": phases, "stamps": times}, stream)
 
-    jobs.run_rows = timed_run_rows  # type: ignore[assignment]
-    jobs.write_output = timed_write_output  # type: ignore[assignment]
+    session.run_chunks = timed_run_chunks  # type: ignore[assignment]
+    jobs.StreamedOutput.finish = timed_finish  # type: ignore[method-assign]
     if stamps:
         from batchrun.sending import client
 
@@ -62,8 +64,8 @@ def probe(report: str, stamps: bool, cli_args: list[str]) -> None:
 
         client.ApiClient.call = stamped_call  # type: ignore[method-assign]
     sys.argv = ["batchrun", *cli_args]
-    # A finished run ends the process itself (the report is saved by then); a job that
-    # stops early raises SystemExit, and the harness then finds no "written" phase.
+    # The CLI ends with SystemExit; a job that stops before its output is written leaves
+    # no "written" phase for the harness to find.
     try:
         cli.main()
     finally:

@@ -1,7 +1,7 @@
 """batchrun's whole-job rows/s against a bare aiohttp loop and the official SDK, interleaved.
 
     /work/venv/bin/python benchmarks/run_overhead.py [--rows 5000] [--concurrency 64] [--repeat 3]
-        [--endpoint runs|responses]
+        [--endpoint runs|responses|chat]
 
 Against the simulator in its own process (zero latency, runs finish at once), each round
 sends the same ``--rows`` create-run requests (same bodies, same headers, one thread per row)
@@ -20,7 +20,8 @@ sending (their imports and bodies are not timed); see ``_common.in_fresh_process
 not in this process. The simulator is reset before every round and must report exactly
 ``--rows`` runs created.
 With ``--endpoint responses`` every row is one ``POST /responses`` (no conversation; the
-simulator answers in the foreground at once), the same measure for the Responses API.
+simulator answers in the foreground at once), the same measure for the Responses API;
+with ``--endpoint chat`` one ``POST /chat/completions`` (a system and a user message).
 Targets (DESIGN.md, "Performance"): A/B >= 0.8 (goal 0.9); A several times C.
 """
 
@@ -66,6 +67,8 @@ async def _sdk(base_url: str, bodies: Bodies, concurrency: int) -> None:
             async with semaphore:
                 if path == "/responses":
                     await client.responses.create(**body)
+                elif path == "/chat/completions":
+                    await client.chat.completions.create(**body)
                 else:
                     thread = path.split("/")[2]
                     await client.beta.threads.runs.create(thread_id=thread, **body)
@@ -102,12 +105,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warmup-rows", type=int, default=500)
-    parser.add_argument("--endpoint", choices=["runs", "responses"], default="runs")
+    parser.add_argument("--endpoint", choices=["runs", "responses", "chat"], default="runs")
     parser.add_argument(
         "--no-sdk", action="store_true", help="skip C (for large --rows: the SDK is slow)"
     )
     args = parser.parse_args()
     rows, concurrency, endpoint = args.rows, args.concurrency, args.endpoint
+    load_at_start = os.getloadavg()[0]
     results: dict[str, list[float]] = {"A": [], "A in-proc": [], "A send": [], "B": [], "C": []}
     table_rows = []
     with tempfile.TemporaryDirectory(prefix="brbench-") as scratch, Simulator() as sim:
@@ -139,16 +143,25 @@ def main() -> None:
                     rows / job.send,
                     rows / results["B"][-1],
                     rows / results["C"][-1] if results["C"] else "-",
+                    f"{results['B'][-1] / job.wall:.2f}",
                     f"{phases['imported']:.2f}/{phases['prepared']:.2f}/"
                     f"{phases['send']:.2f}/{phases['written'] - phases['sent']:.2f}",
                 ]
             )
     # C is NaN when skipped (the median of nothing).
     rates = {name: rows / median(seconds) for name, seconds in results.items()}
-    table_rows.append(["median", *(rates[k] for k in ("A", "A in-proc", "A send", "B", "C")), ""])
+    per_round = median([b / a for a, b in zip(results["A"], results["B"], strict=True)])
+    table_rows.append(
+        [
+            "median",
+            *(rates[k] for k in ("A", "A in-proc", "A send", "B", "C")),
+            f"{per_round:.2f}",
+            "",
+        ]
+    )
     print(
         f"{rows:,} rows ({endpoint}), concurrency {concurrency}, simulator at zero latency "
-        "(own process), "
+        f"(own process), load avg at start {load_at_start:.1f}, at end "
         f"load avg {os.getloadavg()[0]:.1f}; rows/s"
     )
     print(
@@ -160,6 +173,7 @@ def main() -> None:
                 "A send",
                 "B aiohttp",
                 "C openai",
+                "A/B",
                 "A at imported/prepared; send, write s",
             ],
             table_rows,

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.body import assemble, plan_columns
+from batchrun.assembly import assemble
+from batchrun.body import plan_columns
 from batchrun.errors import InputError, UsageError
 from batchrun.schema import BodyChecker
 

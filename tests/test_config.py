@@ -123,7 +123,8 @@ def test_library_results_follow_the_callers_index() -> None:
     assert checked.index.tolist() == ["x", "y"]
     assert checked.loc["x", "error"] == "" and checked.loc["y", "error"].startswith("thread_id:")
     sent = batchrun.run_frame(frame, simulate=True)
-    assert sent["status"].tolist() == [200, None]
+    assert sent.loc["x", "status"] == 200
+    assert sent["status"].isna().tolist() == [False, True]  # nullable Int64: <NA> not sent
     assert sent.loc["y", "error"].startswith("thread_id:")
 
 

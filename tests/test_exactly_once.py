@@ -193,9 +193,14 @@ async def refuse_first_row(request: web.Request, store: RunStore) -> web.Respons
     return web.json_response(store.create(request.match_info["thread_id"], body))
 
 
+@pytest.mark.parametrize(
+    "chunk_rows",
+    [pytest.param(10_000, id="one-chunk"), pytest.param(1, id="a-chunk-a-row")],
+)
 def test_a_row_left_for_the_next_run_holds_back_later_rows_of_its_thread(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_rows: int
 ) -> None:
+    monkeypatch.setattr(jobs, "RUN_CHUNK_ROWS", chunk_rows)
     store = RunStore()
 
     async def create(request: web.Request) -> web.Response:

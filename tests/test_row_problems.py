@@ -10,7 +10,8 @@ import pytest
 from job_support import read_rows, settings_for
 from test_run import creates, write_sheet
 
-from batchrun.body import assemble, plan_columns
+from batchrun.assembly import assemble
+from batchrun.body import plan_columns
 from batchrun.config import Settings
 from batchrun.errors import UsageError
 from batchrun.jobs import run_file

@@ -12,7 +12,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.schema import BodyChecker, Problem, check_body, load_schema, service_problems
+from batchrun.problems import Problem
+from batchrun.schema import BodyChecker, check_body, load_schema, service_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT.parent / "shared" / "reference"

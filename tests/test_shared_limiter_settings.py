@@ -9,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.config import Settings, environment_settings, mask_url
+from batchrun.config import Settings, environment_settings
 from batchrun.config_file import read_config_file, settings_toml
 from batchrun.errors import UsageError
+from batchrun.sending.urls import mask_url
 
 URL = "redis://127.0.0.1:6379/0"
 SECRET_URL = "redis://ops:hunter2secret@redis.internal:6380/2"

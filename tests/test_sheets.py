@@ -407,7 +407,7 @@ def test_jsonl_columns_are_the_union_of_keys_in_first_seen_order(tmp_path: Path)
         pytest.param(
             "in.xyz",
             b"a\n",
-            r"unknown extension '\.xyz'; use \.csv, \.tsv, \.xlsx, \.xlsm or \.jsonl",
+            r"unknown extension '\.xyz'; use \.csv, \.tsv, \.xlsx, \.xlsm, \.jsonl or \.parquet",
             id="unknown-extension",
         ),
         pytest.param("in.xls", b"a\n", "old .xls workbook; save it as .xlsx", id="old-xls"),

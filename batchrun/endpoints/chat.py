@@ -14,7 +14,7 @@ from typing import Any
 from batchrun.config import GENERATION_TIMEOUT
 from batchrun.endpoints import Endpoint
 from batchrun.report import Outcome, RowResult
-from batchrun.schema import RUN_TAG_KEY
+from batchrun.rules import RUN_TAG_KEY
 from batchrun.sending.states import Event
 
 NAME = "chat"

@@ -3,6 +3,7 @@
 - :mod:`~batchrun.sending.states` — a row's states: one enum, one transition table, asked
   by every module below.
 - :mod:`~batchrun.sending.client` — HTTP to one endpoint: headers, timeouts, the key masked.
+- :mod:`~batchrun.sending.urls` — a base URL that cannot leak the key; URLs shown masked.
 - :mod:`~batchrun.sending.retry` — retry decisions as pure functions.
 - :mod:`~batchrun.sending.limiter` — the requests-per-minute limiter.
 - :mod:`~batchrun.sending.journal` — the crash-safe journal of row states.

@@ -27,17 +27,20 @@ and reading replays the batches in order, the latest state of a key winning. One
 per batch costs a few microseconds a row, where an upsert per row cost about ten.
 Journals from before the log keep their ``rows`` table (renamed ``rows_v1``), read first.
 When the log holds several entries per row (after reruns), loading rewrites it as the
-states in force.
+states in force. A job reads its rows' entries chunk by chunk through :meth:`Journal.lookup`,
+from an index of the states in force in a temporary file, so a job of any size never holds
+its log in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,8 @@ BACKSTOP_CHECKPOINT_PAGES = 50_000  # 200 MB of log
 # Loading rewrites the log when it holds more than this many entries and over three per key.
 COMPACT_AFTER_ENTRIES = 10_000
 COMPACT_BATCH_ENTRIES = 5_000
+# Keys looked up in one query (SQLite's limit on parameters is far above this).
+LOOKUP_KEYS = 500
 FORGOTTEN = "forgotten"  # in the log only: the key has no entry any more
 
 # Each entry upgrades the schema by one version; never edit a released one, append.
@@ -182,6 +187,11 @@ class Journal:
             raise
         self._pending: list[tuple[str, str, dict[str, Any] | None]] = []
         self._flushed_at = time.monotonic()
+        # Writes may come from a committer thread (see durability.MarkedAsSent) as well as
+        # the job's: one at a time, each taking the entries buffered so far.
+        self._writing = threading.RLock()
+        # The states in force when the job began, by key (see lookup): built on first use.
+        self._index: StateIndex | None = None
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -263,6 +273,37 @@ class Journal:
             self._compact(entries)
         return entries
 
+    def lookup(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """The entries of ``keys`` as they were when the job began (keys without one are
+        left out).
+
+        Read through an index of the states in force, built on the first call in a
+        temporary file (its memory does not grow with the journal); entries recorded since
+        are not in it, which is why a job looks up each row once, before handling it.
+        """
+        if self._index is None:
+            with self._writing:
+                self._index = self._indexed()
+        return self._index.lookup(keys)
+
+    def _indexed(self) -> StateIndex:
+        """The index of the states in force, the log compacted from it when it is due."""
+        self.flush()
+        index = StateIndex(self._db, self.job_id)
+        if index.should_compact():
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute("DELETE FROM log WHERE job = ?", (self.job_id,))
+                if self.job_id == "":
+                    self._db.execute("DELETE FROM rows_v1")
+                for batch in index.batches(COMPACT_BATCH_ENTRIES):
+                    self._insert(batch)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return index
+
     def _compact(self, entries: dict[str, Entry]) -> None:
         """Rewrite this job's log as ``entries``, in one transaction."""
         items = [(key, entry.state, entry.result) for key, entry in entries.items()]
@@ -295,9 +336,10 @@ class Journal:
     def remember(self, fact: str) -> None:
         """Keep ``fact`` about the server (such as "tags kept") for the reruns of this job;
         committed at once (a kill right after must not lose it)."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta VALUES (?, '1')", (f"fact:{self.job_id}:{fact}",)
-        )
+        with self._writing:
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES (?, '1')", (f"fact:{self.job_id}:{fact}",)
+            )
 
     def mark_sending(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Record, durably and at once, that these rows are about to be sent.
@@ -305,12 +347,14 @@ class Journal:
         Synced to disk (FULL) even though later states are not: a mark lost in a power
         cut would let a rerun send a row again without looking for its run first.
         """
-        self._pending.extend((key, SENDING, result) for key, result in entries)
-        self._db.execute("PRAGMA synchronous=FULL")
-        try:
-            self.flush()
-        finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
+        marks = [(key, SENDING, result) for key, result in entries]
+        with self._writing:
+            self._pending.extend(marks)
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self.flush()
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
 
     def record(self, key: str, state: str | None, result: dict[str, Any]) -> None:
         """Store a row's new state (None: drop its entry); committed with the next batch
@@ -325,6 +369,11 @@ class Journal:
         if len(self._pending) >= FLUSH_ROWS or time.monotonic() - self._flushed_at >= FLUSH_SECONDS:
             self.flush()
 
+    @property
+    def pending(self) -> bool:
+        """Whether states wait in the buffer for the next commit."""
+        return bool(self._pending)
+
     def forget(self, keys: Iterable[str]) -> None:
         """Drop entries, e.g. rows a stopped job never got to send."""
         self._pending.extend((key, FORGOTTEN, None) for key in keys)
@@ -332,16 +381,27 @@ class Journal:
 
     def flush(self) -> None:
         """Commit every buffered state: one batch, one insert, one WAL append."""
+        with self._writing:
+            self._flush()
+
+    def _flush(self) -> None:
         self._flushed_at = time.monotonic()
         if not self._pending:
             return
-        self._insert(orjson.dumps(self._pending))
-        self._pending = []  # only once written: a failed commit keeps them for the next
+        # Taken before encoding: entries another thread buffers meanwhile go to the next.
+        pending, self._pending = self._pending, []
+        try:
+            self._insert(orjson.dumps(pending))
+        except BaseException:
+            self._pending[:0] = pending  # a failed commit keeps them for the next
+            raise
 
     def close(self) -> None:
         """Commit what is buffered and close the database."""
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        if self._index is not None:
+            self._index.close()
         try:
             self.flush()
         finally:
@@ -376,6 +436,107 @@ class Checkpointer:
         """Stop checkpointing (an ongoing checkpoint finishes first)."""
         self._stopping.set()
         self._thread.join()
+
+
+class StateIndex:
+    """The states in force of one job's log, by key, in a temporary file.
+
+    Replaying the log batch by batch into a keyed table keeps memory to one batch, where a
+    dict of every entry would grow with the job (about 1 KB a row). A forgotten key is kept
+    as such, so the batches replay in one statement each, in order.
+    """
+
+    __slots__ = ("_db", "count", "written")
+
+    def __init__(self, journal: sqlite3.Connection, job_id: str) -> None:
+        self._db: sqlite3.Connection | None = None
+        self.count = self.written = 0
+        batches = _log_batches(journal, job_id)
+        first = next(batches, None)
+        if first is None:
+            return  # a new job: nothing to look up, no file
+        # "": a private temporary file, removed when closed.
+        self._db = db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute(
+            "CREATE TABLE states (key TEXT PRIMARY KEY, state TEXT NOT NULL, result BLOB)"
+        ).execute("BEGIN")
+        upsert = (
+            "INSERT INTO states VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+            "SET state = excluded.state, result = excluded.result"
+        )
+        dumps = orjson.dumps
+        for batch in itertools.chain((first,), batches):
+            self.written += len(batch)
+            db.executemany(
+                upsert,
+                [
+                    (key, state, None if state == FORGOTTEN else dumps(result))
+                    for key, state, result in batch
+                ],
+            )
+        db.execute("COMMIT")
+        (self.count,) = db.execute(
+            "SELECT count(*) FROM states WHERE state != ?", (FORGOTTEN,)
+        ).fetchone()
+
+    def should_compact(self) -> bool:
+        """Whether the log holds so many more entries than states that it should be
+        rewritten as the states in force."""
+        return self.written > COMPACT_AFTER_ENTRIES and self.written > 3 * self.count
+
+    def batches(self, size: int) -> Iterator[bytes]:
+        """The states in force as log batches of at most ``size`` entries."""
+        if self._db is None:
+            return
+        rows = self._db.execute(
+            "SELECT key, state, result FROM states WHERE state != ? ORDER BY rowid", (FORGOTTEN,)
+        )
+        while chunk := rows.fetchmany(size):
+            yield orjson.dumps(
+                [(key, state, orjson.Fragment(result)) for key, state, result in chunk]
+            )
+
+    def lookup(self, keys: Iterable[str]) -> dict[str, Entry]:
+        """The states in force of ``keys`` (those that have one)."""
+        found: dict[str, Entry] = {}
+        if self._db is None:
+            return found
+        wanted = iter(keys)
+        while chunk := list(itertools.islice(wanted, LOOKUP_KEYS)):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT key, state, result FROM states WHERE key IN ({marks})"
+            for key, state, result in self._db.execute(query, chunk):
+                if state != FORGOTTEN:
+                    found[key] = Entry(state, orjson.loads(result))
+        return found
+
+    def close(self) -> None:
+        """Remove the temporary file."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def _log_batches(db: sqlite3.Connection, job_id: str) -> Iterator[list[Any]]:
+    """``job_id``'s log as lists of ``[key, state, result]`` entries, oldest first (the
+    table of a journal from before the log first)."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if job_id == "":
+        for legacy in ("rows", "rows_v1"):
+            if legacy in tables:
+                rows = db.execute(f"SELECT key, state, result FROM {legacy}")
+                while chunk := rows.fetchmany(COMPACT_BATCH_ENTRIES):
+                    yield [[key, state, orjson.loads(result)] for key, state, result in chunk]
+    if "log" in tables:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(log)")}
+        if "job" in columns:
+            batches = db.execute("SELECT entries FROM log WHERE job = ? ORDER BY batch", (job_id,))
+        else:
+            batches = db.execute("SELECT entries FROM log ORDER BY batch")
+        for (batch,) in batches:
+            yield orjson.loads(batch)
 
 
 def read_journal(path: Path) -> dict[str, Entry]:

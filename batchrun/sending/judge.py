@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from batchrun.schema import RUN_TAG_KEY
+from batchrun.rules import RUN_TAG_KEY
 
 # How far the server's clock may be behind ours when nothing measured it.
 CLOCK_SKEW = 60.0

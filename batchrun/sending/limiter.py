@@ -50,8 +50,6 @@ FROM_429 = "stated in a 429"
 class Limiter(Protocol):
     """What the sender needs of a limiter: in-process (:class:`RateLimiter`) or shared."""
 
-    granted: int
-
     @property
     def rate(self) -> float | None:
         """Requests per second, or None when unlimited."""
@@ -161,7 +159,6 @@ class RateLimiter:
         "_paused_until",
         "_probe",
         "_sleep",
-        "granted",
     )
 
     def __init__(
@@ -192,7 +189,6 @@ class RateLimiter:
         # One waiter at a time: grants go out in arrival order and a sleeper cannot be
         # overtaken by a newcomer that finds a freshly refilled bucket.
         self._lock = asyncio.Lock()
-        self.granted = 0
 
     @property
     def rate(self) -> float | None:
@@ -249,7 +245,6 @@ class RateLimiter:
     def _take(self, tokens: int) -> None:
         for unit, budget in self._budgets.items():
             budget.level -= 1 if unit == REQUESTS else tokens
-        self.granted += 1
 
     def _limits_known(self) -> None:
         if self._probe is not None:

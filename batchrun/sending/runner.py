@@ -42,7 +42,8 @@ class Progress(Protocol):
     """Receives progress: the number of rows to handle, then events per row."""
 
     def start(self, total: int) -> None:
-        """``total`` rows will be handled (sent or followed) by this job."""
+        """``total`` more rows will be handled (sent or followed) by this job: called once
+        for each chunk of the sheet as the job comes to it."""
 
     def update(self, event: str, row: RowResult) -> None:
         """``event`` is ``"created"`` (a run exists) or ``"done"`` (the row is finished)."""
@@ -94,7 +95,12 @@ class Execution:
         settings: Settings,
         progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        writes: JournalWrites | None = None,
+        held: dict[str, str] | None = None,
     ) -> None:
+        """``writes``: the job's journal writes, shared by the executions of its chunks;
+        ``held``: threads whose lane an earlier chunk left blocked, with why."""
         self.plan = plan
         self.sender = sender
         self.reader = reader
@@ -107,8 +113,10 @@ class Execution:
         self.queue: asyncio.Queue[Lane | None] = asyncio.Queue()
         self.lanes_left = 0
         self.followers: set[asyncio.Task[None]] = set()
+        self._lanes: list[Lane] = []
         self._group: asyncio.TaskGroup | None = None
-        self.writes = JournalWrites(journal, self.control.abort)
+        self.writes = writes or JournalWrites(journal, self.control.abort)
+        self.held = {} if held is None else held
         self.ahead = MarkedAhead(self.writes, (r for r in plan.rows if r.index in plan.to_create))
         self.as_sent = MarkedAsSent(self.writes)
 
@@ -121,9 +129,27 @@ class Execution:
                 key = row.thread_id or row.index  # no thread or conversation: its own lane
                 lane = lanes.get(key)
                 if lane is None:
-                    lane = lanes[key] = Lane(row.thread_id, [])
+                    blocked = self.held.get(row.thread_id, "") if row.thread_id else ""
+                    lane = lanes[key] = Lane(row.thread_id, [], blocked=blocked)
                 lane.rows.append(row)
-        return list(lanes.values())
+        self._lanes = list(lanes.values())
+        return self._lanes
+
+    def held_lanes(self) -> dict[str, str]:
+        """Threads whose lane this execution left blocked, with why: the later rows of
+        the thread, in the sheet's next chunks, are held back the same way."""
+        return {
+            lane.thread_id: lane.blocked for lane in self._lanes if lane.thread_id and lane.blocked
+        }
+
+    def stop_all(self) -> None:
+        """The job has stopped before this chunk: its rows are not sent, as :meth:`run`
+        would leave them, without starting a worker."""
+        lanes = self.lanes()
+        self.lanes_left = len(lanes)
+        self.progress.start(sum(len(lane.rows) for lane in lanes))
+        for lane in lanes:
+            self.stop_lane(lane, 0, f"not sent: job stopped ({self.control.reason})")
 
     async def run(self) -> None:
         """Send every lane; returns when all are handled or the job was stopped."""
@@ -358,6 +384,7 @@ class Execution:
             self.lane_finished()
 
     def stop_lane(self, lane: Lane, start: int, reason: str) -> None:
+        lane.blocked = lane.blocked or reason
         for row in lane.rows[start:]:
             if row.outcome is None or row.index in self.plan.to_create:
                 row.fail(Outcome.NOT_SENT, reason, Event.LEFT)

@@ -11,15 +11,16 @@ import asyncio
 import concurrent.futures
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from batchrun.config import Settings
 from batchrun.endpoints import Endpoint, endpoint_named
-from batchrun.report import Outcome, RowResult, Summary, summarize
+from batchrun.report import Outcome, RowResult, Summary, Tally, summarize
 from batchrun.sending.control import NO_LOOKUP, Control
+from batchrun.sending.durability import JournalWrites
 from batchrun.sending.journal import Journal
 from batchrun.sending.plan import JobPlan, plan_job
 from batchrun.sending.reads import Reader
@@ -87,41 +88,64 @@ async def open_sending(
         yield Sending(sender, reader)
 
 
+class ChunkRun:
+    """The chunk being sent, for a signal handler: its execution and task."""
+
+    __slots__ = ("execution", "task")
+
+    def __init__(self) -> None:
+        self.execution: Execution | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def cancel(self) -> None:
+        """Cut the chunk's requests off (a second Ctrl-C, or the grace period's end)."""
+        if self.task is not None:
+            self.task.cancel()
+
+
 async def execute(
-    plan: JobPlan,
+    chunks: Iterable[list[RowResult]],
     settings: Settings,
     journal: Journal,
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
-) -> Control:
-    """Send the planned rows; the job's control (why it stopped, notes) once every row has an
-    outcome and its journal state."""
+    on_chunk: Callable[[JobPlan], None] | None = None,
+) -> tuple[Control, int]:
+    """Send the rows chunk after chunk, each chunk planned from the journal as the job
+    comes to it; ``on_chunk`` gets each chunk's plan once every row of it has an outcome
+    and its journal state. The job's control (why it stopped, notes) and the number of
+    rows taken from the journal.
+
+    Chunks go one after another, so the rows of a thread keep their input order across
+    them; a lane an earlier chunk left blocked holds back its thread's rows in the later
+    ones. After a stop (Ctrl-C, a systemic error) the remaining chunks are planned and
+    given their outcome without sending, so the output still has every row.
+    """
+    endpoint = endpoint_named(settings.endpoint)
+    from_journal = 0
     async with open_sending(settings, journal.job_id, journal.path) as sending:
-        execution = Execution(plan, sending.sender, sending.reader, journal, settings, progress)
-        sending.sender.on_sending = execution.mark
         control = sending.sender.control
         # What jobs before this one learnt of the server holds for it, and the other way.
         control.facts |= journal.facts()
         control.on_learnt = journal.remember
-        # A run an earlier job of this journal made, to read back if a look needs to know
-        # whether the server keeps tags.
-        made = next((row for row in plan.rows if row.run_id and row.key), None)
-        if made is not None:
-            sending.sender.tagged = (made, made.run_id)
-        task = asyncio.create_task(execution.run())
+        can_look = lookup_check(endpoint, journal)
+        writes = JournalWrites(journal, control.abort)
+        held: dict[str, str] = {}
+        current = ChunkRun()
         presses = 0
 
         def on_signal() -> None:
             nonlocal presses
             presses += 1
             control.interrupt()
-            for follower in list(execution.followers):
-                follower.cancel()
+            if current.execution is not None:
+                for follower in list(current.execution.followers):
+                    follower.cancel()
             if presses > 1:
-                task.cancel()
+                current.cancel()
             else:
-                asyncio.get_running_loop().call_later(INTERRUPT_GRACE, task.cancel)
+                asyncio.get_running_loop().call_later(INTERRUPT_GRACE, current.cancel)
 
         caller_cancelled = False
         with contextlib.ExitStack() as signals:
@@ -129,34 +153,84 @@ async def execute(
                 from batchrun.sending.signals import on_interrupt
 
                 signals.enter_context(on_interrupt(asyncio.get_running_loop(), on_signal))
-            try:
-                with journal_guard(execution):
-                    await task
-            except asyncio.CancelledError:
-                # Ours (a second Ctrl-C) ends here; the caller's own goes on after the rows
-                # are given their outcome and journal state.
-                current = asyncio.current_task()
-                caller_cancelled = current is not None and current.cancelling() > 0
-                if not task.done():  # the caller's cancel reached us first: let the job stop
-                    task.cancel()
-                    await asyncio.wait({task})
-                if not task.cancelled():
-                    task.exception()  # retrieved: the caller's cancellation is what counts
+            for rows in chunks:
+                plan = plan_job(
+                    rows,
+                    journal.lookup(row.key for row in rows if row.key is not None),
+                    retry_failed=settings.retry_failed,
+                    wait=settings.wait,
+                    can_look=can_look,
+                    reads_reply=lambda row: settings.reply and endpoint.reply_path(row) is not None,
+                    lane=endpoint.lane or "thread",
+                )
+                from_journal += plan.from_journal
+                if sending.sender.tagged is None:
+                    # A run an earlier job of this journal made, to read back if a look
+                    # needs to know whether the server keeps tags.
+                    made = next((row for row in plan.rows if row.run_id and row.key), None)
+                    if made is not None:
+                        sending.sender.tagged = (made, made.run_id)
+                writes.marked.clear()  # rows of earlier chunks are never marked again
+                execution = Execution(
+                    plan,
+                    sending.sender,
+                    sending.reader,
+                    journal,
+                    settings,
+                    progress,
+                    writes=writes,
+                    held=held,
+                )
+                if control.reason is None and not caller_cancelled:
+                    caller_cancelled = await _send_chunk(execution, current)
+                else:
+                    execution.stop_all()
+                held.update(execution.held_lanes())
+                finish_rows(plan, control, wait=settings.wait)
+                handled = plan.to_create | plan.to_follow
+                for row in plan.rows:
+                    # Rows left for the next run after they were recorded (the first rows
+                    # of a job refused the same way, found systemic later) are recorded
+                    # again.
+                    left = row.state in LEFT_STATES
+                    if row.index in handled and (
+                        left or row.outcome in (Outcome.NOT_SENT, Outcome.PENDING)
+                    ):
+                        execution.record(row)
+                execution.commit_now()
+                if on_chunk is not None:
+                    on_chunk(plan)
         control.limits = sending.sender.create_limiter.in_force()
-        finish_rows(plan, control, wait=settings.wait)
-        handled = plan.to_create | plan.to_follow
-        for row in plan.rows:
-            # Rows left for the next run after they were recorded (the first rows of a
-            # job refused the same way, found systemic later) are recorded again.
-            left = row.state in LEFT_STATES
-            if row.index in handled and (
-                left or row.outcome in (Outcome.NOT_SENT, Outcome.PENDING)
-            ):
-                execution.record(row)
-        execution.commit_now()
         if caller_cancelled:
             raise asyncio.CancelledError
-        return control
+        return control, from_journal
+
+
+async def _send_chunk(execution: Execution, current: ChunkRun) -> bool:
+    """Send one chunk's plan; whether the caller cancelled the job meanwhile."""
+    sender = execution.sender
+    sender.on_sending = execution.mark
+    task = asyncio.create_task(execution.run())
+    current.execution, current.task = execution, task
+    try:
+        with journal_guard(execution):
+            await task
+    except asyncio.CancelledError:
+        # Ours (a second Ctrl-C) ends here; the caller's own goes on after the rows are
+        # given their outcome and journal state.
+        this = asyncio.current_task()
+        caller_cancelled = this is not None and this.cancelling() > 0
+        if not task.done():  # the caller's cancel reached us first: let the job stop
+            task.cancel()
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller's cancellation is what counts
+        if caller_cancelled:
+            execution.control.interrupt()
+        return caller_cancelled
+    finally:
+        current.execution = current.task = None
+    return False
 
 
 async def run_rows_async(
@@ -168,23 +242,51 @@ async def run_rows_async(
     handle_signals: bool = False,
 ) -> Summary:
     """Send prepared rows; the summary of the job."""
+    return await run_chunks_async(
+        [rows], settings, journal, progress=progress, handle_signals=handle_signals
+    )
+
+
+async def run_chunks_async(
+    chunks: Iterable[list[RowResult]],
+    settings: Settings,
+    journal: Journal,
+    *,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+    on_chunk: Callable[[list[RowResult]], None] | None = None,
+) -> Summary:
+    """Send prepared rows, a chunk at a time (see :func:`execute`); the summary of the job,
+    counted chunk by chunk. ``on_chunk`` gets each chunk's rows once they are finished,
+    in input order (to write them out); the job keeps none of them."""
     started = time.monotonic()
     endpoint = endpoint_named(settings.endpoint)
-    plan = plan_job(
-        rows,
-        journal.load(),
-        retry_failed=settings.retry_failed,
-        wait=settings.wait,
-        can_look=lookup_check(endpoint, journal),
-        reads_reply=lambda row: settings.reply and endpoint.reply_path(row) is not None,
-        lane=endpoint.lane or "thread",
-    )
-    control = await execute(
-        plan, settings, journal, progress=progress, handle_signals=handle_signals
-    )
     # A run is created queued: its status says something only once followed.
     counted = settings.wait or endpoint.usage_at_once
-    return job_summary(rows, started, control, endpoint, counted, plan.from_journal)
+    tally = Tally()
+
+    def chunk_done(plan: JobPlan) -> None:
+        tally.add(plan.rows, count_runs=counted)
+        if on_chunk is not None:
+            on_chunk(plan.rows)
+
+    control, from_journal = await execute(
+        chunks,
+        settings,
+        journal,
+        progress=progress,
+        handle_signals=handle_signals,
+        on_chunk=chunk_done,
+    )
+    return tally.summary(
+        time.monotonic() - started,
+        aborted=control.reason if control.systemic else None,
+        interrupted=control.reason == "interrupted",
+        notes=job_notes(control),
+        from_journal=from_journal,
+        answers=endpoint.answers,
+        limits=control.limits,
+    )
 
 
 def lookup_check(endpoint: Endpoint, journal: Journal) -> Callable[[RowResult], bool]:
@@ -193,6 +295,13 @@ def lookup_check(endpoint: Endpoint, journal: Journal) -> Callable[[RowResult], 
     if NO_LOOKUP in journal.facts():
         return lambda row: False
     return endpoint.can_look
+
+
+def job_notes(control: Control) -> tuple[str, ...]:
+    """The notes of a job for its summary (a note on missing tags goes once tags were seen)."""
+    return tuple(
+        note for note in control.notes if not (note == NO_METADATA_NOTE and control.tags_seen)
+    )
 
 
 def job_summary(
@@ -210,9 +319,7 @@ def job_summary(
         time.monotonic() - started,
         aborted=control.reason if control.systemic else None,
         interrupted=control.reason == "interrupted",
-        notes=tuple(
-            note for note in control.notes if not (note == NO_METADATA_NOTE and control.tags_seen)
-        ),
+        notes=job_notes(control),
         count_runs=count_statuses,
         from_journal=from_journal,
         answers=endpoint.answers,
@@ -234,6 +341,28 @@ def run_rows(
     """
     return run_blocking(
         run_rows_async(rows, settings, journal, progress=progress, handle_signals=handle_signals)
+    )
+
+
+def run_chunks(
+    chunks: Iterable[list[RowResult]],
+    settings: Settings,
+    journal: Journal,
+    *,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+    on_chunk: Callable[[list[RowResult]], None] | None = None,
+) -> Summary:
+    """Send prepared rows chunk by chunk (a blocking call; see :func:`run_chunks_async`)."""
+    return run_blocking(
+        run_chunks_async(
+            chunks,
+            settings,
+            journal,
+            progress=progress,
+            handle_signals=handle_signals,
+            on_chunk=on_chunk,
+        )
     )
 
 

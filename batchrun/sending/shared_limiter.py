@@ -42,7 +42,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from batchrun.config import Settings, mask_url
+from batchrun.config import Settings
 from batchrun.errors import UsageError
 from batchrun.sending.limiter import (
     DEFAULT_GRACE,
@@ -53,6 +53,7 @@ from batchrun.sending.limiter import (
 )
 from batchrun.sending.retry import LONGEST_PAUSE
 from batchrun.sending.stated_limits import REQUESTS, TOKENS
+from batchrun.sending.urls import mask_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -129,7 +130,6 @@ class SharedRateLimiter:
         "_sleep",
         "_stop",
         "_where",
-        "granted",
         "key",
     )
 
@@ -174,7 +174,6 @@ class SharedRateLimiter:
         # 0.0: nothing promises a local clock above zero (the clock-skew test sets one below).
         self._paused_until = -math.inf
         self._pushes: set[asyncio.Task[None]] = set()
-        self.granted = 0
 
     @property
     def rate(self) -> float | None:
@@ -196,7 +195,6 @@ class SharedRateLimiter:
             # instead of sending into it.
             if self._clock() >= self._paused_until:
                 break
-        self.granted += 1
 
     def pause(self, seconds: float, budget: str = "") -> None:
         """Hold back every process sharing the key for ``seconds``; ``budget`` (every one

@@ -13,6 +13,7 @@ Pure functions over headers and messages, tested by tables::
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
+# Every answer states its resets, in few distinct texts: each is parsed once a job.
+@functools.lru_cache(maxsize=1024)
 def parse_go_duration(text: str) -> float | None:
     """Seconds in a Go duration as sent in ``x-ratelimit-reset-*``: ``6m0s``, ``12ms``, ``8.64s``.
 

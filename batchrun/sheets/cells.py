@@ -31,6 +31,8 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "LONG_DIGITS",
+    "LONG_DIGIT_BYTES",
     "PLAIN_NUMBER",
     "JsonNumber",
     "NumberCell",
@@ -48,6 +50,10 @@ __all__ = [
 ]
 
 NumberCell = int | float | str | None
+# Nineteen digits in a row: an integer that may not fit 64 bits, which orjson would round,
+# so JSON holding one is parsed exactly by the standard library instead.
+LONG_DIGITS = re.compile(r"[0-9]{19}")
+LONG_DIGIT_BYTES = re.compile(LONG_DIGITS.pattern.encode())
 PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _PANDAS_MISSING = frozenset({"NAType", "NaTType"})  # pd.NA, pd.NaT: told by type, not text
 # Whole numbers below this are written out digit by digit; beyond it, with an exponent.
@@ -119,6 +125,25 @@ def json_cell_text(value: object) -> str:
     if type(value) is int:
         return str(value)
     return json_text(value)
+
+
+def arrow_cell_text(value: object) -> str:
+    """A Parquet value as cell text: as a JSONL value reads (``true``, ``0.7``, JSON for
+    lists and structs), dates and times in ISO 8601 (with the offset of a tz-aware
+    timestamp), decimals as written."""
+    if type(value) is str:
+        return value
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return _duration_text(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if type(value) is float:
+        return repr(value)
+    return json_cell_text(value)
 
 
 def json_text(value: object) -> str:

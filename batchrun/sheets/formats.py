@@ -45,6 +45,8 @@ FORMATS: tuple[Format, ...] = (
         read_only_suffixes=(".xlsm",),
     ),
     Format("jsonl", (".jsonl",), typed_cells=True, summary_sheet=False),
+    # Typed both ways through Arrow (see batchrun.sheets.parquet).
+    Format("parquet", (".parquet",), typed_cells=True, summary_sheet=False),
 )
 _BY_SUFFIX = {suffix: fmt for fmt in FORMATS for suffix in fmt.suffixes}
 

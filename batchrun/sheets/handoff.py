@@ -9,6 +9,7 @@ A reader fills a :class:`HandOff`; the writer of the same family of formats uses
 - XLSX: the data sheet's name; each input cell's number format (percent, currency,
   thousands, a day-first date); merged ranges, hidden rows and the rows above the table
   (a title); the workbook's other sheets, as values. See :mod:`batchrun.sheets.xlsx_reader`.
+- Parquet: the Arrow schema, written back into a .parquet output.
 
 Positions are relative to the table: data row 0 is the first row below the header, and
 header row -1; title rows above the header are -2, -3, ... counted upward from it.
@@ -92,3 +93,6 @@ class HandOff:
     data_sheet_index: int = 0
     # (row, column) -> the error a cell holds (``#N/A``): read as empty, written as its text.
     error_cells: dict[tuple[int, int], str] = field(default_factory=dict)
+    # Parquet: the input's Arrow schema (a pyarrow.Schema), so that a Parquet output gives
+    # each input column back with its type.
+    arrow_schema: Any = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,10 @@ from typing import Any
 import orjson
 
 from batchrun.errors import InputError
-from batchrun.sheets.cells import json_number
+from batchrun.sheets.cells import LONG_DIGIT_BYTES, json_number
 from batchrun.sheets.delimited import open_binary
 
 __all__ = ["jsonl_keys", "jsonl_rows"]
-
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 def _jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -50,7 +47,7 @@ def _parse_json(line: bytes) -> object:
     # orjson is several times faster, but reads integers beyond 64 bits as floats (losing
     # digits) and refuses lone surrogate escapes, both valid JSON; the standard library
     # takes those, and gives the clearer message for invalid lines.
-    if not _LONG_DIGITS.search(line):
+    if not LONG_DIGIT_BYTES.search(line):
         try:
             return orjson.loads(line)
         except orjson.JSONDecodeError:

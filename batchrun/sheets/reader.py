@@ -1,4 +1,4 @@
-"""Read an input sheet (.csv, .tsv, .xlsx/.xlsm, .jsonl) as a table of text cells.
+"""Read an input sheet (.csv, .tsv, .xlsx/.xlsm, .jsonl, .parquet) as a table of text cells.
 
     frame = read_sheet(Path("jobs.csv"))                  # the whole sheet
     headers, chunks = iter_sheet(Path("big.csv"))         # or chunk by chunk
@@ -43,7 +43,6 @@ Per format:
 from __future__ import annotations
 
 import itertools
-import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrun.errors import InputError, UsageError
-from batchrun.sheets.cells import excel_cell_text, json_cell_text
+from batchrun.sheets.cells import arrow_cell_text, excel_cell_text, json_cell_text
 from batchrun.sheets.delimited import (
     check_utf8_text,
     csv_header,
@@ -84,12 +83,10 @@ __all__ = [
 
 DEFAULT_CHUNK_ROWS = 50_000
 PREVIEW_ROWS = 20
-_BLOCK = 1 << 20
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 def sheet_format(path: Path) -> str:
-    """Return "csv", "tsv", "xlsx" or "jsonl" from the file's extension."""
+    """Return "csv", "tsv", "xlsx", "jsonl" or "parquet" from the file's extension."""
     return input_format(path).name
 
 
@@ -167,7 +164,11 @@ def text_rows(fmt: Format, rows: Iterable[list[Any]]) -> Iterator[list[str]]:
     return ([to_text(cell) for cell in row] for row in rows)
 
 
-CELL_TEXT: dict[str, Callable[[Any], str]] = {"xlsx": excel_cell_text, "jsonl": json_cell_text}
+CELL_TEXT: dict[str, Callable[[Any], str]] = {
+    "xlsx": excel_cell_text,
+    "jsonl": json_cell_text,
+    "parquet": arrow_cell_text,
+}
 
 
 def open_sheet(
@@ -190,8 +191,10 @@ def open_sheet(
     for flag, value in (("--delimiter", delimiter), ("--encoding", encoding)):
         if value is not None and fmt.delimiter is None:
             raise UsageError(f"{flag} applies to .csv/.tsv input, not {path.suffix} ({path})")
-    if header_row is not None and fmt.name == "jsonl":
-        raise UsageError(f"--header-row applies to .csv/.tsv/.xlsx input, not .jsonl ({path})")
+    if header_row is not None and fmt.name in ("jsonl", "parquet"):
+        raise UsageError(
+            f"--header-row applies to .csv/.tsv/.xlsx input, not {path.suffix} ({path})"
+        )
     if fmt.name == "xlsx":
         found = open_xlsx_sheet(path, sheet, header_row)
         headers = checked_headers(path, found.header)
@@ -210,6 +213,12 @@ def open_sheet(
             found.handoff,
             preview,
         )
+    if fmt.name == "parquet":
+        from batchrun.sheets.parquet import open_parquet
+
+        names, schema, rows = open_parquet(path)
+        handoff = HandOff(arrow_schema=schema)
+        return Sheet(path, fmt, checked_headers(path, names), rows, handoff=handoff)
     if encoding is None:
         check_utf8_text(path)
     if fmt.name == "jsonl":

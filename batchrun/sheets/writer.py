@@ -1,4 +1,4 @@
-"""Write result rows as .csv, .tsv, .jsonl or .xlsx, atomically and chunk by chunk.
+"""Write result rows as .csv, .tsv, .jsonl, .xlsx or .parquet, atomically and chunk by chunk.
 
     with SheetWriter(Path("out.xlsx"), columns, number_columns=frozenset({"status"})) as out:
         for chunk in chunks:
@@ -98,7 +98,7 @@ def escape_formula_cells(texts: list[str]) -> list[str]:
 
 
 def output_format(path: Path) -> str:
-    """Return "csv", "tsv", "jsonl" or "xlsx" from an output file's extension."""
+    """Return "csv", "tsv", "jsonl", "xlsx" or "parquet" from an output file's extension."""
     return formats.output_format(path).name
 
 
@@ -145,6 +145,12 @@ class SheetWriter:
             )
         elif fmt.name == "jsonl":
             self._out = _JsonlWriter(path, self.columns)
+        elif fmt.name == "parquet":
+            from batchrun.sheets.parquet import ParquetResultWriter
+
+            self._out = ParquetResultWriter(
+                path, self.columns, numbers, self._typed, handoff.arrow_schema
+            )
         else:
             delimiter = (handoff.delimiter if fmt.name == "csv" else None) or fmt.delimiter or ","
             self._out = _DelimitedWriter(

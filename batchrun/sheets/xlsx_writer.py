@@ -31,7 +31,7 @@ import orjson
 
 from batchrun.atomic import StagedFile
 from batchrun.errors import UsageError
-from batchrun.sheets.cells import json_text
+from batchrun.sheets.cells import NumberCell, json_text
 from batchrun.sheets.handoff import HandOff, OtherSheet
 
 __all__ = [
@@ -65,7 +65,6 @@ Summary = Mapping[str, Sequence[tuple[str, object]]]
 # The summary section charted beside its counts, and the one added for cut cells.
 CHART_SECTION = "Rows by outcome"
 CUT_SECTION = "Cut cells"
-NumberCell = int | float | str | None
 
 
 def excel_text(text: str) -> str:
@@ -484,7 +483,7 @@ class XlsxResultWriter:
                 "data_labels": {"value": True},
             }
         )
-        chart.set_title({"name": "Rows by outcome"})
+        chart.set_title({"name": CHART_SECTION})
         chart.set_legend({"none": True})
         chart.set_y_axis({"reverse": True})  # the first outcome on top, as in the table
         sheet.insert_chart(0, 3, chart, {"x_scale": 1.0, "y_scale": 0.8})

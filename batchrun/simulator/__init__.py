@@ -1,7 +1,7 @@
 """A local OpenAI API (the parts batchrun uses), faithful enough for the SDK.
 
-Routes, all under ``/v1`` and needing ``Authorization: Bearer``; the Assistants ones also
-need ``OpenAI-Beta: assistants=v1|v2``::
+Routes, all under ``/v1`` and needing ``Authorization: Bearer``; the Assistants ones (see
+:mod:`.assistants`) also need ``OpenAI-Beta: assistants=v1|v2``::
 
     POST /v1/threads                                   create a thread
     GET  /v1/threads/{thread_id}                       read a thread

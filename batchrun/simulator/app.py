@@ -13,15 +13,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from operator import itemgetter
 from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler as WebHandler
 
-from batchrun.schema import service_problems
 from batchrun.simulator import envelope
+from batchrun.simulator.assistants import Assistants
 from batchrun.simulator.batch_lines import LineAnswerer
 from batchrun.simulator.batches import Batches
 from batchrun.simulator.chat import ChatCompletions
@@ -33,18 +32,14 @@ from batchrun.simulator.limits import UNLIMITED_HEADERS, TokenBucket, charged_to
 from batchrun.simulator.responses import Responses
 from batchrun.simulator.run_log import replay
 from batchrun.simulator.settings import DEFAULT_MODEL, SimulatorConfig
-from batchrun.simulator.state import Run, Store, Thread, page
+from batchrun.simulator.state import Store
 from batchrun.simulator.wire import (
     EVENTS_KEY,
     RAW_KEY,
     Answer,
     Clock,
     Handler,
-    append_to_log,
     event_stream,
-    json_body,
-    listing,
-    page_query,
 )
 
 BETA_VERSIONS = {"assistants=v1": "v1", "assistants=v2": "v2"}
@@ -61,8 +56,15 @@ CREATE_ROUTES = frozenset(
 )
 ASSISTANTS_PREFIX = "/v1/threads"  # only the Assistants routes need the OpenAI-Beta header
 UNMATCHED = "<unmatched>"
-# (method, template, part of the simulator, its handler) of the live endpoints' routes.
-LIVE_ROUTES = (
+# (method, template, part of the simulator, its handler) of every /v1 route.
+ROUTES = (
+    ("POST", "/v1/threads", "assistants", "create_thread"),
+    ("GET", "/v1/threads/{thread_id}", "assistants", "get_thread"),
+    ("POST", "/v1/threads/{thread_id}/runs", "assistants", "create_run"),
+    ("GET", "/v1/threads/{thread_id}/runs", "assistants", "list_runs"),
+    ("GET", "/v1/threads/{thread_id}/runs/{run_id}", "assistants", "get_run"),
+    ("POST", "/v1/threads/{thread_id}/runs/{run_id}/cancel", "assistants", "cancel_run"),
+    ("GET", "/v1/threads/{thread_id}/messages", "assistants", "list_messages"),
     ("POST", "/v1/conversations", "conversations", "create"),
     ("GET", "/v1/conversations/{conversation_id}", "conversations", "retrieve"),
     ("GET", "/v1/conversations/{conversation_id}/items", "conversations", "list_items"),
@@ -100,6 +102,7 @@ class Simulator:
         config = self.config
         now = self.clock()
         self.store = Store(config)
+        self.assistants = Assistants(config, self.clock, self.store)
         # The live endpoints share the store's ids, so a seeded session reproduces them too.
         self.conversations = Conversations(config, self.clock, self.store.new_id)
         self.responses = Responses(config, self.clock, self.conversations)
@@ -315,82 +318,6 @@ class Simulator:
             counts = self.requests[route] = {}
         counts[outcome] = counts.get(outcome, 0) + 1
 
-    # -- routes ---------------------------------------------------------------------------
-
-    async def create_thread(self, request: web.Request, version: str) -> Answer:
-        """``POST /v1/threads``: a new thread, with ``messages`` and ``metadata`` if sent."""
-        body = await json_body(request, empty_ok=True)
-        metadata = body.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise envelope.invalid_param(
-                "metadata", "Invalid type for 'metadata': expected an object."
-            )
-        messages = body.get("messages") or []
-        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            raise envelope.invalid_param(
-                "messages", "Invalid type for 'messages': expected an array of objects."
-            )
-        return self.store.create_thread(self.clock(), metadata, messages).to_json()
-
-    async def get_thread(self, request: web.Request, version: str) -> Answer:
-        """``GET /v1/threads/{thread_id}``."""
-        return self._thread(request).to_json()
-
-    async def create_run(self, request: web.Request, version: str) -> Answer:
-        """``POST /v1/threads/{thread_id}/runs``: check the body, start a run, answer queued."""
-        body = await json_body(request, empty_ok=False)
-        problems = service_problems(body, version)
-        if problems:
-            raise envelope.invalid_body(problems[0].path, problems[0].message, problems[0].code)
-        thread = self._thread(request)
-        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-        now = self.clock()
-        run = self.store.create_run(thread, body, canonical, now)
-        append_to_log(
-            self.config.run_log, {"thread": thread.id, "run": run.id, "at": now, "body": body}
-        )
-        answer = run.to_json(status="queued")
-        if body.get("stream") is True:
-            created = orjson.dumps(answer).decode()
-            return {EVENTS_KEY: [("thread.run.created", created), ("done", "[DONE]")]}
-        return answer
-
-    async def list_runs(self, request: web.Request, version: str) -> Answer:
-        """``GET /v1/threads/{thread_id}/runs``: newest first unless ``order=asc``."""
-        thread = self._thread(request)
-        runs, has_more = page(list(thread.runs.values()), _run_id, **page_query(request))
-        return listing([run.to_json() for run in runs], has_more)
-
-    async def get_run(self, request: web.Request, version: str) -> Answer:
-        """``GET /v1/threads/{thread_id}/runs/{run_id}``."""
-        return self._run(request).to_json()
-
-    async def cancel_run(self, request: web.Request, version: str) -> Answer:
-        """``POST /v1/threads/{thread_id}/runs/{run_id}/cancel``: answer ``cancelling``."""
-        run = self._run(request)
-        run.cancel(self.clock())
-        return run.to_json()
-
-    async def list_messages(self, request: web.Request, version: str) -> Answer:
-        """``GET /v1/threads/{thread_id}/messages``, optionally only one run's."""
-        thread = self._thread(request)
-        messages = thread.messages
-        run_id = request.query.get("run_id")
-        if run_id is not None:
-            messages = [message for message in messages if message["run_id"] == run_id]
-        chosen, has_more = page(messages, itemgetter("id"), **page_query(request))
-        return listing(chosen, has_more)
-
-    def _thread(self, request: web.Request) -> Thread:
-        return self.store.thread(request.match_info["thread_id"], self.clock())
-
-    def _run(self, request: web.Request) -> Run:
-        run_id = request.match_info["run_id"]
-        run = self._thread(request).runs.get(run_id)
-        if run is None:
-            raise envelope.no_run(run_id)
-        return run
-
     # -- outside the API: the test hooks and unknown routes -------------------------------
 
     async def stats_route(self, request: web.Request) -> web.Response:
@@ -416,13 +343,10 @@ class Simulator:
             self._count(route, outcome)
 
 
-def _run_id(run: Run) -> str:
-    return run.id
-
-
 def _live(simulator: Simulator, part: str, method: str) -> Handler:
-    """A handler that calls ``method`` of the simulator's current ``part`` (conversations,
-    responses, chat, files or batches), which :meth:`Simulator.reset` replaces."""
+    """A handler that calls ``method`` of the simulator's current ``part`` (assistants,
+    conversations, responses, chat, files or batches), which :meth:`Simulator.reset`
+    replaces."""
 
     async def handle(request: web.Request, version: str) -> Answer:
         handler: Handler = getattr(getattr(simulator, part), method)
@@ -444,17 +368,8 @@ def create_app(
     simulator = Simulator(config or SimulatorConfig(), clock)
     app = web.Application()
     app[SIMULATOR_KEY] = simulator
-    routes: list[tuple[str, str, Handler]] = [
-        ("POST", "/v1/threads", simulator.create_thread),
-        ("GET", "/v1/threads/{thread_id}", simulator.get_thread),
-        ("POST", "/v1/threads/{thread_id}/runs", simulator.create_run),
-        ("GET", "/v1/threads/{thread_id}/runs", simulator.list_runs),
-        ("GET", "/v1/threads/{thread_id}/runs/{run_id}", simulator.get_run),
-        ("POST", "/v1/threads/{thread_id}/runs/{run_id}/cancel", simulator.cancel_run),
-        ("GET", "/v1/threads/{thread_id}/messages", simulator.list_messages),
-    ]
-    # The live endpoints; reset() replaces their state, so each route looks it up per call.
-    routes += [(method, path, _live(simulator, *where)) for method, path, *where in LIVE_ROUTES]
+    # reset() replaces every part's state, so each route looks its part up per call.
+    routes = [(method, path, _live(simulator, *where)) for method, path, *where in ROUTES]
     for method, template, handler in routes:
         app.router.add_route(method, template, simulator.endpoint(method, template, handler))
     app.router.add_route("GET", "/_simulator/stats", simulator.stats_route)

@@ -51,7 +51,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from batchrun.schema import metadata_problems
+from batchrun.rules import metadata_problems
 from batchrun.simulator import envelope
 from batchrun.simulator.batch_lines import (
     ENDPOINTS,

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from batchrun.schema import metadata_problems
+from batchrun.rules import metadata_problems
 from batchrun.simulator import envelope
 from batchrun.simulator.generation import chars_of, input_items
 from batchrun.simulator.settings import SimulatorConfig

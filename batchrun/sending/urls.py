@@ -1,0 +1,73 @@
+"""Where requests go: a base URL checked so the key cannot leak, a Redis URL checked, and
+URLs shown without their password. Used by the settings, which check both URLs once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.parse
+
+from batchrun.errors import UsageError
+
+LIMITER_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_base_url(url: str, *, allow_insecure_http: bool, label: str = "--base-url") -> None:
+    """Refuse URLs that would leak the key: plain http to a non-loopback host.
+
+    Parsed with yarl, the parser aiohttp sends with, so the host checked here is the host
+    the key would go to. ``label`` names where the URL came from (``--base-url``, or
+    ``$OPENAI_BASE_URL``).
+    """
+    from yarl import URL
+
+    try:
+        parts = URL(url)
+    except (ValueError, TypeError):
+        raise UsageError(f"{label} {url!r} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.host:
+        raise UsageError(f"{label} {url!r} is not an http(s) URL")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.host):
+        raise UsageError(
+            f"{label} {url}: plain http would send the API key unencrypted to "
+            f"{parts.host}; use https, or pass --allow-insecure-http"
+        )
+    if parts.raw_query_string or parts.raw_fragment:
+        raise UsageError(
+            f"{label} {url!r}: a base URL cannot carry a query or fragment "
+            "(request paths are appended to it)"
+        )
+
+
+def check_limiter_url(url: str, label: str = "--limiter-url") -> None:
+    """Refuse a ``--limiter-url`` that is not a Redis URL (messages never show a password)."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in LIMITER_SCHEMES:
+        raise UsageError(
+            f"{label} {mask_url(url)}: use redis://HOST:PORT/DB "
+            "(or rediss:// for TLS, unix:///path/to/socket)"
+        )
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(unparsable URL)"
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (localhost or a loopback address)."""
+    if host.casefold() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,150 @@
+"""Jobs of any size: rows stream through in chunks, results go to the journal and the
+output streams out in input order; a kill mid-job leaves the rerun the whole output."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from job_support import TEST_KEY, read_rows, settings_for, wait_for
+
+from batchrun import jobs, prepare
+from batchrun.jobs import run_file
+from batchrun.prepare import Occurrences
+from batchrun.sending.journal import Journal
+from batchrun.simulator import RunningSimulator
+
+HEADER = ["n", "thread_id", "assistant_id", "instructions"]
+
+
+def write_rows(path: Path, threads: list[str], text: str = "hello") -> Path:
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(HEADER)
+        writer.writerows([n, thread, "asst_1", text] for n, thread in enumerate(threads))
+    return path
+
+
+@pytest.mark.parametrize(
+    "chunk_rows", [pytest.param(3, id="chunks-of-3"), pytest.param(1, id="chunks-of-1")]
+)
+def test_a_job_in_many_chunks_sends_each_row_once_and_writes_them_in_input_order(
+    tmp_path: Path,
+    simulator: RunningSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk_rows: int,
+) -> None:
+    monkeypatch.setattr(jobs, "RUN_CHUNK_ROWS", chunk_rows)
+    # t_1's rows fall in several chunks: each waits for the run before it on the thread.
+    threads = ["t_1", "t_2", "t_1", "t_3", "t_1", "t_4", "t_5", "t_1", "t_6", "t_7"]
+    source = write_rows(tmp_path / "in.csv", threads)
+    report = run_file(source, tmp_path / "out.csv", settings_for(simulator.base_url))
+    rows = read_rows(report.output)
+    assert [row["n"] for row in rows] == [str(n) for n in range(len(threads))]
+    assert [row["thread_id"] for row in rows] == threads
+    assert {row["outcome"] for row in rows} == {"ok"}
+    assert report.summary.rows == len(threads)
+    assert report.summary.outcomes == {"ok": len(threads)}
+    assert report.summary.sent == len(threads)
+    stats = simulator.stats()
+    assert stats["runs_created"] == len(threads)
+    assert stats["duplicate_runs"] == 0
+    # A rerun takes every row from the journal, chunk by chunk, and writes the same ids.
+    again = run_file(source, tmp_path / "again.csv", settings_for(simulator.base_url))
+    assert again.summary.from_journal == len(threads)
+    assert [row["run_id"] for row in read_rows(again.output)] == [row["run_id"] for row in rows]
+    assert simulator.stats()["runs_created"] == len(threads)
+
+
+def test_identical_rows_are_numbered_across_chunks_and_past_the_in_memory_counts(
+    tmp_path: Path,
+    simulator: RunningSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jobs, "RUN_CHUNK_ROWS", 2)
+    monkeypatch.setattr(prepare, "SPILL_DIGESTS", 1)
+    # Rows without a thread... each identical row is a run of its own.
+    threads = ["t_1", "t_2", "t_1", "t_2", "t_1", "t_3"]
+    source = write_rows(tmp_path / "in.csv", threads)
+    report = run_file(source, tmp_path / "out.csv", settings_for(simulator.base_url))
+    assert report.summary.outcomes == {"ok": 6}
+    assert simulator.stats()["runs_created"] == 6
+    again = run_file(source, tmp_path / "again.csv", settings_for(simulator.base_url))
+    assert again.summary.from_journal == 6
+    assert simulator.stats()["runs_created"] == 6
+
+
+def test_occurrences_count_on_in_a_temporary_file_once_past_the_spill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(prepare, "SPILL_DIGESTS", 2)
+    counts = Occurrences()
+    assert counts.count(["a", "b", "a"]) == [1, 1, 2]
+    assert counts.count(["c", "a"]) == [1, 3]  # three digests: spilled after this chunk
+    assert counts.count(["a", "d", "c", "a"]) == [4, 1, 2, 5]
+    assert counts.count(["b"]) == [2]
+    counts.close()
+
+
+def test_lookup_gives_the_states_load_gives_and_compacts_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path, endpoint="runs", source="./in.csv")
+    journal.mark_sending([(f"k{n}", {"n": n}) for n in range(30)])
+    for n in range(30):
+        journal.record(f"k{n}", "done", {"n": n, "final": True})
+    journal.forget(["k3", "k4"])
+    journal.close()
+    loaded = Journal(path, endpoint="runs", source="./in.csv")
+    expected = loaded.load()
+    loaded.close()
+    looked = Journal(path, endpoint="runs", source="./in.csv")
+    keys = [f"k{n}" for n in range(40)]
+    assert looked.lookup(keys) == expected
+    assert "k3" not in expected and len(expected) == 28
+    looked.close()
+
+
+def test_a_kill_while_the_output_streams_out_leaves_the_rerun_the_whole_output(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    rows = 400
+    threads = [f"t_{n}" for n in range(rows)]
+    source = write_rows(tmp_path / "in.csv", threads)
+    output = tmp_path / "out.csv"
+    # Chunks of 20 rows at concurrency 1: the output is being written for most of the job.
+    script = (
+        "import sys; from batchrun import jobs; jobs.RUN_CHUNK_ROWS = 20; "
+        "from batchrun.cli import main; sys.argv = ['batchrun', *sys.argv[1:]]; main()"
+    )
+    args = [
+        *(sys.executable, "-c", script, "run", str(source), "-o", str(output)),
+        *("--base-url", simulator.base_url, "--no-progress", "--concurrency", "1"),
+    ]
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    process = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+
+    def chunks_written() -> bool:
+        temps = list(tmp_path.glob(".out.csv.*.tmp"))
+        return bool(temps) and temps[0].read_text(encoding="utf-8").count("\n") > 40
+
+    try:
+        wait_for(chunks_written, "two chunks written to the output", process=process)
+    finally:
+        process.kill()
+        process.communicate()
+    assert not output.exists()
+    sent = simulator.stats()["runs_created"]
+    assert 40 <= sent < rows
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    written = read_rows(output)
+    assert [row["n"] for row in written] == [str(n) for n in range(rows)]
+    assert {row["outcome"] for row in written} == {"ok"}
+    assert all(row["run_id"] for row in written)
+    stats = simulator.stats()
+    assert stats["runs_created"] == rows
+    assert stats["duplicate_runs"] == 0
