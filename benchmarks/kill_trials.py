@@ -325,8 +325,8 @@ def trial(
         phase = kill_phase(setting, sim, rows) if landed else "ended first"
         reruns = 0
         problems: list[str] = []
-        final = False
-        while not final and reruns < max_reruns:
+        done_all = False
+        while not done_all and reruns < max_reruns:
             reruns += 1
             try:
                 done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=900)
@@ -334,7 +334,7 @@ def trial(
                 problems.append(f"rerun {reruns} did not end in 900 s")
                 break
             rows_out = read_rows(output)
-            final = done.returncode in (0, 1) and all(final(r) for r in rows_out)
+            done_all = done.returncode in (0, 1) and all(final(r) for r in rows_out)
             if done.returncode not in (0, 1):
                 problems.append(f"rerun {reruns} exited {done.returncode}: {done.stderr[-400:]}")
         found = check(setting, sim, read_rows(output), rows, problems)
