@@ -29,7 +29,7 @@ from batchrun.report import Outcome, RowResult
 from batchrun.sending.control import Control, StopSending
 from batchrun.sending.durability import JournalWrites, MarkedAhead, MarkedAsSent
 from batchrun.sending.journal import Journal
-from batchrun.sending.plan import JobPlan
+from batchrun.sending.plan import JobPlan, held_reason
 from batchrun.sending.reads import POLL_CAP, POLL_FIRST, Reader
 from batchrun.sending.sender import LaneBusy, RowSender, Unsure
 from batchrun.sending.states import HOLDS_LANE, Event, RowState
@@ -214,8 +214,11 @@ class Execution:
         self.progress.update("created", row)
         if left_for_next_run(row):
             lane.blocked = (
-                f"not sent: an earlier row on {self.endpoint.lane} {row.thread_id} was left "
-                "for the next run; rerun to send them in order"
+                # Failed "may exist": only --retry-failed moves it on, so a rerun would not.
+                held_reason(row, self.endpoint.lane)
+                if row.state is RowState.FAILED_UNSURE
+                else f"not sent: an earlier row on {self.endpoint.lane} {row.thread_id} was "
+                "left for the next run; rerun to send them in order"
             )
         return None
 
