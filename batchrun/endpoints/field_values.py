@@ -187,13 +187,18 @@ def _check_integer(value: int, where: str = "") -> int:
     return value
 
 
-def _number(text: str) -> int | float:
+def _whole(text: str) -> int | None:
+    """``text`` as an integer within the API's range, or None when it is not one as written."""
     try:
         whole = int(text)
     except ValueError:
-        pass
-    else:
-        return _check_integer(whole)
+        return None
+    return _check_integer(whole)  # out of range: a CellError, not "not a whole number"
+
+
+def _number(text: str) -> int | float:
+    if (whole := _whole(text)) is not None:
+        return whole
     try:
         value = float(text)
     except ValueError:
@@ -206,12 +211,8 @@ def _number(text: str) -> int | float:
 
 
 def _integer(text: str) -> int:
-    try:
-        whole = int(text)
-    except ValueError:
-        pass
-    else:
-        return _check_integer(whole)
+    if (whole := _whole(text)) is not None:
+        return whole
     try:
         value = float(text)
     except ValueError:
