@@ -28,6 +28,7 @@ from batchrun.endpoints.cost import Estimate
 from batchrun.endpoints.prepare import RowPreparer, make_plan
 from batchrun.endpoints.validation import checked_chunks
 from batchrun.errors import InputError, OutputNotWritten, UsageError
+from batchrun.job import Job
 from batchrun.output import (
     VALIDATE_COLUMNS,
     check_names,
@@ -158,16 +159,16 @@ def _silent(note: str) -> None:
     pass
 
 
-def sheet_notes(headers: list[str], settings: Settings, plan: RowPlan) -> tuple[str, ...]:
+def sheet_notes(headers: list[str], job: Job, plan: RowPlan) -> tuple[str, ...]:
     """What a user should know about the sheet's columns before rows are sent."""
     notes = [
         f"column {header!r} looks like the field {name} but is not sent: {hint_text(name, header)}"
         for name, header in plan.hints
     ]
-    if unsent := unsent_assistants_columns(headers, settings.schema):
+    if unsent := unsent_assistants_columns(headers, job.schema):
         notes.append(
             f"column(s) {', '.join(unsent)} are Assistants fields, not fields of --endpoint "
-            f"{settings.endpoint}: carried to the output, never sent (see the README's "
+            f"{job.endpoint.name}: carried to the output, never sent (see the README's "
             "migration table)"
         )
     return tuple(notes)
@@ -182,10 +183,11 @@ def _run_file(
     notice: Callable[[str], None] | None,
 ) -> JobReport:
     # Lists of cells, not a DataFrame: sending starts without importing pandas (~0.15 s).
+    job = Job.resolve(settings)
     sheet = open_input(source, settings)
     headers = sheet.headers
-    check_names(headers, settings, "run")
-    columns = len(headers) + len(result_columns(settings, "run"))
+    check_names(headers, job, "run")
+    columns = len(headers) + len(result_columns(job, "run"))
     if target.suffix.lower() == ".xlsx" and columns > MAX_XLSX_COLUMNS:
         raise UsageError(f"-o {target}: .xlsx holds at most {MAX_XLSX_COLUMNS:,} columns")
     counted = _scan(source, settings, sheet)
@@ -196,7 +198,7 @@ def _run_file(
         )
     plan = make_plan(headers, settings, sheet.source, sheet.preview)
     preparer = RowPreparer(plan, settings, sheet.cell_problems)
-    notes = sheet_notes(headers, settings, plan)
+    notes = sheet_notes(headers, job, plan)
     for note in notes:
         (notice or _silent)(note)  # before sending: a user may stop the job and fix it
     journal_path = settings.journal or default_journal_path(source)
@@ -211,8 +213,9 @@ def _run_file(
     except (sqlite3.Error, OSError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise UsageError(f"cannot open the journal {journal_path}: {reason}") from None
+    job = job.recorded_in(journal)
     typed = typed_output(sheet, target)
-    out = StreamedOutput(target, headers, settings, source, typed=typed, handoff=sheet.handoff)
+    out = StreamedOutput(target, headers, job, source, typed=typed, handoff=sheet.handoff)
     try:
         chunks = prepared_chunks(sheet, preparer, settings.limit, out)
         # A journal failure mid-job (disk full) stops sending; the summary says so and the
@@ -222,9 +225,7 @@ def _run_file(
 
             # A --batch job plans its parts over every row at once (see batch/job.py).
             rows = [row for chunk in chunks for row in chunk]
-            summary = run_batch_rows(
-                rows, settings, journal, progress=progress, handle_signals=handle_signals
-            )
+            summary = run_batch_rows(rows, job, progress=progress, handle_signals=handle_signals)
             out.write(rows)
         else:
             # Imported here: the sending stack (aiohttp) is not ``validate``'s to load.
@@ -232,8 +233,7 @@ def _run_file(
 
             summary = run_chunks(
                 chunks,
-                settings,
-                journal,
+                job,
                 progress=progress,
                 handle_signals=handle_signals,
                 on_chunk=out.write,
@@ -313,13 +313,15 @@ class StreamedOutput:
         self,
         target: Path,
         headers: list[str],
-        settings: Settings,
+        job: Job,
         source: Path,
         *,
         typed: bool,
         handoff: HandOff,
     ) -> None:
-        self.target, self.headers, self.settings, self.source = target, headers, settings, source
+        settings = job.settings
+        self.target, self.headers, self.job, self.source = target, headers, job, source
+        self.settings = settings
         self.typed = typed
         # Input cells of the chunks read and not yet written, oldest first.
         self.inputs: deque[list[list[Any]]] = deque()
@@ -327,12 +329,12 @@ class StreamedOutput:
         self.handled = False
         # What the rows written so far cost (None: no row has a known price).
         self.cost: float | None = None
-        names = [settings.prefix + name for name in result_columns(settings, "run")]
+        names = [settings.prefix + name for name in result_columns(job, "run")]
         self._writer = SheetWriter(
             target,
             [*headers, *names],
             escape_formulas=settings.escape_formulas,
-            number_columns=number_columns(settings),
+            number_columns=number_columns(job),
             typed_columns=frozenset(headers) if typed else frozenset(),
             handoff=handoff,
         )
@@ -348,7 +350,7 @@ class StreamedOutput:
         self._writer.write_columns(
             [
                 *columns_of(cells, len(self.headers)),
-                *result_cells(rows, self.settings, "run"),
+                *result_cells(rows, self.job, "run"),
             ]
         )
 
@@ -409,11 +411,12 @@ def validate_file(
         from batchrun.batch.jsonl import BatchJsonl
 
         jsonl = BatchJsonl(batch_jsonl, settings, source, target)
+    job = Job.resolve(settings)
     sheet = open_input(source, settings)
     header = sheet.headers
-    check_names(header, settings, "validate")
+    check_names(header, job, "validate")
     plan = make_plan(header, settings, sheet.source, sheet.preview)
-    notes = sheet_notes(header, settings, plan)
+    notes = sheet_notes(header, job, plan)
     for note in notes:
         (notice or _silent)(note)
     result_names = [settings.prefix + name for name in VALIDATE_COLUMNS]

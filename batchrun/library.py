@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchrun.config import Settings, environment_settings
 from batchrun.errors import InputError, UsageError
+from batchrun.job import Job
 from batchrun.report import RowResult
 from batchrun.sending.journal import Journal
 from batchrun.sending.session import run_rows, run_rows_async
@@ -107,37 +108,36 @@ def run_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
     on a thread of its own. ``batch=True`` sends through the Batch API (with
     ``no_wait=True`` rows of batches still running come back ``pending``).
     """
-    settings, rows, journal = _prepare_run(frame, options)
+    job, rows = _prepare_run(frame, options)
     try:
-        if settings.batch:
+        if job.settings.batch:
             from batchrun.batch.run import run_batch_rows
 
-            run_batch_rows(rows, settings, journal)
+            run_batch_rows(rows, job)
         else:
-            run_rows(rows, settings, journal)
+            run_rows(rows, job)
     finally:
-        journal.close()
-    return _results(frame, rows, settings)
+        job.sending_journal.close()
+    return _results(frame, rows, job)
 
 
 async def run_frame_async(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
     """:func:`run_frame` for code that runs an event loop: ``await run_frame_async(df)``."""
-    settings, rows, journal = _prepare_run(frame, options)
+    job, rows = _prepare_run(frame, options)
     try:
-        if settings.batch:
+        if job.settings.batch:
             from batchrun.batch.run import run_batch_rows_async
 
-            await run_batch_rows_async(rows, settings, journal)
+            await run_batch_rows_async(rows, job)
         else:
-            await run_rows_async(rows, settings, journal)
+            await run_rows_async(rows, job)
     finally:
-        journal.close()
-    return _results(frame, rows, settings)
+        job.sending_journal.close()
+    return _results(frame, rows, job)
 
 
-def _prepare_run(
-    frame: pd.DataFrame, options: dict[str, Any]
-) -> tuple[Settings, list[RowResult], Journal]:
+def _prepare_run(frame: pd.DataFrame, options: dict[str, Any]) -> tuple[Job, list[RowResult]]:
+    """The job of a frame (its journal open) and its rows, prepared."""
     from batchrun.endpoints.prepare import RowPreparer, make_plan
 
     settings = settings_from(options)
@@ -153,7 +153,7 @@ def _prepare_run(
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         where = "" if settings.journal else "; pass journal=PATH to keep it elsewhere"
         raise UsageError(f"cannot open the journal {path}: {reason}{where}") from None
-    return settings, rows, journal
+    return Job.resolve(settings, journal), rows
 
 
 def frame_journal_path(rows: list[RowResult], destination: str) -> Path:
@@ -181,10 +181,10 @@ def cache_folder() -> Path:
     return platformdirs.user_cache_path("batchrun", appauthor=False)
 
 
-def _results(frame: pd.DataFrame, rows: list[RowResult], settings: Settings) -> pd.DataFrame:
+def _results(frame: pd.DataFrame, rows: list[RowResult], job: Job) -> pd.DataFrame:
     from batchrun.output import result_frame
 
-    return result_frame(frame, rows, settings, mode="run")
+    return result_frame(frame, rows, job, mode="run")
 
 
 def validate_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
@@ -195,4 +195,4 @@ def validate_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
     settings = settings_from(options)
     with argument_words():
         rows = RowPreparer(make_plan(list(frame.columns), settings), settings).prepare(frame)
-        return result_frame(frame, rows, settings, mode="validate")
+        return result_frame(frame, rows, Job.resolve(settings), mode="validate")

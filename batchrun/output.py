@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from batchrun.config import Settings
-from batchrun.endpoints import endpoint_named
 from batchrun.endpoints.body import normalize_header
 from batchrun.endpoints.prepare import request_text
 from batchrun.errors import UsageError
@@ -20,6 +19,8 @@ from batchrun.sheets.cells import number_cells
 if TYPE_CHECKING:
     import pandas as pd
 
+    from batchrun.job import Job
+
 Mode = Literal["run", "validate"]
 VALIDATE_COLUMNS = ("outcome", "request", "error")
 Cells = Callable[[list[RowResult]], list[object]]
@@ -28,10 +29,10 @@ NUMBER_COLUMNS = frozenset({"status", "attempts", "cost_usd"})  # and every usag
 FLOAT_RESULTS = ("cost_usd",)
 
 
-def _run_columns(settings: Settings) -> list[tuple[str, Cells]]:
+def _run_columns(job: Job) -> list[tuple[str, Cells]]:
     """A run job's result columns and how each is filled, in order: the answer's id and
     status are named for the endpoint (``run_id``, ``response_id``, ``completion_id``)."""
-    endpoint = endpoint_named(settings.endpoint)
+    settings, endpoint = job.settings, job.endpoint
     columns: list[tuple[str, Cells]] = [
         ("outcome", lambda rows: [row.outcome.value if row.outcome else "" for row in rows]),
         ("status", lambda rows: [row.status for row in rows]),
@@ -79,20 +80,21 @@ def total_cost(rows: list[RowResult], settings: Settings) -> float | None:
     return round(sum(costs), 12) if costs else None
 
 
-def result_columns(settings: Settings, mode: Mode) -> list[str]:
+def result_columns(job: Job, mode: Mode) -> list[str]:
     """The result column names (before ``--prefix``) for this job."""
     if mode == "validate":
         return list(VALIDATE_COLUMNS)
-    return [name for name, _ in _run_columns(settings)]
+    return [name for name, _ in _run_columns(job)]
 
 
-def check_names(input_columns: list[str], settings: Settings, mode: Mode) -> None:
+def check_names(input_columns: list[str], job: Job, mode: Mode) -> None:
     """Refuse an output whose result columns would clash with input columns."""
     taken = {normalize_header(name) for name in input_columns}
+    prefix = job.settings.prefix
     clashes = [
-        settings.prefix + name
-        for name in result_columns(settings, mode)
-        if normalize_header(settings.prefix + name) in taken
+        prefix + name
+        for name in result_columns(job, mode)
+        if normalize_header(prefix + name) in taken
     ]
     if clashes:
         raise UsageError(
@@ -101,44 +103,42 @@ def check_names(input_columns: list[str], settings: Settings, mode: Mode) -> Non
         )
 
 
-def number_columns(settings: Settings, mode: Mode = "run") -> frozenset[str]:
+def number_columns(job: Job, mode: Mode = "run") -> frozenset[str]:
     """The prefixed names of the result columns in force that hold numbers.
 
     Only these: an input column of another such name (``usage_total_tokens`` without
     ``--wait``) is input, written as it was read.
     """
     return frozenset(
-        settings.prefix + name
-        for name in result_columns(settings, mode)
+        job.settings.prefix + name
+        for name in result_columns(job, mode)
         if name in NUMBER_COLUMNS or name.startswith("usage_")
     )
 
 
-def result_cells(rows: list[RowResult], settings: Settings, mode: Mode) -> list[list[object]]:
+def result_cells(rows: list[RowResult], job: Job, mode: Mode) -> list[list[object]]:
     """The result columns' cells, column by column, in :func:`result_columns` order."""
     # Column by column: one comprehension a column costs a tenth of a list a row.
     if mode == "validate":
         return [
             [Outcome.INVALID.value if row.error else Outcome.OK.value for row in rows],
-            [request_text(row, settings) for row in rows],
+            [request_text(row, job.settings) for row in rows],
             [row.error for row in rows],
         ]
-    return [cells(rows) for _, cells in _run_columns(settings)]
+    return [cells(rows) for _, cells in _run_columns(job)]
 
 
-def result_frame(
-    frame: pd.DataFrame, rows: list[RowResult], settings: Settings, mode: Mode
-) -> pd.DataFrame:
+def result_frame(frame: pd.DataFrame, rows: list[RowResult], job: Job, mode: Mode) -> pd.DataFrame:
     """``frame`` (input columns untouched) followed by the result columns."""
     import pandas as pd
 
-    check_names([str(c) for c in frame.columns], settings, mode)
-    names = [settings.prefix + name for name in result_columns(settings, mode)]
-    numbers = number_columns(settings, mode)
+    check_names([str(c) for c in frame.columns], job, mode)
+    names = [job.settings.prefix + name for name in result_columns(job, mode)]
+    numbers = number_columns(job, mode)
     results = pd.DataFrame(
         {
             name: _series(values, frame.index, name if name in numbers else None)
-            for name, values in zip(names, result_cells(rows, settings, mode), strict=True)
+            for name, values in zip(names, result_cells(rows, job, mode), strict=True)
         },
         index=frame.index,
     )

@@ -6,16 +6,17 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from typing import TYPE_CHECKING
 
 from batchrun.batch.lines import ConversationTurns, batch_problem
-from batchrun.config import Settings
-from batchrun.endpoints import endpoint_named
 from batchrun.report import Outcome, RowResult, Summary
 from batchrun.sending.control import StopSending
-from batchrun.sending.journal import Journal
 from batchrun.sending.runner import Progress
 from batchrun.sending.session import job_summary, open_sending, run_blocking
 from batchrun.sending.states import Event
+
+if TYPE_CHECKING:
+    from batchrun.job import Job
 
 
 def mark_unbatchable(rows: list[RowResult]) -> None:
@@ -31,8 +32,7 @@ def mark_unbatchable(rows: list[RowResult]) -> None:
 
 async def run_batch_rows_async(
     rows: list[RowResult],
-    settings: Settings,
-    journal: Journal,
+    job: Job,
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
@@ -42,9 +42,9 @@ async def run_batch_rows_async(
     from batchrun.batch.job import BatchJob
 
     started = time.monotonic()
-    endpoint = endpoint_named(settings.endpoint)
+    settings, endpoint, journal = job.settings, job.endpoint, job.sending_journal
     mark_unbatchable(rows)
-    async with open_sending(settings, journal.job_id, journal.path) as sending:
+    async with open_sending(job) as sending:
         reader, sender = sending.reader, sending.sender
         control = sender.control
         api = BatchApi(
@@ -54,8 +54,8 @@ async def run_batch_rows_async(
             control,
             max_retries=settings.max_retries,
         )
-        job = BatchJob(rows, settings, journal, api, endpoint, progress, mask=reader.client.mask)
-        task = asyncio.create_task(job.run())
+        batch = BatchJob(rows, settings, journal, api, endpoint, progress, mask=reader.client.mask)
+        task = asyncio.create_task(batch.run())
 
         def on_signal() -> None:
             # Every step is recorded before it takes effect, so stopping at any await is
@@ -80,21 +80,20 @@ async def run_batch_rows_async(
                         await asyncio.wait({task})
                 except StopSending:
                     pass  # a systemic error or an interrupt: control says which
-            running = job.finish(control.reason or "")
+            running = batch.finish(control.reason or "")
         finally:
-            job.close()
+            batch.close()
     if caller_cancelled:
         raise asyncio.CancelledError
-    summary = job_summary(rows, started, control, endpoint, True, job.from_journal)
+    summary = job_summary(rows, started, control, endpoint, True, batch.from_journal)
     return dataclasses.replace(
-        summary, batch=job.summary_text(running), batches_running=len(running)
+        summary, batch=batch.summary_text(running), batches_running=len(running)
     )
 
 
 def run_batch_rows(
     rows: list[RowResult],
-    settings: Settings,
-    journal: Journal,
+    job: Job,
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
@@ -102,7 +101,5 @@ def run_batch_rows(
     """:func:`run_batch_rows_async` as a blocking call (on a thread of its own inside a
     running event loop, as in a notebook)."""
     return run_blocking(
-        run_batch_rows_async(
-            rows, settings, journal, progress=progress, handle_signals=handle_signals
-        )
+        run_batch_rows_async(rows, job, progress=progress, handle_signals=handle_signals)
     )

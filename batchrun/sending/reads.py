@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.config import Settings
-from batchrun.endpoints import endpoint_named
+from batchrun.endpoints import Endpoint
 from batchrun.report import RowResult
 from batchrun.sending.client import Answer, ApiClient, TransportError
 from batchrun.sending.control import NO_LOOKUP, Control, missing_route
@@ -44,6 +44,7 @@ class Reader:
         self,
         client: ApiClient,
         settings: Settings,
+        endpoint: Endpoint,
         control: Control,
         limiter: Limiter,
         *,
@@ -53,7 +54,7 @@ class Reader:
     ) -> None:
         self.client = client
         self.settings = settings
-        self.endpoint = endpoint_named(settings.endpoint)
+        self.endpoint = endpoint
         self.control = control
         self.limiter = limiter
         self._sleep = sleep

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from batchrun.config import Settings
-from batchrun.endpoints import LOOK, WAIT, endpoint_named
+from batchrun.endpoints import LOOK, WAIT, Endpoint
 from batchrun.endpoints.prepare import sent_body
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.client import Answer, ApiClient, TransportError
@@ -122,6 +122,7 @@ class RowSender:
         self,
         client: ApiClient,
         settings: Settings,
+        endpoint: Endpoint,
         control: Control,
         *,
         create_limiter: Limiter,
@@ -134,7 +135,7 @@ class RowSender:
     ) -> None:
         self.client = client
         self.settings = settings
-        self.endpoint = endpoint_named(settings.endpoint)
+        self.endpoint = endpoint
         self.control = control
         self.create_limiter = create_limiter
         self.reader = reader

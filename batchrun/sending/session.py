@@ -13,11 +13,9 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from batchrun.config import Settings
-from batchrun.endpoints import Endpoint, endpoint_named
+from batchrun.endpoints import Endpoint
 from batchrun.report import Outcome, RowResult, Summary, Tally, summarize
 from batchrun.sending.control import NO_LOOKUP, Control
 from batchrun.sending.durability import JournalWrites
@@ -27,6 +25,9 @@ from batchrun.sending.reads import Reader
 from batchrun.sending.runner import Execution, Progress, finish_rows, journal_guard
 from batchrun.sending.sender import NO_METADATA_NOTE, RowSender
 from batchrun.sending.states import LEFT_STATES
+
+if TYPE_CHECKING:
+    from batchrun.job import Job
 
 T = TypeVar("T")
 # How long in-flight requests may finish after Ctrl-C or SIGTERM before they are cut off.
@@ -42,24 +43,23 @@ class Sending:
 
 
 @contextlib.asynccontextmanager
-async def open_sending(
-    settings: Settings, job_id: str = "", journal_path: Path | None = None
-) -> AsyncIterator[Sending]:
-    """An HTTP session, limiters, reader and sender for ``settings`` (starting the
-    simulator if asked)."""
+async def open_sending(job: Job) -> AsyncIterator[Sending]:
+    """An HTTP session, limiters, reader and sender for ``job`` (starting the simulator if
+    asked)."""
     import aiohttp
 
     from batchrun.sending.client import ApiClient
     from batchrun.sending.control import StopSending
     from batchrun.sending.shared_limiter import limiters_for
 
+    settings, journal = job.settings, job.sending_journal
     async with contextlib.AsyncExitStack() as stack:
         if settings.simulate:
             from batchrun.simulator import SimulatorConfig, serve_async
 
             # The runs it makes are logged beside the journal, so a rerun's simulator knows
             # them: a pending run can be followed, a row caught in flight reconciled.
-            run_log = None if journal_path is None else f"{journal_path}.simulator.jsonl"
+            run_log = f"{journal.path}.simulator.jsonl"
             config = SimulatorConfig(port=0, run_log=run_log)
             base_url = await stack.enter_async_context(serve_async(config))
             settings = settings.with_base_url(base_url)
@@ -76,14 +76,15 @@ async def open_sending(
         create_limiter, read_limiter = await stack.enter_async_context(
             limiters_for(settings, on_lost=control.abort, stop=StopSending)
         )
-        reader = Reader(client, settings, control, read_limiter)
+        reader = Reader(client, settings, job.endpoint, control, read_limiter)
         sender = RowSender(
             client,
             settings,
+            job.endpoint,
             control,
             create_limiter=create_limiter,
             reader=reader,
-            job_id=job_id,
+            job_id=journal.job_id,
         )
         yield Sending(sender, reader)
 
@@ -105,8 +106,7 @@ class ChunkRun:
 
 async def execute(
     chunks: Iterable[list[RowResult]],
-    settings: Settings,
-    journal: Journal,
+    job: Job,
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
@@ -122,9 +122,9 @@ async def execute(
     ones. After a stop (Ctrl-C, a systemic error) the remaining chunks are planned and
     given their outcome without sending, so the output still has every row.
     """
-    endpoint = endpoint_named(settings.endpoint)
+    settings, endpoint, journal = job.settings, job.endpoint, job.sending_journal
     from_journal = 0
-    async with open_sending(settings, journal.job_id, journal.path) as sending:
+    async with open_sending(job) as sending:
         control = sending.sender.control
         # What jobs before this one learnt of the server holds for it, and the other way.
         control.facts |= journal.facts()
@@ -235,22 +235,18 @@ async def _send_chunk(execution: Execution, current: ChunkRun) -> bool:
 
 async def run_rows_async(
     rows: list[RowResult],
-    settings: Settings,
-    journal: Journal,
+    job: Job,
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
 ) -> Summary:
     """Send prepared rows; the summary of the job."""
-    return await run_chunks_async(
-        [rows], settings, journal, progress=progress, handle_signals=handle_signals
-    )
+    return await run_chunks_async([rows], job, progress=progress, handle_signals=handle_signals)
 
 
 async def run_chunks_async(
     chunks: Iterable[list[RowResult]],
-    settings: Settings,
-    journal: Journal,
+    job: Job,
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
@@ -260,9 +256,9 @@ async def run_chunks_async(
     counted chunk by chunk. ``on_chunk`` gets each chunk's rows once they are finished,
     in input order (to write them out); the job keeps none of them."""
     started = time.monotonic()
-    endpoint = endpoint_named(settings.endpoint)
+    endpoint = job.endpoint
     # A run is created queued: its status says something only once followed.
-    counted = settings.wait or endpoint.usage_at_once
+    counted = job.settings.wait or endpoint.usage_at_once
     tally = Tally()
 
     def chunk_done(plan: JobPlan) -> None:
@@ -272,8 +268,7 @@ async def run_chunks_async(
 
     control, from_journal = await execute(
         chunks,
-        settings,
-        journal,
+        job,
         progress=progress,
         handle_signals=handle_signals,
         on_chunk=chunk_done,
@@ -329,8 +324,7 @@ def job_summary(
 
 def run_rows(
     rows: list[RowResult],
-    settings: Settings,
-    journal: Journal,
+    job: Job,
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
@@ -339,15 +333,12 @@ def run_rows(
 
     Inside a running event loop (a notebook) the job runs on a thread of its own.
     """
-    return run_blocking(
-        run_rows_async(rows, settings, journal, progress=progress, handle_signals=handle_signals)
-    )
+    return run_blocking(run_rows_async(rows, job, progress=progress, handle_signals=handle_signals))
 
 
 def run_chunks(
     chunks: Iterable[list[RowResult]],
-    settings: Settings,
-    journal: Journal,
+    job: Job,
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
@@ -357,8 +348,7 @@ def run_chunks(
     return run_blocking(
         run_chunks_async(
             chunks,
-            settings,
-            journal,
+            job,
             progress=progress,
             handle_signals=handle_signals,
             on_chunk=on_chunk,
