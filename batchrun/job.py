@@ -1,4 +1,5 @@
-"""A job resolved once: its settings, the endpoint they name, its schema and its journal.
+"""A job resolved once: its settings, the endpoint they name, its schema, its journal and,
+with ``--simulate``, the server that answers it.
 
 Built where a job starts (:func:`batchrun.jobs.run_file`, :func:`batchrun.jobs.validate_file`,
 :func:`batchrun.library.run_frame`, ...) and passed down, so no layer below looks the
@@ -10,7 +11,10 @@ endpoint up by name again::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchrun.config import Settings
@@ -18,6 +22,10 @@ from batchrun.endpoints import Endpoint, endpoint_named
 
 if TYPE_CHECKING:
     from batchrun.sending.journal import Journal
+
+# A server that answers a job's requests itself, started on the job's own event loop: the
+# sending session enters it before anything is sent and sends to the base URL it yields.
+Server = Callable[[], AbstractAsyncContextManager[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +40,19 @@ class Job:
     schema: str
     # Where the job's rows are recorded; None for a job that sends nothing (validate).
     journal: Journal | None = None
+    # What answers the job's requests in place of settings.base_url (--simulate), if any.
+    server: Server | None = None
 
     @classmethod
     def resolve(cls, settings: Settings, journal: Journal | None = None) -> Job:
         """The job of ``settings``, recorded in ``journal`` when it sends."""
-        return cls(settings, endpoint_named(settings.endpoint), settings.schema, journal)
+        job = cls(settings, endpoint_named(settings.endpoint), settings.schema)
+        return job if journal is None else job.recorded_in(journal)
 
     def recorded_in(self, journal: Journal) -> Job:
         """This job, recorded in ``journal`` (opened once the sheet was found sound)."""
-        return replace(self, journal=journal)
+        server = simulator_beside(journal.path) if self.settings.simulate else None
+        return replace(self, journal=journal, server=server)
 
     @property
     def sending_journal(self) -> Journal:
@@ -48,3 +60,19 @@ class Job:
         if self.journal is None:
             raise ValueError("a job that sends rows needs a journal")
         return self.journal
+
+
+def simulator_beside(journal_path: Path | None) -> Server:
+    """The built-in simulator (``--simulate``) on a free loopback port.
+
+    The runs it makes are logged beside the journal (when it is a file), so a rerun's
+    simulator knows them: a pending run can be followed, a row caught in flight reconciled.
+    """
+    run_log = None if journal_path is None else f"{journal_path}.simulator.jsonl"
+
+    def serve() -> AbstractAsyncContextManager[str]:
+        from batchrun.simulator import SimulatorConfig, serve_async
+
+        return serve_async(SimulatorConfig(port=0, run_log=run_log))
+
+    return serve

@@ -44,8 +44,8 @@ class Sending:
 
 @contextlib.asynccontextmanager
 async def open_sending(job: Job) -> AsyncIterator[Sending]:
-    """An HTTP session, limiters, reader and sender for ``job`` (starting the simulator if
-    asked)."""
+    """An HTTP session, limiters, reader and sender for ``job`` (starting the job's own
+    server first, when it has one: ``--simulate``)."""
     import aiohttp
 
     from batchrun.sending.client import ApiClient
@@ -54,14 +54,9 @@ async def open_sending(job: Job) -> AsyncIterator[Sending]:
 
     settings, journal = job.settings, job.sending_journal
     async with contextlib.AsyncExitStack() as stack:
-        if settings.simulate:
-            from batchrun.simulator import SimulatorConfig, serve_async
-
-            # The runs it makes are logged beside the journal, so a rerun's simulator knows
-            # them: a pending run can be followed, a row caught in flight reconciled.
-            run_log = f"{journal.path}.simulator.jsonl"
-            config = SimulatorConfig(port=0, run_log=run_log)
-            base_url = await stack.enter_async_context(serve_async(config))
+        if job.server is not None:
+            # Entered here, not by the caller: it must run on the job's own event loop.
+            base_url = await stack.enter_async_context(job.server())
             settings = settings.with_base_url(base_url)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         session = await stack.enter_async_context(
