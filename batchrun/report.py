@@ -27,7 +27,7 @@ from batchrun.sending.states import (
     from_journal,
     from_words,
 )
-from batchrun.sheets.xlsx_writer import CHART_SECTION
+from batchrun.sheets.xlsx_summary import CHART_SECTION
 
 TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 # A run waiting for tool outputs: stopped, and only the user can move it on.

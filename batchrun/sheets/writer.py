@@ -50,12 +50,9 @@ from batchrun.sheets.cells import (
     text_cells,
 )
 from batchrun.sheets.handoff import HandOff
-from batchrun.sheets.xlsx_writer import (
-    MAX_XLSX_DATA_ROWS,
-    Summary,
-    XlsxResultWriter,
-    excel_text,
-)
+from batchrun.sheets.xlsx_cells import excel_text
+from batchrun.sheets.xlsx_summary import Summary
+from batchrun.sheets.xlsx_writer import MAX_XLSX_DATA_ROWS, XlsxResultWriter
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -20,37 +20,38 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import math
-import re
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
-
-import orjson
+from typing import Any
 
 from batchrun.atomic import StagedFile
 from batchrun.errors import UsageError
 from batchrun.sheets.cells import NumberCell, json_text
 from batchrun.sheets.handoff import HandOff, OtherSheet
+from batchrun.sheets.xlsx_cells import (
+    EXCEL_CELL_LIMIT,
+    ILLEGAL,
+    MAX_COLUMN_WIDTH,
+    FullTexts,
+    excel_text,
+    fit_excel_cell,
+    full_text_path,
+)
+from batchrun.sheets.xlsx_summary import Summary, write_summary_sheet
 
 __all__ = [
     "EXCEL_CELL_LIMIT",
     "MAX_XLSX_COLUMNS",
     "MAX_XLSX_DATA_ROWS",
+    "Summary",
     "XlsxResultWriter",
     "excel_text",
     "fit_excel_cell",
+    "full_text_path",
 ]
 
-EXCEL_CELL_LIMIT = 32_767
 MAX_XLSX_DATA_ROWS = 1_048_575  # 1,048,576 rows, one of them the header
 MAX_XLSX_COLUMNS = 16_384
-MAX_COLUMN_WIDTH = 60
-# What xlsxwriter cannot write: lone surrogates (not UTF-8) and the two non-characters XML
-# forbids. Control characters it writes itself as Excel's ``_xHHHH_`` escapes, which Excel
-# and readers turn back into the characters.
-_ILLEGAL = re.compile("[\ud800-\udfff\ufffe\uffff]")
 _OPTIONS = {
     "constant_memory": True,
     # A sheet's XML over 4 GiB needs ZIP64; zipfile adds it only to members that need it,
@@ -60,43 +61,6 @@ _OPTIONS = {
     "strings_to_urls": False,
     "strings_to_numbers": False,
 }
-
-Summary = Mapping[str, Sequence[tuple[str, object]]]
-# The summary section charted beside its counts, and the one added for cut cells.
-CHART_SECTION = "Rows by outcome"
-CUT_SECTION = "Cut cells"
-
-
-def excel_text(text: str) -> str:
-    r"""Return ``text`` with the characters an .xlsx cannot hold escaped (``"\ud800"`` ->
-    ``\ud800``); control characters are left to xlsxwriter, which keeps them."""
-    return _ILLEGAL.sub(_escape_match, text) if _ILLEGAL.search(text) else text
-
-
-def _escape_match(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\u{code:04x}"
-
-
-def fit_excel_cell(text: str, marker_note: str = "") -> str | None:
-    """Return ``text`` cut to Excel's cell limit with a visible marker, or None if it fits."""
-    if len(text) <= EXCEL_CELL_LIMIT // 2 or _utf16_len(text) <= EXCEL_CELL_LIMIT:
-        return None
-    marker = f"… [cut: {len(text):,} chars{marker_note}]"
-    room = EXCEL_CELL_LIMIT - _utf16_len(marker)
-    units = text.encode("utf-16-le")[: room * 2]
-    if len(units) >= 2 and 0xD8 <= units[-1] <= 0xDB:
-        units = units[:-2]  # never split a surrogate pair
-    return units.decode("utf-16-le") + marker
-
-
-def _utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def full_text_path(path: Path) -> Path:
-    """``out.xlsx`` -> ``out.full.jsonl``: where cells too long for Excel are kept whole."""
-    return path.with_name(f"{path.stem}.full.jsonl")
 
 
 class XlsxResultWriter:
@@ -118,9 +82,7 @@ class XlsxResultWriter:
         self._number_mask = number_mask
         self._typed_mask = typed_mask or [False] * len(columns)
         self._handoff = handoff = handoff or HandOff()
-        self._sidecar_path = full_text_path(path)
-        self._sidecar: StagedFile | None = None
-        self._sidecar_file: IO[bytes] | None = None
+        self._full = FullTexts(path)
         # Imported here: a CSV job need not pay for it (14 ms).
         import xlsxwriter
         from xlsxwriter.exceptions import InvalidWorksheetName
@@ -318,7 +280,7 @@ class XlsxResultWriter:
 
     def _prepare_texts(self, values: list[str], first: int, col: int) -> list[str]:
         # One search over the joined column is ~10x faster than a regex call per cell.
-        cleaned = [excel_text(v) for v in values] if _ILLEGAL.search("".join(values)) else values
+        cleaned = [excel_text(v) for v in values] if ILLEGAL.search("".join(values)) else values
         if max(map(len, cleaned)) <= EXCEL_CELL_LIMIT // 2:
             return cleaned
         return [
@@ -342,25 +304,12 @@ class XlsxResultWriter:
         return prepared
 
     def _fit(self, text: str, original: str, row: int, col: int) -> str:
-        cut = fit_excel_cell(text, f"; full text in {self._sidecar_path.name}")
+        cut = fit_excel_cell(text, f"; full text in {self._full.path.name}")
         if cut is None:
             return text
-        self._keep_full_text(row + 1, self._columns[col], original)
-        return cut
-
-    def _keep_full_text(self, row: int, column: str, text: str) -> None:
         self.cut_cells += 1
-        if self._sidecar_file is None:
-            self._sidecar = StagedFile(self._sidecar_path)
-            # Kept open across write_columns() calls, closed by close()/abort().
-            self._sidecar_file = open(self._sidecar.temp, "wb")  # noqa: SIM115
-        record = {"row": row, "column": column, "text": text}
-        try:
-            line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-        except orjson.JSONEncodeError:
-            # Lone surrogates: the standard library writes them as \\udXXX escapes.
-            line = (json.dumps(record) + "\n").encode()
-        self._sidecar_file.write(line)
+        self._full.keep(row + 1, self._columns[col], original)
+        return cut
 
     def _set_widths(self, prepared: list[list[Any]]) -> None:
         self._sized = True
@@ -381,18 +330,20 @@ class XlsxResultWriter:
             for other in self._after:
                 self._write_other_sheet(other)
             if summary is not None:
-                self._write_summary(summary)
+                write_summary_sheet(
+                    self._workbook,
+                    summary,
+                    bold=self._bold,
+                    cut_cells=self.cut_cells,
+                    full_text_name=self._full.path.name,
+                )
             self._workbook.close()
-            if self._sidecar is not None and self._sidecar_file is not None:
-                self._sidecar_file.close()
-                self._sidecar.commit()
+            self._full.commit()
         except BaseException:
             self.abort()
             raise
         self._staged.commit()
-        if self._sidecar is None:
-            # A full-text file from an earlier run would describe cells this one lacks.
-            self._sidecar_path.unlink(missing_ok=True)
+        self._full.remove_stale()
 
     def _merge_ranges(self) -> None:
         """The input's merged ranges, over the rows that were written.
@@ -409,10 +360,7 @@ class XlsxResultWriter:
 
     def abort(self) -> None:
         """Drop everything written; targets from earlier runs stay untouched."""
-        if self._sidecar_file is not None:
-            self._sidecar_file.close()
-        if self._sidecar is not None:
-            self._sidecar.discard()
+        self._full.discard()
         self._discard_workbook()
         self._staged.discard()
 
@@ -428,66 +376,6 @@ class XlsxResultWriter:
                 if name:
                     Path(name).unlink(missing_ok=True)
 
-    def _write_summary(self, summary: Summary) -> None:
-        taken = {sheet.get_name().casefold() for sheet in self._workbook.worksheets()}
-        name = next(
-            name
-            for name in (
-                "summary",
-                "batchrun summary",
-                *(f"batchrun summary {n}" for n in range(2, 99)),
-            )
-            if name.casefold() not in taken
-        )
-        sheet = self._workbook.add_worksheet(name)
-        sections = dict(summary)
-        if self.cut_cells:
-            sections[CUT_SECTION] = [
-                (f"cells cut to {EXCEL_CELL_LIMIT:,} characters", self.cut_cells),
-                ("full text in", self._sidecar_path.name),
-            ]
-        row = 0
-        widths = [8, 8]
-        for title, items in sections.items():
-            sheet.write_string(row, 0, _summary_text(title), self._bold)
-            row += 1
-            if title == CHART_SECTION and items:
-                self._chart_outcomes(sheet, sheet.get_name(), row, len(items))
-            for key, value in items:
-                key_text = _summary_text(key)
-                sheet.write_string(row, 0, key_text)
-                widths[0] = max(widths[0], len(key_text) + 1)
-                if isinstance(value, bool):
-                    sheet.write_boolean(row, 1, value)
-                elif isinstance(value, int | float) and math.isfinite(value):
-                    sheet.write_number(row, 1, value)
-                elif value is not None:
-                    text = _summary_text(value)
-                    sheet.write_string(row, 1, text)
-                    widths[1] = max(widths[1], len(text) + 1)
-                row += 1
-            row += 1  # a blank row between sections
-        for col, width in enumerate(widths):
-            sheet.set_column(col, col, min(MAX_COLUMN_WIDTH, width))
-
-    def _chart_outcomes(self, sheet: Any, name: str, first: int, count: int) -> None:
-        """A native Excel bar chart of the outcome counts, beside them (columns D to K)."""
-        chart = self._workbook.add_chart({"type": "bar"})
-        last = first + count - 1
-        quoted = "'" + name.replace("'", "''") + "'"
-        chart.add_series(
-            {
-                "name": "rows",
-                "categories": f"={quoted}!$A${first + 1}:$A${last + 1}",
-                "values": f"={quoted}!$B${first + 1}:$B${last + 1}",
-                "data_labels": {"value": True},
-            }
-        )
-        chart.set_title({"name": CHART_SECTION})
-        chart.set_legend({"none": True})
-        chart.set_y_axis({"reverse": True})  # the first outcome on top, as in the table
-        sheet.insert_chart(0, 3, chart, {"x_scale": 1.0, "y_scale": 0.8})
-
 
 def _kept(value: Any) -> Any:
     """A cell of a title row or another sheet, as it can be written: text Excel can hold
@@ -498,18 +386,3 @@ def _kept(value: Any) -> Any:
     if type(value) is float and not math.isfinite(value):
         return str(value)
     return value
-
-
-def _summary_text(value: object) -> str:
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        text = value.isoformat()
-    elif isinstance(value, datetime.timedelta):
-        text = f"{value.total_seconds():g} s"
-    elif isinstance(value, Mapping | list | tuple | set | frozenset):
-        text = json.dumps(
-            value, ensure_ascii=False, default=str, sort_keys=isinstance(value, Mapping)
-        )
-    else:
-        text = str(value)
-    text = excel_text(text)
-    return fit_excel_cell(text) or text
