@@ -6,8 +6,9 @@ from pathlib import Path
 
 from batchrun.config import Settings, environment_settings
 from batchrun.jobs import run_file
-from batchrun.report import Outcome, RowResult, Summary, summarize
+from batchrun.report import Outcome, RowResult, Summary
 from batchrun.sending.states import Event
+from batchrun.sending.tally import summarize
 
 
 def _summary(**counts: object) -> Summary:

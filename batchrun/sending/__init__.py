@@ -12,4 +12,6 @@
 - :mod:`~batchrun.sending.sender` — one row's create, retries and reconciliation.
 - :mod:`~batchrun.sending.plan` — what a job does with each row, from the journal.
 - :mod:`~batchrun.sending.runner` — lanes per thread, workers, stopping.
+- :mod:`~batchrun.sending.tally` — a job's rows counted into its summary, chunk by chunk.
+- :mod:`~batchrun.sending.session` — the HTTP session, limiters and signals around a job.
 """

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from batchrun.endpoints import Endpoint
-from batchrun.report import Outcome, RowResult, Summary, Tally, summarize
+from batchrun.report import Outcome, RowResult, Summary
 from batchrun.sending.control import NO_LOOKUP, Control
 from batchrun.sending.durability import JournalWrites
 from batchrun.sending.journal import Journal
@@ -25,6 +25,7 @@ from batchrun.sending.reads import Reader
 from batchrun.sending.runner import Execution, Progress, finish_rows, journal_guard
 from batchrun.sending.sender import NO_METADATA_NOTE, RowSender
 from batchrun.sending.states import LEFT_STATES
+from batchrun.sending.tally import Tally, summarize
 
 if TYPE_CHECKING:
     from batchrun.job import Job
