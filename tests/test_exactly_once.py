@@ -22,8 +22,8 @@ from job_support import TEST_KEY, command, counted, read_rows, settings_for, wai
 from loopback_server import CREATE_ROUTE, RunStore, app_with, serve_app
 
 import batchrun
-from batchrun import jobs
 from batchrun.errors import ExitCode, UsageError
+from batchrun.jobs import run as run_job
 from batchrun.jobs import run_file
 from batchrun.sending import session
 from batchrun.sending.journal import Journal, default_journal_path
@@ -105,7 +105,7 @@ def test_a_job_journaled_by_the_version_before_resumes_after_the_upgrade(
     options: dict[str, Any] = {} if journal == "beside the input" else {"journal": tmp_path / "j"}
     settings = settings_for(simulator.base_url, **options)
     with monkeypatch.context() as old_version:
-        old_version.setattr(jobs, "job_source", lambda source, journal: source.name)
+        old_version.setattr(run_job, "job_source", lambda source, journal: source.name)
         before = run_file(source, tmp_path / "before.csv", settings)
     after = run_file(source, tmp_path / "after.csv", settings)
     assert after.summary.sent == 0 and after.summary.from_journal == 3, after.summary.line()
@@ -200,7 +200,7 @@ async def refuse_first_row(request: web.Request, store: RunStore) -> web.Respons
 def test_a_row_left_for_the_next_run_holds_back_later_rows_of_its_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_rows: int
 ) -> None:
-    monkeypatch.setattr(jobs, "RUN_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(run_job, "RUN_CHUNK_ROWS", chunk_rows)
     store = RunStore()
 
     async def create(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ import pytest
 from job_support import TEST_KEY, read_rows, settings_for
 
 import batchrun
-from batchrun import jobs
+from batchrun.jobs import run as run_job
 from batchrun.jobs import run_file, validate_file
 from batchrun.simulator import RunningSimulator
 
@@ -74,7 +74,7 @@ def test_a_parquet_file_round_trips_through_run_simulate_with_typed_results(
 def test_usage_columns_are_int64_and_rows_go_out_a_row_group_a_chunk(
     tmp_path: Path, simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs, "RUN_CHUNK_ROWS", 4)
+    monkeypatch.setattr(run_job, "RUN_CHUNK_ROWS", 4)
     source = tmp_path / "in.parquet"
     pq.write_table(typed_table(10), source)
     report = run_file(source, tmp_path / "out.parquet", settings_for(simulator.base_url, wait=True))

@@ -54,7 +54,7 @@ def test_every_valid_row_is_sent_once_in_input_order(
 def test_a_job_leaves_the_garbage_collector_as_it_found_it(
     tmp_path: Path, simulator: RunningSimulator
 ) -> None:
-    """A job collects rarely while it holds its rows (see jobs.rare_collections)."""
+    """A job collects rarely while it holds its rows (see jobs.run.rare_collections)."""
     settings = settings_for(simulator.base_url)
     threshold = gc.get_threshold()
     frozen = gc.get_freeze_count()  # none, but CPython 3.12 starts with a few hundred

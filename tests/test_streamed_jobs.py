@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from job_support import TEST_KEY, read_rows, settings_for, wait_for
 
-from batchrun import jobs
 from batchrun.endpoints import prepare as prepare
 from batchrun.endpoints.prepare import Occurrences
+from batchrun.jobs import run as run_job
 from batchrun.jobs import run_file
 from batchrun.sending.journal import Journal
 from batchrun.simulator import RunningSimulator
@@ -39,7 +39,7 @@ def test_a_job_in_many_chunks_sends_each_row_once_and_writes_them_in_input_order
     monkeypatch: pytest.MonkeyPatch,
     chunk_rows: int,
 ) -> None:
-    monkeypatch.setattr(jobs, "RUN_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(run_job, "RUN_CHUNK_ROWS", chunk_rows)
     # t_1's rows fall in several chunks: each waits for the run before it on the thread.
     threads = ["t_1", "t_2", "t_1", "t_3", "t_1", "t_4", "t_5", "t_1", "t_6", "t_7"]
     source = write_rows(tmp_path / "in.csv", threads)
@@ -66,7 +66,7 @@ def test_identical_rows_are_numbered_across_chunks_and_past_the_in_memory_counts
     simulator: RunningSimulator,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(jobs, "RUN_CHUNK_ROWS", 2)
+    monkeypatch.setattr(run_job, "RUN_CHUNK_ROWS", 2)
     monkeypatch.setattr(prepare, "SPILL_DIGESTS", 1)
     # Rows without a thread... each identical row is a run of its own.
     threads = ["t_1", "t_2", "t_1", "t_2", "t_1", "t_3"]
@@ -118,7 +118,7 @@ def test_a_kill_while_the_output_streams_out_leaves_the_rerun_the_whole_output(
     output = tmp_path / "out.csv"
     # Chunks of 20 rows at concurrency 1: the output is being written for most of the job.
     script = (
-        "import sys; from batchrun import jobs; jobs.RUN_CHUNK_ROWS = 20; "
+        "import sys; from batchrun.jobs import run; run.RUN_CHUNK_ROWS = 20; "
         "from batchrun.cli.commands import main; sys.argv = ['batchrun', *sys.argv[1:]]; main()"
     )
     args = [

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from batchrun import jobs
 from batchrun.config import Settings
 from batchrun.endpoints.prepare import RowPreparer, make_plan, request_text
+from batchrun.jobs import validate as validate_job
 from batchrun.sheets import read_sheet
 
 
@@ -24,9 +24,9 @@ def test_parallel_chunks_match_a_single_pass_including_repeated_rows(
             # Every 7th row repeats an earlier one, often from an earlier chunk.
             thread = f"thread_{n % 7 if n % 7 == 0 else n}"
             writer.writerow([thread, "asst_1", "9" if n % 50 == 1 else "0.5"])
-    monkeypatch.setattr(jobs, "VALIDATE_CHUNK_ROWS", 100)
+    monkeypatch.setattr(validate_job, "VALIDATE_CHUNK_ROWS", 100)
     settings = Settings()
-    report = jobs.validate_file(source, tmp_path / "out.csv", settings)
+    report = validate_job.validate_file(source, tmp_path / "out.csv", settings)
 
     frame = read_sheet(source)
     expected = RowPreparer(make_plan(list(frame.columns), settings), settings).prepare(frame)
