@@ -42,3 +42,47 @@ def test_the_import_scan_finds_the_simulator_where_it_is_imported() -> None:
     found = importers_of("batchrun.simulator", PACKAGE)
     assert "cli/commands.py" in found
     assert "job.py" in found
+
+
+# The most lines a module of the package may have (STYLE.md: split by concern, not size).
+MAX_MODULE_LINES = 400
+# Modules over the limit that are being reshaped on other branches; the lead removes each
+# name once its module is split (the last test below says when).
+NOT_SPLIT_YET = frozenset(
+    {
+        # The sending core, split where it is being sped up.
+        "sending/sender.py",
+        "sending/runner.py",
+        "sending/journal.py",
+        # The Batch API job's steps, where --batch is being made to stream.
+        "batch/job.py",
+    }
+)
+
+
+def module_lines() -> dict[str, int]:
+    """Every module of the package and its number of lines."""
+    return {
+        path.relative_to(PACKAGE).as_posix(): len(path.read_text("utf-8").splitlines())
+        for path in PACKAGE.rglob("*.py")
+    }
+
+
+def test_no_module_is_over_400_lines() -> None:
+    sizes = module_lines()
+    over = {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES}
+    assert {name: lines for name, lines in over.items() if name not in NOT_SPLIT_YET} == {}
+
+
+def test_the_line_count_sees_every_module() -> None:
+    # The check above would pass on a count that finds no file, or misses a folder.
+    sizes = module_lines()
+    assert {"job.py", "jobs/run.py", "sending/session.py", "sheets/xlsx_writer.py"} <= set(sizes)
+    assert sizes["sending/session.py"] > 100
+
+
+def test_every_module_let_over_400_lines_still_is() -> None:
+    """An exception ends with the split that made it: the list only shrinks."""
+    sizes = module_lines()
+    split = sorted(name for name in NOT_SPLIT_YET if sizes.get(name, 0) <= MAX_MODULE_LINES)
+    assert split == [], f"split since: drop {split} from NOT_SPLIT_YET"
