@@ -18,12 +18,13 @@ or again after a kernel restart, finds every row done and sends nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +114,9 @@ def run_frame(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
         if job.settings.batch:
             from batchrun.batch.run import run_batch_rows
 
-            run_batch_rows(rows, job)
+            done: list[RowResult] = []
+            run_batch_rows(_passes(rows), job, on_chunk=done.extend)
+            rows = done
         else:
             run_rows(rows, job)
     finally:
@@ -128,12 +131,24 @@ async def run_frame_async(frame: pd.DataFrame, **options: Any) -> pd.DataFrame:
         if job.settings.batch:
             from batchrun.batch.run import run_batch_rows_async
 
-            await run_batch_rows_async(rows, job)
+            done: list[RowResult] = []
+            await run_batch_rows_async(_passes(rows), job, on_chunk=done.extend)
+            rows = done
         else:
             await run_rows_async(rows, job)
     finally:
         job.sending_journal.close()
     return _results(frame, rows, job)
+
+
+def _passes(rows: list[RowResult]) -> Callable[[bool], Iterator[list[RowResult]]]:
+    """The frame's prepared rows for each pass of a --batch job, copied afresh each time
+    (a pass changes its rows)."""
+
+    def chunks(written: bool) -> Iterator[list[RowResult]]:
+        yield [dataclasses.replace(row) for row in rows]
+
+    return chunks
 
 
 def _prepare_run(frame: pd.DataFrame, options: dict[str, Any]) -> tuple[Job, list[RowResult]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,17 @@ from batchrun.batch.ledger import (
     Part,
     PartLedger,
 )
-from batchrun.batch.lines import PartWriter, batch_line, batch_url, too_large
-from batchrun.batch.queue import has_room, queue_refusal, stated_queue_limit
+from batchrun.batch.lines import (
+    ConversationTurns,
+    PartWriter,
+    WrittenPart,
+    batch_line,
+    batch_url,
+    mark_unbatchable,
+    too_large,
+)
+from batchrun.batch.parts import PartFiles, PartIndex, file_lines, file_tokens
+from batchrun.batch.queue import has_room, over_queue, queue_refusal, stated_queue_limit
 from batchrun.config import Settings
 from batchrun.endpoints import Endpoint
 from batchrun.endpoints.prepare import sent_body
@@ -61,11 +70,11 @@ class NoProgress:
 
 
 class BatchJob:
-    """One run of a --batch job over its prepared rows (invalid rows already marked)."""
+    """One run of a --batch job: :meth:`plan` goes through the sheet once, :meth:`run`
+    does the steps that are due; :mod:`~batchrun.batch.outcomes` then writes the rows."""
 
     def __init__(
         self,
-        rows: list[RowResult],
         settings: Settings,
         journal: Journal,
         api: BatchApi,
@@ -75,7 +84,6 @@ class BatchJob:
         mask: Callable[[str], str],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.rows = rows
         self.settings = settings
         self.journal = journal
         self.ledger = PartLedger(journal)
@@ -85,12 +93,14 @@ class BatchJob:
         self.mask = mask
         self._sleep = sleep
         self.url = batch_url(settings.endpoint)
-        self.by_key = {row.key: row for row in rows if row.key and row.outcome is None}
+        self.index = PartIndex()  # where each row of this run is
         self.parts: list[Part] = []
         self.files: dict[int, Path] = {}
         self.folder = Path(tempfile.mkdtemp(prefix="batchrun-batch-"))
         self.from_journal = 0
+        self.handled = 0  # rows in parts this run submits, follows or collects
         self.submitted: list[str] = []  # batch ids created by this run
+        self.sent_parts: set[int] = set()  # the parts whose batches this run created
         self.found: list[str] = []  # batch ids a run before created, found by this one
         self.finished: list[str] = []  # batch ids joined by this run
         self.why_not: dict[int, str] = {}  # part -> why it is not submitted yet
@@ -99,16 +109,90 @@ class BatchJob:
         self.tokens: dict[int, int] = {}  # part -> the tokens it holds in the queue
         self.due: list[Part] = []  # parts to submit, in order, as the queue has room
         self.requeued: list[str] = []  # batch ids refused for the queue, rows sent again
+        self.stopped = ""  # why the run stopped early (a systemic error, an interrupt)
 
     def tag(self, key: str) -> str | None:
         """A line's run tag: the row's key and the job's id (as a direct job tags)."""
         return f"{key}.{self.journal.job_id}" if self.settings.run_tag else None
 
+    def plan(self, chunks: Iterable[list[RowResult]]) -> None:
+        """Go through the sheet once: rows that need sending go into new part files (each
+        part recorded as its file is done, before any upload), rows of parts a run before
+        recorded and not finished go into those parts' files again, and results already
+        in the journal are counted."""
+        self.parts = self.ledger.parts()
+        stated = self.ledger.queue_limit()
+        if stated is not None:
+            self.queue_limit = min(stated, self.queue_limit or stated)
+        earlier: dict[int, Path] = {}
+        for part in self.parts:
+            if not part.ended:
+                earlier[part.number] = self.part_path(part.number)
+                self.index.add(part.number, self.ledger.keys(part.number))
+        again = PartFiles(earlier)
+        self.files.update(earlier)
+        first = max((part.number for part in self.parts), default=0) + 1
+        turns = ConversationTurns()
+        with PartWriter(self.part_path, first, self.queue_limit) as writer:
+            for rows in chunks:
+                mark_unbatchable(rows, turns)
+                valid = [row for row in rows if row.key is not None and row.outcome is None]
+                keys = [str(row.key) for row in valid]
+                entries = self.journal.lookup(keys)
+                places = self.index.parts_of(keys)
+                for row, key in zip(valid, keys, strict=True):
+                    entry = entries.get(key)
+                    if entry is not None:
+                        row.restore(entry.result, entry.state)
+                    if (place := places.get(key)) is not None:
+                        again.add(place, *self.line(row))
+                        self.handled += 1
+                    elif entry is None or (entry.state == FAILED and self.settings.retry_failed):
+                        self.write_row(writer, row)
+                    else:
+                        self.from_journal += 1
+                again.flush()
+                self.record(writer.take_closed())
+            writer.close()
+            self.record(writer.take_closed())
+        if self.queue_limit is not None:
+            self.tokens.update(again.tokens)
+
+    def line(self, row: RowResult) -> tuple[bytes, int]:
+        """The row's batch line, and what it is charged in the queue (when limited)."""
+        key = str(row.key)
+        body = sent_body(row, self.settings, self.tag(key))
+        tokens = charged_tokens(body) if self.queue_limit is not None else 0
+        return batch_line(key, self.url, body), tokens
+
+    def write_row(self, writer: PartWriter, row: RowResult) -> None:
+        """Add the row to the new parts, unless a batch can never carry it."""
+        key = str(row.key)
+        line, tokens = self.line(row)
+        limit = self.queue_limit
+        if problem := too_large(line):
+            self.index.refuse(key, problem)
+        elif limit is not None and tokens > limit:
+            self.index.refuse(key, over_queue(tokens, limit))
+        else:
+            writer.add(key, line, tokens)
+            self.handled += 1
+
+    def record(self, written: list[WrittenPart], *, requeued: bool = False) -> list[Part]:
+        """Record parts as their files are done (before any upload); the parts."""
+        new = [(Part(part.number, len(part.keys), requeued=requeued), part) for part in written]
+        self.ledger.add([(part, done.keys) for part, done in new])
+        for part, done in new:
+            self.index.add(part.number, done.keys)
+            self.files[part.number] = done.path
+            if self.queue_limit is not None:
+                self.tokens[part.number] = done.tokens
+            self.parts.append(part)
+        return [part for part, _ in new]
+
     async def run(self) -> None:
         """Do every step that is due; returns when done (or, with --no-wait, checked)."""
-        self.plan()
-        handled = [key for part in self.parts if not part.ended for key in part.keys]
-        self.progress.start(sum(key in self.by_key for key in handled))
+        self.progress.start(self.handled)
         running = [part for part in self.parts if part.state == SUBMITTED]
         self.due = [part for part in self.parts if part.state in (RECORDED, UPLOADED, CREATING)]
         await self.follow(running)
@@ -118,9 +202,10 @@ class BatchJob:
         submitted: list[Part] = []
         while self.due:
             part = self.due[0]
-            enqueued = sum(self.part_tokens(other) for other in running + submitted)
-            if not has_room(self.part_tokens(part), enqueued, self.queue_limit):
-                break
+            if self.queue_limit is not None:
+                enqueued = sum(self.part_tokens(other) for other in running + submitted)
+                if not has_room(self.part_tokens(part), enqueued, self.queue_limit):
+                    break
             self.due.pop(0)
             await self.submit(part)
             if part.state == SUBMITTED:
@@ -130,83 +215,11 @@ class BatchJob:
     def part_tokens(self, part: Part) -> int:
         """What the part's lines are charged in the queue (counted once per run)."""
         if part.number not in self.tokens:
-            self.tokens[part.number] = sum(
-                charged_tokens(sent_body(row, self.settings, self.tag(key)))
-                for key, row in self.part_rows(part).items()
-            )
+            self.tokens[part.number] = file_tokens(self.files[part.number])
         return self.tokens[part.number]
-
-    def plan(self) -> None:
-        """Restore results from the journal; put rows that need sending into new parts."""
-        entries = self.journal.load()
-        self.parts = self.ledger.parts()
-        stated = self.ledger.queue_limit()
-        if stated is not None:
-            self.queue_limit = min(stated, self.queue_limit or stated)
-        busy = {key for part in self.parts if not part.ended for key in part.keys}
-        fresh: list[RowResult] = []
-        for key, row in self.by_key.items():
-            entry = entries.get(key)
-            if entry is not None:
-                row.restore(entry.result, entry.state)
-            if key in busy:
-                continue
-            if entry is None or (entry.state == FAILED and self.settings.retry_failed):
-                fresh.append(row)
-            else:
-                self.from_journal += 1
-        if fresh:
-            first = max((part.number for part in self.parts), default=0) + 1
-            new = self.write_parts(fresh, first)
-            self.ledger.add(new)  # recorded before any upload
-            self.parts.extend(new)
-
-    def write_parts(
-        self, rows: list[RowResult], first: int, *, requeued: bool = False
-    ) -> list[Part]:
-        """Write ``rows`` as batch lines into part files (split at the limits)."""
-        limit = self.queue_limit
-        with PartWriter(self.part_path, first, limit) as writer:
-            for row in rows:
-                assert row.key is not None
-                body = sent_body(row, self.settings, self.tag(row.key))
-                line = batch_line(row.key, self.url, body)
-                tokens = charged_tokens(body) if limit is not None else 0
-                if problem := too_large(line):
-                    row.fail(Outcome.INVALID, problem, Event.INVALID)
-                    continue
-                if limit is not None and tokens > limit:
-                    row.fail(
-                        Outcome.INVALID,
-                        f"the row is charged {tokens:,} tokens, more than the batch queue "
-                        f"holds ({limit:,} enqueued tokens): send it without --batch",
-                        Event.INVALID,
-                    )
-                    continue
-                writer.add(row.key, line, tokens)
-        parts = []
-        for written in writer.parts:
-            self.files[written.number] = written.path
-            if limit is not None:
-                self.tokens[written.number] = written.tokens
-            parts.append(Part(written.number, written.keys, requeued=requeued))
-        return parts
 
     def part_path(self, number: int) -> Path:
         return self.folder / f"part-{number}.jsonl"
-
-    def part_file(self, part: Part) -> Path:
-        """The part's input file: written by this run, or again from its rows' keys."""
-        path = self.files.get(part.number)
-        if path is None:
-            path = self.part_path(part.number)
-            with path.open("wb") as stream:
-                for key in part.keys:
-                    row = self.by_key.get(key)
-                    if row is not None:
-                        body = sent_body(row, self.settings, self.tag(key))
-                        stream.write(batch_line(key, self.url, body))
-        return path
 
     async def submit(self, part: Part) -> None:
         """Upload the part (unless done) and create its batch (or adopt the one a lost
@@ -214,7 +227,7 @@ class BatchJob:
         try:
             if part.state == RECORDED:
                 name = f"batchrun-{self.journal.job_id}-{part.number}.jsonl"
-                part.file_id = await self.api.upload(self.part_file(part), name)
+                part.file_id = await self.api.upload(self.files[part.number], name)
                 part.state = UPLOADED
                 self.ledger.save(part)
             assert part.file_id is not None
@@ -246,20 +259,30 @@ class BatchJob:
             self.found.append(part.batch_id)
             return
         self.submitted.append(part.batch_id)
-        for key in part.keys:
-            if (row := self.by_key.get(key)) is not None:
-                row.sent_now += 1
+        self.sent_parts.add(part.number)
 
     def refuse(self, part: Part, reason: str) -> None:
         """The server refused the part's file or batch: its rows fail (--retry-failed
         puts them in a new part)."""
-        for row in self.part_rows(part).values():
+        rows = self.part_rows(part)
+        for row in rows.values():
             row.status, row.response = None, ""
             row.fail(Outcome.FAILED, reason)
-        self.settle(part, REFUSED)
+        self.settle(part, rows, REFUSED)
 
     def part_rows(self, part: Part) -> dict[str, RowResult]:
-        return {key: row for key in part.keys if (row := self.by_key.get(key)) is not None}
+        """The part's rows, in its lines' order, as the journal knew them when the job
+        began (a row goes in one unfinished part at a time, so nothing since changed it)."""
+        return self.rows_of(self.ledger.keys(part.number))
+
+    def rows_of(self, keys: list[str]) -> dict[str, RowResult]:
+        entries = self.journal.lookup(keys)
+        rows = {}
+        for position, key in enumerate(keys):
+            rows[key] = row = RowResult(position, key=key)
+            if (entry := entries.get(key)) is not None:
+                row.restore(entry.result, entry.state)
+        return rows
 
     async def follow(self, running: list[Part]) -> None:
         """Submit the due parts the queue has room for, then read each batch until it ends
@@ -324,7 +347,7 @@ class BatchJob:
             self.requeue(part, refusal)
             return
         if status == "failed" and isinstance(listed, list) and listed:
-            fail_invalid_batch(rows, part.keys, listed)
+            fail_invalid_batch(rows, list(rows), listed)
         else:
             answered: set[str] = set()
             for name in ("output_file_id", "error_file_id"):
@@ -338,7 +361,7 @@ class BatchJob:
             missing = [row for key, row in rows.items() if key not in answered]
             fail_unanswered(missing, str(part.batch_id), status)
         self.finished.append(str(part.batch_id))
-        self.settle(part, JOINED)
+        self.settle(part, rows, JOINED)
 
     def requeue(self, part: Part, message: str) -> None:
         """The queue refused the part's batch (nothing of it ran): learn the limit it
@@ -352,99 +375,44 @@ class BatchJob:
         # part and without a result, so the next run puts them in new parts itself.
         part.state = REQUEUED
         self.ledger.save(part)
-        rows = list(self.part_rows(part).values())
+        limit = self.queue_limit
         first = max(other.number for other in self.parts) + 1
-        new = self.write_parts(rows, first, requeued=True)
-        self.ledger.add(new)
-        self.parts.extend(new)
-        self.due[:0] = new  # before parts not yet submitted: they are older rows
-        for row in rows:
-            if row.outcome is Outcome.INVALID:  # more tokens than the queue holds
-                assert row.key is not None
-                self.journal.record(row.key, IN_JOURNAL[row.state], row.to_journal())
-                self.progress.update("done", row)
+        refused: list[tuple[str, str]] = []
+        with PartWriter(self.part_path, first, limit) as writer:
+            for key, line, body in file_lines(self.files[part.number]):
+                tokens = charged_tokens(body) if limit is not None else 0
+                if limit is not None and tokens > limit:
+                    refused.append((key, over_queue(tokens, limit)))
+                else:
+                    writer.add(key, line, tokens)
+        # Before parts not yet submitted: they are older rows.
+        self.due[:0] = self.record(writer.close(), requeued=True)
+        for key, reason in refused:
+            row = RowResult(0, key=key)  # never sent in any batch: nothing to keep
+            row.fail(Outcome.INVALID, reason, Event.INVALID)
+            self.journal.record(key, IN_JOURNAL[row.state], row.to_journal())
+            self.progress.update("done", row)
         self.journal.flush()
 
-    def settle(self, part: Part, state: str) -> None:
+    def settle(self, part: Part, rows: dict[str, RowResult], state: str) -> None:
         """Record the part's rows' results, then the part as ended (in that order: a crash
         between the two joins the part again, with the same results)."""
-        for row in self.part_rows(part).values():
-            assert row.key is not None
-            self.journal.record(row.key, IN_JOURNAL[row.state], row.to_journal())
+        for key, row in rows.items():
+            self.journal.record(key, IN_JOURNAL[row.state], row.to_journal())
             self.progress.update("done", row)
         self.journal.flush()
         part.state = state
         self.ledger.save(part)
 
     def finish(self, stopped: str) -> list[Part]:
-        """Give every row not joined its outcome; the parts whose batches still run."""
-        running = []
-        for part in self.parts:
-            if part.ended:
-                continue
-            rows = self.part_rows(part).values()
-            if part.state == SUBMITTED:
-                running.append(part)
-                text = self.pending_text(part)
-                for row in rows:
-                    row.outcome, row.error = Outcome.PENDING, text
-                    row.move(Event.GOING)
-                continue
-            why = self.why_not.get(part.number) or stopped or "not submitted"
-            if why == "not submitted" and part in self.due and self.queue_limit is not None:
-                why = f"waiting for room in the batch queue ({self.queue_limit:,} enqueued tokens)"
-            for row in rows:
-                row.status, row.response = None, ""
-                why = f"not sent: {why}; rerun the same command to go on"
-                row.fail(Outcome.NOT_SENT, why, Event.LEFT)
-        for row in self.by_key.values():
-            if row.outcome is None:
-                row.fail(Outcome.NOT_SENT, f"not sent: {stopped or 'stopped'}", Event.LEFT)
-        return running
-
-    def pending_text(self, part: Part) -> str:
-        """``in batch batch_... (in_progress, 120/1000 done); run the same command ...``."""
-        batch = part.latest
-        counts = batch.get("request_counts")
-        status = batch.get("status") or part.batch_status or "status unknown"
-        progress = ""
-        if isinstance(counts, dict):
-            done = int(counts.get("completed") or 0) + int(counts.get("failed") or 0)
-            total = int(counts.get("total") or 0) or len(part.keys)
-            progress = f", {done}/{total} done"
-        if why := self.why_not.get(part.number):
-            return f"in batch {part.batch_id} ({status}{progress}); {why}"
-        return (
-            f"in batch {part.batch_id} ({status}{progress}); run the same command again to collect"
-        )
-
-    def summary_text(self, running: list[Part]) -> str:
-        """What the batches did, for the summary line."""
-        pieces = []
-        if self.submitted:
-            pieces.append(f"{len(self.submitted)} submitted ({', '.join(self.submitted)})")
-        if self.found:
-            pieces.append(
-                f"{len(self.found)} found, submitted by the run before ({', '.join(self.found)})"
-            )
-        mine = {*self.submitted, *self.found}
-        waiting = [str(p.batch_id) for p in running if p.batch_id not in mine]
-        if waiting:
-            pieces.append(f"{len(waiting)} running ({', '.join(waiting)})")
-        if mine or waiting or self.finished:
-            pieces.append(f"{len(self.finished)} finished")
-        if self.requeued:
-            pieces.append(
-                f"{len(self.requeued)} refused for the enqueued-token limit and sent again "
-                f"({', '.join(self.requeued)})"
-            )
-        text = ", ".join(pieces)
-        if running:
-            text += "; run again to collect"
-        return text
+        """Note why the run stopped (for the rows it did not reach); the parts whose
+        batches still run."""
+        self.stopped = stopped
+        return [part for part in self.parts if part.state == SUBMITTED]
 
     def close(self) -> None:
-        """Remove the part files and downloads (a rerun writes them again as needed)."""
+        """Remove the part files, downloads and index (a rerun writes them again)."""
         import shutil
 
+        self.index.close()
         shutil.rmtree(self.folder, ignore_errors=True)

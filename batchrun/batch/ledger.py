@@ -36,10 +36,11 @@ COLUMNS = "part, keys, state, file_id, batch_id, batch_status, creating_at, requ
 
 @dataclass(slots=True)
 class Part:
-    """One part of a --batch job: its rows (by key, in input order) and how far it got."""
+    """One part of a --batch job: how many rows it holds and how far it got (its rows'
+    keys, in input order, stay in the ledger: see :meth:`PartLedger.keys`)."""
 
     number: int
-    keys: list[str]
+    size: int
     state: str = RECORDED
     file_id: str | None = None
     batch_id: str | None = None
@@ -66,19 +67,26 @@ class PartLedger:
         self._job = journal.job_id
 
     def parts(self) -> list[Part]:
-        """Every part of the job, by number."""
+        """Every part of the job, by number (the keys of one part at a time are read)."""
         found = self._db.execute(
             f"SELECT {COLUMNS} FROM batch_parts WHERE job = ? ORDER BY part", (self._job,)
         )
         return [
             Part(
-                number, orjson.loads(keys), state, file_id, batch_id, status, creating_at,
-                bool(requeued),
+                number, len(orjson.loads(keys)), state, file_id, batch_id, status,
+                creating_at, bool(requeued),
             )
             for number, keys, state, file_id, batch_id, status, creating_at, requeued in found
         ]  # fmt: skip
 
-    def add(self, parts: list[Part]) -> None:
+    def keys(self, number: int) -> list[str]:
+        """The row keys of part ``number``, in the order of its input file's lines."""
+        found = self._db.execute(
+            "SELECT keys FROM batch_parts WHERE job = ? AND part = ?", (self._job, number)
+        ).fetchone()
+        return [] if found is None else list(orjson.loads(found[0]))
+
+    def add(self, parts: list[tuple[Part, list[str]]]) -> None:
         """Record new parts with their row keys, all in one transaction."""
         self._write(
             "INSERT INTO batch_parts (job, part, keys, state, file_id, batch_id, batch_status,"
@@ -87,7 +95,7 @@ class PartLedger:
                 (
                     self._job,
                     part.number,
-                    orjson.dumps(part.keys),
+                    orjson.dumps(keys),
                     part.state,
                     part.file_id,
                     part.batch_id,
@@ -96,7 +104,7 @@ class PartLedger:
                     time.time(),
                     int(part.requeued),
                 )
-                for part in parts
+                for part, keys in parts
             ],
         )
 

@@ -23,6 +23,8 @@ from typing import IO, Any
 import orjson
 
 from batchrun.endpoints.responses import conversation_id
+from batchrun.report import Outcome, RowResult
+from batchrun.sending.states import Event
 
 MAX_LINES = 50_000
 MAX_BYTES = 200 * 1024**2
@@ -67,6 +69,17 @@ class ConversationTurns:
             )
         self.seen.add(conversation)
         return ""
+
+
+def mark_unbatchable(rows: list[RowResult], turns: ConversationTurns) -> None:
+    """Rows valid for a direct request that a batch cannot carry become invalid
+    (``turns``: the conversations of the sheet's rows before these)."""
+    for row in rows:
+        if row.outcome is not None:
+            continue
+        body = row.body or {}
+        if problem := batch_problem(body) or turns.problem(body):
+            row.fail(Outcome.INVALID, problem, Event.INVALID)
 
 
 def batch_body(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,6 +164,15 @@ class PartWriter:
         self._stream = part.path.open("wb")
         self.parts.append(part)
         return part
+
+    def take_closed(self) -> list[WrittenPart]:
+        """The parts whose files are closed (every part once :meth:`close` was called),
+        handed over and no longer kept: a caller that records each as it is done holds
+        the keys of one part at a time."""
+        open_parts = 1 if self._stream is not None and self.parts else 0
+        closed = self.parts[: len(self.parts) - open_parts]
+        del self.parts[: len(closed)]
+        return closed
 
     def close(self) -> list[WrittenPart]:
         """Close the last file; every part written, in order."""

@@ -46,3 +46,11 @@ def has_room(tokens: int, enqueued: int, limit: int | None) -> bool:
     """Whether a part of ``tokens`` may be submitted while ``enqueued`` tokens of the job's
     parts are unfinished: always when nothing is (a part is cut to fit the limit)."""
     return limit is None or enqueued == 0 or enqueued + tokens <= limit
+
+
+def over_queue(tokens: int, limit: int) -> str:
+    """Why a row charged ``tokens`` can never go in a batch under ``limit``."""
+    return (
+        f"the row is charged {tokens:,} tokens, more than the batch queue holds "
+        f"({limit:,} enqueued tokens): send it without --batch"
+    )

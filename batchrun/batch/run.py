@@ -6,44 +6,40 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from batchrun.batch.lines import ConversationTurns, batch_problem
-from batchrun.report import Outcome, RowResult, Summary
+from batchrun.report import RowResult, Summary
 from batchrun.sending.control import StopSending
 from batchrun.sending.runner import Progress
-from batchrun.sending.session import job_summary, open_sending, run_blocking
-from batchrun.sending.states import Event
+from batchrun.sending.session import job_notes, open_sending, run_blocking
+from batchrun.sending.tally import Tally
 
 if TYPE_CHECKING:
     from batchrun.job import Job
 
-
-def mark_unbatchable(rows: list[RowResult]) -> None:
-    """Rows valid for a direct request that a batch cannot carry become invalid."""
-    turns = ConversationTurns()
-    for row in rows:
-        if row.outcome is not None:
-            continue
-        body = row.body or {}
-        if problem := batch_problem(body) or turns.problem(body):
-            row.fail(Outcome.INVALID, problem, Event.INVALID)
+# The sheet's prepared rows, a chunk at a time, read afresh on each call: a --batch job
+# goes through its sheet twice, to put rows in parts, then (True) to write them out.
+SheetPasses = Callable[[bool], Iterable[list[RowResult]]]
 
 
 async def run_batch_rows_async(
-    rows: list[RowResult],
+    passes: SheetPasses,
     job: Job,
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
+    on_chunk: Callable[[list[RowResult]], None] | None = None,
 ) -> Summary:
-    """Move a --batch job on (see :mod:`~batchrun.batch.job`); the summary."""
+    """Move a --batch job on (see :mod:`~batchrun.batch.job`); ``on_chunk`` gets the
+    rows with their outcomes, a chunk at a time in input order; the summary."""
     from batchrun.batch.api import BatchApi
     from batchrun.batch.job import BatchJob
+    from batchrun.batch.outcomes import summary_text, write_outcomes
 
     started = time.monotonic()
     settings, endpoint, journal = job.settings, job.endpoint, job.sending_journal
-    mark_unbatchable(rows)
+    tally = Tally()
     async with open_sending(job) as sending:
         reader, sender = sending.reader, sending.sender
         control = sender.control
@@ -54,17 +50,18 @@ async def run_batch_rows_async(
             control,
             max_retries=settings.max_retries,
         )
-        batch = BatchJob(rows, settings, journal, api, endpoint, progress, mask=reader.client.mask)
-        task = asyncio.create_task(batch.run())
-
-        def on_signal() -> None:
-            # Every step is recorded before it takes effect, so stopping at any await is
-            # safe: the next run finds each part where this one left it.
-            control.interrupt()
-            task.cancel()
-
-        caller_cancelled = False
+        batch = BatchJob(settings, journal, api, endpoint, progress, mask=reader.client.mask)
         try:
+            batch.plan(passes(False))
+            task = asyncio.create_task(batch.run())
+
+            def on_signal() -> None:
+                # Every step is recorded before it takes effect, so stopping at any await
+                # is safe: the next run finds each part where this one left it.
+                control.interrupt()
+                task.cancel()
+
+            caller_cancelled = False
             with contextlib.ExitStack() as signals:
                 if handle_signals:
                     from batchrun.sending.signals import on_interrupt
@@ -81,25 +78,41 @@ async def run_batch_rows_async(
                 except StopSending:
                     pass  # a systemic error or an interrupt: control says which
             running = batch.finish(control.reason or "")
+            if caller_cancelled:
+                raise asyncio.CancelledError
+            write_outcomes(batch, passes(True), tally, on_chunk)
         finally:
             batch.close()
-    if caller_cancelled:
-        raise asyncio.CancelledError
-    summary = job_summary(rows, started, control, endpoint, True, batch.from_journal)
+    summary = tally.summary(
+        time.monotonic() - started,
+        aborted=control.reason if control.systemic else None,
+        interrupted=control.reason == "interrupted",
+        notes=job_notes(control),
+        from_journal=batch.from_journal,
+        answers=endpoint.answers,
+        limits=control.limits,
+    )
     return dataclasses.replace(
-        summary, batch=batch.summary_text(running), batches_running=len(running)
+        summary, batch=summary_text(batch, running), batches_running=len(running)
     )
 
 
 def run_batch_rows(
-    rows: list[RowResult],
+    passes: SheetPasses,
     job: Job,
     *,
     progress: Progress | None = None,
     handle_signals: bool = False,
+    on_chunk: Callable[[list[RowResult]], None] | None = None,
 ) -> Summary:
     """:func:`run_batch_rows_async` as a blocking call (on a thread of its own inside a
     running event loop, as in a notebook)."""
     return run_blocking(
-        run_batch_rows_async(rows, job, progress=progress, handle_signals=handle_signals)
+        run_batch_rows_async(
+            passes,
+            job,
+            progress=progress,
+            handle_signals=handle_signals,
+            on_chunk=on_chunk,
+        )
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchrun.config import Settings
+from batchrun.endpoints.body import RowPlan
 from batchrun.endpoints.prepare import RowPreparer, make_plan
 from batchrun.errors import InputError, OutputNotWritten, UsageError
 from batchrun.job import Job
@@ -122,22 +123,24 @@ def _run_file(
     typed = typed_output(sheet, target)
     out = StreamedOutput(target, headers, job, source, typed=typed, handoff=sheet.handoff)
     try:
-        chunks = prepared_chunks(sheet, preparer, settings.limit, out)
         # A journal failure mid-job (disk full) stops sending; the summary says so and the
         # output is still written. What was committed stays.
         if settings.batch:
             from batchrun.batch.run import run_batch_rows
 
-            # A --batch job plans its parts over every row at once (see batch/job.py).
-            rows = [row for chunk in chunks for row in chunk]
-            summary = run_batch_rows(rows, job, progress=progress, handle_signals=handle_signals)
-            out.write(rows)
+            summary = run_batch_rows(
+                sheet_passes(source, settings, plan, out),
+                job,
+                progress=progress,
+                handle_signals=handle_signals,
+                on_chunk=out.write,
+            )
         else:
             # Imported here: the sending stack (aiohttp) is not ``validate``'s to load.
             from batchrun.sending.session import run_chunks
 
             summary = run_chunks(
-                chunks,
+                prepared_chunks(sheet, preparer, settings.limit, out),
                 job,
                 progress=progress,
                 handle_signals=handle_signals,
@@ -196,16 +199,35 @@ def _scan(source: Path, settings: Settings, sheet: Sheet) -> int | None:
 
 
 def prepared_chunks(
-    sheet: Sheet, preparer: RowPreparer, limit: int | None, out: StreamedOutput
+    sheet: Sheet, preparer: RowPreparer, limit: int | None, out: StreamedOutput | None
 ) -> Iterator[list[RowResult]]:
     """The sheet's rows, prepared a chunk at a time; each chunk's input cells wait in
-    ``out`` for the chunk's results."""
+    ``out`` (when given) for the chunk's results."""
     values = itertools.islice(sheet.rows, limit)
     for chunk in batched(values, RUN_CHUNK_ROWS):
         # Text for assembly; the values as they came (numbers, dates, JSON) for the output.
         cells = list(sheet.text_rows(chunk)) if sheet.format.typed_cells else chunk
-        out.inputs.append(chunk if out.typed else cells)
+        if out is not None:
+            out.inputs.append(chunk if out.typed else cells)
         yield preparer.prepare_rows(cells)
+
+
+def sheet_passes(
+    source: Path, settings: Settings, plan: RowPlan, out: StreamedOutput
+) -> Callable[[bool], Iterator[list[RowResult]]]:
+    """The sheet's prepared rows, read afresh from ``source`` on each call (a --batch job
+    puts them in parts, then writes them out); with True, their input cells wait in
+    ``out`` for the results."""
+
+    def chunks(written: bool) -> Iterator[list[RowResult]]:
+        sheet = open_input(source, settings)
+        preparer = RowPreparer(plan, settings, sheet.cell_problems)
+        try:
+            yield from prepared_chunks(sheet, preparer, settings.limit, out if written else None)
+        finally:
+            preparer.close()
+
+    return chunks
 
 
 @contextlib.contextmanager

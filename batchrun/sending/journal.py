@@ -286,6 +286,15 @@ class Journal:
                 self._index = self._indexed()
         return self._index.lookup(keys)
 
+    def refresh(self) -> None:
+        """Let :meth:`lookup` see the states in force now, entries recorded since the job
+        began included: for a job that reads its rows' results back once it has handled
+        them (a --batch job writing its output). Only the log's newer batches are read."""
+        with self._writing:
+            self.flush()
+            if self._index is not None:
+                self._index.catch_up(self._db, self.job_id)
+
     def _indexed(self) -> StateIndex:
         """The index of the states in force, the log compacted from it when it is due."""
         self.flush()
@@ -302,6 +311,11 @@ class Journal:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            # The log's batches are numbered anew: the index holds every one of them.
+            (newest,) = self._db.execute(
+                "SELECT max(batch) FROM log WHERE job = ?", (self.job_id,)
+            ).fetchone()
+            index.last = newest or 0
         return index
 
     def _compact(self, entries: dict[str, Entry]) -> None:
@@ -446,29 +460,44 @@ class StateIndex:
     as such, so the batches replay in one statement each, in order.
     """
 
-    __slots__ = ("_db", "count", "written")
+    __slots__ = ("_db", "count", "last", "written")
 
     def __init__(self, journal: sqlite3.Connection, job_id: str) -> None:
         self._db: sqlite3.Connection | None = None
         self.count = self.written = 0
-        batches = _log_batches(journal, job_id)
+        self.last = 0  # the newest log batch replayed
+        self._replay(_log_batches(journal, job_id))
+        if self._db is not None:
+            (self.count,) = self._db.execute(
+                "SELECT count(*) FROM states WHERE state != ?", (FORGOTTEN,)
+            ).fetchone()
+
+    def catch_up(self, journal: sqlite3.Connection, job_id: str) -> None:
+        """Replay the log's batches written since the index was built or last caught up."""
+        self._replay(_log_batches(journal, job_id, after=self.last))
+
+    def _replay(self, batches: Iterator[tuple[int, list[Any]]]) -> None:
         first = next(batches, None)
         if first is None:
-            return  # a new job: nothing to look up, no file
-        # "": a private temporary file, removed when closed.
-        self._db = db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=OFF")
-        db.execute("PRAGMA synchronous=OFF")
-        db.execute(
-            "CREATE TABLE states (key TEXT PRIMARY KEY, state TEXT NOT NULL, result BLOB)"
-        ).execute("BEGIN")
+            return  # nothing (new) to look up
+        if self._db is None:
+            # "": a private temporary file, removed when closed.
+            self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=OFF")
+            self._db.execute("PRAGMA synchronous=OFF")
+            self._db.execute(
+                "CREATE TABLE states (key TEXT PRIMARY KEY, state TEXT NOT NULL, result BLOB)"
+            )
+        db = self._db
+        db.execute("BEGIN")
         upsert = (
             "INSERT INTO states VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
             "SET state = excluded.state, result = excluded.result"
         )
         dumps = orjson.dumps
-        for batch in itertools.chain((first,), batches):
+        for number, batch in itertools.chain((first,), batches):
             self.written += len(batch)
+            self.last = max(self.last, number)
             db.executemany(
                 upsert,
                 [
@@ -477,9 +506,6 @@ class StateIndex:
                 ],
             )
         db.execute("COMMIT")
-        (self.count,) = db.execute(
-            "SELECT count(*) FROM states WHERE state != ?", (FORGOTTEN,)
-        ).fetchone()
 
     def should_compact(self) -> bool:
         """Whether the log holds so many more entries than states that it should be
@@ -519,24 +545,32 @@ class StateIndex:
             self._db = None
 
 
-def _log_batches(db: sqlite3.Connection, job_id: str) -> Iterator[list[Any]]:
-    """``job_id``'s log as lists of ``[key, state, result]`` entries, oldest first (the
-    table of a journal from before the log first)."""
+def _log_batches(
+    db: sqlite3.Connection, job_id: str, after: int = 0
+) -> Iterator[tuple[int, list[Any]]]:
+    """``job_id``'s log as numbered lists of ``[key, state, result]`` entries, oldest
+    first: the table of a journal from before the log first (numbered 0), then the log's
+    batches numbered past ``after``."""
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if job_id == "":
+    if job_id == "" and after == 0:
         for legacy in ("rows", "rows_v1"):
             if legacy in tables:
                 rows = db.execute(f"SELECT key, state, result FROM {legacy}")
                 while chunk := rows.fetchmany(COMPACT_BATCH_ENTRIES):
-                    yield [[key, state, orjson.loads(result)] for key, state, result in chunk]
+                    yield 0, [[key, state, orjson.loads(result)] for key, state, result in chunk]
     if "log" in tables:
         columns = {row[1] for row in db.execute("PRAGMA table_info(log)")}
         if "job" in columns:
-            batches = db.execute("SELECT entries FROM log WHERE job = ? ORDER BY batch", (job_id,))
+            batches = db.execute(
+                "SELECT batch, entries FROM log WHERE job = ? AND batch > ? ORDER BY batch",
+                (job_id, after),
+            )
         else:
-            batches = db.execute("SELECT entries FROM log ORDER BY batch")
-        for (batch,) in batches:
-            yield orjson.loads(batch)
+            batches = db.execute(
+                "SELECT batch, entries FROM log WHERE batch > ? ORDER BY batch", (after,)
+            )
+        for number, batch in batches:
+            yield number, orjson.loads(batch)
 
 
 def read_journal(path: Path) -> dict[str, Entry]:
