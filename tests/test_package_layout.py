@@ -54,8 +54,6 @@ NOT_SPLIT_YET = frozenset(
         "sending/sender.py",
         "sending/runner.py",
         "sending/journal.py",
-        # The Batch API job's steps, where --batch is being made to stream.
-        "batch/job.py",
     }
 )
 

@@ -16,10 +16,8 @@ later ``--no-wait`` run too. A batch refused for the limit puts its rows in new 
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from batchrun.batch.api import BatchApi, Refused, Unsure
@@ -33,27 +31,16 @@ from batchrun.batch.ledger import (
     SUBMITTED,
     UPLOADED,
     Part,
-    PartLedger,
 )
-from batchrun.batch.lines import (
-    ConversationTurns,
-    PartWriter,
-    WrittenPart,
-    batch_line,
-    batch_url,
-    mark_unbatchable,
-    too_large,
-)
-from batchrun.batch.parts import PartFiles, PartIndex, file_lines, file_tokens
-from batchrun.batch.queue import has_room, over_queue, queue_refusal, stated_queue_limit
+from batchrun.batch.lines import batch_url
+from batchrun.batch.parts import PartBook
+from batchrun.batch.queue import has_room, queue_refusal, stated_queue_limit
 from batchrun.config import Settings
 from batchrun.endpoints import Endpoint
-from batchrun.endpoints.prepare import sent_body
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.journal import Journal
 from batchrun.sending.runner import Progress
-from batchrun.sending.states import FAILED, IN_JOURNAL, Event
-from batchrun.sending.tokens import charged_tokens
+from batchrun.sending.states import IN_JOURNAL, Event
 
 POLL_FIRST, POLL_GROWTH, POLL_CAP = 1.0, 1.5, 30.0
 ENDED_BATCHES = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -70,7 +57,7 @@ class NoProgress:
 
 
 class BatchJob:
-    """One run of a --batch job: :meth:`plan` goes through the sheet once, :meth:`run`
+    """One run of a --batch job over the parts its :class:`PartBook` planned: :meth:`run`
     does the steps that are due; :mod:`~batchrun.batch.outcomes` then writes the rows."""
 
     def __init__(
@@ -86,113 +73,31 @@ class BatchJob:
     ) -> None:
         self.settings = settings
         self.journal = journal
-        self.ledger = PartLedger(journal)
+        self.book = PartBook(settings, journal)
+        self.ledger = self.book.ledger
         self.api = api
         self.endpoint = endpoint
         self.progress: Progress = progress or NoProgress()
         self.mask = mask
         self._sleep = sleep
         self.url = batch_url(settings.endpoint)
-        self.index = PartIndex()  # where each row of this run is
-        self.parts: list[Part] = []
-        self.files: dict[int, Path] = {}
-        self.folder = Path(tempfile.mkdtemp(prefix="batchrun-batch-"))
-        self.from_journal = 0
-        self.handled = 0  # rows in parts this run submits, follows or collects
         self.submitted: list[str] = []  # batch ids created by this run
         self.sent_parts: set[int] = set()  # the parts whose batches this run created
         self.found: list[str] = []  # batch ids a run before created, found by this one
         self.finished: list[str] = []  # batch ids joined by this run
         self.why_not: dict[int, str] = {}  # part -> why it is not submitted yet
-        # The enqueued-token limit: the flag's, or the one a refusal stated (the lower).
-        self.queue_limit = settings.batch_queue_tokens
-        self.tokens: dict[int, int] = {}  # part -> the tokens it holds in the queue
         self.due: list[Part] = []  # parts to submit, in order, as the queue has room
         self.requeued: list[str] = []  # batch ids refused for the queue, rows sent again
         self.stopped = ""  # why the run stopped early (a systemic error, an interrupt)
 
-    def tag(self, key: str) -> str | None:
-        """A line's run tag: the row's key and the job's id (as a direct job tags)."""
-        return f"{key}.{self.journal.job_id}" if self.settings.run_tag else None
-
-    def plan(self, chunks: Iterable[list[RowResult]]) -> None:
-        """Go through the sheet once: rows that need sending go into new part files (each
-        part recorded as its file is done, before any upload), rows of parts a run before
-        recorded and not finished go into those parts' files again, and results already
-        in the journal are counted."""
-        self.parts = self.ledger.parts()
-        stated = self.ledger.queue_limit()
-        if stated is not None:
-            self.queue_limit = min(stated, self.queue_limit or stated)
-        earlier: dict[int, Path] = {}
-        for part in self.parts:
-            if not part.ended:
-                earlier[part.number] = self.part_path(part.number)
-                self.index.add(part.number, self.ledger.keys(part.number))
-        again = PartFiles(earlier)
-        self.files.update(earlier)
-        first = max((part.number for part in self.parts), default=0) + 1
-        turns = ConversationTurns()
-        with PartWriter(self.part_path, first, self.queue_limit) as writer:
-            for rows in chunks:
-                mark_unbatchable(rows, turns)
-                valid = [row for row in rows if row.key is not None and row.outcome is None]
-                keys = [str(row.key) for row in valid]
-                entries = self.journal.lookup(keys)
-                places = self.index.parts_of(keys)
-                for row, key in zip(valid, keys, strict=True):
-                    entry = entries.get(key)
-                    if entry is not None:
-                        row.restore(entry.result, entry.state)
-                    if (place := places.get(key)) is not None:
-                        again.add(place, *self.line(row))
-                        self.handled += 1
-                    elif entry is None or (entry.state == FAILED and self.settings.retry_failed):
-                        self.write_row(writer, row)
-                    else:
-                        self.from_journal += 1
-                again.flush()
-                self.record(writer.take_closed())
-            writer.close()
-            self.record(writer.take_closed())
-        if self.queue_limit is not None:
-            self.tokens.update(again.tokens)
-
-    def line(self, row: RowResult) -> tuple[bytes, int]:
-        """The row's batch line, and what it is charged in the queue (when limited)."""
-        key = str(row.key)
-        body = sent_body(row, self.settings, self.tag(key))
-        tokens = charged_tokens(body) if self.queue_limit is not None else 0
-        return batch_line(key, self.url, body), tokens
-
-    def write_row(self, writer: PartWriter, row: RowResult) -> None:
-        """Add the row to the new parts, unless a batch can never carry it."""
-        key = str(row.key)
-        line, tokens = self.line(row)
-        limit = self.queue_limit
-        if problem := too_large(line):
-            self.index.refuse(key, problem)
-        elif limit is not None and tokens > limit:
-            self.index.refuse(key, over_queue(tokens, limit))
-        else:
-            writer.add(key, line, tokens)
-            self.handled += 1
-
-    def record(self, written: list[WrittenPart], *, requeued: bool = False) -> list[Part]:
-        """Record parts as their files are done (before any upload); the parts."""
-        new = [(Part(part.number, len(part.keys), requeued=requeued), part) for part in written]
-        self.ledger.add([(part, done.keys) for part, done in new])
-        for part, done in new:
-            self.index.add(part.number, done.keys)
-            self.files[part.number] = done.path
-            if self.queue_limit is not None:
-                self.tokens[part.number] = done.tokens
-            self.parts.append(part)
-        return [part for part, _ in new]
+    @property
+    def parts(self) -> list[Part]:
+        """Every part of the job this run knows, by number."""
+        return self.book.parts
 
     async def run(self) -> None:
         """Do every step that is due; returns when done (or, with --no-wait, checked)."""
-        self.progress.start(self.handled)
+        self.progress.start(self.book.handled)
         running = [part for part in self.parts if part.state == SUBMITTED]
         self.due = [part for part in self.parts if part.state in (RECORDED, UPLOADED, CREATING)]
         await self.follow(running)
@@ -202,9 +107,10 @@ class BatchJob:
         submitted: list[Part] = []
         while self.due:
             part = self.due[0]
-            if self.queue_limit is not None:
-                enqueued = sum(self.part_tokens(other) for other in running + submitted)
-                if not has_room(self.part_tokens(part), enqueued, self.queue_limit):
+            if self.book.queue_limit is not None:
+                tokens = self.book.part_tokens
+                enqueued = sum(tokens(other) for other in running + submitted)
+                if not has_room(tokens(part), enqueued, self.book.queue_limit):
                     break
             self.due.pop(0)
             await self.submit(part)
@@ -212,22 +118,13 @@ class BatchJob:
                 submitted.append(part)
         return submitted
 
-    def part_tokens(self, part: Part) -> int:
-        """What the part's lines are charged in the queue (counted once per run)."""
-        if part.number not in self.tokens:
-            self.tokens[part.number] = file_tokens(self.files[part.number])
-        return self.tokens[part.number]
-
-    def part_path(self, number: int) -> Path:
-        return self.folder / f"part-{number}.jsonl"
-
     async def submit(self, part: Part) -> None:
         """Upload the part (unless done) and create its batch (or adopt the one a lost
         answer made)."""
         try:
             if part.state == RECORDED:
                 name = f"batchrun-{self.journal.job_id}-{part.number}.jsonl"
-                part.file_id = await self.api.upload(self.files[part.number], name)
+                part.file_id = await self.api.upload(self.book.files[part.number], name)
                 part.state = UPLOADED
                 self.ledger.save(part)
             assert part.file_id is not None
@@ -353,7 +250,7 @@ class BatchJob:
             for name in ("output_file_id", "error_file_id"):
                 file_id = batch.get(name)
                 if isinstance(file_id, str) and file_id:
-                    target = self.folder / f"{part.number}-{name}.jsonl"
+                    target = self.book.folder / f"{part.number}-{name}.jsonl"
                     await self.api.download(file_id, target)
                     with target.open("rb") as lines:
                         answered |= join_lines(rows, lines, self.endpoint, self.mask)
@@ -367,26 +264,17 @@ class BatchJob:
         """The queue refused the part's batch (nothing of it ran): learn the limit it
         states, and put the part's rows in new parts, cut to it, that wait for room."""
         stated = stated_queue_limit(message)
-        if stated is not None and (self.queue_limit is None or stated < self.queue_limit):
-            self.queue_limit = stated
+        limit = self.book.queue_limit
+        if stated is not None and (limit is None or stated < limit):
+            self.book.queue_limit = stated
             self.ledger.save_queue_limit(stated)
         self.requeued.append(str(part.batch_id))
         # Ended first: a crash before the new parts are recorded leaves the rows in no
         # part and without a result, so the next run puts them in new parts itself.
         part.state = REQUEUED
         self.ledger.save(part)
-        limit = self.queue_limit
-        first = max(other.number for other in self.parts) + 1
-        refused: list[tuple[str, str]] = []
-        with PartWriter(self.part_path, first, limit) as writer:
-            for key, line, body in file_lines(self.files[part.number]):
-                tokens = charged_tokens(body) if limit is not None else 0
-                if limit is not None and tokens > limit:
-                    refused.append((key, over_queue(tokens, limit)))
-                else:
-                    writer.add(key, line, tokens)
-        # Before parts not yet submitted: they are older rows.
-        self.due[:0] = self.record(writer.close(), requeued=True)
+        new, refused = self.book.cut_again(part)
+        self.due[:0] = new  # before parts not yet submitted: they are older rows
         for key, reason in refused:
             row = RowResult(0, key=key)  # never sent in any batch: nothing to keep
             row.fail(Outcome.INVALID, reason, Event.INVALID)
@@ -412,7 +300,4 @@ class BatchJob:
 
     def close(self) -> None:
         """Remove the part files, downloads and index (a rerun writes them again)."""
-        import shutil
-
-        self.index.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.book.close()

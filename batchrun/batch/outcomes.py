@@ -36,8 +36,8 @@ def write_outcomes(
         valid = [row for row in rows if row.key is not None and row.outcome is None]
         keys = [str(row.key) for row in valid]
         entries = job.journal.lookup(keys)
-        places = job.index.parts_of(keys)
-        refused = job.index.refused(keys)
+        places = job.book.index.parts_of(keys)
+        refused = job.book.index.refused(keys)
         for row, key in zip(valid, keys, strict=True):
             if key in refused:
                 row.fail(Outcome.INVALID, refused[key], Event.INVALID)
@@ -71,8 +71,8 @@ def settle_row(job: BatchJob, row: RowResult, entry: Entry | None, part: Part | 
 def left_text(job: BatchJob, part: Part) -> str:
     """Why a part is not submitted yet."""
     why = job.why_not.get(part.number) or job.stopped or "not submitted"
-    if why == "not submitted" and part in job.due and job.queue_limit is not None:
-        why = f"waiting for room in the batch queue ({job.queue_limit:,} enqueued tokens)"
+    if why == "not submitted" and part in job.due and job.book.queue_limit is not None:
+        why = f"waiting for room in the batch queue ({job.book.queue_limit:,} enqueued tokens)"
     return why
 
 

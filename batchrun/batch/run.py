@@ -52,7 +52,7 @@ async def run_batch_rows_async(
         )
         batch = BatchJob(settings, journal, api, endpoint, progress, mask=reader.client.mask)
         try:
-            batch.plan(passes(False))
+            batch.book.plan(passes(False))
             task = asyncio.create_task(batch.run())
 
             def on_signal() -> None:
@@ -88,7 +88,7 @@ async def run_batch_rows_async(
         aborted=control.reason if control.systemic else None,
         interrupted=control.reason == "interrupted",
         notes=job_notes(control),
-        from_journal=batch.from_journal,
+        from_journal=batch.book.from_journal,
         answers=endpoint.answers,
         limits=control.limits,
     )
