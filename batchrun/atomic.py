@@ -1,9 +1,13 @@
 """Write a file so that readers see either the old version or the whole new one.
 
-staged = StagedFile(Path("out.csv"))      # creates ".out.csv.<random>.tmp" beside it
+staged = StagedFile(Path("out.csv"))      # creates ".out.csv.<random>.<pid>-<host>.tmp"
 with open(staged.temp, "w") as f: ...
 staged.commit()                           # fsync, then rename onto out.csv
 # or staged.discard(): the temp file goes, out.csv is untouched
+
+A process killed while it writes (SIGKILL, a power cut) cannot remove its temp file; the
+next StagedFile of the same target does, once the process that wrote it is gone (the
+process id and a hash of the host name in the file's name say whose it is).
 
 check_writable(Path("out.csv"))           # the same errors as StagedFile, before any work
 """
@@ -11,8 +15,10 @@ check_writable(Path("out.csv"))           # the same errors as StagedFile, befor
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
+import socket
 from pathlib import Path
 
 from batchrun.errors import UsageError
@@ -29,11 +35,13 @@ class StagedFile:
         self.target = target
         # Same directory as the target: os.replace is atomic only within one file system.
         # A leading dot keeps the temp file out of casual listings; the random part lets
-        # two jobs write beside each other.
-        self.temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        # two jobs write beside each other; the owner lets a later job remove it.
+        owner = f"{os.getpid()}-{_HOST}"
+        self.temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.{owner}.tmp")
         self._done = False
         if target.is_dir():
             raise UsageError(f"{target}: is a directory, not a file")
+        _remove_abandoned(target)
         try:
             # "x" creates with the usual umask permissions (mkstemp would make it 0600).
             with open(self.temp, "xb"):
@@ -68,6 +76,38 @@ def check_writable(target: Path) -> None:
     folder in its place, its folder missing or not writable), now rather than later:
     a job checks its output files before it sends anything."""
     StagedFile(target).discard()
+
+
+# Whose temp files are whose: a process id means something on its own host only.
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Remove the temp files of ``target`` that processes of this host which have ended
+    left behind (killed while writing). Only where a process can be asked whether it
+    runs without harming it (POSIX: signal 0); elsewhere they stay."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        for temp in target.parent.glob(f".{_glob_escape(target.name)}.*.*-{_HOST}.tmp"):
+            pid = temp.name.removesuffix(f"-{_HOST}.tmp").rpartition(".")[2]
+            if pid.isdigit() and not _running(int(pid)):
+                temp.unlink(missing_ok=True)
+
+
+def _glob_escape(name: str) -> str:
+    """``name`` matched literally in a glob pattern."""
+    return "".join(f"[{char}]" if char in "*?[" else char for char in name)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it runs, as another user
+    return True
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -19,7 +19,7 @@ from job_support import TEST_KEY, read_rows, settings_for, wait_for
 from batchrun.batch import job, lines
 from batchrun.jobs import run as run_job
 from batchrun.jobs import run_file, validate_file
-from batchrun.sending.journal import Journal
+from batchrun.sending.journal import Journal, read_journal
 from batchrun.simulator import RunningSimulator
 
 Make = Callable[..., RunningSimulator]
@@ -147,6 +147,50 @@ def test_a_job_killed_while_it_writes_its_parts_finishes_on_rerun_with_one_batch
     # The part recorded before the kill is written again from the sheet and goes as it was.
     assert batch_sizes(sim) == [2, 2, 2, 2, 1]
     assert sim.stats()["files_uploaded"] == 5
+
+
+def test_a_job_killed_while_it_writes_the_output_writes_it_whole_on_rerun(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(batch_seconds=0.3)
+    rows = 9
+    source, out = prompts(tmp_path / "prompts.csv", rows), tmp_path / "out.csv"
+    held = tmp_path / "held"
+    first = subprocess.Popen(
+        command(source, out, sim.base_url),
+        env=environment(HOLD_AT="output written", HOLD_CHUNKS="1", HELD=str(held)),
+        stderr=subprocess.DEVNULL,
+    )
+    journal = tmp_path / "prompts.batchrun.sqlite"
+
+    def writing_with_every_row_done() -> bool:
+        temps = list(tmp_path.glob(".out.csv.*.tmp"))
+        if not held.exists() or not temps:
+            return False
+        entries = read_journal(journal)
+        return len(entries) == rows and {entry.state for entry in entries.values()} == {"done"}
+
+    try:
+        wait_for(
+            writing_with_every_row_done, "the output written with every row done", process=first
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+    assert not out.exists()
+    made = sim.stats()["batches_created"]
+    rerun = subprocess.run(
+        command(source, out, sim.base_url),
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{rows} from the journal" in rerun.stderr
+    assert_whole(out, source)
+    assert sim.stats()["batches_created"] == made == 5
+    assert list(tmp_path.glob(".out.csv.*.tmp")) == []  # the killed job's leaves nothing
 
 
 def test_refresh_lets_lookup_see_entries_recorded_since_also_after_compacting(

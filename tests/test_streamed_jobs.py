@@ -4,7 +4,9 @@ output streams out in input order; a kill mid-job leaves the rerun the whole out
 from __future__ import annotations
 
 import csv
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ from batchrun.endpoints import prepare as prepare
 from batchrun.endpoints.prepare import Occurrences
 from batchrun.jobs import run as run_job
 from batchrun.jobs import run_file
-from batchrun.sending.journal import Journal
+from batchrun.sending.journal import Journal, read_journal
 from batchrun.simulator import RunningSimulator
 
 HEADER = ["n", "thread_id", "assistant_id", "instructions"]
@@ -149,3 +151,107 @@ def test_a_kill_while_the_output_streams_out_leaves_the_rerun_the_whole_output(
     stats = simulator.stats()
     assert stats["runs_created"] == rows
     assert stats["duplicate_runs"] == 0
+
+
+# The CLI with chunks of 20 rows that stops (to be killed there) once it has written
+# HOLD_CHUNKS chunks of the output, after touching the file HELD.
+HOLDING_WRITER = """
+import os, sys, time
+from pathlib import Path
+from batchrun import jobs
+from batchrun.jobs import run
+run.RUN_CHUNK_ROWS = 20
+write = jobs.StreamedOutput.write
+written = []
+
+def held(self, rows):
+    write(self, rows)
+    written.append(len(rows))
+    if len(written) == int(os.environ["HOLD_CHUNKS"]):
+        Path(os.environ["HELD"]).touch()
+        time.sleep(3600)
+
+jobs.StreamedOutput.write = held
+from batchrun.cli.commands import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_kill_while_the_last_rows_are_written_leaves_the_rerun_the_whole_output(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    rows = 100
+    source = tmp_path / "in.csv"
+    with source.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["n", "model", "input"])
+        writer.writerows([n, "gpt-4o", f"Question {n}"] for n in range(rows))
+    output, held = tmp_path / "out.csv", tmp_path / "held"
+    args = [
+        *(sys.executable, "-c", HOLDING_WRITER, "run", str(source), "-o", str(output)),
+        *("--base-url", simulator.base_url, "--endpoint", "responses", "--no-progress"),
+    ]
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY, "HELD": str(held), "HOLD_CHUNKS": "5"}
+    process = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
+    journal = tmp_path / "in.batchrun.sqlite"
+
+    def writing_with_every_row_done() -> bool:
+        temps = list(tmp_path.glob(".out.csv.*.tmp"))
+        if not held.exists() or not temps or temps[0].stat().st_size == 0:
+            return False
+        entries = read_journal(journal)
+        return len(entries) == rows and {entry.state for entry in entries.values()} == {"done"}
+
+    try:
+        wait_for(
+            writing_with_every_row_done, "every row done, the output half written", process=process
+        )
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    assert not output.exists()
+    sent = simulator.stats()["requests"]["POST /v1/responses"]
+    rerun = subprocess.run(
+        [
+            *args[:2],
+            "from batchrun.cli.commands import main; import sys; main(sys.argv[1:])",
+            *args[3:],
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{rows} from the journal" in rerun.stderr
+    written = read_rows(output)
+    assert [row["n"] for row in written] == [str(n) for n in range(rows)]
+    assert {row["outcome"] for row in written} == {"ok"}
+    entries = read_journal(journal)
+    for row in written:  # each row's cells are its own answer's, as the journal holds it
+        tag = json.loads(row["body"])["metadata"]["batchrun_key"]
+        assert entries[tag.split(".")[0]].result["run_id"] == row["response_id"]
+    assert len({row["response_id"] for row in written}) == rows
+    assert simulator.stats()["requests"]["POST /v1/responses"] == sent  # nothing sent again
+    assert list(tmp_path.glob(".out.csv.*.tmp")) == []  # the killed job's leaves nothing
+
+
+def test_a_staged_file_removes_the_temp_files_of_ended_writers_of_this_host_only(
+    tmp_path: Path,
+) -> None:
+    from batchrun import atomic
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    target = tmp_path / "out[1].csv"
+    left = tmp_path / f".out[1].csv.0a1b2c3d.{finished.pid}-{atomic._HOST}.tmp"
+    running = tmp_path / f".out[1].csv.0a1b2c3d.{os.getpid()}-{atomic._HOST}.tmp"
+    elsewhere = tmp_path / f".out[1].csv.0a1b2c3d.{finished.pid}-00000000.tmp"
+    other = tmp_path / f".other.csv.0a1b2c3d.{finished.pid}-{atomic._HOST}.tmp"
+    for path in (left, running, elsewhere, other):
+        path.write_text("rows")
+    staged = atomic.StagedFile(target)
+    staged.discard()
+    assert not left.exists()
+    assert running.exists() and elsewhere.exists() and other.exists()

@@ -5,11 +5,12 @@
             out.write(chunk)
         out.close(summary={"outcome": [("ok", 990), ("failed", 10)]})
 
-Everything goes to a temp file beside the target (``.out.xlsx.<random>.tmp``) that is
-fsynced and renamed onto the target by :meth:`SheetWriter.close`; an exception inside the
-``with`` block, or :meth:`SheetWriter.abort`, removes it and leaves an earlier target as it
-was. Cells of text columns are ``str`` (None/NaN are written empty); cells of
-``number_columns`` are numbers, with None/NaN written as an empty cell.
+Everything goes to a temp file beside the target (``.out.xlsx.<random>.<pid>-<host>.tmp``,
+see :mod:`batchrun.atomic`) that is fsynced and renamed onto the target by
+:meth:`SheetWriter.close`; an exception inside the ``with`` block, or
+:meth:`SheetWriter.abort`, removes it and leaves an earlier target as it was. Cells of
+text columns are ``str`` (None/NaN are written empty); cells of ``number_columns`` are
+numbers, with None/NaN written as an empty cell.
 
 Per format:
 
