@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from job_support import TEST_KEY, read_rows, settings_for, wait_for
+from job_support import TEST_KEY, read_rows, settings_for, signal_taken, wait_for
 
 from batchrun.batch import job, lines
 from batchrun.jobs import run as run_job
@@ -25,7 +25,8 @@ from batchrun.simulator import RunningSimulator
 Make = Callable[..., RunningSimulator]
 BATCH = {"endpoint": "responses", "batch": True}
 # The CLI with chunks of 3 rows, parts of 2 lines and quick polls; HOLD_AT names a step
-# where the process stops (to be killed there) once it has written the file HELD.
+# where the process stops (to be killed there) once it has written the file HELD, until
+# the file GO_ON exists.
 HARNESS = """
 import os, sys, time
 from pathlib import Path
@@ -39,9 +40,11 @@ def hold(original, after_calls):
     def held(*args, **kwargs):
         original(*args, **kwargs)
         calls.append(1)
-        if len(calls) >= after_calls:
+        if len(calls) == after_calls:
             Path(os.environ["HELD"]).touch()
-            time.sleep(3600)
+            go_on = Path(os.environ.get("GO_ON", "/nonexistent"))
+            while not go_on.exists():
+                time.sleep(0.02)
     return held
 
 where = os.environ.get("HOLD_AT")
@@ -147,6 +150,45 @@ def test_a_job_killed_while_it_writes_its_parts_finishes_on_rerun_with_one_batch
     # The part recorded before the kill is written again from the sheet and goes as it was.
     assert batch_sizes(sim) == [2, 2, 2, 2, 1]
     assert sim.stats()["files_uploaded"] == 5
+
+
+def test_ctrl_c_while_the_sheet_goes_into_parts_stops_there_and_the_rerun_goes_on(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(batch_seconds=0.3)
+    source, out = prompts(tmp_path / "prompts.csv", 9), tmp_path / "out.csv"
+    held, go_on = tmp_path / "held", tmp_path / "go-on"
+    first = subprocess.Popen(
+        command(source, out, sim.base_url),
+        env=environment(HOLD_AT="part recorded", HELD=str(held), GO_ON=str(go_on)),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(held.exists, "the first part recorded", process=first)
+    first.send_signal(signal.SIGINT)
+    wait_for(signal_taken(first, signal.SIGINT), "the interrupt taken", process=first)
+    go_on.touch()
+    _, stderr = first.communicate(timeout=60)
+    assert first.returncode == 130, stderr
+    assert "interrupted: rerun the same command to resume" in stderr
+    rows = read_rows(out)
+    assert [row["outcome"] for row in rows] == ["not sent"] * 9
+    assert rows[0]["error"] == "not sent: interrupted; rerun the same command to go on"
+    assert rows[8]["error"] == "not sent: interrupted"
+    assert sim.stats()["files_uploaded"] == 0
+    rerun = subprocess.run(
+        command(source, out, sim.base_url),
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert_whole(out, source)
+    # The parts recorded before the stop go as they were (the stop is heard a chunk or
+    # two later), the rows after them in new parts: each row in one batch.
+    sizes = batch_sizes(sim)
+    assert sum(sizes) == 9 and max(sizes) == 2 and len(sizes) >= 5
 
 
 def test_a_job_killed_while_it_writes_the_output_writes_it_whole_on_rerun(

@@ -11,11 +11,12 @@ recorded and did not finish are written again as the sheet streams by
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +149,13 @@ class PartBook:
         self.from_journal = 0  # rows whose result the journal has
         self.handled = 0  # rows in parts this run submits, follows or collects
 
-    def plan(self, chunks: Iterable[list[RowResult]]) -> None:
+    async def plan(self, chunks: Iterable[list[RowResult]], stop: Callable[[], bool]) -> None:
         """Go through the sheet once: rows that need sending go into new part files (each
         part recorded as its file is done, before any upload), rows of parts a run before
         recorded and not finished go into those parts' files again, and results already
-        in the journal are counted."""
+        in the journal are counted. Between chunks the event loop runs (a Ctrl-C is
+        heard), and once ``stop()`` says so the rest of the sheet is left for the next
+        run (the parts written so far are recorded)."""
         self.parts = self.ledger.parts()
         stated = self.ledger.queue_limit()
         if stated is not None:
@@ -186,6 +189,9 @@ class PartBook:
                         self.from_journal += 1
                 again.flush()
                 self.record(writer.take_closed())
+                await asyncio.sleep(0)
+                if stop():
+                    break
             writer.close()
             self.record(writer.take_closed())
         if self.queue_limit is not None:

@@ -51,28 +51,31 @@ async def run_batch_rows_async(
             max_retries=settings.max_retries,
         )
         batch = BatchJob(settings, journal, api, endpoint, progress, mask=reader.client.mask)
-        try:
-            batch.book.plan(passes(False))
-            task = asyncio.create_task(batch.run())
+        task: asyncio.Task[None] | None = None
 
-            def on_signal() -> None:
-                # Every step is recorded before it takes effect, so stopping at any await
-                # is safe: the next run finds each part where this one left it.
-                control.interrupt()
+        def on_signal() -> None:
+            # Every step is recorded before it takes effect, so stopping at any await is
+            # safe: the next run finds each part where this one left it.
+            control.interrupt()
+            if task is not None:
                 task.cancel()
 
-            caller_cancelled = False
+        caller_cancelled = False
+        try:
             with contextlib.ExitStack() as signals:
                 if handle_signals:
                     from batchrun.sending.signals import on_interrupt
 
                     signals.enter_context(on_interrupt(asyncio.get_running_loop(), on_signal))
                 try:
-                    await task
+                    await batch.book.plan(passes(False), stop=lambda: control.reason is not None)
+                    if control.reason is None:
+                        task = asyncio.create_task(batch.run())
+                        await task
                 except asyncio.CancelledError:
                     current = asyncio.current_task()
                     caller_cancelled = current is not None and current.cancelling() > 0
-                    if not task.done():
+                    if task is not None and not task.done():
                         task.cancel()
                         await asyncio.wait({task})
                 except StopSending:
