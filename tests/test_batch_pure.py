@@ -178,6 +178,20 @@ def test_join_settles_answered_rows_as_a_direct_job_and_fails_the_rest_by_line()
     assert d.outcome is None
 
 
+def test_an_answer_joined_again_after_a_crash_is_not_another_attempt() -> None:
+    rows = rows_of("a")
+    line = record("a", {"status_code": 200, "request_id": "r", "body": response("Hi!")})
+    join_lines(rows, [line], endpoint_named("responses"), mask)
+    again = RowResult(0, key="a")
+    again.restore(rows["a"].to_journal(), "done")  # as the rerun finds it in the journal
+    join_lines({"a": again}, [line], endpoint_named("responses"), mask)
+    assert (again.attempts, again.outcome, again.run_id) == (1, Outcome.OK, "resp_1")
+    retried = RowResult(0, key="a")
+    retried.restore({**rows["a"].to_journal(), "run_id": "resp_0"}, "failed")
+    join_lines({"a": retried}, [line], endpoint_named("responses"), mask)
+    assert retried.attempts == 2  # a new answer after an earlier one: two attempts
+
+
 def test_a_chat_line_fills_the_chat_columns() -> None:
     rows = rows_of("a")
     body = {

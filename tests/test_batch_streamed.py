@@ -107,6 +107,7 @@ def test_parts_cut_across_chunks_hold_each_row_once_and_the_output_keeps_input_o
 ) -> None:
     monkeypatch.setattr(run_job, "RUN_CHUNK_ROWS", 3)
     monkeypatch.setattr(lines, "MAX_LINES", 4)
+    monkeypatch.setattr(job, "JOIN_ROWS", 3)  # a part's rows joined in two slices
     monkeypatch.setattr(job, "POLL_FIRST", 0.05)
     sim = make_simulator(batch_seconds=0.3)
     source, out = prompts(tmp_path / "prompts.csv", 11), tmp_path / "out.csv"

@@ -16,12 +16,13 @@ later ``--no-wait`` run too. A batch refused for the limit puts its rows in new 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from batchrun.batch.api import BatchApi, Refused, Unsure
-from batchrun.batch.join import fail_invalid_batch, fail_unanswered, join_lines
+from batchrun.batch.join import answer_records, fail_invalid_batch, fail_unanswered, settle_line
 from batchrun.batch.ledger import (
     CREATING,
     JOINED,
@@ -43,7 +44,17 @@ from batchrun.sending.runner import Progress
 from batchrun.sending.states import IN_JOURNAL, Event
 
 POLL_FIRST, POLL_GROWTH, POLL_CAP = 1.0, 1.5, 30.0
+# Rows of a part joined at a time: what joining holds, whatever the part's size.
+JOIN_ROWS = 5_000
 ENDED_BATCHES = frozenset({"completed", "failed", "expired", "cancelled"})
+T = TypeVar("T")
+
+
+def in_lists(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``size``."""
+    rest = iter(items)
+    while chunk := list(itertools.islice(rest, size)):
+        yield chunk
 
 
 class NoProgress:
@@ -161,18 +172,17 @@ class BatchJob:
     def refuse(self, part: Part, reason: str) -> None:
         """The server refused the part's file or batch: its rows fail (--retry-failed
         puts them in a new part)."""
-        rows = self.part_rows(part)
-        for row in rows.values():
-            row.status, row.response = None, ""
-            row.fail(Outcome.FAILED, reason)
-        self.settle(part, rows, REFUSED)
-
-    def part_rows(self, part: Part) -> dict[str, RowResult]:
-        """The part's rows, in its lines' order, as the journal knew them when the job
-        began (a row goes in one unfinished part at a time, so nothing since changed it)."""
-        return self.rows_of(self.ledger.keys(part.number))
+        for rows in self.slices(self.ledger.keys(part.number)):
+            for row in rows.values():
+                row.status, row.response = None, ""
+                row.fail(Outcome.FAILED, reason)
+            self.record(rows)
+        self.end(part, REFUSED)
 
     def rows_of(self, keys: list[str]) -> dict[str, RowResult]:
+        """The rows of a part's ``keys``, in its lines' order, as the journal knew them
+        when the job began (a row is in one unfinished part at a time: nothing since
+        changed it)."""
         entries = self.journal.lookup(keys)
         rows = {}
         for position, key in enumerate(keys):
@@ -234,8 +244,8 @@ class BatchJob:
         return True
 
     async def collect(self, part: Part, batch: dict[str, Any]) -> None:
-        """Download an ended batch's files and join them to the part's rows."""
-        rows = self.part_rows(part)
+        """Download an ended batch's files and join them to the part's rows, a slice of
+        rows at a time (each slice's results recorded before the next is read)."""
         status = str(batch.get("status"))
         errors = batch.get("errors")
         listed = errors.get("data") if isinstance(errors, dict) else None
@@ -243,22 +253,39 @@ class BatchJob:
         if refusal is not None and not part.requeued:
             self.requeue(part, refusal)
             return
+        keys = self.ledger.keys(part.number)
         if status == "failed" and isinstance(listed, list) and listed:
-            fail_invalid_batch(rows, list(rows), listed)
+            for rows in self.slices(keys):
+                fail_invalid_batch(rows, keys, listed)
+                self.record(rows)
         else:
             answered: set[str] = set()
+            wanted = set(keys)
             for name in ("output_file_id", "error_file_id"):
                 file_id = batch.get(name)
                 if isinstance(file_id, str) and file_id:
                     target = self.book.folder / f"{part.number}-{name}.jsonl"
                     await self.api.download(file_id, target)
                     with target.open("rb") as lines:
-                        answered |= join_lines(rows, lines, self.endpoint, self.mask)
+                        for records in in_lists(answer_records(lines), JOIN_ROWS):
+                            mine = [(key, line) for key, line in records if key in wanted]
+                            rows = self.rows_of([key for key, _ in mine])
+                            for key, line in mine:
+                                settle_line(rows[key], line, self.endpoint, self.mask)
+                            answered.update(rows)
+                            wanted.difference_update(rows)
+                            self.record(rows)
                     target.unlink()
-            missing = [row for key, row in rows.items() if key not in answered]
-            fail_unanswered(missing, str(part.batch_id), status)
+            for rows in self.slices([key for key in keys if key not in answered]):
+                fail_unanswered(rows.values(), str(part.batch_id), status)
+                self.record(rows)
         self.finished.append(str(part.batch_id))
-        self.settle(part, rows, JOINED)
+        self.end(part, JOINED)
+
+    def slices(self, keys: list[str]) -> Iterator[dict[str, RowResult]]:
+        """The rows of ``keys``, JOIN_ROWS at a time."""
+        for chunk in in_lists(keys, JOIN_ROWS):
+            yield self.rows_of(chunk)
 
     def requeue(self, part: Part, message: str) -> None:
         """The queue refused the part's batch (nothing of it ran): learn the limit it
@@ -278,16 +305,18 @@ class BatchJob:
         for key, reason in refused:
             row = RowResult(0, key=key)  # never sent in any batch: nothing to keep
             row.fail(Outcome.INVALID, reason, Event.INVALID)
-            self.journal.record(key, IN_JOURNAL[row.state], row.to_journal())
-            self.progress.update("done", row)
+            self.record({key: row})
         self.journal.flush()
 
-    def settle(self, part: Part, rows: dict[str, RowResult], state: str) -> None:
-        """Record the part's rows' results, then the part as ended (in that order: a crash
-        between the two joins the part again, with the same results)."""
+    def record(self, rows: dict[str, RowResult]) -> None:
+        """Record the rows' results (committed with the journal's next batch)."""
         for key, row in rows.items():
             self.journal.record(key, IN_JOURNAL[row.state], row.to_journal())
             self.progress.update("done", row)
+
+    def end(self, part: Part, state: str) -> None:
+        """Record the part as ended, once every row's result is committed (in that order:
+        a crash between the two joins the part again, with the same results)."""
         self.journal.flush()
         part.state = state
         self.ledger.save(part)

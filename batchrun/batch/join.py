@@ -13,7 +13,7 @@ validation fails every row with the batch's own errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -32,6 +32,17 @@ def join_lines(
     Lines that are not JSON objects or name no row of ``rows`` are skipped.
     """
     answered: set[str] = set()
+    for key, record in answer_records(lines):
+        row = rows.get(key)
+        if row is not None:
+            settle_line(row, record, endpoint, mask)
+            answered.add(key)
+    return answered
+
+
+def answer_records(lines: Iterable[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each output or error line that is a JSON object with a ``custom_id``: the id and
+    the line's object (other lines are skipped)."""
     for raw in lines:
         if not raw.strip():
             continue
@@ -39,21 +50,18 @@ def join_lines(
             record = orjson.loads(raw)
         except orjson.JSONDecodeError:
             continue
-        if not isinstance(record, dict):
-            continue
-        key = record.get("custom_id")
-        row = rows.get(key) if isinstance(key, str) else None
-        if row is None or key is None:
-            continue
-        settle_line(row, record, endpoint, mask)
-        answered.add(key)
-    return answered
+        if isinstance(record, dict) and isinstance(key := record.get("custom_id"), str):
+            yield key, record
 
 
 def settle_line(row: RowResult, record: Mapping[str, Any], endpoint: Endpoint, mask: Mask) -> None:
     """Take one output or error line as ``row``'s result."""
-    row.attempts += 1
     response, error = record.get("response"), record.get("error")
+    body = response.get("body") if isinstance(response, Mapping) else None
+    # The answer the row already holds (its part joined again after a crash before it
+    # was marked joined) is not another attempt.
+    if not (isinstance(body, Mapping) and row.run_id and body.get("id") == row.run_id):
+        row.attempts += 1
     if isinstance(response, Mapping):
         status = response.get("status_code")
         body = response.get("body")
