@@ -36,7 +36,7 @@ class StagedFile:
         # Same directory as the target: os.replace is atomic only within one file system.
         # A leading dot keeps the temp file out of casual listings; the random part lets
         # two jobs write beside each other; the owner lets a later job remove it.
-        owner = f"{os.getpid()}-{_HOST}"
+        owner = f"{os.getpid()}-{HOST}"
         self.temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.{owner}.tmp")
         self._done = False
         if target.is_dir():
@@ -79,19 +79,17 @@ def check_writable(target: Path) -> None:
 
 
 # Whose temp files are whose: a process id means something on its own host only.
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _remove_abandoned(target: Path) -> None:
     """Remove the temp files of ``target`` that processes of this host which have ended
     left behind (killed while writing). Only where a process can be asked whether it
     runs without harming it (POSIX: signal 0); elsewhere they stay."""
-    if os.name != "posix":
-        return
     with contextlib.suppress(OSError):
-        for temp in target.parent.glob(f".{_glob_escape(target.name)}.*.*-{_HOST}.tmp"):
-            pid = temp.name.removesuffix(f"-{_HOST}.tmp").rpartition(".")[2]
-            if pid.isdigit() and not _running(int(pid)):
+        for temp in target.parent.glob(f".{_glob_escape(target.name)}.*.*-{HOST}.tmp"):
+            pid = temp.name.removesuffix(f"-{HOST}.tmp").rpartition(".")[2]
+            if pid.isdigit() and process_ended(int(pid)):
                 temp.unlink(missing_ok=True)
 
 
@@ -100,14 +98,19 @@ def _glob_escape(name: str) -> str:
     return "".join(f"[{char}]" if char in "*?[" else char for char in name)
 
 
-def _running(pid: int) -> bool:
+def process_ended(pid: int) -> bool:
+    """Whether process ``pid`` of this host has ended, as far as can be told without
+    harming it: on POSIX by signal 0; elsewhere (Windows, where os.kill would end it)
+    never."""
+    if os.name != "posix":
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return True
     except OSError:
-        return True  # it runs, as another user
-    return True
+        return False  # it runs, as another user
+    return False
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,6 +140,8 @@ def test_a_job_killed_while_it_writes_its_parts_finishes_on_rerun_with_one_batch
         first.send_signal(signal.SIGKILL)
         first.wait(30)
     assert sim.stats()["files_uploaded"] == 0  # killed while the sheet was read
+    scratch = list(Path(tempfile.gettempdir()).glob(f"batchrun-batch-{first.pid}-*"))
+    assert len(scratch) == 1 and list(scratch[0].iterdir())  # the part files it wrote
     rerun = subprocess.run(
         command(source, out, sim.base_url),
         env=environment(),
@@ -151,6 +154,7 @@ def test_a_job_killed_while_it_writes_its_parts_finishes_on_rerun_with_one_batch
     # The part recorded before the kill is written again from the sheet and goes as it was.
     assert batch_sizes(sim) == [2, 2, 2, 2, 1]
     assert sim.stats()["files_uploaded"] == 5
+    assert not scratch[0].exists()  # what the killed job left in the temp folder is gone
 
 
 def test_ctrl_c_while_the_sheet_goes_into_parts_stops_there_and_the_rerun_goes_on(

@@ -245,10 +245,10 @@ def test_a_staged_file_removes_the_temp_files_of_ended_writers_of_this_host_only
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
     target = tmp_path / "out[1].csv"
-    left = tmp_path / f".out[1].csv.0a1b2c3d.{finished.pid}-{atomic._HOST}.tmp"
-    running = tmp_path / f".out[1].csv.0a1b2c3d.{os.getpid()}-{atomic._HOST}.tmp"
+    left = tmp_path / f".out[1].csv.0a1b2c3d.{finished.pid}-{atomic.HOST}.tmp"
+    running = tmp_path / f".out[1].csv.0a1b2c3d.{os.getpid()}-{atomic.HOST}.tmp"
     elsewhere = tmp_path / f".out[1].csv.0a1b2c3d.{finished.pid}-00000000.tmp"
-    other = tmp_path / f".other.csv.0a1b2c3d.{finished.pid}-{atomic._HOST}.tmp"
+    other = tmp_path / f".other.csv.0a1b2c3d.{finished.pid}-{atomic.HOST}.tmp"
     for path in (left, running, elsewhere, other):
         path.write_text("rows")
     staged = atomic.StagedFile(target)

@@ -12,7 +12,9 @@ recorded and did not finish are written again as the sheet streams by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -22,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from batchrun.atomic import HOST, process_ended
 from batchrun.batch.ledger import Part, PartLedger
 from batchrun.batch.lines import (
     ConversationTurns,
@@ -116,6 +119,22 @@ class PartFiles:
         self._pending.clear()
 
 
+SCRATCH_PREFIX = "batchrun-batch-"
+
+
+def scratch_folder() -> Path:
+    """A temporary folder for a run's part files and downloads, named for its process;
+    the folders that runs of this host left when they were killed go first (a run
+    removes its own as it ends, a kill cannot)."""
+    root = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for folder in root.glob(f"{SCRATCH_PREFIX}*-{HOST}-*"):
+            pid = folder.name.removeprefix(SCRATCH_PREFIX).partition("-")[0]
+            if pid.isdigit() and process_ended(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-{HOST}-"))
+
+
 def file_lines(path: Path) -> Iterator[tuple[str, bytes, dict[str, Any]]]:
     """A part file's lines: each one's ``custom_id`` (the row key), the line, its body."""
     with path.open("rb") as lines:
@@ -143,7 +162,7 @@ class PartBook:
         self.parts: list[Part] = []
         self.files: dict[int, Path] = {}
         self.tokens: dict[int, int] = {}  # part -> the tokens it holds in the queue
-        self.folder = Path(tempfile.mkdtemp(prefix="batchrun-batch-"))
+        self.folder = scratch_folder()
         # The enqueued-token limit: the flag's, or the one a refusal stated (the lower).
         self.queue_limit = settings.batch_queue_tokens
         self.from_journal = 0  # rows whose result the journal has
