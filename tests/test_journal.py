@@ -329,3 +329,35 @@ def test_loading_rewrites_a_log_of_many_states_per_row(
     assert db.execute("SELECT count(*) FROM log").fetchone() == (1,)
     db.close()
     assert read_journal(path) == expected
+
+
+def test_a_rows_entry_leaves_out_its_defaults_and_restores_them() -> None:
+    from batchrun.report import Outcome, RowResult
+    from batchrun.sending.states import Event
+
+    marked = RowResult(0, thread_id="t", body={"model": "m"}, key="k", sent_at=1.5)
+    assert marked.to_journal() == {"next": "send", "attempts": 0, "sent_at": 1.5}
+    answered = RowResult(1, key="k2", status=200, response='{"id": "r"}', run_id="r")
+    answered.run_status, answered.usage, answered.reply = "completed", {"input_tokens": 3}, "hi"
+    answered.attempts, answered.sent_at, answered.outcome = 2, 2.5, Outcome.OK
+    answered.move(Event.GOING)
+    answered.move(Event.FINISHED)
+    unsure = RowResult(2, key="k3", error="HTTP 503", superseded=["old"], ghost="made")
+    unsure.move(Event.MAYBE_ARRIVED)
+    unsure.unsure_until, unsure.reconciled, unsure.last_error = 9.0, True, "late"
+    for row in (marked, answered, unsure):
+        entry = row.to_journal()
+        assert all(value or name == "attempts" for name, value in entry.items())
+        restored = RowResult(row.index, thread_id=row.thread_id, body=row.body, key=row.key)
+        restored.restore(entry)
+        for name in RowResult.__slots__:
+            if name not in ("reconciled_before", "sent_now", "users_word"):
+                assert getattr(restored, name) == getattr(row, name), name
+    # An entry of an older batchrun (every field written) reads back the same.
+    full = dict.fromkeys(("error", "run_id", "run_status", "last_error", "reply", "ghost"), "")
+    full |= {"status": None, "response": "", "attempts": 1, "usage": {}, "reconciled": False}
+    full |= {"ambiguous": False, "sent_at": 3.0, "unsure_until": 0.0, "outcome": None}
+    full |= {"next": "send", "superseded": []}
+    restored = RowResult(5, key="k5")
+    restored.restore(full, SENDING)
+    assert (restored.attempts, restored.sent_at, restored.unsure) == (1, 3.0, True)
