@@ -167,7 +167,7 @@ def request_bodies(rows: int, prefix: str = "thread_b", endpoint: str = "runs") 
     The run tag is computed with batchrun's own key function (outside any timing), so a
     baseline sends byte-for-byte the bodies batchrun sends.
     """
-    from batchrun.sending.journal import body_digest, row_key
+    from batchrun.sending.journal_schema import body_digest, row_key
 
     bodies: Bodies = []
     if endpoint == "responses":

@@ -20,7 +20,8 @@ from job_support import command, counted, read_rows, settings_for, signal_taken,
 from batchrun.errors import ExitCode, JournalMismatch
 from batchrun.jobs import run_file
 from batchrun.sending import journal as journal_module
-from batchrun.sending.journal import MIGRATIONS, Entry, Journal, read_journal
+from batchrun.sending.journal import Entry, Journal, read_journal
+from batchrun.sending.journal_schema import MIGRATIONS
 from batchrun.sending.states import CREATED, DONE, FAILED, SENDING
 from batchrun.simulator import RunningSimulator, SimulatorConfig
 

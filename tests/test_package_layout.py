@@ -53,7 +53,6 @@ NOT_SPLIT_YET = frozenset(
         # The sending core, split where it is being sped up.
         "sending/sender.py",
         "sending/runner.py",
-        "sending/journal.py",
     }
 )
 
