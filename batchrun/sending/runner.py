@@ -31,8 +31,9 @@ from batchrun.sending.durability import JournalWrites, MarkedAhead, MarkedAsSent
 from batchrun.sending.journal import Journal
 from batchrun.sending.plan import JobPlan, held_reason
 from batchrun.sending.reads import POLL_CAP, POLL_FIRST, Reader
-from batchrun.sending.sender import LaneBusy, RowSender, Unsure
+from batchrun.sending.sender import RowSender
 from batchrun.sending.states import HOLDS_LANE, Event, RowState
+from batchrun.sending.steps import LaneBusy, Unsure
 
 # The longest pause between looks for what an unsure row may have made.
 UNSURE_POLL_CAP = 10.0
