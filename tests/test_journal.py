@@ -362,3 +362,44 @@ def test_a_rows_entry_leaves_out_its_defaults_and_restores_them() -> None:
     restored = RowResult(5, key="k5")
     restored.restore(full, SENDING)
     assert (restored.attempts, restored.sent_at, restored.unsure) == (1, 3.0, True)
+
+
+def test_a_block_of_marks_syncs_off_the_loop_and_a_state_recorded_meanwhile_comes_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import threading
+
+    from batchrun.report import RowResult
+    from batchrun.sending.durability import JournalWrites, MarkedAhead
+    from batchrun.sending.states import RowState
+
+    path = tmp_path / "in.batchrun.sqlite"
+    journal = Journal(path, endpoint="http://sim/v1", source="in.csv")
+    rows = [RowResult(n, thread_id=f"t{n}", key=f"k{n}") for n in range(3)]
+    ahead = MarkedAhead(JournalWrites(journal, on_failure=print), rows)
+    syncing, release = threading.Event(), threading.Event()
+    mark_sending = journal.mark_sending
+
+    def slow_disk(entries: Any) -> None:
+        syncing.set()
+        assert release.wait(5)
+        mark_sending(entries)
+
+    monkeypatch.setattr(journal, "mark_sending", slow_disk)
+
+    async def job() -> None:
+        first = asyncio.create_task(ahead.mark(rows[0]))
+        # The block's commit has begun, on its own thread, while the loop waits here.
+        assert await asyncio.to_thread(syncing.wait, 5)
+        assert not first.done()  # the loop is free meanwhile
+        rows[2].state = RowState.DONE  # a look settled a row of the block meanwhile
+        ahead.record(rows[2])
+        release.set()
+        await first
+        ahead.commit_now()
+
+    asyncio.run(job())
+    journal.close()
+    states = {key: entry.state for key, entry in read_journal(path).items()}
+    assert states == {"k0": SENDING, "k1": SENDING, "k2": DONE}

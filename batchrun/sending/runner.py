@@ -289,7 +289,9 @@ class Execution(LaneWaits):
         self.durability(row).record(row)
 
     def commit_now(self) -> None:
-        """At the end of the job: commit what waits for the commit window."""
+        """At the end of the chunk: end the block commits under way, and commit what
+        waits for the commit window."""
+        self.ahead.commit_now()
         self.as_sent.commit_now()
 
 
