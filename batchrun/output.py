@@ -62,10 +62,10 @@ def _usage(key: str) -> Cells:
 
 
 def _cost(settings: Settings) -> Cells:
-    from batchrun.endpoints.cost import Prices
+    from batchrun.endpoints.cost import prices_for
 
     def cells(rows: list[RowResult]) -> list[object]:
-        prices = Prices(batch=settings.batch)
+        prices = prices_for(settings.batch)
         return [prices.row_cost(row.body, row.usage) for row in rows]
 
     return cells
@@ -73,9 +73,9 @@ def _cost(settings: Settings) -> Cells:
 
 def total_cost(rows: list[RowResult], settings: Settings) -> float | None:
     """The job's rows' cost together (None when no row has a known price)."""
-    from batchrun.endpoints.cost import Prices
+    from batchrun.endpoints.cost import prices_for
 
-    prices = Prices(batch=settings.batch)
+    prices = prices_for(settings.batch)
     costs = [cost for row in rows if (cost := prices.row_cost(row.body, row.usage)) is not None]
     return round(sum(costs), 12) if costs else None
 

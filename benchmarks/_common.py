@@ -33,6 +33,7 @@ import orjson
 Bodies = list[tuple[str, dict[str, Any]]]  # (request path, body)
 PYTHON = sys.executable
 PROBE = Path(__file__).with_name("_probe.py")
+TREE_PROBE = Path(__file__).with_name("_probe_tree.py")
 API_KEY = "sk-bench"
 ASSISTANT = "asst_bench"
 INSTRUCTIONS = "Summarise the row in one sentence."
@@ -167,7 +168,7 @@ def request_bodies(rows: int, prefix: str = "thread_b", endpoint: str = "runs") 
     The run tag is computed with batchrun's own key function (outside any timing), so a
     baseline sends byte-for-byte the bodies batchrun sends.
     """
-    from batchrun.sending.journal import body_digest, row_key
+    from batchrun.sending.journal_schema import body_digest, row_key
 
     bodies: Bodies = []
     if endpoint == "responses":
@@ -318,26 +319,36 @@ def job_round(
     stamps: bool = False,
     timeout: float = 170,
     endpoint: str = "runs",
+    tree: Path | None = None,
 ) -> tuple[JobTiming, dict[str, Any]]:
     """One checked round: reset the simulator, run batchrun on ``source`` (output beside it),
-    check that exactly ``rows`` runs were created; the timing and the simulator's stats."""
+    check that exactly ``rows`` runs were created; the timing and the simulator's stats.
+    ``tree``: run the batchrun of that tree instead of this checkout's."""
     sim.reset()
     output = source.with_name("out.csv")
     job = run_batchrun(
-        run_args(source, output, sim.base_url, *flags), stamps=stamps, timeout=timeout
+        run_args(source, output, sim.base_url, *flags), stamps=stamps, timeout=timeout, tree=tree
     )
     return job, sim.check(rows, label, endpoint)
 
 
 def run_batchrun(
-    cli_args: Sequence[str], *, stamps: bool = False, timeout: float = 170
+    cli_args: Sequence[str],
+    *,
+    stamps: bool = False,
+    timeout: float = 170,
+    tree: Path | None = None,
 ) -> JobTiming:
-    """Run ``batchrun <cli_args>`` in a subprocess through the probe; its timings."""
+    """Run ``batchrun <cli_args>`` in a subprocess through the probe; its timings.
+    ``tree``: the batchrun of that tree (see ``_probe_tree.py``)."""
     env = {**os.environ, "OPENAI_API_KEY": API_KEY}
+    probe = PROBE
+    if tree is not None:
+        env["BATCHRUN_TREE"], probe = str(tree), TREE_PROBE
     with tempfile.TemporaryDirectory(prefix="brbench-") as scratch:
         report = Path(scratch) / "report.json"
         err_path = Path(scratch) / "stderr.txt"
-        command = [PYTHON, str(PROBE), str(report), *(["--stamps"] if stamps else []), "--"]
+        command = [PYTHON, str(probe), str(report), *(["--stamps"] if stamps else []), "--"]
         with err_path.open("w") as err:
             started = time.perf_counter()
             process = subprocess.Popen(

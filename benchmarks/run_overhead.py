@@ -1,7 +1,7 @@
 """batchrun's whole-job rows/s against a bare aiohttp loop and the official SDK, interleaved.
 
     /work/venv/bin/python benchmarks/run_overhead.py [--rows 5000] [--concurrency 64] [--repeat 3]
-        [--endpoint runs|responses|chat]
+        [--endpoint runs|responses|chat] [--against TREE]
 
 Against the simulator in its own process (zero latency, runs finish at once), each round
 sends the same ``--rows`` create-run requests (same bodies, same headers, one thread per row)
@@ -22,6 +22,8 @@ not in this process. The simulator is reset before every round and must report e
 With ``--endpoint responses`` every row is one ``POST /responses`` (no conversation; the
 simulator answers in the foreground at once), the same measure for the Responses API;
 with ``--endpoint chat`` one ``POST /chat/completions`` (a system and a user message).
+With ``--against TREE`` (a ``git archive`` of another commit), each round also runs that
+tree's batchrun (A0) beside A, the two taking turns to go first; A/A0 is the change.
 Targets (DESIGN.md, "Performance"): A/B >= 0.8 (goal 0.9); A several times C.
 """
 
@@ -50,11 +52,18 @@ from _common import (
 
 
 def run_a(
-    sim: Simulator, source: Path, rows: int, label: str, concurrency: int, endpoint: str
+    sim: Simulator,
+    source: Path,
+    rows: int,
+    label: str,
+    concurrency: int,
+    endpoint: str,
+    tree: Path | None = None,
 ) -> JobTiming:
-    """The whole batchrun job as a subprocess, in a checked round."""
+    """The whole batchrun job as a subprocess, in a checked round (``tree``: that tree's
+    batchrun, see ``--against``)."""
     flags = ("--concurrency", str(concurrency), "--endpoint", endpoint)
-    return job_round(sim, source, rows, label, *flags, endpoint=endpoint)[0]
+    return job_round(sim, source, rows, label, *flags, endpoint=endpoint, tree=tree)[0]
 
 
 async def _sdk(base_url: str, bodies: Bodies, concurrency: int) -> None:
@@ -109,10 +118,17 @@ def main() -> None:
     parser.add_argument(
         "--no-sdk", action="store_true", help="skip C (for large --rows: the SDK is slow)"
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="a batchrun tree (`git archive` of a commit) run as A0 beside A in each round, "
+        "the two taking turns to go first: A/A0 is the change between the two",
+    )
     args = parser.parse_args()
     rows, concurrency, endpoint = args.rows, args.concurrency, args.endpoint
     load_at_start = os.getloadavg()[0]
     results: dict[str, list[float]] = {"A": [], "A in-proc": [], "A send": [], "B": [], "C": []}
+    before: list[float] = []  # A0's wall seconds (--against)
     table_rows = []
     with tempfile.TemporaryDirectory(prefix="brbench-") as scratch, Simulator() as sim:
         source = write_csv(Path(scratch) / "in.csv", rows, endpoint=endpoint)
@@ -122,8 +138,15 @@ def main() -> None:
         run_b(sim, args.warmup_rows, concurrency, endpoint)
         if not args.no_sdk:
             run_c(sim, args.warmup_rows, concurrency, endpoint)
+        if args.against is not None:
+            run_a(sim, warm, args.warmup_rows, "warm-up", concurrency, endpoint, args.against)
         for round_no in range(1, args.repeat + 1):
+            label, tree = f"A0 round {round_no}", args.against
+            if tree is not None and round_no % 2 == 0:  # A0 first in every other round
+                before.append(run_a(sim, source, rows, label, concurrency, endpoint, tree).wall)
             job = run_a(sim, source, rows, f"A round {round_no}", concurrency, endpoint)
+            if tree is not None and round_no % 2 == 1:
+                before.append(run_a(sim, source, rows, label, concurrency, endpoint, tree).wall)
             results["A"].append(job.wall)
             results["A in-proc"].append(job.in_process)
             results["A send"].append(job.send)
@@ -144,6 +167,7 @@ def main() -> None:
                     rows / results["B"][-1],
                     rows / results["C"][-1] if results["C"] else "-",
                     f"{results['B'][-1] / job.wall:.2f}",
+                    f"{before[-1] / job.wall:.2f}" if before else "-",
                     f"{phases['imported']:.2f}/{phases['prepared']:.2f}/"
                     f"{phases['send']:.2f}/{phases['written'] - phases['sent']:.2f}",
                 ]
@@ -156,6 +180,9 @@ def main() -> None:
             "median",
             *(rates[k] for k in ("A", "A in-proc", "A send", "B", "C")),
             f"{per_round:.2f}",
+            f"{median([b / a for a, b in zip(results['A'], before, strict=True)]):.2f}"
+            if before
+            else "-",
             "",
         ]
     )
@@ -174,11 +201,14 @@ def main() -> None:
                 "B aiohttp",
                 "C openai",
                 "A/B",
+                "A/A0",
                 "A at imported/prepared; send, write s",
             ],
             table_rows,
         )
     )
+    if before:
+        print(f"A0 ({args.against}): {rows / median(before):,.0f} rows/s (median)")
     a, b, c = rates["A"], rates["B"], rates["C"]
     print(f"A/B = {a / b:.2f} (target >= 0.8, goal 0.9)   A/C = {a / c:.2f}")
     print(

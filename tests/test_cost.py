@@ -159,3 +159,24 @@ def test_the_summary_sheet_holds_the_cost_the_limits_and_the_estimate() -> None:
     assert job_rows["cost (USD)"] == 0.25
     assert job_rows["tokens and most cost"].startswith("10 prompt tokens")
     assert summary.line().endswith("in 1.0 s; cost $0.25")
+
+
+def test_each_models_rates_are_learnt_once_a_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchrun.endpoints import cost
+    from batchrun.output import total_cost
+    from batchrun.report import RowResult
+
+    asked: list[str] = []
+    learn = cost.Prices._learn
+
+    def counted(self: cost.Prices, model: str) -> tuple[float, float] | str | None:
+        asked.append(model)
+        return learn(self, model)
+
+    monkeypatch.setattr(cost.Prices, "_learn", counted)
+    settings = settings_for("http://127.0.0.1:9/v1", endpoint="chat")
+    usage = {"prompt_tokens": 10, "completion_tokens": 5}
+    for _ in range(3):  # three chunks of rows
+        rows = [RowResult(n, body={"model": "gpt-4o-mini"}, usage=usage) for n in range(4)]
+        assert total_cost(rows, settings) == pytest.approx(4 * library_price("gpt-4o-mini", 10, 5))
+    assert len(asked) <= 1  # none when an earlier test of this process learnt them

@@ -20,7 +20,8 @@ from job_support import command, counted, read_rows, settings_for, signal_taken,
 from batchrun.errors import ExitCode, JournalMismatch
 from batchrun.jobs import run_file
 from batchrun.sending import journal as journal_module
-from batchrun.sending.journal import MIGRATIONS, Entry, Journal, read_journal
+from batchrun.sending.journal import Entry, Journal, read_journal
+from batchrun.sending.journal_schema import MIGRATIONS
 from batchrun.sending.states import CREATED, DONE, FAILED, SENDING
 from batchrun.simulator import RunningSimulator, SimulatorConfig
 
@@ -329,3 +330,76 @@ def test_loading_rewrites_a_log_of_many_states_per_row(
     assert db.execute("SELECT count(*) FROM log").fetchone() == (1,)
     db.close()
     assert read_journal(path) == expected
+
+
+def test_a_rows_entry_leaves_out_its_defaults_and_restores_them() -> None:
+    from batchrun.report import Outcome, RowResult
+    from batchrun.sending.states import Event
+
+    marked = RowResult(0, thread_id="t", body={"model": "m"}, key="k", sent_at=1.5)
+    assert marked.to_journal() == {"next": "send", "attempts": 0, "sent_at": 1.5}
+    answered = RowResult(1, key="k2", status=200, response='{"id": "r"}', run_id="r")
+    answered.run_status, answered.usage, answered.reply = "completed", {"input_tokens": 3}, "hi"
+    answered.attempts, answered.sent_at, answered.outcome = 2, 2.5, Outcome.OK
+    answered.move(Event.GOING)
+    answered.move(Event.FINISHED)
+    unsure = RowResult(2, key="k3", error="HTTP 503", superseded=["old"], ghost="made")
+    unsure.move(Event.MAYBE_ARRIVED)
+    unsure.unsure_until, unsure.reconciled, unsure.last_error = 9.0, True, "late"
+    for row in (marked, answered, unsure):
+        entry = row.to_journal()
+        assert all(value or name == "attempts" for name, value in entry.items())
+        restored = RowResult(row.index, thread_id=row.thread_id, body=row.body, key=row.key)
+        restored.restore(entry)
+        for name in RowResult.__slots__:
+            if name not in ("reconciled_before", "sent_now", "users_word"):
+                assert getattr(restored, name) == getattr(row, name), name
+    # An entry of an older batchrun (every field written) reads back the same.
+    full = dict.fromkeys(("error", "run_id", "run_status", "last_error", "reply", "ghost"), "")
+    full |= {"status": None, "response": "", "attempts": 1, "usage": {}, "reconciled": False}
+    full |= {"ambiguous": False, "sent_at": 3.0, "unsure_until": 0.0, "outcome": None}
+    full |= {"next": "send", "superseded": []}
+    restored = RowResult(5, key="k5")
+    restored.restore(full, SENDING)
+    assert (restored.attempts, restored.sent_at, restored.unsure) == (1, 3.0, True)
+
+
+def test_a_block_of_marks_syncs_off_the_loop_and_a_state_recorded_meanwhile_comes_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import threading
+
+    from batchrun.report import RowResult
+    from batchrun.sending.durability import JournalWrites, MarkedAhead
+    from batchrun.sending.states import RowState
+
+    path = tmp_path / "in.batchrun.sqlite"
+    journal = Journal(path, endpoint="http://sim/v1", source="in.csv")
+    rows = [RowResult(n, thread_id=f"t{n}", key=f"k{n}") for n in range(3)]
+    ahead = MarkedAhead(JournalWrites(journal, on_failure=print), rows)
+    syncing, release = threading.Event(), threading.Event()
+    mark_sending = journal.mark_sending
+
+    def slow_disk(entries: Any) -> None:
+        syncing.set()
+        assert release.wait(5)
+        mark_sending(entries)
+
+    monkeypatch.setattr(journal, "mark_sending", slow_disk)
+
+    async def job() -> None:
+        first = asyncio.create_task(ahead.mark(rows[0]))
+        # The block's commit has begun, on its own thread, while the loop waits here.
+        assert await asyncio.to_thread(syncing.wait, 5)
+        assert not first.done()  # the loop is free meanwhile
+        rows[2].state = RowState.DONE  # a look settled a row of the block meanwhile
+        ahead.record(rows[2])
+        release.set()
+        await first
+        ahead.commit_now()
+
+    asyncio.run(job())
+    journal.close()
+    states = {key: entry.state for key, entry in read_journal(path).items()}
+    assert states == {"k0": SENDING, "k1": SENDING, "k2": DONE}

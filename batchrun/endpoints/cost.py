@@ -15,6 +15,7 @@ priced by the library row by row.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -98,6 +99,13 @@ class Prices:
         if abs(probe - expected) > 1e-9 * max(1.0, probe):
             return ""  # tiered: ask the library each time
         return rates
+
+
+@functools.cache
+def prices_for(batch: bool) -> Prices:
+    """The process's :class:`Prices` (``batch``: at the Batch discount): each model's rates
+    are learnt from the library once, not once a chunk of rows."""
+    return Prices(batch=batch)
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from batchrun.endpoints.rules import RUN_TAG_KEY
 from batchrun.endpoints.schema import BodyChecker
 from batchrun.errors import BatchrunError, InputError
 from batchrun.report import Outcome, RowResult
-from batchrun.sending.journal import body_digest, row_key
+from batchrun.sending.journal_schema import body_digest, row_key
 from batchrun.sending.states import Event
 from batchrun.sheets.cells import frame_cell_text
 

@@ -91,34 +91,111 @@ class MarkedAhead:
     a row marked but never sent is recorded forgotten (no entry) the same way. So a crash
     leaves every row either without an entry (never sent), ``sending`` (the rerun looks
     for its answer before sending), or in its recorded state.
+
+    A block's commit runs on a thread of its own (SQLite lets go of the GIL while it
+    syncs), so the job's loop goes on sending rows already marked while the disk syncs;
+    the rows of the block wait for it, and a state recorded for one of them meanwhile (a
+    look settled it, the job stopped) is written once the block is committed, after its
+    mark.
     """
 
-    __slots__ = ("due", "writes")
+    __slots__ = ("_committer", "_deferred", "_marking", "due", "writes")
 
     def __init__(self, writes: JournalWrites, due: Iterable[RowResult]) -> None:
         self.writes = writes
         # Rows to create in input order, for marking a block ahead.
         self.due = collections.deque(due)
+        # Rows of a block whose commit is under way, by index: that block.
+        self._marking: dict[int, Block] = {}
+        # States recorded for rows of a block under way, written when it is committed.
+        self._deferred: list[RowResult] = []
+        self._committer: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def mark(self, row: RowResult) -> None:
-        """Before ``row`` is first sent: mark it and the next rows due, one transaction.
+        """Before ``row`` is first sent: mark it and the next rows due, one transaction
+        (or wait for the block under way that marks it).
 
         A row due whose state is already final (adopted by a look, failed) is never
         marked: the mark would come after its state in the log, and win on replay."""
-        block = [row]
-        while len(block) < MARK_AHEAD and self.due:
+        block = self._marking.get(row.index)
+        if block is None:
+            block = self._start(self._take(row))
+        await asyncio.shield(block.done)
+
+    def _take(self, row: RowResult) -> list[RowResult]:
+        """``row`` and the next rows due that may be marked, up to MARK_AHEAD."""
+        rows = [row]
+        while len(rows) < MARK_AHEAD and self.due:
             upcoming = self.due.popleft()
             if (
                 upcoming.index not in self.writes.marked
+                and upcoming.index not in self._marking
                 and upcoming is not row
                 and upcoming.state in MARKABLE
             ):
-                block.append(upcoming)
-        self.writes.mark(block)
+                rows.append(upcoming)
+        return rows
+
+    def _start(self, rows: list[RowResult]) -> Block:
+        """Commit the marks of ``rows`` (taken now, on the loop) on the committer thread."""
+        marks = self.writes.marks(rows)
+        if self._committer is None:
+            self._committer = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="batchrun-mark"
+            )
+        loop = asyncio.get_running_loop()
+        work = functools.partial(self.writes.journal.mark_sending, marks)
+        block = Block(rows, self._committer.submit(work), loop.create_future())
+        block.done.add_done_callback(_retrieved)
+        for member in rows:
+            self._marking[member.index] = block
+        block.commit.add_done_callback(lambda _: loop.call_soon_threadsafe(self._ended, block))
+        return block
+
+    def _ended(self, block: Block) -> None:
+        """The block's commit has ended: its rows count as marked (or its error goes to
+        those waiting for it), and the states recorded for them meanwhile are written."""
+        if block.done.done():
+            return  # commit_now took its end already
+        for member in block.rows:
+            self._marking.pop(member.index, None)
+        error = block.commit.exception()
+        if error is None:
+            self.writes.marked_now(block.rows)
+            block.done.set_result(None)
+        else:
+            block.done.set_exception(error)
+        waiting, self._deferred = self._deferred, []
+        for row in waiting:
+            self.record(row)
 
     def record(self, row: RowResult) -> None:
-        """A row's new state, committed with the journal's next batch."""
-        self.writes.record(row)
+        """A row's new state, committed with the journal's next batch (after its mark,
+        when its block is being committed)."""
+        if row.index in self._marking:
+            self._deferred.append(row)
+        else:
+            self.writes.record(row)
+
+    def commit_now(self) -> None:
+        """At the end of the chunk: wait here for a block commit under way (a worker cut
+        off may have left it), and write the states that waited for it."""
+        if self._committer is None:
+            return
+        self._committer.shutdown(wait=True)
+        self._committer = None
+        for block in list(self._marking.values()):
+            self._ended(block)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Block:
+    """Rows marked ahead in one transaction: its commit on the committer thread, and the
+    future the rows' workers wait on."""
+
+    rows: list[RowResult]
+    commit: concurrent.futures.Future[None]
+    done: asyncio.Future[None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

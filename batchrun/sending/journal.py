@@ -34,113 +34,36 @@ its log in memory.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from batchrun.errors import JournalMismatch
+from batchrun.sending.journal_log import (
+    COMPACT_BATCH_ENTRIES,
+    FORGOTTEN,
+    Checkpointer,
+    StateIndex,
+    _replay,
+)
+from batchrun.sending.journal_log import Entry as Entry
+from batchrun.sending.journal_log import read_journal as read_journal
+from batchrun.sending.journal_schema import MIGRATIONS
 from batchrun.sending.lock import JournalLock
 from batchrun.sending.states import SENDING
 
-KEY_VERSION = "br1"
 # Final states are committed in batches: per-row commits cost more than the HTTP request.
 FLUSH_ROWS = 500
 FLUSH_SECONDS = 0.2
-CHECKPOINT_SECONDS = 0.25
 BACKSTOP_CHECKPOINT_PAGES = 50_000  # 200 MB of log
 # Loading rewrites the log when it holds more than this many entries and over three per key.
 COMPACT_AFTER_ENTRIES = 10_000
-COMPACT_BATCH_ENTRIES = 5_000
-# Keys looked up in one query (SQLite's limit on parameters is far above this).
-LOOKUP_KEYS = 500
-FORGOTTEN = "forgotten"  # in the log only: the key has no entry any more
-
-# Each entry upgrades the schema by one version; never edit a released one, append.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE rows (
-        key TEXT PRIMARY KEY,
-        state TEXT NOT NULL,
-        result BLOB NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    """,
-    # The log (see the module docstring). The old table is renamed so that a batchrun from
-    # before the log fails to read this journal instead of finding it empty.
-    """
-    ALTER TABLE rows RENAME TO rows_v1;
-    CREATE TABLE log (
-        batch INTEGER PRIMARY KEY,
-        entries BLOB NOT NULL,
-        written_at REAL NOT NULL
-    );
-    """,
-    # One job per input and endpoint, each with an id of its own (see Journal._claim for
-    # the one job of an older journal).
-    """
-    CREATE TABLE jobs (
-        endpoint TEXT NOT NULL,
-        source TEXT NOT NULL,
-        job_id TEXT NOT NULL,
-        started_at REAL NOT NULL,
-        PRIMARY KEY (endpoint, source)
-    );
-    ALTER TABLE log ADD COLUMN job TEXT NOT NULL DEFAULT '';
-    """,
-    # A --batch job's parts, one input file and one batch each (see batchrun.batch.ledger).
-    """
-    CREATE TABLE batch_parts (
-        job TEXT NOT NULL,
-        part INTEGER NOT NULL,
-        keys BLOB NOT NULL,
-        state TEXT NOT NULL,
-        file_id TEXT,
-        batch_id TEXT,
-        batch_status TEXT,
-        creating_at REAL,
-        updated_at REAL NOT NULL,
-        PRIMARY KEY (job, part)
-    );
-    """,
-    # The Batch API's enqueued-token limit (see batchrun.batch.queue): whether a part is the
-    # one second chance of rows whose batch the queue refused, and the limit a refusal
-    # stated, kept for the job's next runs.
-    """
-    ALTER TABLE batch_parts ADD COLUMN requeued INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE batch_queue (job TEXT PRIMARY KEY, tokens INTEGER NOT NULL);
-    """,
-)
-
-
-def body_digest(api_version: str, thread_id: str, body: dict[str, Any]) -> str:
-    """A versioned hash of operation, API version, thread and canonical body."""
-    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    parts = b"createRun\n%s\n%s\n%s" % (api_version.encode(), thread_id.encode(), canonical)
-    return f"{KEY_VERSION}-{hashlib.sha256(parts).hexdigest()[:32]}"
-
-
-def row_key(digest: str, occurrence: int) -> str:
-    """A row's identity: its body digest and occurrence (1, 2, ...), since identical rows
-    are meant as separate runs."""
-    return f"{digest}-{occurrence}"
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """What the journal knows about one row."""
-
-    state: str
-    result: dict[str, Any]
 
 
 class Journal:
@@ -269,7 +192,7 @@ class Journal:
         """Every entry of this job, by key."""
         self.flush()
         entries, written = _replay(self._db, self.job_id)
-        if written > COMPACT_AFTER_ENTRIES and written > 3 * len(entries):
+        if worth_compacting(written, len(entries)):
             self._compact(entries)
         return entries
 
@@ -299,7 +222,7 @@ class Journal:
         """The index of the states in force, the log compacted from it when it is due."""
         self.flush()
         index = StateIndex(self._db, self.job_id)
-        if index.should_compact():
+        if worth_compacting(index.written, index.count):
             self._db.execute("BEGIN")
             try:
                 self._db.execute("DELETE FROM log WHERE job = ?", (self.job_id,))
@@ -423,191 +346,10 @@ class Journal:
             self._release()
 
 
-class Checkpointer:
-    """Checkpoints a WAL database every CHECKPOINT_SECONDS on a thread of its own.
-
-    SQLite releases the GIL while it copies and syncs, so commits on the job's thread do
-    not wait for it. A failure stops the thread quietly: the journal's own connection then
-    checkpoints at its backstop (and when it closes), and reports its errors.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="batchrun-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stopping.wait(CHECKPOINT_SECONDS):
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error:
-            pass
-        finally:
-            self._db.close()
-
-    def stop(self) -> None:
-        """Stop checkpointing (an ongoing checkpoint finishes first)."""
-        self._stopping.set()
-        self._thread.join()
-
-
-class StateIndex:
-    """The states in force of one job's log, by key, in a temporary file.
-
-    Replaying the log batch by batch into a keyed table keeps memory to one batch, where a
-    dict of every entry would grow with the job (about 1 KB a row). A forgotten key is kept
-    as such, so the batches replay in one statement each, in order.
-    """
-
-    __slots__ = ("_db", "count", "last", "written")
-
-    def __init__(self, journal: sqlite3.Connection, job_id: str) -> None:
-        self._db: sqlite3.Connection | None = None
-        self.count = self.written = 0
-        self.last = 0  # the newest log batch replayed
-        self._replay(_log_batches(journal, job_id))
-        if self._db is not None:
-            (self.count,) = self._db.execute(
-                "SELECT count(*) FROM states WHERE state != ?", (FORGOTTEN,)
-            ).fetchone()
-
-    def catch_up(self, journal: sqlite3.Connection, job_id: str) -> None:
-        """Replay the log's batches written since the index was built or last caught up."""
-        self._replay(_log_batches(journal, job_id, after=self.last))
-
-    def _replay(self, batches: Iterator[tuple[int, list[Any]]]) -> None:
-        first = next(batches, None)
-        if first is None:
-            return  # nothing (new) to look up
-        if self._db is None:
-            # "": a private temporary file, removed when closed.
-            self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=OFF")
-            self._db.execute("PRAGMA synchronous=OFF")
-            self._db.execute(
-                "CREATE TABLE states (key TEXT PRIMARY KEY, state TEXT NOT NULL, result BLOB)"
-            )
-        db = self._db
-        db.execute("BEGIN")
-        upsert = (
-            "INSERT INTO states VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
-            "SET state = excluded.state, result = excluded.result"
-        )
-        dumps = orjson.dumps
-        for number, batch in itertools.chain((first,), batches):
-            self.written += len(batch)
-            self.last = max(self.last, number)
-            db.executemany(
-                upsert,
-                [
-                    (key, state, None if state == FORGOTTEN else dumps(result))
-                    for key, state, result in batch
-                ],
-            )
-        db.execute("COMMIT")
-
-    def should_compact(self) -> bool:
-        """Whether the log holds so many more entries than states that it should be
-        rewritten as the states in force."""
-        return self.written > COMPACT_AFTER_ENTRIES and self.written > 3 * self.count
-
-    def batches(self, size: int) -> Iterator[bytes]:
-        """The states in force as log batches of at most ``size`` entries."""
-        if self._db is None:
-            return
-        rows = self._db.execute(
-            "SELECT key, state, result FROM states WHERE state != ? ORDER BY rowid", (FORGOTTEN,)
-        )
-        while chunk := rows.fetchmany(size):
-            yield orjson.dumps(
-                [(key, state, orjson.Fragment(result)) for key, state, result in chunk]
-            )
-
-    def lookup(self, keys: Iterable[str]) -> dict[str, Entry]:
-        """The states in force of ``keys`` (those that have one)."""
-        found: dict[str, Entry] = {}
-        if self._db is None:
-            return found
-        wanted = iter(keys)
-        while chunk := list(itertools.islice(wanted, LOOKUP_KEYS)):
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT key, state, result FROM states WHERE key IN ({marks})"
-            for key, state, result in self._db.execute(query, chunk):
-                if state != FORGOTTEN:
-                    found[key] = Entry(state, orjson.loads(result))
-        return found
-
-    def close(self) -> None:
-        """Remove the temporary file."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-
-def _log_batches(
-    db: sqlite3.Connection, job_id: str, after: int = 0
-) -> Iterator[tuple[int, list[Any]]]:
-    """``job_id``'s log as numbered lists of ``[key, state, result]`` entries, oldest
-    first: the table of a journal from before the log first (numbered 0), then the log's
-    batches numbered past ``after``."""
-    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if job_id == "" and after == 0:
-        for legacy in ("rows", "rows_v1"):
-            if legacy in tables:
-                rows = db.execute(f"SELECT key, state, result FROM {legacy}")
-                while chunk := rows.fetchmany(COMPACT_BATCH_ENTRIES):
-                    yield 0, [[key, state, orjson.loads(result)] for key, state, result in chunk]
-    if "log" in tables:
-        columns = {row[1] for row in db.execute("PRAGMA table_info(log)")}
-        if "job" in columns:
-            batches = db.execute(
-                "SELECT batch, entries FROM log WHERE job = ? AND batch > ? ORDER BY batch",
-                (job_id, after),
-            )
-        else:
-            batches = db.execute(
-                "SELECT batch, entries FROM log WHERE batch > ? ORDER BY batch", (after,)
-            )
-        for number, batch in batches:
-            yield number, orjson.loads(batch)
-
-
-def read_journal(path: Path) -> dict[str, Entry]:
-    """Every entry of the journal file at ``path`` (all its jobs), by key, read-only."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return _replay(db, None)[0]
-    finally:
-        db.close()
-
-
-def _replay(db: sqlite3.Connection, job_id: str | None) -> tuple[dict[str, Entry], int]:
-    """The entries in force for ``job_id`` (None: every job), and how many the file holds
-    for it (a key's states all count)."""
-    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    entries: dict[str, Entry] = {}
-    written = 0
-    if job_id in ("", None):
-        for legacy in ("rows", "rows_v1"):  # before the log: one row per key (v1, or renamed)
-            if legacy in tables:
-                for key, state, result in db.execute(f"SELECT key, state, result FROM {legacy}"):
-                    entries[key] = Entry(state, orjson.loads(result))
-                    written += 1
-    if "log" in tables:
-        columns = {row[1] for row in db.execute("PRAGMA table_info(log)")}
-        if job_id is None or "job" not in columns:
-            batches = db.execute("SELECT entries FROM log ORDER BY batch")
-        else:
-            batches = db.execute("SELECT entries FROM log WHERE job = ? ORDER BY batch", (job_id,))
-        for (batch,) in batches:
-            for key, state, result in orjson.loads(batch):
-                written += 1
-                if state == FORGOTTEN:
-                    entries.pop(key, None)
-                else:
-                    entries[key] = Entry(state, result)
-    return entries, written
+def worth_compacting(written: int, states: int) -> bool:
+    """Whether a log of ``written`` entries holding ``states`` states in force should be
+    rewritten as those states."""
+    return written > COMPACT_AFTER_ENTRIES and written > 3 * states
 
 
 def default_journal_path(source: Path) -> Path:

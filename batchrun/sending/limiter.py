@@ -36,7 +36,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from batchrun.sending.retry import LONGEST_PAUSE
-from batchrun.sending.stated_limits import REQUESTS, TOKENS, UNITS, parse_go_duration, stated
+from batchrun.sending.stated_limits import (
+    REQUESTS,
+    TOKENS,
+    UNITS,
+    parse_go_duration,
+    stated,
+    stated_level,
+)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -302,22 +309,23 @@ class RateLimiter:
             return
         now: float | None = None
         for unit in UNITS:
-            limit = stated(headers, unit)
-            if limit is None:
+            level = stated_level(headers, unit)
+            if level is None:
                 continue
+            per_minute, remaining = level
             now = self._clock() if now is None else now
             held = self._budgets.get(unit)
             if held is None:
-                held = self._budgets[unit] = Budget(limit.per_minute, FROM_SERVER)
+                held = self._budgets[unit] = Budget(per_minute, FROM_SERVER)
                 held.last = now
             elif held.source.startswith("--"):
                 continue  # a flag overrides the server
-            elif held.per_minute != limit.per_minute or held.source != FROM_SERVER:
-                held.set_limit(limit.per_minute)
+            elif held.per_minute != per_minute or held.source != FROM_SERVER:
+                held.set_limit(per_minute)
                 held.source = FROM_SERVER
-            if limit.remaining is not None:
+            if remaining is not None:
                 held.refill(now, self._grace)
-                held.level = min(held.level, limit.remaining)
+                held.level = min(held.level, remaining)
 
     def in_force(self) -> str:
         """``600,000 tokens/min (--tpm)``; ``none (...)`` when nothing limits the pace."""

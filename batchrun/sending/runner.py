@@ -10,7 +10,8 @@ the worker moves on to create other runs meanwhile. Workers and followers live i
 :class:`asyncio.TaskGroup`: a follower that fails stops the job instead of hanging it.
 
 A row left for the next run (not sent, or maybe sent and unconfirmed) stops its lane: a
-later row on its thread must not overtake it.
+later row on its thread must not overtake it. The followers' waits are in
+:mod:`batchrun.sending.lane_waits`.
 """
 
 from __future__ import annotations
@@ -29,13 +30,12 @@ from batchrun.report import Outcome, RowResult
 from batchrun.sending.control import Control, StopSending
 from batchrun.sending.durability import JournalWrites, MarkedAhead, MarkedAsSent
 from batchrun.sending.journal import Journal
+from batchrun.sending.lane_waits import LaneWaits
 from batchrun.sending.plan import JobPlan, held_reason
-from batchrun.sending.reads import POLL_CAP, POLL_FIRST, Reader
-from batchrun.sending.sender import LaneBusy, RowSender, Unsure
+from batchrun.sending.reads import Reader
+from batchrun.sending.sender import RowSender
 from batchrun.sending.states import HOLDS_LANE, Event, RowState
-
-# The longest pause between looks for what an unsure row may have made.
-UNSURE_POLL_CAP = 10.0
+from batchrun.sending.steps import LaneBusy, Unsure
 
 
 class Progress(Protocol):
@@ -83,7 +83,7 @@ def left_for_next_run(row: RowResult) -> bool:
     return row.outcome in (Outcome.FAILED, Outcome.NOT_SENT) and row.state in HOLDS_LANE
 
 
-class Execution:
+class Execution(LaneWaits):
     """One job's sending phase."""
 
     def __init__(
@@ -245,132 +245,6 @@ class Execution:
             and self.endpoint.reply_path(row) is not None
         )
 
-    async def wait_for_thread(self, lane: Lane, busy: LaneBusy) -> None:
-        """The lane is busy with another run: wait for it, then send the lane's row."""
-        row = lane.row
-        if lane.busy_until is None:
-            lane.busy_until = self._clock() + self.settings.wait_timeout
-            lane.waits = 0
-        try:
-            if busy.holder is None:
-                await self.wait_unnamed(lane)
-                return
-            holder = busy.holder
-            run = await self.reader.follow(row, holder, deadline=lane.busy_until)
-        except StopSending as stop:
-            self.stop_lane(lane, lane.position, f"not sent: job stopped ({stop})")
-            return
-        except asyncio.CancelledError:
-            self.stop_lane(lane, lane.position, f"not sent: job stopped ({self.control.reason})")
-            raise
-        status = (run or {}).get("status")
-        if run is None:
-            reason = (
-                f"not sent: thread {row.thread_id} is busy with run {holder}, which "
-                "cannot be read; rerun to send it"
-            )
-        elif status == "requires_action":
-            reason = self.endpoint.blocked_reason(holder, row.thread_id)
-        elif self.endpoint.stopped(str(status)) or self._clock() < lane.busy_until:
-            self.queue.put_nowait(lane)  # the thread is free: send the row now
-            return
-        else:
-            reason = self.endpoint.busy_reason(holder, row.thread_id)
-        self.stop_lane(lane, lane.position, reason)
-
-    async def wait_unsure(self, lane: Lane, unsure: Unsure) -> None:
-        """The lane's row may have been made, and the server may still be making it: look
-        again after a pause (growing), until it is found or the server can no longer be
-        at it. The lane's later rows wait; a job stopped first leaves the row unsure."""
-        row = lane.row
-        try:
-            left = unsure.until - self.sender.clock()
-            pause = min(POLL_FIRST * 1.5**lane.looks, UNSURE_POLL_CAP, left)
-            await self.reader.pause(max(pause, 0.0))
-        except asyncio.CancelledError:
-            self.stop_lane(lane, lane.position, self.unsure_reason(row))
-            raise
-        lane.looks += 1
-        if self.control.reason is not None:
-            self.stop_lane(lane, lane.position, self.unsure_reason(row))
-            return
-        self.queue.put_nowait(lane)
-
-    def unsure_reason(self, row: RowResult) -> str:
-        """Why a row left unsure is not sent: it is looked for by the next run."""
-        word = self.endpoint.answer_word
-        before = f" ({row.error})" if row.error else ""
-        return (
-            f"not sent: a {word} may have been created{before} and the server may still be "
-            f"making it; rerun to look for it again (it is never sent twice)"
-        )
-
-    async def wait_unnamed(self, lane: Lane) -> None:
-        """The lane is busy and the server does not say with what (a locked conversation):
-        wait a while, growing, then send again; give up at the lane's deadline."""
-        assert lane.busy_until is not None
-        left = lane.busy_until - self._clock()
-        if left <= 0:
-            self.stop_lane(lane, lane.position, self.endpoint.busy_reason("", lane.thread_id))
-            return
-        await self.reader.pause(min(POLL_FIRST * 1.5**lane.waits, POLL_CAP, left))
-        lane.waits += 1
-        self.queue.put_nowait(lane)
-
-    async def follow(self, lane: Lane) -> None:
-        """Wait for a row's run to stop, then let the lane go on (or block it)."""
-        row = lane.row
-        once = row.index in self.plan.look_once
-        deadline = self._clock() + (0.0 if once else self.settings.wait_timeout)
-        try:
-            if self.settings.wait:
-                await self.finish(row, deadline=deadline)
-                self.record(row)
-            else:
-                run = await self.reader.follow(row, row.run_id, deadline=deadline)
-                row.run_status = str((run or {}).get("status", row.run_status))
-        except StopSending:
-            pass
-        except asyncio.CancelledError:
-            # Stopping (Ctrl-C): the run exists and the journal says so; the lane's later
-            # rows are not sent, and the lane must count as finished or the stop would hang.
-            reason = f"not sent: job stopped ({self.control.reason})"
-            self.stop_lane(lane, lane.position + 1, reason)
-            raise
-        except sqlite3.Error:
-            raise
-        except Exception as error:
-            self.unexpected(row, error)
-        if row.run_status == "requires_action":
-            lane.blocked = self.endpoint.blocked_reason(row.run_id, row.thread_id)
-        elif not self.endpoint.stopped(row.run_status):
-            lane.blocked = self.endpoint.busy_reason(row.run_id, row.thread_id)
-        self.progress.update("done", row)
-        self.advance(lane)
-
-    async def finish(self, row: RowResult, *, deadline: float) -> None:
-        """--wait: follow the row's run to its end; --reply: fetch what it said."""
-        word = self.endpoint.answer_word
-        run = await self.reader.follow(row, row.run_id, deadline=deadline)
-        if run is None:
-            row.outcome, row.error = Outcome.PENDING, f"could not read the {word}'s status"
-            row.move(Event.GOING)
-            return
-        self.endpoint.settle(row, run, wait=True)
-        if not self.endpoint.stopped(row.run_status):
-            row.outcome = Outcome.PENDING
-            row.error = f"{word} still {row.run_status} after --wait-timeout; rerun to keep waiting"
-            if row.ghost and row.run_status == "queued":
-                row.error = (
-                    "run still queued after --wait-timeout: it was made although its create "
-                    "failed and may never start; check the server (a rerun looks at it "
-                    "once, without waiting again)"
-                )
-        elif row.run_status == "completed" and self.settings.reply:
-            row.reply = await self.reader.reply(row)
-        if row.ghost:
-            row.error = "; ".join(part for part in (row.error, row.ghost) if part)
-
     def unexpected(self, row: RowResult, error: Exception) -> None:
         """Fail a row on an unexpected error; it may have been sent, so it is reconciled
         before any later attempt (``--retry-failed``)."""
@@ -415,7 +289,9 @@ class Execution:
         self.durability(row).record(row)
 
     def commit_now(self) -> None:
-        """At the end of the job: commit what waits for the commit window."""
+        """At the end of the chunk: end the block commits under way, and commit what
+        waits for the commit window."""
+        self.ahead.commit_now()
         self.as_sent.commit_now()
 
 

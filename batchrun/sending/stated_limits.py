@@ -76,15 +76,34 @@ def _number(text: str | None) -> float | None:
     return value if value >= 0 and value == value and value != float("inf") else None
 
 
+# The header names of each unit's limit, remaining and reset, built once.
+_HEADERS = {
+    unit: (
+        f"x-ratelimit-limit-{unit}",
+        f"x-ratelimit-remaining-{unit}",
+        f"x-ratelimit-reset-{unit}",
+    )
+    for unit in UNITS
+}
+
+
+def stated_level(headers: Mapping[str, str], unit: str) -> tuple[float, float | None] | None:
+    """The ``unit`` limit per minute in ``headers`` and what remains of it (None when
+    unstated): :func:`stated` without the reset, for reading every answer."""
+    limit_name, remaining_name, _ = _HEADERS[unit]
+    per_minute = _number(headers.get(limit_name))
+    if not per_minute:
+        return None
+    return per_minute, _number(headers.get(remaining_name))
+
+
 def stated(headers: Mapping[str, str], unit: str) -> Stated | None:
     """The ``unit`` (``requests`` or ``tokens``) limit in ``headers``, or None when the
     server states none (or states it in a form that cannot be read)."""
-    per_minute = _number(headers.get(f"x-ratelimit-limit-{unit}"))
-    if not per_minute:
+    level = stated_level(headers, unit)
+    if level is None:
         return None
-    remaining = _number(headers.get(f"x-ratelimit-remaining-{unit}"))
-    reset = parse_go_duration(headers.get(f"x-ratelimit-reset-{unit}", ""))
-    return Stated(per_minute, remaining, reset)
+    return Stated(*level, parse_go_duration(headers.get(_HEADERS[unit][2], "")))
 
 
 def message_wait(message: str) -> float | None:
