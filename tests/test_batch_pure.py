@@ -4,6 +4,7 @@ joining output and error lines back to rows."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrun.batch import lines
-from batchrun.batch.join import fail_invalid_batch, fail_unanswered, join_lines
+from batchrun.batch.join import answer_records, fail_invalid_batch, fail_unanswered, settle_line
 from batchrun.batch.lines import (
     PartWriter,
     batch_line,
@@ -22,7 +23,7 @@ from batchrun.batch.lines import (
     jsonl_part_path,
     too_large,
 )
-from batchrun.endpoints import endpoint_named
+from batchrun.endpoints import Endpoint, endpoint_named
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.states import RowState
 
@@ -135,6 +136,22 @@ def record(key: str, response: Any = None, error: Any = None) -> bytes:
     return orjson.dumps(
         {"id": "batch_req_1", "custom_id": key, "response": response, "error": error}
     )
+
+
+def join_lines(
+    rows: Mapping[str, RowResult],
+    lines: Iterable[bytes],
+    endpoint: Endpoint,
+    mask: Callable[[str], str],
+) -> set[str]:
+    """Settle the row of every line naming one of ``rows``, as a --batch job does a slice
+    at a time; the keys answered."""
+    answered: set[str] = set()
+    for key, line in answer_records(lines):
+        if key in rows:
+            settle_line(rows[key], line, endpoint, mask)
+            answered.add(key)
+    return answered
 
 
 def rows_of(*keys: str) -> dict[str, RowResult]:

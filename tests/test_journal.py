@@ -241,7 +241,7 @@ def test_the_journal_replays_its_log_latest_state_winning(tmp_path: Path) -> Non
     }
     assert read_journal(path) == expected
     reopened = Journal(path, endpoint="http://sim/v1", source="in.csv")
-    assert reopened.load() == expected
+    assert reopened.lookup(["a", "b", "c"]) == expected
     reopened.close()
 
 
@@ -259,7 +259,7 @@ def test_a_journal_from_before_the_log_keeps_its_rows(tmp_path: Path) -> None:
     )
     db.close()
     journal = Journal(path, endpoint="http://sim/v1", source="in.csv")
-    assert journal.load() == {
+    assert journal.lookup(["a", "b"]) == {
         "a": Entry(SENDING, {"attempts": 1}),
         "b": Entry(CREATED, {"run_id": "run_1"}),
     }
@@ -311,7 +311,7 @@ def test_a_journal_from_a_newer_batchrun_is_refused(tmp_path: Path) -> None:
         Journal(path, endpoint="http://sim/v1", source="in.csv")
 
 
-def test_loading_rewrites_a_log_of_many_states_per_row(
+def test_looking_up_rewrites_a_log_of_many_states_per_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(journal_module, "COMPACT_AFTER_ENTRIES", 10)
@@ -324,7 +324,7 @@ def test_loading_rewrites_a_log_of_many_states_per_row(
         journal.flush()
     journal.forget(["k3"])
     expected = {f"k{n}": Entry(FAILED, {"attempts": 5}) for n in range(3)}
-    assert journal.load() == expected
+    assert journal.lookup([f"k{n}" for n in range(4)]) == expected
     journal.close()
     db = sqlite3.connect(path)
     assert db.execute("SELECT count(*) FROM log").fetchone() == (1,)

@@ -24,22 +24,6 @@ from batchrun.report import Outcome, RowResult
 Mask = Callable[[str], str]
 
 
-def join_lines(
-    rows: Mapping[str, RowResult], lines: Iterable[bytes], endpoint: Endpoint, mask: Mask
-) -> set[str]:
-    """Settle the row of every line whose ``custom_id`` is in ``rows``; the keys answered.
-
-    Lines that are not JSON objects or name no row of ``rows`` are skipped.
-    """
-    answered: set[str] = set()
-    for key, record in answer_records(lines):
-        row = rows.get(key)
-        if row is not None:
-            settle_line(row, record, endpoint, mask)
-            answered.add(key)
-    return answered
-
-
 def answer_records(lines: Iterable[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each output or error line that is a JSON object with a ``custom_id``: the id and
     the line's object (other lines are skipped)."""

@@ -50,7 +50,6 @@ from batchrun.sending.journal_log import (
     FORGOTTEN,
     Checkpointer,
     StateIndex,
-    _replay,
 )
 from batchrun.sending.journal_log import Entry as Entry
 from batchrun.sending.journal_log import read_journal as read_journal
@@ -188,14 +187,6 @@ class Journal:
         """The database, for the tables of a --batch job (:mod:`batchrun.batch.ledger`)."""
         return self._db
 
-    def load(self) -> dict[str, Entry]:
-        """Every entry of this job, by key."""
-        self.flush()
-        entries, written = _replay(self._db, self.job_id)
-        if worth_compacting(written, len(entries)):
-            self._compact(entries)
-        return entries
-
     def lookup(self, keys: Iterable[str]) -> dict[str, Entry]:
         """The entries of ``keys`` as they were when the job began (keys without one are
         left out).
@@ -240,21 +231,6 @@ class Journal:
             ).fetchone()
             index.last = newest or 0
         return index
-
-    def _compact(self, entries: dict[str, Entry]) -> None:
-        """Rewrite this job's log as ``entries``, in one transaction."""
-        items = [(key, entry.state, entry.result) for key, entry in entries.items()]
-        self._db.execute("BEGIN")
-        try:
-            self._db.execute("DELETE FROM log WHERE job = ?", (self.job_id,))
-            if self.job_id == "":
-                self._db.execute("DELETE FROM rows_v1")
-            for start in range(0, len(items), COMPACT_BATCH_ENTRIES):
-                self._insert(orjson.dumps(items[start : start + COMPACT_BATCH_ENTRIES]))
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def _insert(self, batch: bytes) -> None:
         self._db.execute(

@@ -25,7 +25,7 @@ from batchrun.sending.reads import Reader
 from batchrun.sending.runner import Execution, Progress, finish_rows, journal_guard
 from batchrun.sending.sender import NO_METADATA_NOTE, RowSender
 from batchrun.sending.states import LEFT_STATES
-from batchrun.sending.tally import Tally, summarize
+from batchrun.sending.tally import Tally
 
 if TYPE_CHECKING:
     from batchrun.job import Job
@@ -292,29 +292,6 @@ def job_notes(control: Control) -> tuple[str, ...]:
     """The notes of a job for its summary (a note on missing tags goes once tags were seen)."""
     return tuple(
         note for note in control.notes if not (note == NO_METADATA_NOTE and control.tags_seen)
-    )
-
-
-def job_summary(
-    rows: list[RowResult],
-    started: float,
-    control: Control,
-    endpoint: Endpoint,
-    count_statuses: bool,
-    from_journal: int,
-) -> Summary:
-    """The summary of a job that began at ``started`` (monotonic) and stopped as
-    ``control`` says."""
-    return summarize(
-        rows,
-        time.monotonic() - started,
-        aborted=control.reason if control.systemic else None,
-        interrupted=control.reason == "interrupted",
-        notes=job_notes(control),
-        count_runs=count_statuses,
-        from_journal=from_journal,
-        answers=endpoint.answers,
-        limits=control.limits,
     )
 
 

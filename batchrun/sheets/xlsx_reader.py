@@ -323,16 +323,6 @@ def _sheet_part(archive: zipfile.ZipFile, index: int) -> str | None:
     return None
 
 
-def _mentions_formulas(stream: Any) -> bool:
-    tail = b""
-    while block := stream.read(1 << 20):
-        text = tail + block
-        if b"<f>" in text or b"<f " in text or b't="e"' in text:
-            return True
-        tail = text[-8:]
-    return False
-
-
 def _scan_cells(stream: Any, extras: _Extras, first: int, left: int) -> None:
     """Error cells, and formula cells without a computed value."""
     for _, element in ElementTree.iterparse(stream):
