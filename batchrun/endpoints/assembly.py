@@ -71,11 +71,11 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
             from_cells.add(name)
     for name, index in plan.foreign_columns:
         if cells[index].strip():
-            other = "v2" if plan.api_version == "v1" else "v1"
+            other = "v2" if plan.schema_name == "v1" else "v1"
             problems.append(
                 Problem(
                     name,
-                    f"is not a field of Assistants {plan.api_version}"
+                    f"is not a field of Assistants {plan.schema_name}"
                     f" (it is one of {other}: --api-version {other})",
                 )
             )

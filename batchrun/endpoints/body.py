@@ -57,7 +57,7 @@ THREAD_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 class RowPlan:
     """Which column feeds which field, decided once from the header."""
 
-    api_version: str  # the schema in force: v1, v2, responses or chat
+    schema_name: str  # the schema in force: v1, v2, responses or chat
     # The thread column (runs); None where the lane comes from the body (a conversation).
     thread_column: int | None
     field_columns: tuple[tuple[str, int, str], ...]
@@ -98,42 +98,42 @@ def explicit_field(name: str) -> str | None:
     return rest.strip() if dot and head.casefold() == "field" and rest.strip() else None
 
 
-def is_assistants(api_version: str) -> bool:
-    """Whether schema ``api_version`` is an Assistants version (rows need a thread)."""
-    return api_version in API_VERSIONS
+def is_assistants(schema_name: str) -> bool:
+    """Whether schema ``schema_name`` is an Assistants version (rows need a thread)."""
+    return schema_name in API_VERSIONS
 
 
-def field_kind(api_version: str, path: tuple[str, ...]) -> str:
-    """How a cell for a field (or a dotted sub-field) of schema ``api_version`` is read."""
+def field_kind(schema_name: str, path: tuple[str, ...]) -> str:
+    """How a cell for a field (or a dotted sub-field) of schema ``schema_name`` is read."""
     if len(path) == 2 and path[0] == METADATA:
         return Kind.TEXT  # metadata values are strings, kept as written
-    if is_assistants(api_version) and len(path) == 1:
+    if is_assistants(schema_name) and len(path) == 1:
         return FIELD_KINDS[path[0]]
     if len(path) == 1 and path[0] in KIND_OVERRIDES:
         return KIND_OVERRIDES[path[0]]
-    return kind_for_types(value_types(api_version, path))
+    return kind_for_types(value_types(schema_name, path))
 
 
 def plan_columns(
     headers: Sequence[str],
-    api_version: str,
+    schema_name: str,
     columns: Mapping[str, str] | None = None,
     set_values: Mapping[str, str] | None = None,
     *,
     source: object = "input",
 ) -> RowPlan:
-    """Map the header to body fields of schema ``api_version`` (v1, v2, responses, chat);
+    """Map the header to body fields of schema ``schema_name`` (v1, v2, responses, chat);
     raises InputError/UsageError for sheet-wide problems."""
-    fields = body_fields(api_version)
-    assistants = is_assistants(api_version)
+    fields = body_fields(schema_name)
+    assistants = is_assistants(schema_name)
     known = (
         {name for version in API_VERSIONS for name in body_fields(version)}
         if assistants
         else set(fields)
     )
-    shortcuts = MESSAGE_COLUMNS if api_version == "chat" else ()
+    shortcuts = MESSAGE_COLUMNS if schema_name == "chat" else ()
     extra = (THREAD_ID,) if assistants else shortcuts
-    objects = {name for name in fields if _takes_keys(api_version, name)}
+    objects = {name for name in fields if _takes_keys(schema_name, name)}
     position = {normalize_header(name): index for index, name in enumerate(headers)}
     renames: dict[str, str] = {}
     field_renames: dict[str, str] = {}  # --column field.NAME=HEADER
@@ -182,7 +182,7 @@ def plan_columns(
         if index is None:
             continue
         if name in fields:
-            field_columns.append((name, index, field_kind(api_version, (name,))))
+            field_columns.append((name, index, field_kind(schema_name, (name,))))
         else:
             foreign_columns.append((name, index))
     sub_columns: dict[tuple[str, str], int] = {}
@@ -198,7 +198,7 @@ def plan_columns(
         (role, index) for role in shortcuts if (index := column_of(role)) is not None
     ]
     defaults, sub_defaults = _parse_set_values(
-        set_values or {}, api_version, fields, objects, shortcuts
+        set_values or {}, schema_name, fields, objects, shortcuts
     )
     used = {index for _, index, _ in field_columns} | {index for _, index in foreign_columns}
     used |= set(sub_columns.values()) | {index for _, index in message_columns}
@@ -209,11 +209,11 @@ def plan_columns(
         [name for name in fields if name not in fed],
     )
     return RowPlan(
-        api_version=api_version,
+        schema_name=schema_name,
         thread_column=thread_column,
         field_columns=tuple(field_columns),
         sub_columns=tuple(
-            (name, key, index, field_kind(api_version, (name, key)))
+            (name, key, index, field_kind(schema_name, (name, key)))
             for (name, key), index in sub_columns.items()
         ),
         request_json_column=column_of(REQUEST_JSON),
@@ -249,11 +249,11 @@ def hint_text(name: str, header: str) -> str:
     return f'pass --column "{name}={header}"'
 
 
-def _takes_keys(api_version: str, name: str) -> bool:
+def _takes_keys(schema_name: str, name: str) -> bool:
     """Whether a field is an object that dotted columns may fill key by key."""
     if name == METADATA:
         return True
-    return not is_assistants(api_version) and "object" in value_types(api_version, (name,))
+    return not is_assistants(schema_name) and "object" in value_types(schema_name, (name,))
 
 
 def _dotted(name: str, objects: set[str], *, fold: bool = False) -> tuple[str, str] | None:
@@ -269,12 +269,12 @@ def _dotted(name: str, objects: set[str], *, fold: bool = False) -> tuple[str, s
     return head, key
 
 
-def unsent_assistants_columns(headers: Sequence[str], api_version: str) -> list[str]:
+def unsent_assistants_columns(headers: Sequence[str], schema_name: str) -> list[str]:
     """Headers of a migrated Assistants sheet that a live endpoint's body has no field for
     (``thread_id``, ``assistant_id``, ...): they are carried to the output, never sent."""
-    if is_assistants(api_version):
+    if is_assistants(schema_name):
         return []
-    fields = {normalize_header(name) for name in body_fields(api_version)}
+    fields = {normalize_header(name) for name in body_fields(schema_name)}
     assistants = {
         normalize_header(name)
         for name in (THREAD_ID, *(f for v in API_VERSIONS for f in body_fields(v)))
@@ -283,7 +283,7 @@ def unsent_assistants_columns(headers: Sequence[str], api_version: str) -> list[
         str(header)
         for header in headers
         if normalize_header(header) in assistants - fields
-        and not (api_version == "chat" and normalize_header(header) in MESSAGE_COLUMNS)
+        and not (schema_name == "chat" and normalize_header(header) in MESSAGE_COLUMNS)
     ]
 
 
@@ -309,7 +309,7 @@ def missing_thread_column(headers: Sequence[str]) -> str:
 
 def _parse_set_values(
     set_values: Mapping[str, str],
-    api_version: str,
+    schema_name: str,
     fields: Sequence[str],
     objects: set[str],
     shortcuts: Sequence[str] = (),
@@ -330,7 +330,7 @@ def _parse_set_values(
         if dotted is None and name not in fields:
             raise UsageError(f"--set {given}=...: {given!r} is not a field of the request body")
         try:
-            value = convert(field_kind(api_version, path), text)
+            value = convert(field_kind(schema_name, path), text)
         except CellError as error:
             raise UsageError(f"--set {given}=...: {error}") from None
         if dotted is None:

@@ -132,7 +132,7 @@ class RowPreparer:
         """Assemble, check and key each row of text cells (in the plan's column order)."""
         results = []
         keyed: list[tuple[RowResult, str]] = []
-        api_version = self.settings.schema
+        schema_name = self.settings.schema
         for cells in rows:
             row = RowResult(self.next_index)
             self.next_index += 1
@@ -150,7 +150,7 @@ class RowPreparer:
                 row.fail(Outcome.INVALID, "; ".join(map(str, problems)), Event.INVALID)
             else:
                 row.body = built.body
-                keyed.append((row, body_digest(api_version, row.thread_id, built.body or {})))
+                keyed.append((row, body_digest(schema_name, row.thread_id, built.body or {})))
             results.append(row)
         numbers = self.occurrences.count([digest for _, digest in keyed])
         for (row, digest), number in zip(keyed, numbers, strict=True):

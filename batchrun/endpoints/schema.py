@@ -38,26 +38,26 @@ FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
 @cache
-def load_schema(api_version: str) -> dict[str, Any]:
-    """The request-body JSON Schema named ``api_version``.
+def load_schema(schema_name: str) -> dict[str, Any]:
+    """The request-body JSON Schema named ``schema_name``.
 
     ``"v1"`` or ``"v2"``: CreateRunRequest of that Assistants version; ``"responses"``:
     CreateResponse; ``"chat"``: CreateChatCompletionRequest.
     """
-    if api_version not in SCHEMA_NAMES:
-        raise ValueError(f"unknown schema {api_version!r}; use one of {', '.join(SCHEMA_NAMES)}")
-    text = resources.files("batchrun").joinpath("schemas", f"{api_version}.json").read_text("utf-8")
+    if schema_name not in SCHEMA_NAMES:
+        raise ValueError(f"unknown schema {schema_name!r}; use one of {', '.join(SCHEMA_NAMES)}")
+    text = resources.files("batchrun").joinpath("schemas", f"{schema_name}.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
 
-def body_fields(api_version: str) -> tuple[str, ...]:
-    """The top-level body properties of schema ``api_version``, in schema order.
+def body_fields(schema_name: str) -> tuple[str, ...]:
+    """The top-level body properties of schema ``schema_name``, in schema order.
 
     The cut-out schemas are an ``allOf`` of components (CreateResponse joins three), so the
     properties of every part count, each name once.
     """
-    schema = load_schema(api_version)
+    schema = load_schema(schema_name)
     return tuple(dict.fromkeys(_top_level_properties(schema, schema)))
 
 
@@ -85,11 +85,11 @@ def _property_schemas(node: Mapping[str, Any], schema: Mapping[str, Any]) -> dic
     return found
 
 
-def value_types(api_version: str, path: tuple[str, ...]) -> frozenset[str]:
+def value_types(schema_name: str, path: tuple[str, ...]) -> frozenset[str]:
     """The JSON types (``null`` left out) the schema accepts at a top-level field
     (``("temperature",)``) or one of its object's properties (``("reasoning", "effort")``);
     empty when the schema does not say."""
-    schema = load_schema(api_version)
+    schema = load_schema(schema_name)
     node: Mapping[str, Any] = schema
     for name in path:
         found: dict[str, Any] = {}
@@ -118,22 +118,23 @@ def _branches(node: Mapping[str, Any], schema: Mapping[str, Any]) -> list[Mappin
 
 
 class BodyChecker:
-    """Checks request bodies of one API version; reusable and cheap per call."""
+    """Checks request bodies against one schema (v1, v2, responses, chat); reusable and cheap
+    per call."""
 
-    __slots__ = ("_fast", "_records", "_slow", "api_version", "batchrun_rules", "run_tag")
+    __slots__ = ("_fast", "_records", "_slow", "batchrun_rules", "run_tag", "schema_name")
 
     def __init__(
         self,
-        api_version: str = DEFAULT_API_VERSION,
+        schema_name: str = DEFAULT_API_VERSION,
         *,
         run_tag: bool = False,
         batchrun_rules: bool = True,
     ) -> None:
         import jsonschema_rs
 
-        schema = load_schema(api_version)
-        self.api_version = api_version
-        self._records = "runs" if api_version in API_VERSIONS else "answers"
+        schema = load_schema(schema_name)
+        self.schema_name = schema_name
+        self._records = "runs" if schema_name in API_VERSIONS else "answers"
         # With the run tag on, batchrun adds one metadata key of its own to every body.
         self.run_tag = run_tag
         # batchrun's own rules (no streaming, the run tag's key); without them, the checks
@@ -155,7 +156,7 @@ class BodyChecker:
         if self._slow is None:
             from jsonschema import Draft202012Validator
 
-            self._slow = Draft202012Validator(load_schema(self.api_version))
+            self._slow = Draft202012Validator(load_schema(self.schema_name))
         problems: list[Problem] = []
         for error in sorted(self._slow.iter_errors(body), key=lambda e: list(e.path)):
             problems.extend(explain(error))
@@ -188,7 +189,7 @@ class BodyChecker:
             path, name = f"tools[{index}].function.name", None
             if isinstance(function, Mapping):
                 name = function.get("name")
-            elif self.api_version == "responses" and tool.get("type") == "function":
+            elif self.schema_name == "responses" and tool.get("type") == "function":
                 path, name = f"tools[{index}].name", tool.get("name")
             if isinstance(name, str) and not FUNCTION_NAME.fullmatch(name):
                 problems.append(
@@ -198,7 +199,7 @@ class BodyChecker:
                         "invalid_value",
                     )
                 )
-        for name in POSITIVE_FIELDS.get(self.api_version, ()):
+        for name in POSITIVE_FIELDS.get(self.schema_name, ()):
             value = body.get(name)
             if type(value) is int and value < 1:
                 problems.append(
@@ -206,24 +207,24 @@ class BodyChecker:
                         name, f"{value} is less than the minimum of 1", "integer_below_min_value"
                     )
                 )
-        if self.api_version == "responses":
+        if self.schema_name == "responses":
             problems.extend(responses_problems(body, batchrun_rules=self.batchrun_rules))
         return problems
 
 
-def check_body(body: Mapping[str, Any], api_version: str = DEFAULT_API_VERSION) -> list[Problem]:
-    """Every problem of ``body`` under ``api_version`` (no run tag reserved)."""
-    return _checker(api_version, batchrun_rules=True).check(body)
+def check_body(body: Mapping[str, Any], schema_name: str = DEFAULT_API_VERSION) -> list[Problem]:
+    """Every problem of ``body`` under ``schema_name`` (no run tag reserved)."""
+    return _checker(schema_name, batchrun_rules=True).check(body)
 
 
 def service_problems(
-    body: Mapping[str, Any], api_version: str = DEFAULT_API_VERSION
+    body: Mapping[str, Any], schema_name: str = DEFAULT_API_VERSION
 ) -> list[Problem]:
     """The problems the service itself finds in ``body``: the schema and its documented
     limits, without batchrun's own rules (``stream: true`` is the service's to serve)."""
-    return _checker(api_version, batchrun_rules=False).check(body)
+    return _checker(schema_name, batchrun_rules=False).check(body)
 
 
 @cache
-def _checker(api_version: str, *, batchrun_rules: bool) -> BodyChecker:
-    return BodyChecker(api_version, batchrun_rules=batchrun_rules)
+def _checker(schema_name: str, *, batchrun_rules: bool) -> BodyChecker:
+    return BodyChecker(schema_name, batchrun_rules=batchrun_rules)

@@ -72,10 +72,10 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def body_digest(api_version: str, thread_id: str, body: dict[str, Any]) -> str:
+def body_digest(schema_name: str, thread_id: str, body: dict[str, Any]) -> str:
     """A versioned hash of operation, API version, thread and canonical body."""
     canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    parts = b"createRun\n%s\n%s\n%s" % (api_version.encode(), thread_id.encode(), canonical)
+    parts = b"createRun\n%s\n%s\n%s" % (schema_name.encode(), thread_id.encode(), canonical)
     return f"{KEY_VERSION}-{hashlib.sha256(parts).hexdigest()[:32]}"
 
 
