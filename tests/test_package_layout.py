@@ -46,9 +46,6 @@ def test_the_import_scan_finds_the_simulator_where_it_is_imported() -> None:
 
 # The most lines a module of the package may have (STYLE.md: split by concern, not size).
 MAX_MODULE_LINES = 400
-# Modules over the limit that are being reshaped on other branches; the lead removes each
-# name once its module is split (the last test below says when).
-NOT_SPLIT_YET: frozenset[str] = frozenset()
 
 
 def module_lines() -> dict[str, int]:
@@ -62,7 +59,7 @@ def module_lines() -> dict[str, int]:
 def test_no_module_is_over_400_lines() -> None:
     sizes = module_lines()
     over = {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES}
-    assert {name: lines for name, lines in over.items() if name not in NOT_SPLIT_YET} == {}
+    assert over == {}
 
 
 def test_the_line_count_sees_every_module() -> None:
@@ -70,10 +67,3 @@ def test_the_line_count_sees_every_module() -> None:
     sizes = module_lines()
     assert {"job.py", "jobs/run.py", "sending/session.py", "sheets/xlsx_writer.py"} <= set(sizes)
     assert sizes["sending/session.py"] > 100
-
-
-def test_every_module_let_over_400_lines_still_is() -> None:
-    """An exception ends with the split that made it: the list only shrinks."""
-    sizes = module_lines()
-    split = sorted(name for name in NOT_SPLIT_YET if sizes.get(name, 0) <= MAX_MODULE_LINES)
-    assert split == [], f"split since: drop {split} from NOT_SPLIT_YET"
