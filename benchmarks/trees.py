@@ -46,6 +46,8 @@ def tree_env(tree: str) -> dict[str, str]:
 def job_seconds(tree: str, source: Path, base_url: str) -> float:
     """One fresh `batchrun run` of ``source`` by ``tree``; wall seconds."""
     output = source.with_name("out.csv")
+    for left in source.parent.glob(f"{source.stem}.batchrun.sqlite*"):
+        left.unlink()  # a tree refuses a newer tree's journal even with --fresh
     command = [sys.executable, "-m", "batchrun", "run", str(source), "-o", str(output)]
     command += ["--base-url", base_url, "--no-progress", "--fresh", "--concurrency", "64"]
     started = time.perf_counter()
