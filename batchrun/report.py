@@ -182,6 +182,9 @@ class Summary:
     sent: int = 0
     from_journal: int = 0
     left: int = 0
+    # Rows an earlier job made (a run, a background response) that this one followed to
+    # their end or read the reply of.
+    followed: int = 0
     # Rows this job found made and adopted; rows whose result it read from finished
     # batches (a --batch job).
     reconciled_now: int = 0
@@ -233,7 +236,8 @@ class Summary:
         if self.run_statuses:
             runs = ", ".join(f"{n} {s}" for s, n in sorted(self.run_statuses.items()))
             line += f"; {self.answers}: {runs}"
-        if self.sent or self.from_journal or self.left or self.reconciled_now or self.batch:
+        did = (self.sent, self.from_journal, self.left, self.reconciled_now, self.followed)
+        if any(did) or self.batch:
             line += f"; this run: {', '.join(self._this_run())}"
         if self.batch:
             line += f"; batch: {self.batch}"
@@ -254,6 +258,8 @@ class Summary:
         parts = [f"{self.sent} submitted" if batch else f"{self.sent} sent"]
         if self.reconciled_now:
             parts.append(f"{self.reconciled_now} reconciled")
+        if self.followed:
+            parts.append(f"{self.followed} made earlier and followed")
         if batch and self.collected:
             parts.append(f"{self.collected} collected")
         if self.from_journal:
@@ -290,6 +296,7 @@ class Summary:
             *([("reconciled", self.reconciled)] if self.reconciled else []),
             *([("sent by this run", self.sent)] if self.sent else []),
             *([("taken from the journal", self.from_journal)] if self.from_journal else []),
+            *([("made earlier, followed by this run", self.followed)] if self.followed else []),
             *([("left for the next run", self.left)] if self.left else []),
             *([("reconciled by this run", self.reconciled_now)] if self.reconciled_now else []),
             *([("collected from batches", self.collected)] if self.collected else []),

@@ -52,3 +52,11 @@ def test_a_reconciled_rerun_says_what_this_run_did() -> None:
     assert summary.line() == (
         "2 rows: 2 ok (2 reconciled) in 1.0 s; this run: 0 sent, 1 reconciled, 1 from the journal"
     )
+
+
+def test_rows_an_earlier_run_made_and_this_one_followed_are_named() -> None:
+    # A kill while replies were read: 2 rows sent now, 1 kept, 3 made before and followed.
+    summary = _summary(rows=6, outcomes={"ok": 6}, sent=2, from_journal=1, followed=3)
+    assert summary.line().endswith(
+        "this run: 2 sent, 3 made earlier and followed, 1 from the journal"
+    )

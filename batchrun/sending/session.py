@@ -107,11 +107,11 @@ async def execute(
     progress: Progress | None = None,
     handle_signals: bool = False,
     on_chunk: Callable[[JobPlan], None] | None = None,
-) -> tuple[Control, int]:
+) -> tuple[Control, int, int]:
     """Send the rows chunk after chunk, each chunk planned from the journal as the job
     comes to it; ``on_chunk`` gets each chunk's plan once every row of it has an outcome
-    and its journal state. The job's control (why it stopped, notes) and the number of
-    rows taken from the journal.
+    and its journal state. The job's control (why it stopped, notes), the number of
+    rows taken from the journal and the number an earlier job made that this one followed.
 
     Chunks go one after another, so the rows of a thread keep their input order across
     them; a lane an earlier chunk left blocked holds back its thread's rows in the later
@@ -119,7 +119,7 @@ async def execute(
     given their outcome without sending, so the output still has every row.
     """
     settings, endpoint, journal = job.settings, job.endpoint, job.sending_journal
-    from_journal = 0
+    from_journal = followed = 0
     async with open_sending(job) as sending:
         control = sending.sender.control
         # What jobs before this one learnt of the server holds for it, and the other way.
@@ -160,6 +160,7 @@ async def execute(
                     lane=endpoint.lane or "thread",
                 )
                 from_journal += plan.from_journal
+                followed += len(plan.to_follow - plan.look_once)
                 if sending.sender.tagged is None:
                     # A run an earlier job of this journal made, to read back if a look
                     # needs to know whether the server keeps tags.
@@ -199,7 +200,7 @@ async def execute(
         control.limits = sending.sender.create_limiter.in_force()
         if caller_cancelled:
             raise asyncio.CancelledError
-        return control, from_journal
+        return control, from_journal, followed
 
 
 async def _send_chunk(execution: Execution, current: ChunkRun) -> bool:
@@ -262,7 +263,7 @@ async def run_chunks_async(
         if on_chunk is not None:
             on_chunk(plan.rows)
 
-    control, from_journal = await execute(
+    control, from_journal, followed = await execute(
         chunks,
         job,
         progress=progress,
@@ -275,6 +276,7 @@ async def run_chunks_async(
         interrupted=control.reason == "interrupted",
         notes=job_notes(control),
         from_journal=from_journal,
+        followed=followed,
         answers=endpoint.answers,
         limits=control.limits,
     )

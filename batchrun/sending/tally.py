@@ -58,6 +58,7 @@ class Tally:
         interrupted: bool = False,
         notes: tuple[str, ...] = (),
         from_journal: int = 0,
+        followed: int = 0,
         answers: str = "runs",
         limits: str = "",
     ) -> Summary:
@@ -75,6 +76,7 @@ class Tally:
             notes=notes,
             sent=self.sent,
             from_journal=from_journal,
+            followed=followed,
             left=self.left,
             reconciled_now=self.reconciled_now,
             collected=max(
