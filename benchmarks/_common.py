@@ -323,9 +323,13 @@ def job_round(
 ) -> tuple[JobTiming, dict[str, Any]]:
     """One checked round: reset the simulator, run batchrun on ``source`` (output beside it),
     check that exactly ``rows`` runs were created; the timing and the simulator's stats.
-    ``tree``: run the batchrun of that tree instead of this checkout's."""
+    ``tree``: run the batchrun of that tree instead of this checkout's, with a journal of
+    its own (trees of different journal versions refuse each other's)."""
     sim.reset()
     output = source.with_name("out.csv")
+    if tree is not None:
+        journal = source.with_name(f"{source.stem}.{tree.name}.batchrun.sqlite")
+        flags = (*flags, "--journal", str(journal))
     job = run_batchrun(
         run_args(source, output, sim.base_url, *flags), stamps=stamps, timeout=timeout, tree=tree
     )

@@ -1,17 +1,22 @@
 """How a job makes its rows durable: what is in the journal before a request may leave.
 
-Two strategies, one per kind of row, chosen by whether what a row's request made can be
-looked up by its run tag (:meth:`~batchrun.endpoints.Endpoint.can_look`):
+Three strategies, chosen by whether what a row's request made can be looked up by its run
+tag (:meth:`~batchrun.endpoints.Endpoint.can_look`) and whether the machine's boot can be
+told apart (:mod:`batchrun.sending.boot`):
 
 - :class:`MarkedAhead` — it can (runs, stored chat completions): rows are marked
   ``sending`` a block ahead, so a mark costs one transaction per block, and a row marked
   but never sent costs a rerun only a read;
-- :class:`MarkedAsSent` — it cannot (responses, chat without ``store``): such a row would
-  fail as "may exist", so only rows about to be sent are marked, those of every worker
-  sending at this moment in one transaction (a group commit), and a row's state is
-  committed as soon after its answer.
+- :class:`ReservedAhead` — it cannot (responses, chat without ``store``), and the machine's
+  boot can be told apart (Linux, macOS): such a row would fail as "may exist", so it is
+  reserved a block ahead (synced) and marked as it is sent (not synced: the mark outlives
+  a killed process, and the reservation a power cut); a row's state is committed as soon
+  after its answer;
+- :class:`~batchrun.sending.as_sent.MarkedAsSent` — it cannot, on other systems: only rows
+  about to be sent are marked, those of every worker sending at this moment in one synced
+  transaction (a group commit), and a row's state is committed as soon after its answer.
 
-Both write through one :class:`JournalWrites`, which knows which rows are marked and
+All write through one :class:`JournalWrites`, which knows which rows are marked and
 whether the journal has failed (after which nothing more is written, nor sent).
 """
 
@@ -29,7 +34,7 @@ from typing import Any
 
 from batchrun.report import RowResult
 from batchrun.sending.journal import Journal
-from batchrun.sending.states import IN_JOURNAL, MARKABLE
+from batchrun.sending.states import IN_JOURNAL, MARKABLE, RESERVED
 
 # Rows marked ``sending`` in one journal transaction, ahead of being sent.
 MARK_AHEAD = 256
@@ -99,12 +104,19 @@ class MarkedAhead:
     mark.
     """
 
-    __slots__ = ("_committer", "_deferred", "_marking", "due", "writes")
+    __slots__ = ("_committer", "_deferred", "_marking", "due", "takes", "writes")
 
-    def __init__(self, writes: JournalWrites, due: Iterable[RowResult]) -> None:
+    def __init__(
+        self,
+        writes: JournalWrites,
+        due: Iterable[RowResult],
+        takes: Callable[[RowResult], bool] = lambda row: True,
+    ) -> None:
         self.writes = writes
-        # Rows to create in input order, for marking a block ahead.
+        # Rows to create in input order, for marking a block ahead: those it ``takes``
+        # (the rows this strategy makes durable, asked when the block is taken).
         self.due = collections.deque(due)
+        self.takes = takes
         # Rows of a block whose commit is under way, by index: that block.
         self._marking: dict[int, Block] = {}
         # States recorded for rows of a block under way, written when it is committed.
@@ -128,25 +140,37 @@ class MarkedAhead:
         while len(rows) < MARK_AHEAD and self.due:
             upcoming = self.due.popleft()
             if (
-                upcoming.index not in self.writes.marked
+                not self._counted(upcoming)
                 and upcoming.index not in self._marking
                 and upcoming is not row
                 and upcoming.state in MARKABLE
+                and self.takes(upcoming)
             ):
                 rows.append(upcoming)
         return rows
 
+    def _counted(self, row: RowResult) -> bool:
+        """Whether ``row``'s entry of this kind is committed already."""
+        return row.index in self.writes.marked
+
+    def _count(self, rows: list[RowResult]) -> None:
+        """The block of ``rows`` is committed: count them."""
+        self.writes.marked_now(rows)
+
+    def _work(self, rows: list[RowResult]) -> Callable[[], None]:
+        """The commit of a block of ``rows``, for the committer thread: their marks."""
+        return functools.partial(self.writes.journal.mark_sending, self.writes.marks(rows))
+
     def _start(self, rows: list[RowResult]) -> Block:
         """Commit the marks of ``rows`` (taken now, on the loop) on the committer thread."""
-        marks = self.writes.marks(rows)
+        work = self._work(rows)
         if self._committer is None:
             self._committer = concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix="batchrun-mark"
             )
         loop = asyncio.get_running_loop()
-        work = functools.partial(self.writes.journal.mark_sending, marks)
         block = Block(rows, self._committer.submit(work), loop.create_future())
-        block.done.add_done_callback(_retrieved)
+        block.done.add_done_callback(retrieved)
         for member in rows:
             self._marking[member.index] = block
         block.commit.add_done_callback(lambda _: loop.call_soon_threadsafe(self._ended, block))
@@ -161,7 +185,7 @@ class MarkedAhead:
             self._marking.pop(member.index, None)
         error = block.commit.exception()
         if error is None:
-            self.writes.marked_now(block.rows)
+            self._count(block.rows)
             block.done.set_result(None)
         else:
             block.done.set_exception(error)
@@ -188,6 +212,117 @@ class MarkedAhead:
             self._ended(block)
 
 
+class ReservedAhead(MarkedAhead):
+    """Durability for rows whose answer cannot be looked up, where this machine's boot can
+    be told apart (see :mod:`batchrun.sending.boot`): reserved a block ahead, then marked
+    as they are sent.
+
+    Ordering guarantee: before a row's request leaves, (1) its ``reserved`` entry, which
+    names the machine's boot, is committed and synced, in one transaction with the next
+    rows due (up to MARK_AHEAD, on the committer thread, as :class:`MarkedAhead` marks);
+    (2) its ``sending`` entry is committed, not synced, in one transaction with those of
+    every worker sending in the same turn of the job's loop. Its state once answered goes
+    into the next such transaction (within COMMIT_WINDOW, or at :meth:`commit_now`).
+
+    An unsynced commit outlives a killed process (the system holds it), not a power cut:
+    so a rerun on the same boot finds a reserved row never sent (no entry, it is sent),
+    and a rerun on another boot finds it unsure, as a marked one (its ``sending`` entry
+    may have been lost). A killed job leaves "may exist" only the rows whose request may
+    have been in flight, as :class:`~batchrun.sending.as_sent.MarkedAsSent` does, for a
+    synced transaction per MARK_AHEAD rows instead of one per turn of the loop. After a
+    power cut, up to MARK_AHEAD rows reserved and never sent may exist to the rerun.
+    """
+
+    __slots__ = ("_boot", "_flush_at", "_turn", "_turn_at", "_turn_done", "reserved")
+
+    def __init__(
+        self,
+        writes: JournalWrites,
+        due: Iterable[RowResult],
+        takes: Callable[[RowResult], bool],
+        boot: str,
+    ) -> None:
+        super().__init__(writes, due, takes)
+        self._boot = boot
+        # Rows whose reservation is committed.
+        self.reserved: set[int] = set()
+        # Rows to mark ``sending`` at the end of this turn of the loop, and who waits.
+        self._turn: list[RowResult] = []
+        self._turn_done: asyncio.Future[None] | None = None
+        self._turn_at: asyncio.Handle | None = None
+        self._flush_at: asyncio.TimerHandle | None = None
+
+    def _counted(self, row: RowResult) -> bool:
+        return row.index in self.reserved or row.index in self.writes.marked
+
+    def _count(self, rows: list[RowResult]) -> None:
+        self.reserved.update(row.index for row in rows)
+
+    def _work(self, rows: list[RowResult]) -> Callable[[], None]:
+        boot = self._boot
+        entries = [(key, {**entry, "boot": boot}) for key, entry in self.writes.marks(rows)]
+        return functools.partial(self.writes.journal.mark_sending, entries, word=RESERVED)
+
+    async def mark(self, row: RowResult) -> None:
+        """Before ``row`` is sent: reserve it (or wait for its block), then mark it
+        ``sending`` with this turn's workers, and wait for that commit."""
+        if row.index not in self.reserved:
+            await super().mark(row)
+        self._turn.append(row)
+        if self._turn_done is None:
+            loop = asyncio.get_running_loop()
+            self._turn_done = loop.create_future()
+            self._turn_done.add_done_callback(retrieved)
+            self._turn_at = loop.call_soon(self._commit_turn)
+        await asyncio.shield(self._turn_done)
+
+    def _commit_turn(self) -> None:
+        """Commit this turn's ``sending`` marks, and the states buffered, here: unsynced,
+        it takes a few microseconds."""
+        rows, done = self._turn, self._turn_done
+        self._turn, self._turn_done, self._turn_at = [], None, None
+        assert done is not None
+        try:
+            marks = self.writes.marks(rows)
+            self.writes.journal.mark_sending(marks, synced=False)
+        except sqlite3.Error as error:
+            done.set_exception(error)  # none of these rows is sent
+            return
+        self.writes.marked_now(rows)
+        done.set_result(None)
+
+    def record(self, row: RowResult) -> None:
+        """A row's new state, committed with the next turn's marks, or within
+        COMMIT_WINDOW (or a kill would turn a finished row into one that "may exist")."""
+        super().record(row)
+        if self._flush_at is None and not self.writes.failed:
+            loop = asyncio.get_running_loop()
+            self._flush_at = loop.call_later(COMMIT_WINDOW, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        if self.writes.failed:
+            return
+        try:
+            self.writes.journal.flush()
+        except sqlite3.Error as error:
+            self.writes.fail(error)
+
+    def commit_now(self) -> None:
+        """At the end of the chunk: end the block commit under way, and commit the states
+        that wait, here. Marks of a turn not committed yet are dropped: their workers
+        were cut off, and their rows are not sent."""
+        super().commit_now()
+        if self._turn_at is not None:
+            self._turn_at.cancel()
+            if self._turn_done is not None:
+                self._turn_done.cancel()
+            self._turn, self._turn_done, self._turn_at = [], None, None
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+        self._flush()
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Block:
     """Rows marked ahead in one transaction: its commit on the committer thread, and the
@@ -198,153 +333,7 @@ class Block:
     done: asyncio.Future[None]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class InFlight:
-    """A group commit under way: what it commits, and who waits for it."""
-
-    commit: concurrent.futures.Future[None]
-    rows: list[RowResult]
-    done: asyncio.Future[None] | None
-
-
-class MarkedAsSent:
-    """Durability for rows whose answer cannot be looked up: marked as they are sent.
-
-    Ordering guarantee: before a row's request leaves, its ``sending`` entry is committed
-    and synced, in one transaction with the marks of every other worker sending within
-    COMMIT_WINDOW, or while the commit before is under way (the worker waits for that
-    commit). Its state once answered is committed by the next such transaction (within
-    COMMIT_WINDOW, or at :meth:`commit_now`), always after its ``sending`` entry, so a kill
-    leaves it ``sending`` ("may exist") only while its request may have been in flight. A
-    failed commit fails the marks waiting for it, so none of those rows is sent.
-
-    The commits run on a thread of their own, one at a time: the job's loop goes on
-    sending marked rows and taking answers while the disk syncs (SQLite lets go of the
-    GIL meanwhile), and the marks of that time make the next commit.
-    """
-
-    __slots__ = ("_commit_at", "_committer", "_in_flight", "_marked_now", "_to_mark", "writes")
-
-    def __init__(self, writes: JournalWrites) -> None:
-        self.writes = writes
-        self._to_mark: list[RowResult] = []
-        self._marked_now: asyncio.Future[None] | None = None
-        self._commit_at: asyncio.TimerHandle | None = None
-        self._committer: concurrent.futures.ThreadPoolExecutor | None = None
-        # The commit under way on the committer thread, if any.
-        self._in_flight: InFlight | None = None
-
-    async def mark(self, row: RowResult) -> None:
-        """Before ``row`` is sent: mark it in the next group commit, and wait for it."""
-        self._to_mark.append(row)
-        if self._marked_now is None:
-            self._marked_now = asyncio.get_running_loop().create_future()
-        self._commit_soon()
-        await asyncio.shield(self._marked_now)
-
-    def record(self, row: RowResult) -> None:
-        """A row's new state, committed with the next group commit (or a kill would turn a
-        finished row into one that "may exist")."""
-        self.writes.record(row)
-        if not self.writes.failed:
-            self._commit_soon()
-
-    def commit_now(self) -> None:
-        """At the end of the job: wait for the commit under way, then commit what waits
-        for the commit window, here."""
-        if self._commit_at is not None:
-            self._commit_at.cancel()
-            self._commit_at = None
-        if self._in_flight is not None:
-            concurrent.futures.wait([self._in_flight.commit])
-            self._ended(self._in_flight)
-        if self._committer is not None:
-            self._committer.shutdown(wait=True)
-            self._committer = None
-        rows, done = self._take()
-        try:
-            if rows:
-                self.writes.mark(rows)
-            elif not self.writes.failed:
-                self.writes.journal.flush()
-        except sqlite3.Error as error:
-            self._failed(done, error)
-            return
-        if done is not None and not done.done():
-            done.set_result(None)
-
-    def _commit_soon(self) -> None:
-        # While a commit is under way, what comes meanwhile waits for its end.
-        if self._commit_at is None and self._in_flight is None:
-            loop = asyncio.get_running_loop()
-            self._commit_at = loop.call_later(COMMIT_WINDOW, self._commit)
-
-    def _take(self) -> tuple[list[RowResult], asyncio.Future[None] | None]:
-        rows, done = self._to_mark, self._marked_now
-        self._to_mark, self._marked_now = [], None
-        if done is not None:
-            done.add_done_callback(_retrieved)
-        return rows, done
-
-    def _commit(self) -> None:
-        """Start one transaction for the marks and states of this moment, on the committer
-        thread: synced when it holds marks (which must outlive a power cut), as the
-        journal's batches otherwise."""
-        self._commit_at = None
-        rows, done = self._take()
-        try:
-            marks = self.writes.marks(rows) if rows else None
-        except sqlite3.Error as error:
-            self._failed(done, error)
-            return
-        if marks is None and self.writes.failed:
-            return
-        if self._committer is None:
-            self._committer = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix="batchrun-commit"
-            )
-        journal = self.writes.journal
-        work = journal.flush if marks is None else functools.partial(journal.mark_sending, marks)
-        in_flight = self._in_flight = InFlight(self._committer.submit(work), rows, done)
-        loop = asyncio.get_running_loop()
-        in_flight.commit.add_done_callback(
-            lambda _: loop.call_soon_threadsafe(self._committed, in_flight)
-        )
-
-    def _committed(self, in_flight: InFlight) -> None:
-        """Back on the job's loop: the commit started by :meth:`_commit` has ended. The
-        marks that came meanwhile are committed next, at once: they waited long enough."""
-        if self._in_flight is not in_flight:
-            return  # commit_now took its end already
-        self._ended(in_flight)
-        if self._to_mark:
-            self._commit()
-        elif self.writes.journal.pending:
-            self._commit_soon()
-
-    def _ended(self, in_flight: InFlight) -> None:
-        """Take the end of the commit ``in_flight``: its rows marked, or its error."""
-        self._in_flight = None
-        error = in_flight.commit.exception()
-        if error is None:
-            self.writes.marked_now(in_flight.rows)
-            if in_flight.done is not None and not in_flight.done.done():
-                in_flight.done.set_result(None)
-        elif isinstance(error, sqlite3.Error):
-            self._failed(in_flight.done, error)
-        else:
-            self._failed(in_flight.done, sqlite3.OperationalError(str(error)))
-
-    def _failed(self, done: asyncio.Future[None] | None, error: sqlite3.Error) -> None:
-        """A commit failed: the marks waiting for it fail (their rows are not sent), or,
-        without marks, the job stops."""
-        if done is not None and not done.done():
-            done.set_exception(error)
-        else:
-            self.writes.fail(error)
-
-
-def _retrieved(future: asyncio.Future[None]) -> None:
+def retrieved(future: asyncio.Future[None]) -> None:
     """Mark a group commit's outcome as seen, even if every waiter was cancelled."""
     if not future.cancelled():
         future.exception()

@@ -17,6 +17,8 @@ Each row is known by its key (see :func:`row_key`); its entry keeps the row's st
 ``sending`` is written (and committed, synced to disk) before the request leaves, so a
 crash at any point, power cut included,
 leaves either nothing (never sent) or ``sending`` (maybe sent: reconcile before re-sending).
+Rows whose answer cannot be looked up are ``reserved`` first, synced, a block ahead, and
+then marked ``sending`` without a sync (see :class:`~batchrun.sending.durability.ReservedAhead`).
 Rows are marked ``sending`` a block ahead, in one transaction, and later states are
 committed in batches; either way a crash can only leave rows ``sending``, never lose one.
 ``created`` means the run exists (its id is known) but was not followed to its end;
@@ -109,8 +111,8 @@ class Journal:
             raise
         self._pending: list[tuple[str, str, dict[str, Any] | None]] = []
         self._flushed_at = time.monotonic()
-        # Writes may come from a committer thread (see durability.MarkedAsSent) as well as
-        # the job's: one at a time, each taking the entries buffered so far.
+        # Writes may come from a committer thread (see durability, as_sent) as well as the
+        # job's: one at a time, each taking the entries buffered so far.
         self._writing = threading.RLock()
         # The states in force when the job began, by key (see lookup): built on first use.
         self._index: StateIndex | None = None
@@ -254,15 +256,27 @@ class Journal:
                 "INSERT OR IGNORE INTO meta VALUES (?, '1')", (f"fact:{self.job_id}:{fact}",)
             )
 
-    def mark_sending(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        """Record, durably and at once, that these rows are about to be sent.
+    def mark_sending(
+        self,
+        entries: Iterable[tuple[str, dict[str, Any]]],
+        *,
+        word: str = SENDING,
+        synced: bool = True,
+    ) -> None:
+        """Record, at once, that these rows are about to be sent (``word`` RESERVED: that
+        they may be, see :class:`batchrun.sending.durability.ReservedAhead`).
 
         Synced to disk (FULL) even though later states are not: a mark lost in a power
-        cut would let a rerun send a row again without looking for its run first.
+        cut would let a rerun send a row again without looking for its run first. Not
+        synced (``synced`` False) only where the row's reservation is, which stands in
+        for the mark after a power cut.
         """
-        marks = [(key, SENDING, result) for key, result in entries]
+        marks = [(key, word, result) for key, result in entries]
         with self._writing:
             self._pending.extend(marks)
+            if not synced:
+                self._flush()
+                return
             self._db.execute("PRAGMA synchronous=FULL")
             try:
                 self.flush()

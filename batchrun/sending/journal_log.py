@@ -20,6 +20,9 @@ from typing import Any
 
 import orjson
 
+from batchrun.sending.boot import boot_id
+from batchrun.sending.states import RESERVED
+
 CHECKPOINT_SECONDS = 0.25
 # Rows read from a table from before the log at once, and entries in one rewritten batch.
 COMPACT_BATCH_ENTRIES = 5_000
@@ -34,6 +37,15 @@ class Entry:
 
     state: str
     result: dict[str, Any]
+
+    @property
+    def never_sent(self) -> bool:
+        """A reservation made on this boot of the machine, its row never marked ``sending``
+        after it: the row was never sent (see :mod:`batchrun.sending.boot`)."""
+        if self.state != RESERVED:
+            return False
+        boot = self.result.get("boot")
+        return boot is not None and boot == boot_id()
 
 
 class Checkpointer:
@@ -143,7 +155,9 @@ class StateIndex:
             query = f"SELECT key, state, result FROM states WHERE key IN ({marks})"
             for key, state, result in self._db.execute(query, chunk):
                 if state != FORGOTTEN:
-                    found[key] = Entry(state, orjson.loads(result))
+                    entry = Entry(state, orjson.loads(result))
+                    if not entry.never_sent:
+                        found[key] = entry
         return found
 
     def close(self) -> None:

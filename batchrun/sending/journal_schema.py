@@ -69,6 +69,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE batch_parts ADD COLUMN requeued INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE batch_queue (job TEXT PRIMARY KEY, tokens INTEGER NOT NULL);
     """,
+    # No table changes: the log's entries may be ``reserved`` (see
+    # batchrun.sending.durability.ReservedAhead), which a batchrun from before would read
+    # as done; the version tells it to stop instead.
+    """
+    SELECT 1
+    """,
 )
 
 

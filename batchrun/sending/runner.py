@@ -27,8 +27,10 @@ from typing import Any, Protocol
 from batchrun.config import Settings
 from batchrun.endpoints import Endpoint
 from batchrun.report import Outcome, RowResult
+from batchrun.sending.as_sent import MarkedAsSent
+from batchrun.sending.boot import boot_id
 from batchrun.sending.control import Control, StopSending
-from batchrun.sending.durability import JournalWrites, MarkedAhead, MarkedAsSent
+from batchrun.sending.durability import JournalWrites, MarkedAhead, ReservedAhead
 from batchrun.sending.journal import Journal
 from batchrun.sending.lane_waits import LaneWaits
 from batchrun.sending.plan import JobPlan, held_reason
@@ -117,8 +119,15 @@ class Execution(LaneWaits):
         self._group: asyncio.TaskGroup | None = None
         self.writes = writes or JournalWrites(journal, self.control.abort)
         self.held = {} if held is None else held
-        self.ahead = MarkedAhead(self.writes, (r for r in plan.rows if r.index in plan.to_create))
-        self.as_sent = MarkedAsSent(self.writes)
+        due = [row for row in plan.rows if row.index in plan.to_create]
+        # Each strategy marks ahead only the rows it makes durable.
+        self.ahead = MarkedAhead(self.writes, due, sender.can_look)
+        boot = boot_id()
+        self.as_sent: MarkedAsSent | ReservedAhead = (
+            MarkedAsSent(self.writes)
+            if boot is None
+            else ReservedAhead(self.writes, due, lambda row: not sender.can_look(row), boot)
+        )
 
     def lanes(self) -> list[Lane]:
         """Lanes of the rows this job handles, ordered by each thread's first row."""
@@ -274,7 +283,7 @@ class Execution(LaneWaits):
             for _ in range(self.settings.concurrency):
                 self.queue.put_nowait(None)  # every worker ends
 
-    def durability(self, row: RowResult) -> MarkedAhead | MarkedAsSent:
+    def durability(self, row: RowResult) -> MarkedAhead | MarkedAsSent | ReservedAhead:
         """How ``row`` is made durable: marked a block ahead where what it makes can be
         looked up, else marked as it is sent (see :mod:`batchrun.sending.durability`)."""
         return self.ahead if self.sender.can_look(row) else self.as_sent

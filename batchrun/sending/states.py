@@ -17,7 +17,10 @@ States, and what the journal keeps of each (the journal's word for it)::
                    looks for its answer first (where it can be looked up)        (failed)
 
 A row is marked ``sending`` in the journal before its first request leaves: on disk, a
-marked row is UNSURE until its state is recorded.
+marked row is UNSURE until its state is recorded. A row whose answer cannot be looked up
+may be ``reserved`` first (see :class:`batchrun.sending.durability.ReservedAhead`): to a
+rerun on the same boot of the machine a reserved row was never sent (no entry); on
+another boot it may have been, and is UNSURE.
 
 Events, from every state they may happen in (:data:`TRANSITIONS`)::
 
@@ -41,6 +44,7 @@ from enum import StrEnum
 
 # The journal's words for its entries (see batchrun.sending.journal).
 SENDING, CREATED, DONE, FAILED = "sending", "created", "done", "failed"
+RESERVED = "reserved"
 
 
 class RowState(StrEnum):
@@ -157,7 +161,7 @@ HOLDS_LANE = frozenset({_S.UNSENT, _S.UNSURE, _S.FAILED_UNSURE})
 
 def from_journal(entry: str, ambiguous: bool) -> RowState:
     """The state of a row whose journal entry is ``entry`` (its result ``ambiguous``)."""
-    if entry == SENDING:
+    if entry in (SENDING, RESERVED):  # reserved on another boot: it may have been sent
         return _S.UNSURE
     if entry == CREATED:
         return _S.CREATED
