@@ -151,6 +151,16 @@ SETTINGS = {
             done_status="completed",
         ),
         Setting(
+            "chat",
+            ("--endpoint", "chat", "--reply", "--concurrency", "6"),
+            ("--latency", "250"),
+            chat_sheet,
+            "completion_id",
+            "finish_reason",
+            *CHAT,
+            reply=True,
+        ),
+        Setting(
             "chat-store",
             ("--endpoint", "chat", "--set", "store=true", "--reply", "--concurrency", "6"),
             ("--latency", "250"),
