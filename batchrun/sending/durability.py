@@ -290,12 +290,15 @@ class ReservedAhead(MarkedAhead):
             return
         self.writes.marked_now(rows)
         done.set_result(None)
+        if self._flush_at is not None:  # the states buffered went with the marks
+            self._flush_at.cancel()
+            self._flush_at = None
 
     def record(self, row: RowResult) -> None:
         """A row's new state, committed with the next turn's marks, or within
         COMMIT_WINDOW (or a kill would turn a finished row into one that "may exist")."""
         super().record(row)
-        if self._flush_at is None and not self.writes.failed:
+        if self._flush_at is None and self._turn_at is None and not self.writes.failed:
             loop = asyncio.get_running_loop()
             self._flush_at = loop.call_later(COMMIT_WINDOW, self._flush)
 
