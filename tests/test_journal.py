@@ -307,8 +307,13 @@ def test_a_journal_from_a_newer_batchrun_is_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     db.close()
-    with pytest.raises(JournalMismatch, match=r"newer batchrun.*--fresh"):
+    with pytest.raises(JournalMismatch, match=r"newer batchrun.*--journal") as refused:
         Journal(path, endpoint="http://sim/v1", source="in.csv")
+    # --fresh starts a new job in the same file, which is refused the same way: the
+    # message must not send the user there.
+    assert "--fresh" not in str(refused.value)
+    with pytest.raises(JournalMismatch, match=r"newer batchrun"):
+        Journal(path, endpoint="http://sim/v1", source="in.csv", fresh=True)
 
 
 def test_looking_up_rewrites_a_log_of_many_states_per_row(

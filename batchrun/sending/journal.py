@@ -126,8 +126,8 @@ class Journal:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise JournalMismatch(
-                f"the journal {self.path} was written by a newer batchrun; upgrade, "
-                "or pass --fresh to start over (or --journal another file)"
+                f"the journal {self.path} was written by a newer batchrun: upgrade "
+                "batchrun, or give --journal another file to start over"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
