@@ -299,7 +299,11 @@ class Summary:
             *([("made earlier, followed by this run", self.followed)] if self.followed else []),
             *([("left for the next run", self.left)] if self.left else []),
             *([("reconciled by this run", self.reconciled_now)] if self.reconciled_now else []),
-            *([("collected from batches", self.collected)] if self.collected else []),
+            *(
+                [("collected from batches", self.collected)]
+                if self.batch and self.collected
+                else []
+            ),
             *([("runs made although their create failed", self.ghosts)] if self.ghosts else []),
             *([("batches", self.batch)] if self.batch else []),
             ("started", _iso(self.finished_at - self.seconds)),

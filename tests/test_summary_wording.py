@@ -60,3 +60,14 @@ def test_rows_an_earlier_run_made_and_this_one_followed_are_named() -> None:
     assert summary.line().endswith(
         "this run: 2 sent, 3 made earlier and followed, 1 from the journal"
     )
+
+
+def test_the_summary_sheet_names_rows_collected_from_batches_only_for_a_batch_job() -> None:
+    # A direct job that sent 14 rows: nothing was collected from a batch.
+    direct = _summary(rows=14, outcomes={"ok": 14}, sent=14, collected=14)
+    names = [name for rows in direct.sections({}).values() for name, _ in rows]
+    assert "sent by this run" in names
+    assert "collected from batches" not in names
+    batch = _summary(rows=14, outcomes={"ok": 14}, collected=14, batch="1 completed")
+    names = [name for rows in batch.sections({}).values() for name, _ in rows]
+    assert "collected from batches" in names
