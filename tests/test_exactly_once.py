@@ -26,7 +26,7 @@ from batchrun.errors import ExitCode, UsageError
 from batchrun.jobs import run as run_job
 from batchrun.jobs import run_file
 from batchrun.sending import session
-from batchrun.sending.journal import Journal, default_journal_path
+from batchrun.sending.journal import Journal, default_journal_path, read_journal
 from batchrun.sending.judge import Verdict, judge
 from batchrun.simulator import RunningSimulator
 
@@ -535,6 +535,22 @@ def test_a_busy_thread_holds_no_worker_and_waits_once_for_all_its_rows(
     assert "still busy" in out[1]["error"] and out[1]["error"].startswith("not sent")
     assert all(row["error"].startswith("not sent") for row in out[2:4])
     assert report.summary.left == 3
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_rows_whose_retries_a_refused_connection_used_up_are_left_for_the_next_run(
+    tmp_path: Path, retries: int
+) -> None:
+    source = write_sheet(tmp_path / "in.csv", [(f"t_{n}", "hi") for n in range(5)])
+    settings = settings_for("http://127.0.0.1:9/v1", max_retries=retries)
+    report = run_file(source, tmp_path / "out.csv", settings)
+    out = read_rows(tmp_path / "out.csv")
+    assert report.summary.sent == 0 and report.summary.left == 5
+    assert [row["outcome"] for row in out] == ["not sent"] * 5
+    assert any("could not connect" in row["error"] for row in out)
+    # Nothing reached the server: no row failed, so the next run sends every one of them
+    # without --retry-failed.
+    assert not read_journal(default_journal_path(source))
 
 
 def test_rows_a_refused_connection_never_reached_are_not_counted_as_sent(tmp_path: Path) -> None:

@@ -170,6 +170,11 @@ class RowSender(Reconciling):
             failure=error.failure,
             rand=self._rand,
         )
+        if error.failure is Failure.CONNECT and not (decision.retry or decision.systemic):
+            # Its retries are used up, but it never reached the server: not a verdict on
+            # the row, the next run sends it (without --retry-failed).
+            row.fail(Outcome.NOT_SENT, f"not sent: {last}; rerun to send it", Event.LEFT)
+            return SETTLED
         return await self._after_failure(row, decision, last, {})
 
     async def _answered(self, row: RowResult, answer: Answer, tries: Tries) -> Step:
