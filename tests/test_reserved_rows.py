@@ -167,3 +167,52 @@ def test_after_a_reboot_the_rows_a_killed_job_reserved_may_exist_and_none_is_sen
     stats = sim.stats()
     assert stats["duplicate_responses"] == 0
     assert stats["responses_created"] == created + report.summary.sent
+
+
+def test_a_row_a_killed_job_may_have_sent_is_never_reserved_again(
+    make_simulator: Callable[..., RunningSimulator], tmp_path: Path
+) -> None:
+    # Every answer is held back after its response is made: a job is killed while its one
+    # worker waits for one.
+    sim = make_simulator(run_seconds=0, hang_rate=1.0, hang_seconds=2)
+    source = tmp_path / "p.csv"
+    args = command(source, tmp_path / "out.csv", sim.base_url, "--endpoint", "responses")
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+
+    def killed_while_in_flight(prompts: list[str], created: int) -> None:
+        with source.open("w", newline="", encoding="utf-8") as out:
+            csv.writer(out).writerows([["model", "input"], *(["gpt-4o", p] for p in prompts)])
+        job = subprocess.Popen([*args, "--concurrency", "1"], env=env, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while sim.stats()["responses_created"] < created and time.monotonic() < deadline:
+            time.sleep(0.01)
+        job.kill()
+        job.wait()
+        assert sim.stats()["responses_created"] == created
+
+    killed_while_in_flight(["p1", "p2", "p3"], created=1)  # p1 may have been sent
+    # A row added first: the block reserved for it takes the next rows due. p1 must keep
+    # its entry: a reservation over it would read as "never sent" on this boot.
+    killed_while_in_flight(["p0", "p1", "p2", "p3"], created=2)
+    settings = settings_for(sim.base_url, endpoint="responses", concurrency=2)
+    run_file(source, tmp_path / "out.csv", settings)
+    out = {row["input"]: row for row in read_rows(tmp_path / "out.csv")}
+    assert "may have been created" in out["p0"]["error"]
+    assert "may have been created" in out["p1"]["error"]  # before: sent a second time
+    assert (out["p2"]["outcome"], out["p3"]["outcome"]) == ("ok", "ok")
+    assert sim.stats()["duplicate_responses"] == 0
+    assert sim.stats()["responses_created"] == 4
+
+
+def test_only_rows_without_an_entry_may_be_reserved() -> None:
+    from batchrun.sending.journal import Entry
+    from batchrun.sending.plan import plan_job
+
+    rows = [RowResult(n, key=f"k{n}", body={"model": "m"}) for n in range(3)]
+    entries = {
+        "k1": Entry(SENDING, {"next": "send", "attempts": 1}),
+        "k2": Entry("failed", {"next": "retry", "attempts": 1, "outcome": "failed"}),
+    }
+    plan = plan_job(rows, entries, retry_failed=True, wait=False, can_look=lambda row: False)
+    assert plan.to_create == {0, 1, 2}
+    assert plan.no_entry == {0}

@@ -229,8 +229,11 @@ class ReservedAhead(MarkedAhead):
     and a rerun on another boot finds it unsure, as a marked one (its ``sending`` entry
     may have been lost). A killed job leaves "may exist" only the rows whose request may
     have been in flight, as :class:`~batchrun.sending.as_sent.MarkedAsSent` does, for a
-    synced transaction per MARK_AHEAD rows instead of one per turn of the loop. After a
-    power cut, up to MARK_AHEAD rows reserved and never sent may exist to the rerun.
+    synced transaction per MARK_AHEAD rows instead of one per turn of the loop. After the
+    machine starts again, up to MARK_AHEAD rows reserved and never sent may exist to the
+    rerun. Only rows without a journal entry may be reserved (``takes``): a reservation
+    replaces the entry, and one over a row that may have been sent would read as "never
+    sent" on this boot.
     """
 
     __slots__ = ("_boot", "_flush_at", "_turn", "_turn_at", "_turn_done", "reserved")

@@ -44,6 +44,9 @@ class JobPlan:
     to_create: set[int] = field(default_factory=set)
     to_follow: set[int] = field(default_factory=set)
     look_once: set[int] = field(default_factory=set)
+    # Rows to create that have no journal entry: the only ones that may be reserved (see
+    # batchrun.sending.durability.ReservedAhead), as a reservation replaces the entry.
+    no_entry: set[int] = field(default_factory=set)
     from_journal: int = 0
 
 
@@ -114,6 +117,7 @@ def _plan_row(
     entry = entries.get(row.key)
     if entry is None:
         plan.to_create.add(row.index)
+        plan.no_entry.add(row.index)
         return
     row.restore(entry.result, entry.state)
     action = action_for(entry, row, retry_failed=retry_failed, wait=wait, reply=reads_reply(row))

@@ -119,15 +119,20 @@ class Execution(LaneWaits):
         self._group: asyncio.TaskGroup | None = None
         self.writes = writes or JournalWrites(journal, self.control.abort)
         self.held = {} if held is None else held
+        # Each row's strategy, chosen once (see durability): every mark and state of a row
+        # goes through the one that marked it, whatever is learnt about the server later.
+        self._durability: dict[int, MarkedAhead | MarkedAsSent] = {}
         due = [row for row in plan.rows if row.index in plan.to_create]
-        # Each strategy marks ahead only the rows it makes durable.
-        self.ahead = MarkedAhead(self.writes, due, sender.can_look)
+        self.ahead = MarkedAhead(self.writes, due, lambda row: self.durability(row) is self.ahead)
         boot = boot_id()
-        self.as_sent: MarkedAsSent | ReservedAhead = (
-            MarkedAsSent(self.writes)
+        self.reserved = (
+            None
             if boot is None
-            else ReservedAhead(self.writes, due, lambda row: not sender.can_look(row), boot)
+            else ReservedAhead(
+                self.writes, due, lambda row: self.durability(row) is self.reserved, boot
+            )
         )
+        self.as_sent = MarkedAsSent(self.writes)
 
     def lanes(self) -> list[Lane]:
         """Lanes of the rows this job handles, ordered by each thread's first row."""
@@ -283,10 +288,21 @@ class Execution(LaneWaits):
             for _ in range(self.settings.concurrency):
                 self.queue.put_nowait(None)  # every worker ends
 
-    def durability(self, row: RowResult) -> MarkedAhead | MarkedAsSent | ReservedAhead:
-        """How ``row`` is made durable: marked a block ahead where what it makes can be
-        looked up, else marked as it is sent (see :mod:`batchrun.sending.durability`)."""
-        return self.ahead if self.sender.can_look(row) else self.as_sent
+    def durability(self, row: RowResult) -> MarkedAhead | MarkedAsSent:
+        """How ``row`` is made durable (see :mod:`batchrun.sending.durability`): marked a
+        block ahead where what it makes can be looked up; else reserved a block ahead where
+        it has no journal entry yet and the machine's boot is known; else marked as it is
+        sent. Chosen on first asking, then kept."""
+        strategy = self._durability.get(row.index)
+        if strategy is None:
+            if self.sender.can_look(row):
+                strategy = self.ahead
+            elif self.reserved is not None and row.index in self.plan.no_entry:
+                strategy = self.reserved
+            else:
+                strategy = self.as_sent
+            self._durability[row.index] = strategy
+        return strategy
 
     async def mark(self, row: RowResult) -> None:
         """Before ``row`` is first sent: mark it ``sending`` in the journal, durably."""
@@ -301,6 +317,8 @@ class Execution(LaneWaits):
         """At the end of the chunk: end the block commits under way, and commit what
         waits for the commit window."""
         self.ahead.commit_now()
+        if self.reserved is not None:
+            self.reserved.commit_now()
         self.as_sent.commit_now()
 
 
