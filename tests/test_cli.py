@@ -61,6 +61,7 @@ VALIDATE_OPTIONS = [
     "--no-run-tag",
     "--no-escape-formulas",
     "--quiet",
+    "--no-progress",  # validate shows no bar, but takes the flag: one set serves both
     "--config",
 ]
 SERVE_OPTIONS = [
@@ -120,6 +121,11 @@ def test_every_command_has_help_listing_its_documented_options(
     assert result.stdout.startswith("Usage: ")
     missing = sorted(set(documented) - options_in(result.stdout))
     assert missing == []
+
+
+def test_validate_help_lists_only_the_exit_codes_validate_can_give() -> None:
+    codes = batchrun_cli("validate", "--help").stdout.split("Exit codes:", 1)[1]
+    assert [line.split()[0] for line in codes.strip().splitlines()] == ["0", "1", "2", "4", "130"]
 
 
 def test_the_group_help_lists_every_command() -> None:

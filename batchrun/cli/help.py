@@ -22,6 +22,14 @@ Exit codes:
   75   --batch --no-wait: batches still running; run the same command again
   130  interrupted: journal kept, partial output written"""
 
+VALIDATE_EXIT_CODES = """\b
+Exit codes:
+  0    every row valid (a header with no rows counts)
+  1    some rows invalid
+  2    usage, input or config error
+  4    internal error (a bug): one line; --traceback shows where
+  130  interrupted"""
+
 SHEET_EXAMPLE = """\b
 Example sheet (threads.csv):
   thread_id,assistant_id,instructions,temperature,metadata.team
@@ -46,7 +54,7 @@ Example:
   batchrun validate threads.csv          writes threads.checked.csv
   batchrun validate prompts.csv --endpoint responses --batch-jsonl batch.jsonl
 
-{EXIT_CODES}"""
+{VALIDATE_EXIT_CODES}"""
 
 SERVE_EPILOG = """\b
 Example:

@@ -64,7 +64,7 @@ def sheet_options(command: F) -> F:
                 "-o",
                 "--output",
                 type=click.Path(path_type=Path),
-                help="Output file (.csv/.tsv/.xlsx/.jsonl); default INPUT.out.EXT"
+                help="Output file (.csv/.tsv/.xlsx/.jsonl/.parquet); default INPUT.out.EXT"
                 " (validate: INPUT.checked.EXT).",
             ),
             click.option(
@@ -138,6 +138,8 @@ def sheet_options(command: F) -> F:
                 is_flag=True,
                 help="No progress bar; the summary line only when a row is not ok.",
             ),
+            # validate shows no bar: taken there too, so one set of flags serves both.
+            click.option("--no-progress", is_flag=True, help="No progress bar."),
             traceback_option,
         ]
     ):
@@ -268,7 +270,6 @@ def run_options(command: F) -> F:
                 is_flag=True,
                 help="Send failed rows again (a new run where a run ended failed).",
             ),
-            click.option("--no-progress", is_flag=True, help="No progress bar."),
             click.option(
                 "--allow-insecure-http", is_flag=True, help="Allow plain http:// to other hosts."
             ),
