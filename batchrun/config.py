@@ -197,6 +197,12 @@ class Settings:
             return f"{self.endpoint} batch {where}"
         return where if self.endpoint == "runs" else f"{self.endpoint} {where}"
 
+    def masked(self, text: str) -> str:
+        """``text`` with the job's API key masked wherever it occurs."""
+        if self.api_key and self.api_key in text:
+            return text.replace(self.api_key, mask_key(self.api_key))
+        return text
+
     def check_sending(self) -> None:
         """Refuse to send without a key, or where the key could leak; called before any
         request."""
@@ -335,6 +341,11 @@ def _header_safe(variable: str, value: str | None) -> str | None:
 
 # Variables a key was read from, so an unexpected error message can be scrubbed of it.
 _KEY_VARIABLES: set[str] = {DEFAULT_API_KEY_ENV}
+
+
+def mask_key(key: str) -> str:
+    """``sk-abc...xyz`` -> ``sk-a***yz``: enough to recognise, too little to use."""
+    return f"{key[:4]}***{key[-2:]}" if len(key) > 12 else "***"
 
 
 def mask_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:

@@ -28,11 +28,10 @@ import pytest
 from aiohttp import web
 from loopback_server import CREATE_ROUTE, RUN_ROUTE, RunStore, serve_app
 
-from batchrun.config import Settings, environment_settings, mask_secrets
+from batchrun.config import Settings, environment_settings, mask_key, mask_secrets
 from batchrun.config_file import settings_toml
-from batchrun.jobs import run_file
+from batchrun.jobs import run_file, validate_file
 from batchrun.report import Summary
-from batchrun.sending.client import mask_key
 from batchrun.simulator import RunningSimulator
 
 MakeSimulator = Callable[..., RunningSimulator]
@@ -437,3 +436,21 @@ def test_a_live_endpoint_echoing_the_key_gets_it_masked_in_body_reply_and_files(
         (row,) = list(csv.DictReader(stream))
     masked = mask_key(canary)
     assert row["reply"] == f"your key is {masked}" and masked in row["body"]
+
+
+def test_a_cell_holding_the_key_is_masked_in_validates_request_column(
+    tmp_path: Path, canary: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(
+        f"thread_id,assistant_id,instructions\nthread_a,asst_1,my key is {canary}\n",
+        encoding="utf-8",
+    )
+    settings = Settings(**environment_settings({}, {"OPENAI_API_KEY": canary}))
+    validate_file(source, tmp_path / "checked.csv", settings)
+    text = (tmp_path / "checked.csv").read_text(encoding="utf-8")
+    assert f"my key is {mask_key(canary)}" in text  # the request column, masked
+    # The input's own cell comes back as it was written (the user's own text).
+    with (tmp_path / "checked.csv").open(newline="", encoding="utf-8") as stream:
+        (row,) = csv.DictReader(stream)
+    assert canary not in row["request"] and row["outcome"] == "ok"

@@ -269,5 +269,8 @@ def sent_body(row: RowResult, settings: Settings, tag: str | None = None) -> dic
 
 
 def request_text(row: RowResult, settings: Settings) -> str:
-    """The exact JSON that would be sent for ``row`` ("" for an invalid row)."""
-    return orjson.dumps(sent_body(row, settings)).decode() if row.body is not None else ""
+    """The exact JSON that would be sent for ``row`` ("" for an invalid row), the API key
+    masked should a cell hold it (it is never written out)."""
+    if row.body is None:
+        return ""
+    return settings.masked(orjson.dumps(sent_body(row, settings)).decode())

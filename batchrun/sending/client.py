@@ -21,7 +21,7 @@ import orjson
 import yarl
 
 from batchrun import __version__
-from batchrun.config import Settings
+from batchrun.config import Settings, mask_key
 from batchrun.sending.retry import Failure
 
 MAX_ANSWER_BYTES = 10 * 1024 * 1024
@@ -246,8 +246,3 @@ def env_proxy(url: yarl.URL) -> str | None:
     if not proxy or urllib.request.proxy_bypass(url.host or ""):
         return None
     return proxy
-
-
-def mask_key(key: str) -> str:
-    """``sk-abc...xyz`` -> ``sk-a***yz``: enough to recognise, too little to use."""
-    return f"{key[:4]}***{key[-2:]}" if len(key) > 12 else "***"
