@@ -94,6 +94,11 @@ class Settings:
         """How the user set option ``name``: its flag, or the variable or key it came from."""
         return self.sources.get(name, "--" + name.replace("_", "-"))
 
+    def column_named(self, key: str) -> str:
+        """How the user set the column of body field ``key``: ``--column KEY``, or the
+        config file's ``[columns]`` key."""
+        return self.sources.get(f"columns.{key}", f"--column {key}")
+
     def __post_init__(self) -> None:
         if self.endpoint not in ENDPOINTS:
             raise UsageError(f"--endpoint {self.endpoint}: use one of {', '.join(ENDPOINTS)}")

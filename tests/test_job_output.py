@@ -307,6 +307,29 @@ def test_a_bad_config_value_is_named_as_its_key_in_the_file(
 
 
 @pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ('thread_id = "nope"\n', "job.toml: [columns] thread_id=nope: no column named 'nope'"),
+        ('colour = "x"\n', "job.toml: [columns] colour=...: 'colour' is not a field"),
+    ],
+)
+def test_a_bad_column_in_the_config_file_is_named_as_its_key_there(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, columns: str, message: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("thread_id,assistant_id\nthread_a,asst_1\n", encoding="utf-8")
+    config = tmp_path / "job.toml"
+    config.write_text(f"[columns]\n{columns}", encoding="utf-8")
+    code, _, err = cli(capsys, "validate", str(source), "--config", str(config))
+    assert code == 2 and message in err
+    assert "--column" not in err  # a flag the user did not type
+    # The same mistake made with the flag is named as the flag.
+    key, value = columns.strip().replace('"', "").split(" = ")
+    code, _, err = cli(capsys, "validate", str(source), "--column", f"{key}={value}")
+    assert code == 2 and f"--column {key}=" in err
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--api-key", ""], "--api-key must not be empty (leave it unset to accept any key)"),

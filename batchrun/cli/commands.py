@@ -197,7 +197,11 @@ def _settings(ctx: click.Context, options: dict[str, Any]) -> Any:
             source = ctx.get_parameter_source(name)
             given = source not in (None, click.core.ParameterSource.DEFAULT)
             if name in ("columns", "set_values"):
-                values[name] = {**value, **(values.get(name) or {})}
+                flagged = values.get(name) or {}
+                values[name] = {**value, **flagged}
+                if name == "columns":
+                    for key in value.keys() - flagged.keys():
+                        sources[f"columns.{key}"] = f"{config_file}: [columns] {key}"
             elif name in CLI_ONLY_SETTINGS:
                 if not given:
                     options[name] = value

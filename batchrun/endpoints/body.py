@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,9 +121,11 @@ def plan_columns(
     set_values: Mapping[str, str] | None = None,
     *,
     source: object = "input",
+    column_named: Callable[[str], str] = lambda key: f"--column {key}",
 ) -> RowPlan:
     """Map the header to body fields of schema ``schema_name`` (v1, v2, responses, chat);
-    raises InputError/UsageError for sheet-wide problems."""
+    raises InputError/UsageError for sheet-wide problems. ``column_named`` says how the user set
+    the column of ``key`` (its flag, or the config file's key), for those messages."""
     fields = body_fields(schema_name)
     assistants = is_assistants(schema_name)
     known = (
@@ -144,12 +146,14 @@ def plan_columns(
         elif name in (*known, *extra, REQUEST_JSON) or _dotted(name, objects) is not None:
             renames[name] = value
         else:
-            raise UsageError(f"--column {name}=...: {name!r} is not a field of the request body")
+            raise UsageError(
+                f"{column_named(name)}=...: {name!r} is not a field of the request body"
+            )
 
     def found(name: str, header: str, *, given: bool) -> int | None:
         index = position.get(normalize_header(header))
         if index is None and given:
-            raise InputError(source, f"--column {name}={header}: no column named {header!r}")
+            raise InputError(source, f"{column_named(name)}={header}: no column named {header!r}")
         return index
 
     def column_of(name: str) -> int | None:

@@ -53,7 +53,12 @@ def make_plan(
 
     def plan(headers: Sequence[str]) -> RowPlan:
         return plan_columns(
-            headers, settings.schema, settings.columns, settings.set_values, source=source
+            headers,
+            settings.schema,
+            settings.columns,
+            settings.set_values,
+            source=source,
+            column_named=settings.column_named,
         )
 
     try:
