@@ -20,11 +20,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +57,51 @@ def settings_from(options: dict[str, Any]) -> Settings:
             close = difflib.get_close_matches(name, [*known, *ARGUMENT_ALIASES], n=1)
             hint = f"; did you mean {close[0]}=?" if close else ""
             raise UsageError(f"unknown argument {name}={hint}")
+        if (problem := _type_problem(name, given[name])) is not None:
+            raise UsageError(problem)
     with argument_words():
         return Settings(**environment_settings(given))
+
+
+# How an argument's type is worded when a value is not of it.
+_TYPE_WORDS = {bool: "True or False", int: "an int", float: "a float", str: "a str", Path: "a path"}
+
+
+def _type_problem(name: str, value: object) -> str | None:
+    """Why ``value`` is not of the type the Settings field ``name`` declares (None: it is,
+    or that type is not checked here): a wrong type is a UsageError, never a TypeError
+    from deep inside the job."""
+    hint = _settings_types()[name]
+    union = typing.get_origin(hint) in (types.UnionType, typing.Union)
+    kinds = [kind for kind in (typing.get_args(hint) if union else (hint,)) if kind is not None]
+    if value is None and (type(None) in kinds or not kinds):
+        return None
+    words = []
+    for kind in kinds:
+        if kind is type(None):
+            continue
+        if kind is bool:
+            fits = isinstance(value, bool)
+        elif kind in (int, float):
+            numbers = (int,) if kind is int else (int, float)
+            fits = isinstance(value, numbers) and not isinstance(value, bool)
+        elif kind is str:
+            fits = isinstance(value, str)
+        elif kind is Path:
+            fits = isinstance(value, (str, os.PathLike))
+        elif typing.get_origin(kind) is Mapping:
+            fits, kind = isinstance(value, Mapping), Mapping
+        else:
+            return None  # not a type checked here
+        if fits:
+            return None
+        words.append(_TYPE_WORDS.get(kind, "a mapping"))
+    return f"{name}= must be {' or '.join(words)}, not {type(value).__name__}"
+
+
+@functools.cache
+def _settings_types() -> dict[str, Any]:
+    return typing.get_type_hints(Settings)
 
 
 # Argument names a caller may write as the flag's name.

@@ -48,6 +48,13 @@ def test_run_frame_takes_set_and_column_as_their_flags_are_named() -> None:
         pytest.param(
             {"no_wait": True}, "no_wait=True applies to batch=True jobs only", id="booleans"
         ),
+        pytest.param({"prefix": 5}, "prefix= must be a str, not int", id="type-str"),
+        pytest.param({"concurrency": "8"}, "concurrency= must be an int, not str", id="type-int"),
+        pytest.param({"timeout": "3"}, "timeout= must be a float, not str", id="type-float"),
+        pytest.param({"wait": 1}, "wait= must be True or False, not int", id="type-bool"),
+        pytest.param(
+            {"columns": ["thread_id"]}, "columns= must be a mapping, not list", id="type-map"
+        ),
     ],
 )
 def test_library_errors_speak_in_argument_names(options: dict[str, object], message: str) -> None:
