@@ -83,7 +83,15 @@ def test_the_estimate_is_prompt_plus_maximum_output_at_the_price() -> None:
     assert estimate.text() == (
         f"250 prompt tokens + at most 2,000 output tokens; at most {dollars(most)} "
         "(1 row of models with no known price not counted) "
-        "(1 row names no maximum output: their output is not counted)"
+        "(1 row names no maximum output: its output is not counted)"
+    )
+
+
+def test_one_token_and_one_row_are_worded_in_the_singular() -> None:
+    estimate = Estimate()
+    estimate.add("someones-own-model", 1, 1)
+    assert estimate.text() == (
+        "1 prompt token + at most 1 output token; no known price for the model(s)"
     )
 
 

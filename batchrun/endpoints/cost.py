@@ -147,7 +147,7 @@ class Estimate:
         unbounded = sum(
             rows for model, (rows, _, most_out) in self.by_model.items() if most_out == 0
         )
-        text = f"{prompt:,} prompt tokens + at most {most:,} output tokens"
+        text = f"{_tokens(prompt, 'prompt')} + at most {_tokens(most, 'output')}"
         if unpriced == sum(counts[0] for counts in self.by_model.values()):
             return text + "; no known price for the model(s)"
         text += f"; at most {dollars(total)}"
@@ -157,6 +157,15 @@ class Estimate:
             what = "row" if unpriced == 1 else "rows"
             text += f" ({unpriced:,} {what} of models with no known price not counted)"
         if unbounded:
-            what = "row names" if unbounded == 1 else "rows name"
-            text += f" ({unbounded:,} {what} no maximum output: their output is not counted)"
+            what = (
+                "row names no maximum output: its"
+                if unbounded == 1
+                else "rows name no maximum output: their"
+            )
+            text += f" ({unbounded:,} {what} output is not counted)"
         return text
+
+
+def _tokens(count: int, kind: str) -> str:
+    """``1 prompt token``, ``2,400 prompt tokens``."""
+    return f"{count:,} {kind} token{'' if count == 1 else 's'}"
