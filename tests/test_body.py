@@ -177,6 +177,21 @@ def test_column_option_reads_a_field_from_another_header() -> None:
     assert (built.thread_id, built.body) == ("thread_9", {"assistant_id": "asst_9"})
 
 
+def test_a_column_given_to_a_field_no_longer_feeds_the_field_its_header_names() -> None:
+    plan = plan_columns(
+        ["thread_id", "assistant_id", "Instructions"],
+        "v2",
+        {"additional_instructions": "Instructions"},
+    )
+    built = assemble(plan, ["thread_9", "asst_9", "Be brief"])
+    assert built.body == {"assistant_id": "asst_9", "additional_instructions": "Be brief"}
+    # A prompt sheet's "Prompt" column would otherwise feed the JSON field ``prompt``.
+    plan = plan_columns(["model", "Prompt"], "responses", {"input": "Prompt"})
+    built = assemble(plan, ["gpt-4o-mini", "[URGENT] summarise this"])
+    assert built.problems == []
+    assert built.body == {"model": "gpt-4o-mini", "input": "[URGENT] summarise this"}
+
+
 def test_set_fills_only_empty_cells_and_parses_json_fields() -> None:
     body, _ = build(
         {"assistant_id": "", "tools": ""},

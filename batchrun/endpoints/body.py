@@ -150,11 +150,26 @@ def plan_columns(
                 f"{column_named(name)}=...: {name!r} is not a field of the request body"
             )
 
+    # A column --column gives to a field feeds that field only, not also the field its
+    # header happens to name: column -> the name that claimed it.
+    claimed = {
+        index: claimant
+        for claimant, header in (
+            *renames.items(),
+            *((FIELD_PREFIX + name, header) for name, header in field_renames.items()),
+        )
+        if (index := position.get(normalize_header(header))) is not None
+    }
+
+    def unclaimed(index: int | None, *names: str) -> int | None:
+        """``index``, unless --column gave that column to another name than ``names``."""
+        return None if index in claimed and claimed[index] not in names else index
+
     def found(name: str, header: str, *, given: bool) -> int | None:
         index = position.get(normalize_header(header))
         if index is None and given:
             raise InputError(source, f"{column_named(name)}={header}: no column named {header!r}")
-        return index
+        return index if given else unclaimed(index, name)
 
     def column_of(name: str) -> int | None:
         """The column of a shortcut, of ``thread_id`` or ``request_json``, or of a field
@@ -166,7 +181,7 @@ def plan_columns(
         too, unless a shortcut of the endpoint has that name (then the shortcut wins)."""
         if name in field_renames:
             return found(FIELD_PREFIX + name, field_renames[name], given=True)
-        explicit = position.get(normalize_header(FIELD_PREFIX + name))
+        explicit = unclaimed(position.get(normalize_header(FIELD_PREFIX + name)), name)
         plain = None if name in shortcuts else column_of(name)
         if explicit is not None and plain is not None and explicit != plain:
             raise InputError(
@@ -192,7 +207,7 @@ def plan_columns(
     sub_columns: dict[tuple[str, str], int] = {}
     for index, header in enumerate(headers):
         dotted = _dotted(str(header).strip(), objects, fold=True)
-        if dotted is not None:
+        if dotted is not None and unclaimed(index, str(header).strip()) is not None:
             sub_columns[dotted] = index
     for name in renames:
         dotted = _dotted(name, objects)
