@@ -192,6 +192,32 @@ def test_a_column_given_to_a_field_no_longer_feeds_the_field_its_header_names() 
     assert built.body == {"model": "gpt-4o-mini", "input": "[URGENT] summarise this"}
 
 
+def test_metadata_merges_key_by_key_from_request_json_up_to_the_dotted_cells() -> None:
+    row = {
+        "assistant_id": "asst_1",
+        "request_json": '{"metadata": {"z": "rj", "k": "rj", "s": "rj", "m": "rj"}}',
+        "metadata": '{"m": "cell", "d": "cell"}',
+        "metadata.d": "dotted",
+    }
+    set_values = {"metadata.s": "set", "metadata.k": "set", "metadata": '{"team": "x"}'}
+    body, problems = build(row, set_values=set_values)
+    assert problems == []
+    assert body is not None
+    # request_json < --set (object, then KEY) < the metadata cell < metadata.KEY cells
+    assert body["metadata"] == {
+        "z": "rj",
+        "k": "set",
+        "s": "set",
+        "m": "cell",
+        "team": "x",
+        "d": "dotted",
+    }
+    # Without dotted columns or --set metadata.KEY, the cell still lies over the rest.
+    body, _ = build({key: row[key] for key in ("assistant_id", "request_json", "metadata")})
+    assert body is not None
+    assert body["metadata"] == {"z": "rj", "k": "rj", "s": "rj", "m": "cell", "d": "cell"}
+
+
 def test_set_fills_only_empty_cells_and_parses_json_fields() -> None:
     body, _ = build(
         {"assistant_id": "", "tools": ""},

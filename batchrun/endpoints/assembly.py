@@ -14,6 +14,7 @@ from typing import Any
 
 from batchrun.endpoints.body import (
     CONVERSATION,
+    METADATA,
     REQUEST_JSON,
     THREAD_ID,
     THREAD_ID_PATTERN,
@@ -56,19 +57,27 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
                 body.update(base)
             else:
                 problems.append(Problem(REQUEST_JSON, "must be a JSON object"))
-    body.update(plan.defaults)
+    for name, value in plan.defaults.items():
+        body[name] = _over(body.get(name), value) if name == METADATA else value
     from_cells: set[str] = set()
+    # metadata merges key by key: what a row's metadata cell lies over (request_json's
+    # metadata under --set's), and the cell's own keys.
+    layers: tuple[dict[str, Any], dict[str, Any]] | None = None
     for name, index, kind in plan.field_columns:
         text = cells[index]
         if not text or text.isspace():
             continue
         try:
-            body[name] = CONVERTERS[kind](text)
+            value = CONVERTERS[kind](text)
         except CellError as error:
             problems.append(Problem(name, str(error)))
             body.pop(name, None)  # not a --set or request_json value the cell was meant to replace
-        else:
-            from_cells.add(name)
+            continue
+        if name == METADATA and isinstance(value, dict) and isinstance(body.get(name), dict):
+            layers = (body[name], value)
+            value = _over(*layers)
+        body[name] = value
+        from_cells.add(name)
     for name, index in plan.foreign_columns:
         if cells[index].strip():
             other = "v2" if plan.schema_name == "v1" else "v1"
@@ -80,7 +89,7 @@ def assemble(plan: RowPlan, cells: Sequence[str]) -> Assembled:
                 )
             )
     if plan.sub_columns or plan.sub_defaults:
-        _merge_sub_fields(plan, cells, body, problems, from_cells)
+        _merge_sub_fields(plan, cells, body, problems, from_cells, layers)
     if plan.message_columns:
         _add_messages(plan, cells, body, problems)
     if plan.thread_column is None and CONVERSATION in body:
@@ -110,12 +119,15 @@ def _merge_sub_fields(
     body: dict[str, Any],
     problems: list[Problem],
     from_cells: set[str],
+    layers: tuple[dict[str, Any], dict[str, Any]] | None,
 ) -> None:
     """Merge dotted cells (``metadata.KEY``, ``reasoning.effort``) and ``--set FIELD.KEY``
     values into their object fields.
 
     The row's cells win over ``--set``, which wins over ``request_json``: a field's own
     cell (``metadata``) beats ``--set metadata.KEY``, and dotted cells beat both.
+    ``layers``: the metadata a row's metadata cell was merged over (request_json's, then
+    --set's), which ``--set metadata.KEY`` beats, and the cell's own keys, which beat it.
     """
     cell_values: dict[str, dict[str, Any]] = {}
     for name, key, index, kind in plan.sub_columns:
@@ -135,7 +147,10 @@ def _merge_sub_fields(
         if not isinstance(base, dict):
             problems.append(Problem(name, f"must be a JSON object to merge {name}.* columns"))
             continue
-        if name in from_cells:
+        if name == METADATA and name in from_cells and layers is not None:
+            beneath, own = layers
+            body[name] = {**beneath, **defaults, **own, **pairs}
+        elif name in from_cells:
             body[name] = {**defaults, **base, **pairs}
         else:
             body[name] = {**base, **defaults, **pairs}
@@ -156,3 +171,10 @@ def _add_messages(
     first = [{"role": "system", "content": texts["system"]}] if "system" in texts else []
     last = [{"role": "user", "content": texts["user"]}] if "user" in texts else []
     body["messages"] = [*first, *messages, *last]
+
+
+def _over(under: Any, value: Any) -> Any:
+    """``value`` merged key by key over ``under`` where both are objects, else ``value``."""
+    if isinstance(under, dict) and isinstance(value, dict):
+        return {**under, **value}
+    return value
