@@ -104,6 +104,19 @@ def test_parquet_cells_are_assembled_from_their_text_and_written_to_csv_as_text(
     assert first["code"] == "00123"
 
 
+def test_a_float32_is_sent_as_written_and_a_text_keyed_map_as_an_object(tmp_path: Path) -> None:
+    source = tmp_path / "in.parquet"
+    table = typed_table(2)
+    table = table.append_column("temperature", pa.array([0.7, None], pa.float32()))
+    table = table.append_column(
+        "metadata", pa.array([[("team", "ops")], None], pa.map_(pa.string(), pa.string()))
+    )
+    pq.write_table(table, source)
+    request = validate_request(tmp_path, source)
+    assert '"temperature":0.7,' in request or '"temperature":0.7}' in request
+    assert '"metadata":{"team":"ops"' in request
+
+
 def validate_request(tmp_path: Path, source: Path) -> str:
     report = validate_file(
         source, tmp_path / "checked.parquet", settings_for("http://127.0.0.1:9/v1")

@@ -2,7 +2,8 @@
 
 Reading streams the file a record batch at a time (:data:`READ_BATCH_ROWS` rows), each
 cell the Python value Arrow gives (int, float, bool, str, tz-aware datetime, date,
-Decimal, list, dict; None for null). :func:`batchrun.sheets.cells.arrow_cell_text` gives
+Decimal, list, dict; None for null), a float32 at its shortest decimal and a map with text
+keys as a dict. :func:`batchrun.sheets.cells.arrow_cell_text` gives
 the text a body is assembled from, as for every other format.
 
 Writing appends one row group per call (a chunk of the job's rows) to a staged file that
@@ -16,6 +17,8 @@ pyarrow is imported here only, and only when a Parquet file is read or written.
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,12 +57,40 @@ def _rows(path: Path, stream: Any) -> Iterator[list[Any]]:
 
     try:
         for batch in stream.iter_batches(batch_size=READ_BATCH_ROWS):
-            columns = [column.to_pylist() for column in batch.columns]
+            columns = [_values(column) for column in batch.columns]
             yield from (list(row) for row in zip(*columns, strict=True))
     except pa.ArrowException as error:
         raise InputError(path, f"is not a readable Parquet file ({error})") from None
     finally:
         stream.close()
+
+
+def _values(column: pa.Array) -> list[Any]:
+    """A column's cells as Python values, as a person reads them: a float32 at the shortest
+    decimal that is that float32 (``0.7``, not ``0.699999988079071``), a map with text keys
+    as an object (``{"team": "ops"}``, not a list of pairs)."""
+    import pyarrow as pa
+
+    values: list[Any] = column.to_pylist()
+    kind = column.type
+    if pa.types.is_float32(kind) or pa.types.is_float16(kind):
+        return [_short_float(value, kind.bit_width) for value in values]
+    if pa.types.is_map(kind) and pa.types.is_string(kind.key_type):
+        return [None if pairs is None else dict(pairs) for pairs in values]
+    return values
+
+
+def _short_float(value: float | None, bits: int) -> float | None:
+    """The shortest decimal that reads back as the same ``bits``-wide float."""
+    if value is None or not math.isfinite(value):
+        return value
+    code = "e" if bits == 16 else "f"
+    exact = struct.pack(code, value)
+    for digits in range(1, 18):
+        short = float(f"{value:.{digits}g}")
+        if struct.pack(code, short) == exact:
+            return short
+    return value
 
 
 def result_type(name: str, number: bool) -> pa.DataType:
