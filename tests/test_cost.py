@@ -188,3 +188,20 @@ def test_each_models_rates_are_learnt_once_a_process(monkeypatch: pytest.MonkeyP
         rows = [RowResult(n, body={"model": "gpt-4o-mini"}, usage=usage) for n in range(4)]
         assert total_cost(rows, settings) == pytest.approx(4 * library_price("gpt-4o-mini", 10, 5))
     assert len(asked) <= 1  # none when an earlier test of this process learnt them
+
+
+def test_an_xlsx_cost_cell_shows_a_plain_decimal_never_an_exponent(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    import openpyxl
+
+    sim = make_simulator(run_seconds=0)
+    source = chat_sheet(tmp_path / "chat.csv", ["gpt-4o-mini"])
+    out = tmp_path / "out.xlsx"
+    run_file(source, out, settings_for(sim.base_url, endpoint="chat"))
+    sheet = openpyxl.load_workbook(out).worksheets[0]
+    header = [cell.value for cell in sheet[1]]
+    cost = sheet.cell(row=2, column=header.index("cost_usd") + 1)
+    assert isinstance(cost.value, float) and 0 < cost.value < 0.001
+    # General would show 3.27E-05; this shows 0.0000327.
+    assert cost.number_format == "#,##0.00##########"

@@ -63,6 +63,10 @@ _OPTIONS = {
 }
 
 
+# cost_usd: two decimals at least, as many more as a fraction of a cent needs.
+MONEY_FORMAT = "#,##0.00##########"
+
+
 class XlsxResultWriter:
     """Writes column chunks into one worksheet; see the module docstring for the rules."""
 
@@ -99,6 +103,9 @@ class XlsxResultWriter:
             datetime.timedelta: add({"num_format": "[h]:mm:ss"}),
         }
         self._number_formats: dict[int | str, Any] = {}
+        # Money as a plain decimal, never in General's exponent (3.27E-05): 0.0000327.
+        money = add({"num_format": MONEY_FORMAT})
+        self._result_formats = [money if name.endswith("cost_usd") else None for name in columns]
         # Sheets before the data sheet come first, as in the input; the rest follow it.
         others = handoff.other_sheets
         before = [o for o in others if o.position < handoff.data_sheet_index]
@@ -173,6 +180,7 @@ class XlsxResultWriter:
         laid_out = bool(
             handoff.number_formats or handoff.merged or handoff.hidden_rows or handoff.error_cells
         )
+        result_formats = self._result_formats
         for i in range(rows):
             row = first + i
             wrote = False
@@ -191,7 +199,7 @@ class XlsxResultWriter:
                 if value is None:
                     continue
                 if type(value) is float:
-                    write_number(row, col, value)
+                    write_number(row, col, value, result_formats[col])
                 else:
                     write_string(row, col, value)
                 wrote = True
