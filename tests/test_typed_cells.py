@@ -236,6 +236,23 @@ def test_the_default_sheet_is_the_first_visible_one(tmp_path: Path) -> None:
         read_rows(source, "nope")
 
 
+def test_a_chart_sheet_in_front_is_not_the_default_sheet(tmp_path: Path) -> None:
+    import openpyxl
+    from openpyxl.chart import BarChart, Reference
+
+    book = openpyxl.Workbook()
+    data = book.active
+    data.title = "Data"
+    data.append(["thread_id", "count"])
+    data.append(["thread_a", 3])
+    chart = BarChart()
+    chart.add_data(Reference(data, min_col=2, min_row=1, max_row=2), titles_from_data=True)
+    book.create_chartsheet("Chart", 0).add_chart(chart)  # where Excel puts a moved chart
+    source = tmp_path / "in.xlsx"
+    book.save(source)
+    assert read_rows(source)[1] == [["thread_a", "3"]]
+
+
 def test_merged_cells_fill_their_whole_range(tmp_path: Path) -> None:
     source = tmp_path / "in.xlsx"
     book = xlsxwriter.Workbook(str(source))

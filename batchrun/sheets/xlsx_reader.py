@@ -8,8 +8,9 @@ returns the value cached for formula cells). Cell values come back as calamine g
 writer can put them back typed; :func:`batchrun.sheets.cells.excel_cell_text` gives the
 text body assembly reads. The rules of this reader:
 
-- The default sheet is the first *visible* one. ``--sheet`` matches a name exactly, then
-  ignoring case and spaces, and only then as a 0-based index (a sheet named ``2`` wins).
+- The default sheet is the first *visible* worksheet (a chart sheet is no table).
+  ``--sheet`` matches a name exactly, then ignoring case and spaces, and only then as a
+  0-based index (a sheet named ``2`` wins).
 - The table starts at the first row that has a value and is not a title (one merged range
   across columns): that row is the header. ``--header-row N`` names it instead.
 - A merged range gives its value to every cell it covers, not only the top-left one.
@@ -78,7 +79,8 @@ def open_xlsx_sheet(
             names: list[str] = list(workbook.sheet_names)
             metadata = workbook.sheets_metadata
             visible = [m.visible == SheetVisibleEnum.Visible for m in metadata]
-            index = _sheet_index(path, names, visible, sheet)
+            tables = [m.typ == SheetTypeEnum.WorkSheet for m in metadata]
+            index = _sheet_index(path, names, visible, sheet, tables)
             # The sheet's cells are loaded into memory here; the file can be closed.
             data = workbook.get_sheet_by_index(index)
             for number, (name, meta) in enumerate(zip(names, metadata, strict=True)):
@@ -177,11 +179,21 @@ def _filled(
     return rows
 
 
-def _sheet_index(path: Path, names: list[str], visible: list[bool], sheet: str | int | None) -> int:
+def _sheet_index(
+    path: Path,
+    names: list[str],
+    visible: list[bool],
+    sheet: str | int | None,
+    tables: list[bool] | None = None,
+) -> int:
+    """The sheet to read: ``--sheet``'s, else the first visible worksheet (``tables``: which
+    sheets are worksheets, not chart sheets), else the first worksheet."""
     if not names:
         raise InputError(path, "has no worksheets")
     if sheet is None:
-        return visible.index(True) if any(visible) else 0
+        tables = tables or [True] * len(names)
+        shown = [i for i, table in enumerate(tables) if table and visible[i]]
+        return next(iter(shown), tables.index(True) if any(tables) else 0)
     if isinstance(sheet, int):
         if 0 <= sheet < len(names):
             return sheet
