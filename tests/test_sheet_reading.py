@@ -184,6 +184,30 @@ def test_an_xlsx_title_row_gets_the_header_row_hint(tmp_path: Path) -> None:
     )
 
 
+def test_a_table_on_another_sheet_than_the_first_gets_the_sheet_hint(tmp_path: Path) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    intro = book.active
+    intro.title = "Read me"
+    intro.append(["How to fill in this workbook"])
+    intro.append(["One row per thread on the Threads sheet."])
+    threads = book.create_sheet("Threads")
+    threads.append(["thread_id", "assistant_id"])
+    threads.append(["thread_1", "asst_1"])
+    source = tmp_path / "jobs.xlsx"
+    book.save(source)
+    with pytest.raises(InputError) as caught:
+        validate_file(source, None, settings())
+    assert str(caught.value).endswith("; sheet 'Threads' has them: pass --sheet 'Threads'")
+    # Named by the user, the sheet is the user's word: no hint of another.
+    with pytest.raises(InputError) as caught:
+        validate_file(source, None, settings(sheet="Read me"))
+    assert "--sheet" not in str(caught.value)
+    report = validate_file(source, tmp_path / "out.csv", settings(sheet="Threads"))
+    assert report.summary.exit_code == 0
+
+
 # --- JSONL numbers beyond a double -------------------------------------------------------------
 
 

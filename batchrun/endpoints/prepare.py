@@ -43,12 +43,14 @@ def make_plan(
     settings: Settings,
     source: object = "input",
     lower_rows: Sequence[tuple[int, list[str]]] = (),
+    other_headers: Sequence[tuple[str, list[str]]] = (),
 ) -> RowPlan:
     """The column plan for a sheet with these headers under ``settings``.
 
     ``lower_rows`` are the first rows below the header with their row numbers: when the
     header names nothing needed (no thread column, or no field at all) and one of these
-    does, the error says so and suggests ``--header-row``.
+    does, the error says so and suggests ``--header-row``. ``other_headers``, the first
+    row of the workbook's other worksheets by name, likewise suggest ``--sheet``.
     """
 
     def plan(headers: Sequence[str]) -> RowPlan:
@@ -69,6 +71,10 @@ def make_plan(
                 source,
                 f"{error.problem}; row {number} has the columns needed: pass --header-row {number}",
             ) from None
+        if (name := _other_sheet(other_headers, plan)) is not None:
+            raise InputError(
+                source, f"{error.problem}; sheet {name!r} has them: pass --sheet {name!r}"
+            ) from None
         raise
     if not _feeds_anything(found) and (number := _lower_header(lower_rows, plan)) is not None:
         raise InputError(
@@ -76,7 +82,22 @@ def make_plan(
             f"no column of its header names a field of the request; row {number} does:"
             f" pass --header-row {number} (a title above the table?)",
         )
+    if not _feeds_anything(found) and (name := _other_sheet(other_headers, plan)) is not None:
+        raise InputError(
+            source,
+            f"no column of its header names a field of the request; sheet {name!r} does:"
+            f" pass --sheet {name!r}",
+        )
     return found
+
+
+def _other_sheet(
+    sheets: Sequence[tuple[str, list[str]]], plan: Callable[[Sequence[str]], RowPlan]
+) -> str | None:
+    """The name of the first other worksheet whose first row makes a header feeding the
+    body."""
+    found = _lower_header([(i, cells) for i, (_, cells) in enumerate(sheets)], plan)
+    return None if found is None else sheets[found][0]
 
 
 def _feeds_anything(plan: RowPlan) -> bool:

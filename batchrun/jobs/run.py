@@ -102,7 +102,7 @@ def _run_file(
         raise UsageError(
             f"-o {target}: {counted:,} rows do not fit a worksheet; write .csv, .jsonl or .parquet"
         )
-    plan = make_plan(headers, settings, sheet.source, sheet.preview)
+    plan = make_plan(headers, settings, sheet.source, sheet.preview, sheet.other_headers)
     preparer = RowPreparer(plan, settings, sheet.cell_problems)
     notes = sheet_notes(headers, job, plan)
     for note in notes:

@@ -61,7 +61,7 @@ def validate_file(
     sheet = open_input(source, settings)
     header = sheet.headers
     check_names(header, job, "validate")
-    plan = make_plan(header, settings, sheet.source, sheet.preview)
+    plan = make_plan(header, settings, sheet.source, sheet.preview, sheet.other_headers)
     notes = sheet_notes(header, job, plan)
     for note in notes:
         (notice or silent)(note)

@@ -145,6 +145,9 @@ class Sheet:
     # The first rows below the header, as (row number a spreadsheet shows, text cells):
     # where a header lower down can be found when this one names nothing needed.
     preview: list[tuple[int, list[str]]] = field(default_factory=list)
+    # The first row of each other visible worksheet, by name, where the sheet read was
+    # the default one: where the table may be when this sheet names nothing needed.
+    other_headers: list[tuple[str, list[str]]] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -154,6 +157,15 @@ class Sheet:
     def text_rows(self, rows: Iterable[list[Any]] | None = None) -> Iterator[list[str]]:
         """``rows`` (default: the sheet's own) as rows of text cells."""
         return text_rows(self.format, self.rows if rows is None else rows)
+
+
+def _first_row(rows: list[list[Any]]) -> list[str]:
+    """The first row of a worksheet that holds a value, as text cells."""
+    for row in rows:
+        cells = [excel_cell_text(cell) for cell in row]
+        if any(cell.strip() for cell in cells):
+            return cells
+    return []
 
 
 def text_rows(fmt: Format, rows: Iterable[list[Any]]) -> Iterator[list[str]]:
@@ -203,6 +215,7 @@ def open_sheet(
             (found.header_number + 1 + i, [excel_cell_text(cell) for cell in row])
             for i, row in enumerate(peeked)
         ]
+        others = [] if sheet is not None else found.handoff.other_sheets
         return Sheet(
             path,
             fmt,
@@ -212,6 +225,7 @@ def open_sheet(
             found.cell_problems,
             found.handoff,
             preview,
+            [(other.name, _first_row(other.rows)) for other in others if not other.hidden],
         )
     if fmt.name == "parquet":
         from batchrun.sheets.parquet import open_parquet
