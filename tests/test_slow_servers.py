@@ -111,6 +111,32 @@ def test_a_job_stopped_while_a_row_is_unsure_leaves_it_unsure_and_the_rerun_adop
     assert sim.stats()["chat_completions_created"] == 1
 
 
+def test_a_row_a_killed_job_left_in_flight_is_looked_for_until_made_not_sent_again(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    sim = make_simulator(run_seconds=0)
+    source = chat_rows(tmp_path / "chat.csv", 1)
+    out = tmp_path / "out.csv"
+    with holding_proxy(sim.base_url) as proxy:  # the server makes nothing until released
+        args = command(source, out, proxy.base_url, "--endpoint", "chat")
+        job = subprocess.Popen(args, env=ENV, stderr=subprocess.DEVNULL)
+        assert proxy.wait_until(lambda: proxy.posts >= 1), "the job never sent"
+        job.kill()  # kill -9 while the server is still making the completion
+        job.wait()
+        rerun = subprocess.Popen(args, env=ENV, stderr=subprocess.PIPE, text=True)
+        # The rerun looked for the row's completion and found none yet: it must look again
+        # (the server may still be at it), not send the row a second time.
+        assert proxy.wait_until(lambda: proxy.gets >= 2), "the rerun never looked again"
+        proxy.release()
+        proxy.drain()
+        _, stderr = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, stderr
+    (row,) = read_rows(out)
+    assert row["outcome"] == "ok" and "1 reconciled" in stderr
+    assert proxy.posts == 1  # before: 2, a second completion for the same row
+    assert sim.stats()["chat_completions_created"] == 1
+
+
 def test_a_row_left_unresolved_holds_back_the_later_rows_of_its_conversation_on_every_rerun(
     make_simulator: Make, tmp_path: Path
 ) -> None:

@@ -49,6 +49,10 @@ class Endpoint(abc.ABC):
     answers: ClassVar[str]
     # Whether the answer can say why it did not complete (a last_error column).
     has_last_error: ClassVar[bool] = True
+    # Whether what a create asked for is listed only once it is made whole (a chat
+    # completion, once generated): a row a killed job left in flight is then looked for
+    # until it may have been made, not once (see Reconciling._unsure_until).
+    listed_when_made: ClassVar[bool] = False
 
     @abc.abstractmethod
     def create_path(self, row: RowResult) -> str:

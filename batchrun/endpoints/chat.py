@@ -35,6 +35,7 @@ class Chat(Endpoint):
     answers = "completions"
     id_column, status_column = "completion_id", "finish_reason"
     has_last_error = False
+    listed_when_made = True
     usage_columns = (
         ("usage_prompt_tokens", "prompt_tokens"),
         ("usage_completion_tokens", "completion_tokens"),

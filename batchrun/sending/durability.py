@@ -1,20 +1,22 @@
 """How a job makes its rows durable: what is in the journal before a request may leave.
 
-Three strategies, chosen by whether what a row's request made can be looked up by its run
-tag (:meth:`~batchrun.endpoints.Endpoint.can_look`) and whether the machine's boot can be
-told apart (:mod:`batchrun.sending.boot`):
+Three strategies, chosen per row (``Execution.durability``) by whether it has a journal
+entry, whether the machine's boot can be told apart (:mod:`batchrun.sending.boot`) and
+whether what its request made can be looked up by its run tag
+(:meth:`~batchrun.endpoints.Endpoint.can_look`):
 
-- :class:`MarkedAhead` — it can (runs, stored chat completions): rows are marked
-  ``sending`` a block ahead, so a mark costs one transaction per block, and a row marked
-  but never sent costs a rerun only a read;
-- :class:`ReservedAhead` — it cannot (responses, chat without ``store``), and the machine's
-  boot can be told apart (Linux, macOS): such a row would fail as "may exist", so it is
-  reserved a block ahead (synced) and marked as it is sent (not synced: the mark outlives
-  a killed process, and the reservation a power cut); a row's state is committed as soon
+- :class:`ReservedAhead` — a row with no journal entry yet, where the machine's boot can be
+  told apart (Linux, macOS): reserved a block ahead (synced) and marked as it is sent (not
+  synced: the mark outlives a killed process, and the reservation a power cut), so a rerun
+  on the same boot knows which rows left and when; a row's state is committed as soon
   after its answer;
-- :class:`~batchrun.sending.as_sent.MarkedAsSent` — it cannot, on other systems: only rows
-  about to be sent are marked, those of every worker sending at this moment in one synced
-  transaction (a group commit), and a row's state is committed as soon after its answer.
+- :class:`MarkedAhead` — otherwise, where what it made can be looked up (runs, stored chat
+  completions): rows are marked ``sending`` a block ahead, so a mark costs one
+  transaction per block, and a row marked but never sent costs a rerun only a read;
+- :class:`~batchrun.sending.as_sent.MarkedAsSent` — otherwise (responses, chat without
+  ``store``): such a row would fail as "may exist", so only rows about to be sent are
+  marked, those of every worker sending at this moment in one synced transaction (a group
+  commit), and a row's state is committed as soon after its answer.
 
 All write through one :class:`JournalWrites`, which knows which rows are marked and
 whether the journal has failed (after which nothing more is written, nor sent).
@@ -65,12 +67,17 @@ class JournalWrites:
         self.journal.mark_sending(self.marks(rows))
         self.marked_now(rows)
 
-    def marks(self, rows: list[RowResult]) -> list[tuple[str, dict[str, Any]]]:
+    def marks(
+        self, rows: list[RowResult], *, stamp: bool = True
+    ) -> list[tuple[str, dict[str, Any]]]:
         """The ``sending`` entries of ``rows``, as :meth:`Journal.mark_sending` takes them
-        (raises when the journal failed before: nothing more may be marked)."""
-        now = time.time()
-        for row in rows:
-            row.sent_at = row.sent_at or now
+        (raises when the journal failed before: nothing more may be marked). ``stamp``:
+        the rows are sent from now on (their ``sent_at``, where a look starts and an unsure
+        row's wait is counted from); not for a reservation."""
+        if stamp:
+            now = time.time()
+            for row in rows:
+                row.sent_at = row.sent_at or now
         if self.failed:
             raise sqlite3.OperationalError("the journal failed before")
         return [(row.key or "", row.to_journal()) for row in rows]
@@ -213,9 +220,9 @@ class MarkedAhead:
 
 
 class ReservedAhead(MarkedAhead):
-    """Durability for rows whose answer cannot be looked up, where this machine's boot can
-    be told apart (see :mod:`batchrun.sending.boot`): reserved a block ahead, then marked
-    as they are sent.
+    """Durability for rows without a journal entry, where this machine's boot can be told
+    apart (see :mod:`batchrun.sending.boot`): reserved a block ahead, then marked as they
+    are sent.
 
     Ordering guarantee: before a row's request leaves, (1) its ``reserved`` entry, which
     names the machine's boot, is committed and synced, in one transaction with the next
@@ -263,7 +270,8 @@ class ReservedAhead(MarkedAhead):
 
     def _work(self, rows: list[RowResult]) -> Callable[[], None]:
         boot = self._boot
-        entries = [(key, {**entry, "boot": boot}) for key, entry in self.writes.marks(rows)]
+        marks = self.writes.marks(rows, stamp=False)
+        entries = [(key, {**entry, "boot": boot}) for key, entry in marks]
         return functools.partial(self.writes.journal.mark_sending, entries, word=RESERVED)
 
     async def mark(self, row: RowResult) -> None:

@@ -48,6 +48,8 @@ class Reconciling:
     reader: Reader
     job_id: str
     clock: Callable[[], float]
+    # How long after a request left the server may still be making what it asked for.
+    _creating_for: float
     # An answer made by this job (or one before it) whose create answer showed its tag:
     # read back, once, when a look needs to know whether the server keeps tags.
     tagged: tuple[RowResult, str] | None
@@ -133,9 +135,19 @@ class Reconciling:
             return SETTLED
         if verdict is Verdict.BUSY:
             return LaneBusy(str(run.get("id")))
-        if row.unsure and self.clock() < row.unsure_until:
-            return Unsure(row.unsure_until)  # absent, so far: the server may still be at it
+        if row.unsure and self.clock() < (until := self._unsure_until(row)):
+            return Unsure(until)  # absent, so far: the server may still be at it
         return SEND
+
+    def _unsure_until(self, row: RowResult) -> float:
+        """Until when an unsure row's request may still be making its answer: as this job
+        saw it leave; or, for a row a killed job left in flight (marked, never answered)
+        on an endpoint that lists an answer only once it is made, from when that job sent
+        it. (Elsewhere such a row is looked for once: the server made what it was asked
+        as it took the request.)"""
+        if row.unsure_until or not row.sent_at or not self.endpoint.listed_when_made:
+            return row.unsure_until
+        return row.sent_at + self._creating_for
 
     def _unsure_reason(self, row: RowResult, judgement: Judgement) -> str:
         before = row.error or (f"HTTP {row.status}" if row.status else "no answer")

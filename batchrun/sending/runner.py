@@ -289,16 +289,16 @@ class Execution(LaneWaits):
                 self.queue.put_nowait(None)  # every worker ends
 
     def durability(self, row: RowResult) -> MarkedAhead | MarkedAsSent:
-        """How ``row`` is made durable (see :mod:`batchrun.sending.durability`): marked a
-        block ahead where what it makes can be looked up; else reserved a block ahead where
-        it has no journal entry yet and the machine's boot is known; else marked as it is
-        sent. Chosen on first asking, then kept."""
+        """How ``row`` is made durable (see :mod:`batchrun.sending.durability`): reserved a
+        block ahead where it has no journal entry yet and the machine's boot is known;
+        else marked a block ahead where what it makes can be looked up; else marked as it
+        is sent. Chosen on first asking, then kept."""
         strategy = self._durability.get(row.index)
         if strategy is None:
-            if self.sender.can_look(row):
-                strategy = self.ahead
-            elif self.reserved is not None and row.index in self.plan.no_entry:
+            if self.reserved is not None and row.index in self.plan.no_entry:
                 strategy = self.reserved
+            elif self.sender.can_look(row):
+                strategy = self.ahead
             else:
                 strategy = self.as_sent
             self._durability[row.index] = strategy
