@@ -134,6 +134,8 @@ class Quirks:
     ids: Literal["hex", "prefixed"] = "hex"
     float_timestamps: bool = False
     metadata: Literal["keep", "empty", "absent"] = "keep"
+    # False: the runs list leaves metadata out, though each run read by itself shows it.
+    list_metadata: bool = True
     unset_metadata: Literal["empty", "null", "absent"] = "empty"
     # Creates received and never answered.
     hold_threads: frozenset[str] = frozenset()
@@ -460,6 +462,9 @@ class CompatibleServer:
             return self._unprocessable(issues)
         thread = self._thread(request.match_info["thread_id"], self.clock())
         runs = [self._run_json(run) for run in thread.runs]
+        if not self.quirks.list_metadata:
+            for run in runs:
+                run.pop("metadata", None)
         return web.json_response(_page(runs, **paging))
 
     def _get_run(self, request: web.Request, raw: bytes) -> web.Response:

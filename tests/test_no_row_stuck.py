@@ -41,7 +41,9 @@ def write_sheet(path: Path, threads: list[str], instructions: str = "hi") -> Pat
 
 def run(tmp_path: Path, base_url: str, **options: Any) -> tuple[JobReport, list[dict[str, str]]]:
     report = run_file(
-        tmp_path / "in.csv", tmp_path / "out.csv", settings_for(base_url, timeout=5, **options)
+        tmp_path / "in.csv",
+        tmp_path / "out.csv",
+        settings_for(base_url, **{"timeout": 5, **options}),
     )
     return report, read_rows(report.output)
 
@@ -135,6 +137,23 @@ def test_a_rows_run_behind_a_full_page_of_newer_runs_is_found_by_paging(tmp_path
     assert out[0]["run_id"] == mine["id"] and report.summary.reconciled == 1
     listed = [seen.path for seen in server.requests if seen.method == "GET"]
     assert len(listed) == 3 and "after=" in listed[-1]  # pages of 20 until the row's run
+
+
+def test_a_run_whose_tag_the_list_leaves_out_is_read_back_and_adopted_not_made_again(
+    tmp_path: Path,
+) -> None:
+    # t_2's run is stored, its answer never comes; the list shows runs without metadata,
+    # each run read by itself shows it (t_1's, read back, tells the job tags are kept).
+    write_sheet(tmp_path / "in.csv", ["t_1", "t_2"])
+    quirks = Quirks(
+        hold_threads=frozenset({"t_2"}), hold_when="after", list_metadata=False, run_seconds=0.0
+    )
+    with compatible_server(quirks) as (server, base_url):
+        report, out = run(tmp_path, base_url, concurrency=1, timeout=1)
+        assert [row["outcome"] for row in out] == ["ok", "ok"], out
+        assert out[1]["run_id"] == ours(server, "t_2")[0]["id"]
+        assert report.summary.reconciled == 1
+        assert server.runs_created == 2  # before: t_2 made again once its wait ran out
 
 
 # --- 3. a server that cannot look anything up ----------------------------------------------

@@ -19,13 +19,15 @@ from batchrun.endpoints import Endpoint
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.client import ApiClient
 from batchrun.sending.control import NO_LOOKUP, TAGS_KEPT, Control
-from batchrun.sending.judge import Judgement, Verdict, judge, tag_of
+from batchrun.sending.judge import Judgement, Verdict, judge, made_since, tag_of
 from batchrun.sending.reads import Reader
 from batchrun.sending.states import Event
 from batchrun.sending.steps import SEND, SETTLED, LaneBusy, Step, Unsure
 
 # Said once in the summary when rows could not be settled because no answer showed a tag
 # (left out when the job later sees the server keep its tags).
+# Answers read back by themselves in one look, where the list left their metadata blank.
+READ_BACK_BLANK = 3
 NO_METADATA_NOTE = (
     "the server does not return run metadata, so runs cannot be matched to rows; "
     "rows that may have been created were not re-sent"
@@ -94,7 +96,19 @@ class Reconciling:
             )
             return SETTLED
         self._observe_tags(found)
-        judgement = judge(
+        judgement = self._judge(row, found, tag, unsure)
+        if judgement.reason == "no metadata" and await self._tags_kept():
+            judgement = self._judge(row, found, tag, unsure)
+        if unsure and tag is not None and judgement.verdict is not Verdict.ADOPT:
+            read = await self._read_back_blank(row, found)
+            if read is not found:
+                judgement = self._judge(row, read, tag, unsure)
+        return self._apply(row, judgement)
+
+    def _judge(
+        self, row: RowResult, found: list[dict[str, Any]], tag: str | None, unsure: bool
+    ) -> Judgement:
+        return judge(
             found,
             tag=tag,
             unsure=unsure,
@@ -103,17 +117,6 @@ class Reconciling:
             tags_seen=self.control.tags_seen,
             clock_gap=self.reader.clock_gap,
         )
-        if judgement.reason == "no metadata" and await self._tags_kept():
-            judgement = judge(
-                found,
-                tag=tag,
-                unsure=unsure,
-                sent_at=row.sent_at,
-                superseded=row.superseded,
-                tags_seen=True,
-                clock_gap=self.reader.clock_gap,
-            )
-        return self._apply(row, judgement)
 
     def can_look(self, row: RowResult) -> bool:
         """Whether what the row's request made can be looked up: by its endpoint, on a
@@ -171,6 +174,32 @@ class Reconciling:
         """Runs as read back (listed, or retrieved): a tag among them is a tag kept."""
         if not self.control.tags_seen and any(tag_of(run) is not None for run in found):
             self.control.learn(TAGS_KEPT)
+
+    async def _read_back_blank(
+        self, row: RowResult, found: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """``found`` with each answer that may be the row's and whose listed metadata is
+        blank (absent, null, ``{}``) read back by itself: a server may leave metadata out
+        of its list but keep it on the answer, and a blank listed tag proves nothing of
+        whose the answer is. Only once the server is known to keep tags (before, such
+        answers leave the row unsure anyway). At most READ_BACK_BLANK reads a look."""
+        if not self.control.tags_seen:
+            return found
+        blank = [
+            index
+            for index, answer in enumerate(found)
+            if not answer.get("metadata")
+            and isinstance(answer.get("id"), str)
+            and made_since(answer, row.sent_at, self.reader.clock_gap)
+        ][:READ_BACK_BLANK]
+        if not blank:
+            return found
+        found = list(found)
+        for index in blank:
+            read = await self.reader.read(self.endpoint.follow_path(row, found[index]["id"]))
+            if read is not None and read.status == 200 and isinstance(read.data, dict):
+                found[index] = read.data
+        return found
 
     async def _tags_kept(self) -> bool:
         """Whether the server keeps run tags: known, or learnt now by reading back, once a
