@@ -195,7 +195,7 @@ class Settings:
     def destination(self) -> str:
         """What the journal remembers as "where rows were sent": the endpoint kind (for
         the live endpoints) and the base URL, or the simulator."""
-        where = SIMULATED_ENDPOINT if self.simulate else self.base_url.rstrip("/")
+        where = SIMULATED_ENDPOINT if self.simulate else _same_server(self.base_url)
         if self.batch:
             # Rows sent in batches are a job of their own: its rows wait in batches, which a
             # direct job of the same input must neither follow nor send again unasked.
@@ -346,6 +346,16 @@ def _header_safe(variable: str, value: str | None) -> str | None:
 
 # Variables a key was read from, so an unexpected error message can be scrubbed of it.
 _KEY_VARIABLES: set[str] = {DEFAULT_API_KEY_ENV}
+
+
+def _same_server(base_url: str) -> str:
+    """``HTTP://Host:8000/v1/`` -> ``http://host:8000/v1``: a base URL as the journal
+    knows it, the scheme and host in the case that does not matter (the path's does)."""
+    scheme, sep, rest = base_url.rstrip("/").partition("://")
+    if not sep:
+        return base_url.rstrip("/")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}"
 
 
 def mask_key(key: str) -> str:

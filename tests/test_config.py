@@ -134,3 +134,11 @@ def test_library_run_frame_sends_and_never_prints(capsys: pytest.CaptureFixture[
     assert out["status"].tolist() == [200, 200]
     assert out["run_status"].tolist() == ["completed", "completed"]
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_base_url_differing_only_in_the_case_of_scheme_or_host_is_the_same_job() -> None:
+    def destination(base_url: str) -> str:
+        return Settings(base_url=base_url, api_key="sk-test-0123456789").destination
+
+    assert destination("HTTPS://API.Example.com/v1/") == destination("https://api.example.com/v1")
+    assert destination("https://api.example.com/V1") != destination("https://api.example.com/v1")
