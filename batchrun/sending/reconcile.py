@@ -24,10 +24,10 @@ from batchrun.sending.reads import Reader
 from batchrun.sending.states import Event
 from batchrun.sending.steps import SEND, SETTLED, LaneBusy, Step, Unsure
 
-# Said once in the summary when rows could not be settled because no answer showed a tag
-# (left out when the job later sees the server keep its tags).
 # Answers read back by themselves in one look, where the list left their metadata blank.
 READ_BACK_BLANK = 3
+# Said once in the summary when rows could not be settled because no answer showed a tag
+# (left out when the job later sees the server keep its tags).
 NO_METADATA_NOTE = (
     "the server does not return run metadata, so runs cannot be matched to rows; "
     "rows that may have been created were not re-sent"
