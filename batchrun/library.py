@@ -73,7 +73,7 @@ def _type_problem(name: str, value: object) -> str | None:
     from deep inside the job."""
     hint = _settings_types()[name]
     union = typing.get_origin(hint) in (types.UnionType, typing.Union)
-    kinds = [kind for kind in (typing.get_args(hint) if union else (hint,)) if kind is not None]
+    kinds = list(typing.get_args(hint) if union else (hint,))
     if value is None and (type(None) in kinds or not kinds):
         return None
     words = []
