@@ -215,6 +215,7 @@ class CompatibleServer:
         # Test hook: (status, message, type) answered to every create, as a server whose
         # own backend is down does (e.g. 400 "No connected db."); None: off.
         self.refuse_creates: tuple[int, str, str] | None = None
+        self.fail_lists = False  # True: every runs list answers 500
         self.held = threading.Event()  # a create in hold_threads arrived (and is held)
         self._holds = 0
 
@@ -457,6 +458,8 @@ class CompatibleServer:
         return web.json_response(self._run_json(run))
 
     def _list_runs(self, request: web.Request, raw: bytes) -> web.Response:
+        if self.fail_lists:
+            return web.json_response({"detail": "Internal Server Error"}, status=500)
         paging, issues = self._paging(request)
         if issues:
             return self._unprocessable(issues)

@@ -156,6 +156,23 @@ def test_a_run_whose_tag_the_list_leaves_out_is_read_back_and_adopted_not_made_a
         assert server.runs_created == 2  # before: t_2 made again once its wait ran out
 
 
+def test_a_row_whose_look_could_not_read_the_runs_says_its_run_may_exist(tmp_path: Path) -> None:
+    write_sheet(tmp_path / "in.csv", ["t_1"])
+    quirks = Quirks(hold_threads=frozenset({"t_1"}), hold_when="after", run_seconds=0.0)
+    with compatible_server(quirks) as (server, base_url):
+        server.fail_lists = True
+        _, out = run(tmp_path, base_url, timeout=1, max_retries=1)
+        (row,) = out
+        assert row["outcome"] == "not sent"
+        # Its request went out: the run may exist (before: "nothing was sent twice").
+        assert row["error"].startswith("not sent again: a run may have been created"), row
+        assert "never sent twice" in row["error"]
+        server.fail_lists = False
+        _, out = run(tmp_path, base_url, timeout=1, max_retries=1)
+        assert out[0]["outcome"] == "ok" and out[0]["run_id"] == ours(server, "t_1")[0]["id"]
+        assert server.runs_created == 1
+
+
 # --- 3. a server that cannot look anything up ----------------------------------------------
 
 

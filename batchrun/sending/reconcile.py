@@ -88,12 +88,14 @@ class Reconciling:
             return await self.look(row)
         if found is None:
             word = self.endpoint.answer_word
-            row.fail(
-                Outcome.NOT_SENT,
-                f"not sent: could not read the {word}s to check for a {word} already "
-                "created; rerun later (nothing was sent twice)",
-                Event.LEFT,
+            why = (
+                f"not sent again: a {word} may have been created and the {word}s could not "
+                f"be read to check; rerun to look for it again (it is never sent twice)"
+                if row.unsure
+                else f"not sent: could not read the {word}s to check for a {word} already "
+                "created; rerun later (nothing was sent twice)"
             )
+            row.fail(Outcome.NOT_SENT, why, Event.LEFT)
             return SETTLED
         self._observe_tags(found)
         judgement = self._judge(row, found, tag, unsure)
