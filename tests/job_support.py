@@ -4,6 +4,7 @@ and :func:`wait_for`, which waits for a state a job reaches instead of for a fix
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 import time
@@ -59,6 +60,19 @@ def wait_for(
 def counted(simulator: Any, at_least: int, counter: str = "runs_created") -> Callable[[], bool]:
     """A marker for :func:`wait_for`: the simulator's ``counter`` has reached ``at_least``."""
     return lambda: int(simulator.stats()[counter]) >= at_least
+
+
+def killed_once(simulator: Any, args: list[str], counter: str, at_least: int) -> int:
+    """Run the job ``args`` (with OPENAI_API_KEY set) and kill -9 it once the simulator's
+    ``counter`` reaches ``at_least``; the counter after the kill."""
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    job = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(counted(simulator, at_least, counter), f"{at_least} {counter}", process=job)
+    finally:
+        job.kill()
+        job.wait()
+    return int(simulator.stats()[counter])
 
 
 def signal_taken(process: subprocess.Popen[Any], signum: int) -> Callable[[], bool]:

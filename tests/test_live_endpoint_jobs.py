@@ -8,14 +8,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import send
-from job_support import TEST_KEY, command, read_rows, settings_for
+from job_support import TEST_KEY, command, killed_once, read_rows, settings_for
 
 from batchrun.jobs import run_file, validate_file
 from batchrun.report import Outcome, RowResult
@@ -380,17 +379,13 @@ def test_a_killed_responses_job_loses_no_result_and_sends_nothing_twice(
     sim = make_simulator(run_seconds=0, latency_ms=20)
     rows = [["gpt-4o", f"prompt {i}"] for i in range(300)]
     source = write_csv(tmp_path / "p.csv", ["model", "input"], rows)
-    args = command(source, tmp_path / "out.csv", sim.base_url, "--endpoint", "responses")
-    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
-    job = subprocess.Popen([*args, "--concurrency", "4"], env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while sim.stats()["responses_created"] < 40 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    job.kill()
-    job.wait()
-    created_before = sim.stats()["responses_created"]
+    args = command(
+        source, tmp_path / "out.csv", sim.base_url, "--endpoint", "responses", "--concurrency", "4"
+    )
+    created_before = killed_once(sim, args, "responses_created", 40)
     assert 40 <= created_before < 300
-    rerun = subprocess.run([*args, "--concurrency", "4"], env=env, capture_output=True, check=False)
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    rerun = subprocess.run(args, env=env, capture_output=True, check=False)
     assert rerun.returncode in (0, 1), rerun.stderr
     out = read_rows(tmp_path / "out.csv")
     maybe = [row for row in out if "may have been created" in row["error"]]

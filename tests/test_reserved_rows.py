@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import os
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from job_support import TEST_KEY, command, read_rows, settings_for
+from job_support import command, killed_once, read_rows, settings_for
 
 from batchrun.jobs import run_file
 from batchrun.report import RowResult
@@ -144,15 +141,10 @@ def test_after_a_reboot_the_rows_a_killed_job_reserved_may_exist_and_none_is_sen
 ) -> None:
     sim = make_simulator(run_seconds=0, latency_ms=20)
     source = write_prompts(tmp_path / "p.csv", 300)
-    args = command(source, tmp_path / "out.csv", sim.base_url, "--endpoint", "responses")
-    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
-    job = subprocess.Popen([*args, "--concurrency", "4"], env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while sim.stats()["responses_created"] < 40 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    job.kill()
-    job.wait()
-    created = sim.stats()["responses_created"]
+    args = command(
+        source, tmp_path / "out.csv", sim.base_url, "--endpoint", "responses", "--concurrency", "4"
+    )
+    created = killed_once(sim, args, "responses_created", 40)
     assert 40 <= created < 300
 
     boot("a-later-boot")  # as after a power cut: unsynced marks may be gone
@@ -176,19 +168,14 @@ def test_a_row_a_killed_job_may_have_sent_is_never_reserved_again(
     # worker waits for one.
     sim = make_simulator(run_seconds=0, hang_rate=1.0, hang_seconds=2)
     source = tmp_path / "p.csv"
-    args = command(source, tmp_path / "out.csv", sim.base_url, "--endpoint", "responses")
-    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    args = command(
+        source, tmp_path / "out.csv", sim.base_url, "--endpoint", "responses", "--concurrency", "1"
+    )
 
     def killed_while_in_flight(prompts: list[str], created: int) -> None:
         with source.open("w", newline="", encoding="utf-8") as out:
             csv.writer(out).writerows([["model", "input"], *(["gpt-4o", p] for p in prompts)])
-        job = subprocess.Popen([*args, "--concurrency", "1"], env=env, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while sim.stats()["responses_created"] < created and time.monotonic() < deadline:
-            time.sleep(0.01)
-        job.kill()
-        job.wait()
-        assert sim.stats()["responses_created"] == created
+        assert killed_once(sim, args, "responses_created", created) == created
 
     killed_while_in_flight(["p1", "p2", "p3"], created=1)  # p1 may have been sent
     # A row added first: the block reserved for it takes the next rows due. p1 must keep
