@@ -327,10 +327,9 @@ class ReservedAhead(MarkedAhead):
         that wait, here. Marks of a turn not committed yet are dropped: their workers
         were cut off, and their rows are not sent."""
         super().commit_now()
-        if self._turn_at is not None:
+        if self._turn_at is not None and self._turn_done is not None:  # set together
             self._turn_at.cancel()
-            if self._turn_done is not None:
-                self._turn_done.cancel()
+            self._turn_done.cancel()
             self._turn, self._turn_done, self._turn_at = [], None, None
         if self._flush_at is not None:
             self._flush_at.cancel()
