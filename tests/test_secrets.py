@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import json
 import os
 import pty
+import re
 import signal
 import struct
 import subprocess
 import sys
 import termios
 import time
+import urllib.parse
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -291,6 +294,65 @@ def test_a_server_echoing_the_key_gets_it_masked_in_every_column_and_file(
     if suffix == ".xlsx":  # the 40,000-character echoed bodies went whole to the sidecar
         sidecar = (tmp_path / "out.full.jsonl").read_text(encoding="utf-8")
         assert masked in sidecar
+
+
+def percent_lower(text: str) -> str:
+    """``text`` percent-encoded, with lower-case hex digits as some servers write them."""
+    return re.sub("%[0-9A-F]{2}", lambda code: code[0].lower(), urllib.parse.quote(text, safe=""))
+
+
+def escaped_echo_app(store: RunStore) -> web.Application:
+    """Echoes the bearer key as other servers write it: JSON-escaped (``\\/`` and
+    ``\\u002d``, as PHP's json_encode or an escaping serializer does) and percent-encoded
+    (a URL in an error message), never as written."""
+
+    def key(request: web.Request) -> str:
+        return request.headers.get("Authorization", "").removeprefix("Bearer ")
+
+    def json_escaped(text: str) -> str:
+        return text.replace("/", "\\/").replace("-", "\\u002d")
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        thread = request.match_info["thread_id"]
+        store.posts.append(thread)
+        body = await request.json()
+        if thread == "esc_url":
+            link = f"https://gateway.example/keys?k={percent_lower(key(request))}"
+            error = {"message": f"Key refused, see {link}", "type": "invalid_request_error"}
+            return web.json_response({"error": error}, status=400)
+        run = store.create(thread, body, instructions="KEY")
+        text = json.dumps(run).replace('"KEY"', f'"you sent {json_escaped(key(request))}"')
+        status = 400 if thread == "esc_400" else 200
+        if status == 400:
+            text = json.dumps({"error": {"message": "Bad key KEY"}})
+            text = text.replace("KEY", json_escaped(key(request)))
+        return web.Response(text=text, status=status, content_type="application/json")
+
+    app = web.Application()
+    app.add_routes([web.post(CREATE_ROUTE, create), web.get(CREATE_ROUTE, store.list_runs)])
+    return app
+
+
+def test_a_key_echoed_json_escaped_or_percent_encoded_is_masked_too(tmp_path: Path) -> None:
+    key = f"sk-proj/{uuid.uuid4().hex}+Zz=="  # a gateway's key: '/', '+' and '=' in it
+    forms = [key, urllib.parse.quote(key, safe=""), percent_lower(key)]
+    forms += [key.replace("/", "\\/"), key.replace("/", "\\/").replace("-", "\\u002d")]
+    store = RunStore()
+    threads = ["esc_ok", "esc_400", "esc_url"]
+    source = write_sheet(tmp_path / "in.csv", threads)
+    with serve_app(escaped_echo_app(store)) as base_url:
+        args = ["run", source.name, "-o", "out.csv", "--base-url", base_url, "--max-retries", "1"]
+        with Cli(args, cli_env("OPENAI_API_KEY", key), tmp_path, tty=False) as cli:
+            out, err, code = cli.finish()
+    assert code == 1, err
+    for form in forms:
+        assert form.encode() not in out + err
+        assert places_holding(tmp_path, form) == [], form
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as stream:
+        rows = {row["thread_id"]: row for row in csv.DictReader(stream)}
+    masked = mask_key(key)  # not vacuous: each echo arrived, masked where it belongs
+    assert rows["esc_ok"]["outcome"] == "ok" and masked in rows["esc_ok"]["body"]
+    assert masked in rows["esc_400"]["error"] and masked in rows["esc_url"]["error"]
 
 
 def test_a_redirect_never_carries_the_key_to_another_server(tmp_path: Path, canary: str) -> None:

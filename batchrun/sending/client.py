@@ -21,7 +21,7 @@ import orjson
 import yarl
 
 from batchrun import __version__
-from batchrun.config import Settings, mask_key
+from batchrun.config import Settings, mask_text
 from batchrun.sending.retry import Failure
 
 MAX_ANSWER_BYTES = 10 * 1024 * 1024
@@ -130,9 +130,7 @@ class ApiClient:
 
     def mask(self, text: str) -> str:
         """``text`` with the API key masked wherever it occurs."""
-        if self._key and self._key in text:
-            return text.replace(self._key, mask_key(self._key))
-        return text
+        return mask_text(text, self._key)
 
     def _url(self, path: str) -> yarl.URL | str:
         # A path of plain characters needs no encoding: building the URL from parts skips
