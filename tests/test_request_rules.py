@@ -215,6 +215,28 @@ def test_a_human_header_for_assistant_id_is_named_in_the_row_error_and_a_note(
     )
 
 
+@pytest.mark.parametrize(("header", "noted"), [("N", True), (" N ", True), (" n ", False)])
+def test_a_column_feeding_chats_n_by_a_header_written_otherwise_is_named_before_sending(
+    tmp_path: Path, header: str, noted: bool
+) -> None:
+    # A numbering column "N" matches the field n (headers match ignoring case): every row
+    # would ask for N answers, each charged. The note comes before the row is sent.
+    source = write_csv(tmp_path / "chat.csv", [header, "model", "user"], [["3", "gpt-4o", "Hi"]])
+    done = subprocess.run(
+        [sys.executable, "-m", "batchrun", "validate", str(source), "--endpoint", "chat"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OPENAI_API_KEY": TEST_KEY},
+        check=False,
+    )
+    note = (
+        f"note: column {header.strip()!r} is sent as n, the number of answers each row asks "
+        "for (each one charged): rename the column to keep it out of the request"
+    )
+    assert (note in done.stderr.splitlines()) is noted, done.stderr
+    assert done.stderr.startswith(note) is noted
+
+
 def test_every_field_gets_a_hint_and_a_column_that_feeds_a_field_gets_none(
     tmp_path: Path,
 ) -> None:

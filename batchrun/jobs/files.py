@@ -100,6 +100,14 @@ def sheet_notes(headers: list[str], job: Job, plan: RowPlan) -> tuple[str, ...]:
         f"column {header!r} looks like the field {name} but is not sent: {hint_text(name, header)}"
         for name, header in plan.hints
     ]
+    # Headers match fields ignoring case, so a numbering column "N" asks chat for N answers a
+    # row, each one charged: said before sending, unless the header is the field's own name.
+    notes += [
+        f"column {headers[index].strip()!r} is sent as n, the number of answers each row asks "
+        "for (each one charged): rename the column to keep it out of the request"
+        for name, index, _ in plan.field_columns
+        if name == "n" and headers[index].strip() != name and name not in job.settings.columns
+    ]
     if unsent := unsent_assistants_columns(headers, job.schema):
         notes.append(
             f"column(s) {', '.join(unsent)} are Assistants fields, not fields of --endpoint "
