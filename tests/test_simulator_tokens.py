@@ -50,6 +50,9 @@ def chat(text: str = "x" * 40, most: int = 90) -> dict[str, Any]:
             id="run-nested-text",
         ),
         pytest.param({"model": "m", "input": "abc"}, 1, id="no-max-output"),
+        pytest.param(
+            {"model": "m", "messages": [], "max_completion_tokens": 5, "n": 4}, 20, id="n-answers"
+        ),
     ],
 )
 def test_charged_tokens_are_prompt_characters_over_4_plus_max_output(

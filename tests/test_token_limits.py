@@ -326,6 +326,11 @@ def test_the_encoding_files_and_hashes_are_tiktokens_own() -> None:
         pytest.param({"max_tokens": 9}, 9, id="legacy"),
         pytest.param({"max_tokens": True}, 0, id="not-a-number"),
         pytest.param({}, 0, id="none"),
+        # Chat's n answers are each charged the maximum, as OpenAI's limiter counts them.
+        pytest.param({"max_completion_tokens": 8, "n": 3}, 24, id="n-answers"),
+        pytest.param({"max_completion_tokens": 8, "n": 1}, 8, id="one-answer"),
+        pytest.param({"max_completion_tokens": 8, "n": True}, 8, id="n-not-a-number"),
+        pytest.param({"n": 3}, 0, id="n-without-a-maximum"),
     ],
 )
 def test_the_most_output_tokens_a_request_asks_for(body: dict[str, Any], most: int) -> None:

@@ -21,7 +21,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 if TYPE_CHECKING:
     from tiktoken import Encoding
@@ -88,12 +88,18 @@ def _collect(value: Any, pieces: list[str]) -> None:
 
 
 def max_output_tokens(body: Mapping[str, Any]) -> int:
-    """The most output tokens a request asks for (0 when it names no maximum)."""
+    """The most output tokens a request asks for, over all its answers (chat's ``n``: the
+    maximum counts once an answer, as OpenAI charges it); 0 when it names no maximum."""
     for name in MAX_OUTPUT_FIELDS:
         value = body.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
+        if _positive(value):
+            answers = body.get("n")
+            return value * answers if _positive(answers) else value
     return 0
+
+
+def _positive(value: object) -> TypeGuard[int]:
+    return type(value) is int and value > 0
 
 
 def tiktoken_cache() -> Path | None:

@@ -73,13 +73,14 @@ def _characters(value: Any) -> int:
 
 def charged_tokens(body: Mapping[str, Any]) -> int:
     """What a create costs at admission: characters/4 of its prompt (rounded up) plus its
-    maximum output tokens (none when it states none)."""
+    maximum output tokens (none when it states none), once for each of chat's ``n`` answers."""
     characters = sum(_characters(body.get(name)) for name in PROMPT_FIELDS)
     most = 0
     for name in MAX_OUTPUT_FIELDS:
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            most = value
+            answers = body.get("n")
+            most = value * (answers if type(answers) is int and answers > 0 else 1)
             break
     return -(-characters // 4) + most
 
