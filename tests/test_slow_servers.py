@@ -15,10 +15,13 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from holding_proxy import holding_proxy
 from job_support import TEST_KEY, command, read_rows, settings_for
 
+from batchrun.cli.progress import ProgressBar
 from batchrun.jobs import run_file
+from batchrun.report import Outcome, RowResult
 from batchrun.simulator import RunningSimulator
 
 Make = Callable[..., RunningSimulator]
@@ -52,6 +55,43 @@ def test_a_slow_stored_chat_completion_is_looked_for_until_it_is_made_not_sent_a
     assert report.summary.reconciled == 3
     assert proxy.posts == 3  # each row asked once
     assert sim.stats()["chat_completions_created"] == 3
+
+
+class Events:
+    """A progress receiver that keeps every event with its row's index."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def start(self, total: int) -> None:
+        pass
+
+    def update(self, event: str, row: RowResult) -> None:
+        self.seen.append((event, row.index))
+
+
+def test_a_row_looked_for_again_is_told_to_the_progress_bar_until_it_is_done(
+    make_simulator: Make, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A rerun after a kill may look for such a row for minutes: the bar says why it stands.
+    sim = make_simulator(run_seconds=0)
+    source = chat_rows(tmp_path / "chat.csv", 1)
+    events = Events()
+    with holding_proxy(sim.base_url, hold=3.0) as proxy:
+        settings = settings_for(proxy.base_url, endpoint="chat", timeout=1.0)
+        run_file(source, tmp_path / "out.csv", settings, progress=events)
+    assert [row["outcome"] for row in read_rows(tmp_path / "out.csv")] == ["ok"]
+    assert events.seen == [("unsure", 0), ("created", 0), ("done", 0)]
+    bar = ProgressBar()
+    bar.start(1)
+    capsys.readouterr()
+    row = RowResult(index=0)
+    bar.update("unsure", row)
+    assert "looking=1" in capsys.readouterr().err
+    row.outcome = Outcome.OK
+    bar.update("done", row)
+    bar.close()
+    assert not bar.waiting
 
 
 def test_a_run_made_late_by_a_slow_server_is_adopted_not_made_twice(

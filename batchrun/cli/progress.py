@@ -10,13 +10,17 @@ from batchrun.report import Outcome, RowResult
 
 
 class ProgressBar:
-    """Rows done, ok and failed counts, created runs, rate and ETA, on stderr."""
+    """Rows done, ok and failed counts, created runs, rows waited for, rate and ETA, on
+    stderr."""
 
     def __init__(self) -> None:
         self._bar: tqdm[None] | None = None
         self.ok = 0
         self.failed = 0
         self.created = 0
+        # Rows whose answer may exist and is looked for again (a rerun after a kill may
+        # wait minutes for them): shown, so a bar that stands still says why.
+        self.waiting: set[int] = set()
 
     def start(self, total: int) -> None:
         """Open the bar for ``total`` rows, or add ``total`` more (the sheet's next chunk)."""
@@ -33,12 +37,23 @@ class ProgressBar:
         if event == "created":
             self.created += row.outcome is Outcome.OK
             return
+        if event == "unsure":
+            self.waiting.add(row.index)
+            self._bar.set_postfix(self._counts(), refresh=True)
+            return
+        self.waiting.discard(row.index)
         if row.outcome is Outcome.OK:
             self.ok += 1
         else:
             self.failed += 1
-        self._bar.set_postfix(runs=self.created, ok=self.ok, failed=self.failed, refresh=False)
+        self._bar.set_postfix(self._counts(), refresh=False)
         self._bar.update(1)
+
+    def _counts(self) -> dict[str, int]:
+        counts = {"runs": self.created, "ok": self.ok, "failed": self.failed}
+        if self.waiting:
+            counts["looking"] = len(self.waiting)
+        return counts
 
     def close(self) -> None:
         """Remove the bar (the summary line follows)."""

@@ -92,6 +92,8 @@ class LaneWaits:
         again after a pause (growing), until it is found or the server can no longer be
         at it. The lane's later rows wait; a job stopped first leaves the row unsure."""
         row = lane.row
+        if lane.looks == 0:
+            self.progress.update("unsure", row)
         try:
             left = unsure.until - self.sender.clock()
             pause = min(POLL_FIRST * 1.5**lane.looks, UNSURE_POLL_CAP, left)

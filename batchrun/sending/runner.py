@@ -48,7 +48,9 @@ class Progress(Protocol):
         for each chunk of the sheet as the job comes to it."""
 
     def update(self, event: str, row: RowResult) -> None:
-        """``event`` is ``"created"`` (a run exists) or ``"done"`` (the row is finished)."""
+        """``event`` is ``"created"`` (a run exists), ``"unsure"`` (what the row asked for
+        may exist and the server may still be making it: looked for again until found or
+        until it cannot be, nothing sent meanwhile) or ``"done"`` (the row is finished)."""
 
 
 class _Silent:
