@@ -9,10 +9,7 @@ password of a ``--limiter-url`` (shown masked).
 
 from __future__ import annotations
 
-import functools
 import os
-import re
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -20,6 +17,8 @@ from typing import Any
 
 from batchrun.endpoints.schema import API_VERSIONS, DEFAULT_API_VERSION
 from batchrun.errors import UsageError
+from batchrun.masking import mask_key as mask_key
+from batchrun.masking import mask_text
 from batchrun.report import human_value
 from batchrun.sending.urls import check_base_url, check_limiter_url, mask_url
 
@@ -357,48 +356,6 @@ def _same_server(base_url: str) -> str:
         return base_url.rstrip("/")
     host, slash, path = rest.partition("/")
     return f"{scheme.lower()}://{host.lower()}{slash}{path}"
-
-
-def mask_key(key: str) -> str:
-    """``sk-abc...xyz`` -> ``sk-a***yz``: enough to recognise, too little to use."""
-    return f"{key[:4]}***{key[-2:]}" if len(key) > 12 else "***"
-
-
-def mask_text(text: str, key: str | None) -> str:
-    """``text`` with ``key`` masked wherever it occurs: as written, and as a server may echo
-    it back, JSON-escaped (``\\/``, ``\\u002d``) or percent-encoded (``%2F``)."""
-    if not key:
-        return text
-    if key in text:
-        text = text.replace(key, mask_key(key))
-    if ("\\" in text or "%" in text) and key in _unescaped(text):
-        text = _echoed_forms(key).sub(mask_key(key), text)
-    return text
-
-
-def _unescaped(text: str) -> str:
-    """``text`` with JSON's escapes and percent-encoding undone, for a look for the key."""
-    text = _JSON_ESCAPE.sub(lambda match: chr(int(match[1], 16)), text).replace("\\/", "/")
-    return urllib.parse.unquote(text) if "%" in text else text
-
-
-_JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
-
-
-@functools.lru_cache(maxsize=8)
-def _echoed_forms(key: str) -> re.Pattern[str]:
-    """The key with each character as written, JSON-escaped or percent-encoded."""
-    return re.compile("".join(_char_forms(char) for char in key))
-
-
-def _char_forms(char: str) -> str:
-    forms = [re.escape(char), rf"\\u(?i:{ord(char):04x})"]
-    if char in '/"\\':
-        forms.append(re.escape("\\" + char))
-    encoded = urllib.parse.quote(char, safe="")
-    if encoded != char:
-        forms.append("".join(f"%(?i:{part})" for part in encoded.split("%")[1:]))
-    return f"(?:{'|'.join(forms)})"
 
 
 def mask_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:

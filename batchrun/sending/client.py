@@ -21,7 +21,8 @@ import orjson
 import yarl
 
 from batchrun import __version__
-from batchrun.config import Settings, mask_text
+from batchrun.config import Settings
+from batchrun.masking import mask_text
 from batchrun.sending.retry import Failure
 
 MAX_ANSWER_BYTES = 10 * 1024 * 1024
