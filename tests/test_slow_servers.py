@@ -173,6 +173,7 @@ def test_a_row_a_killed_job_left_in_flight_is_looked_for_until_made_not_sent_aga
     assert rerun.returncode == 0, stderr
     (row,) = read_rows(out)
     assert row["outcome"] == "ok" and "1 reconciled" in stderr
+    assert row["attempts"] == "1"  # the killed job's (before: 0, its count died with it)
     assert proxy.posts == 1  # before: 2, a second completion for the same row
     assert sim.stats()["chat_completions_created"] == 1
 

@@ -224,6 +224,9 @@ class Reconciling:
         self.endpoint.settle(row, run, wait=self.settings.wait)  # settles the row's state
         if reconciled:
             row.reconciled = True
+            # Found, so a create went out, whichever job's (a killed job marked the row
+            # before its attempt was counted).
+            row.attempts = max(row.attempts, 1)
             row.status = 200
             row.response = self.client.mask(orjson.dumps(run).decode())
             if failed_answer is not None:
