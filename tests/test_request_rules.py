@@ -63,6 +63,43 @@ def test_a_chat_row_with_a_negative_token_maximum_is_invalid_and_never_sent(
     assert answer.json["error"]["param"] == "max_tokens"
 
 
+def test_a_chat_row_not_stored_carries_no_metadata_and_no_run_tag(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    # OpenAI refuses metadata on a chat completion it does not store ("The 'metadata'
+    # parameter is only allowed when 'store' is enabled."): before, every such row was sent
+    # with the run tag in metadata, and all of them would have been refused.
+    sim = make_simulator(run_seconds=0)
+    source = write_csv(
+        tmp_path / "chat.csv",
+        ["model", "user", "store", "metadata.customer"],
+        [["gpt-4o", "Hi", "", ""], ["gpt-4o", "Ho", "true", "ACME"], ["gpt-4o", "Hu", "", "B"]],
+    )
+    settings = settings_for(sim.base_url, endpoint="chat")
+    lines = tmp_path / "batch.jsonl"
+    validate_file(source, tmp_path / "checked.csv", settings, batch_jsonl=lines)
+    requests = [json.loads(row["request"] or "{}") for row in read_rows(tmp_path / "checked.csv")]
+    assert "metadata" not in requests[0]
+    assert set(requests[1]["metadata"]) == {"customer", "batchrun_key"}
+    batched = [json.loads(line)["body"] for line in lines.read_text().splitlines()]
+    assert ["metadata" in body for body in batched] == [False, True]
+    run_file(source, tmp_path / "out.csv", settings)
+    rows = read_rows(tmp_path / "out.csv")
+    assert [row["outcome"] for row in rows] == ["ok", "ok", "invalid"], rows
+    assert rows[2]["error"].startswith("metadata: is only allowed when store is true")
+    assert chat_posts(sim) == 2
+    # The simulator refuses it as the service does, in its words.
+    messages = [{"role": "user", "content": "Hi"}]
+    for extra in ({}, {"store": False}):
+        body = {"model": "gpt-4o", "messages": messages, "metadata": {"k": "v"}, **extra}
+        answer = send(sim.base_url, "POST", "/chat/completions", body)
+        assert answer.status == 400
+        assert answer.json["error"]["param"] == "metadata"
+        assert answer.json["error"]["message"] == (
+            "The 'metadata' parameter is only allowed when 'store' is enabled."
+        )
+
+
 # --- a column that names both a field and a shortcut -----------------------------------------
 
 

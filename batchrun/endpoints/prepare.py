@@ -23,7 +23,7 @@ from batchrun.endpoints.body import (
     used_columns,
 )
 from batchrun.endpoints.problems import Problem
-from batchrun.endpoints.rules import RUN_TAG_KEY
+from batchrun.endpoints.rules import RUN_TAG_KEY, takes_run_tag
 from batchrun.endpoints.schema import BodyChecker
 from batchrun.errors import BatchrunError, InputError
 from batchrun.report import Outcome, RowResult
@@ -279,13 +279,14 @@ def merged_problems(cell_problems: list[Problem], body_problems: list[Problem]) 
 
 
 def sent_body(row: RowResult, settings: Settings, tag: str | None = None) -> dict[str, Any]:
-    """The body as it goes on the wire: the row's body plus the run tag.
+    """The body as it goes on the wire: the row's body plus the run tag (where the
+    endpoint takes it, see :func:`~batchrun.endpoints.rules.takes_run_tag`).
 
     ``tag`` is the tag a job sends (the row's key and the job's id); without one, the
     row's key stands in, as ``validate`` shows it.
     """
     body = dict(row.body or {})
-    if settings.run_tag and row.key:
+    if settings.run_tag and row.key and takes_run_tag(settings.endpoint, body):
         metadata = body.get("metadata")
         body["metadata"] = {
             **(metadata if isinstance(metadata, dict) else {}),

@@ -56,6 +56,32 @@ def responses_problems(body: Mapping[str, Any], *, batchrun_rules: bool) -> list
     return problems
 
 
+def metadata_without_store(body: Mapping[str, Any]) -> bool:
+    """Whether a chat completion request carries metadata without ``store: true``, which
+    OpenAI refuses ("The 'metadata' parameter is only allowed when 'store' is enabled.")."""
+    return body.get("metadata") is not None and body.get("store") is not True
+
+
+def chat_problems(body: Mapping[str, Any]) -> list[Problem]:
+    """What Chat Completions refuses beyond its schema."""
+    if not metadata_without_store(body):
+        return []
+    return [
+        Problem(
+            "metadata",
+            "is only allowed when store is true (OpenAI refuses metadata on a completion it "
+            "does not store): set store to true, or leave the metadata out",
+            "invalid_value",
+        )
+    ]
+
+
+def takes_run_tag(endpoint: str, body: Mapping[str, Any]) -> bool:
+    """Whether a request of ``endpoint`` may carry the run tag: not a chat completion that
+    is not stored (refused with metadata, and never looked up anyway)."""
+    return endpoint != "chat" or body.get("store") is True
+
+
 def _given(value: Any) -> bool:
     """Whether a field says something: not null, not empty text, not an empty list."""
     if isinstance(value, str):

@@ -23,7 +23,12 @@ from importlib import resources
 from typing import Any
 
 from batchrun.endpoints.problems import Problem, explain, listed
-from batchrun.endpoints.rules import metadata_fits, metadata_problems, responses_problems
+from batchrun.endpoints.rules import (
+    chat_problems,
+    metadata_fits,
+    metadata_problems,
+    responses_problems,
+)
 
 API_VERSIONS = ("v1", "v2")
 DEFAULT_API_VERSION = "v2"
@@ -209,6 +214,8 @@ class BodyChecker:
                 )
         if self.schema_name == "responses":
             problems.extend(responses_problems(body, batchrun_rules=self.batchrun_rules))
+        elif self.schema_name == "chat":
+            problems.extend(chat_problems(body))
         return problems
 
 

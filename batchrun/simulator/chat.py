@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from batchrun.endpoints.rules import metadata_without_store
 from batchrun.simulator import envelope, generation
 from batchrun.simulator.settings import SimulatorConfig
 from batchrun.simulator.state import page
@@ -30,6 +31,7 @@ from batchrun.simulator.wire import (
     page_query,
 )
 
+METADATA_WITHOUT_STORE = "The 'metadata' parameter is only allowed when 'store' is enabled."
 METADATA_QUERY = re.compile(r"metadata\[(?P<key>[^\]]*)\]")
 FINGERPRINT = "fp_simulated"
 
@@ -51,7 +53,7 @@ class ChatCompletions:
     async def create(self, request: web.Request, version: str) -> Answer:
         """``POST /v1/chat/completions``: check the body, answer the completion."""
         body = await json_body(request, empty_ok=False)
-        check_body(body, "chat", required=("model", "messages"))
+        _check(body)
         now = self.clock()
         completion = self._complete(body, int(now), self.new_id("chatcmpl-"))
         self._keep(completion, body)
@@ -66,7 +68,7 @@ class ChatCompletions:
         """The completion of ``body`` made at ``at``: what a batch line gets. Checked as
         ``POST /v1/chat/completions`` checks it (400s raise :class:`~.envelope.ApiError`);
         ``new_id`` names it."""
-        check_body(body, "chat", required=("model", "messages"))
+        _check(body)
         completion = self._complete(body, int(at), new_id("chatcmpl-"))
         self._keep(completion, body)
         return completion
@@ -166,3 +168,10 @@ def chunks(completion: Answer) -> list[tuple[str | None, str]]:
         events.append((None, orjson.dumps({**base, "choices": [last]}).decode()))
     events.append((None, "[DONE]"))
     return events
+
+
+def _check(body: Mapping[str, Any]) -> None:
+    """Answer 400 for what the service refuses, in its words."""
+    if metadata_without_store(body):  # before the checks that share it, for its words
+        raise envelope.invalid_param("metadata", METADATA_WITHOUT_STORE, "invalid_value")
+    check_body(body, "chat", required=("model", "messages"))
