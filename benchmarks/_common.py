@@ -40,8 +40,9 @@ INSTRUCTIONS = "Summarise the row in one sentence."
 COLUMNS = ["thread_id", "assistant_id", "instructions", "tools", "metadata.team"]
 # --endpoint responses: one independent prompt a row.
 RESPONSES_COLUMNS = ["model", "instructions", "input", "metadata.team"]
-# --endpoint chat: one independent completion a row (a system and a user message).
-CHAT_COLUMNS = ["model", "system", "user", "metadata.team"]
+# --endpoint chat: one independent completion a row (a system and a user message), not
+# stored, so without metadata or run tag (OpenAI takes metadata only on stored ones).
+CHAT_COLUMNS = ["model", "system", "user"]
 MODEL = "gpt-4o"
 # What the simulator counts as created, and as created twice, per endpoint.
 CREATED = {
@@ -147,7 +148,7 @@ def write_csv(path: Path, rows: int, prefix: str = "thread_b", endpoint: str = "
         if endpoint == "chat":
             out.writerow(CHAT_COLUMNS)
             for i in range(rows):
-                out.writerow([MODEL, INSTRUCTIONS, prompt(i, prefix), f"team-{i % 7}"])
+                out.writerow([MODEL, INSTRUCTIONS, prompt(i, prefix)])
             return path
         out.writerow(COLUMNS)
         for i in range(rows):
@@ -187,14 +188,11 @@ def request_bodies(rows: int, prefix: str = "thread_b", endpoint: str = "runs") 
         for i in range(rows):
             body = {
                 "model": MODEL,
-                "metadata": {"team": f"team-{i % 7}"},
                 "messages": [
                     {"role": "system", "content": INSTRUCTIONS},
                     {"role": "user", "content": prompt(i, prefix)},
                 ],
             }
-            key = row_key(body_digest("chat", "", body), 1)
-            body["metadata"] = {**body["metadata"], "batchrun_key": key}
             bodies.append(("/chat/completions", body))
         return bodies
     for i in range(rows):
