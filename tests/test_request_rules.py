@@ -100,6 +100,27 @@ def test_a_chat_row_not_stored_carries_no_metadata_and_no_run_tag(
         )
 
 
+def test_a_background_response_not_stored_is_invalid_and_refused_by_the_simulator(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    # Background mode keeps the response to be polled: OpenAI refuses it with store false.
+    sim = make_simulator(run_seconds=0)
+    source = write_csv(
+        tmp_path / "bg.csv",
+        ["model", "input", "store", "background"],
+        [["gpt-4o", "Hi", "false", "true"], ["gpt-4o", "Ho", "", "true"]],
+    )
+    settings = settings_for(sim.base_url, endpoint="responses", wait=True)
+    run_file(source, tmp_path / "out.csv", settings)
+    rows = read_rows(tmp_path / "out.csv")
+    assert [row["outcome"] for row in rows] == ["invalid", "ok"], rows
+    assert rows[0]["error"].startswith("background: true needs the response stored")
+    assert sim.stats()["responses_created"] == 1
+    body = {"model": "gpt-4o", "input": "Hi", "background": True, "store": False}
+    answer = send(sim.base_url, "POST", "/responses", body)
+    assert answer.status == 400 and answer.json["error"]["param"] == "background"
+
+
 # --- a column that names both a field and a shortcut -----------------------------------------
 
 

@@ -22,8 +22,9 @@ RESPONSE_SOURCES = ("input", "instructions", "prompt", "conversation", "previous
 
 
 def responses_problems(body: Mapping[str, Any], *, batchrun_rules: bool) -> list[Problem]:
-    """What the Responses API refuses beyond its schema, and batchrun's rule that a row
-    names its model (the prompt objects that could stand in for one are retired)."""
+    """What the Responses API refuses beyond its schema (background mode without
+    storing), and batchrun's rule that a row names its model (the prompt objects that could
+    stand in for one are retired)."""
     problems = []
     if batchrun_rules and "model" not in body:
         problems.append(
@@ -42,6 +43,16 @@ def responses_problems(body: Mapping[str, Any], *, batchrun_rules: bool) -> list
                 "is required: the row has no input, instructions, prompt, conversation or"
                 " previous_response_id, so there is nothing to answer",
                 "missing_required_parameter",
+            )
+        )
+    if body.get("background") is True and body.get("store") is False:
+        # The service's own rule: a background response is kept to be polled.
+        problems.append(
+            Problem(
+                "background",
+                "true needs the response stored: set store to true (or leave it empty), or "
+                "background to false",
+                "invalid_value",
             )
         )
     both = body.get("conversation") is not None and body.get("previous_response_id") is not None
