@@ -116,6 +116,10 @@ def test_wrong_key_stops_early_with_exit_3_and_every_row_says_why(
     assert all(r["error"] for r in rows)
     assert sum(r["status"] == "401" for r in rows) >= 1
     assert all("401" in r["error"] or "not sent" in r["error"] for r in rows)
+    # Said once: "HTTP 401: Incorrect API key ...", not again as "... (HTTP 401)".
+    refused = [r["error"] for r in rows if r["status"] == "401"]
+    assert all(error.count("401") == 1 for error in refused), refused
+    assert (report.summary.aborted or "").count("401") == 1, report.summary.aborted
     text = report.output.read_text()
     assert "sk-wrong-key-999999999" not in text
 

@@ -275,9 +275,11 @@ class RowSender(Reconciling):
         if decision.ambiguous:
             row.move(Event.MAYBE_ARRIVED)
         if decision.systemic:
-            self.control.abort(f"{last} ({decision.reason})")
+            # "HTTP 401: Incorrect API key ..." says its reason already.
+            why = last if decision.reason in last else f"{last} ({decision.reason})"
+            self.control.abort(why)
             # Not a verdict on the row: the next run sends it again.
-            row.fail(Outcome.FAILED, f"{last} ({decision.reason})", Event.LEFT)
+            row.fail(Outcome.FAILED, why, Event.LEFT)
             return SETTLED
         if decision.pause_all:
             self.create_limiter.throttled(decision.delay, headers, decision.budget, decision.limit)
