@@ -17,8 +17,8 @@ from typing import Any
 
 from batchrun.endpoints.schema import API_VERSIONS, DEFAULT_API_VERSION
 from batchrun.errors import UsageError
+from batchrun.masking import MIN_MASKED_KEY, mask_text
 from batchrun.masking import mask_key as mask_key
-from batchrun.masking import mask_text
 from batchrun.report import human_value
 from batchrun.sending.urls import check_base_url, check_limiter_url, mask_url
 
@@ -363,6 +363,6 @@ def mask_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     for name, value in env.items():
         secret = name in _KEY_VARIABLES or name.upper().endswith(("API_KEY", "TOKEN", "SECRET"))
-        if secret and len(value.strip()) >= 8 and value.strip() in text:
+        if secret and len(value.strip()) >= MIN_MASKED_KEY and value.strip() in text:
             text = text.replace(value.strip(), "***")
     return text

@@ -12,10 +12,16 @@ def mask_key(key: str) -> str:
     return f"{key[:4]}***{key[-2:]}" if len(key) > 12 else "***"
 
 
+# Shorter keys are a local server's placeholders (``test``, ``key``, ``0``), not secrets:
+# masking them would cut words, JSON keys and the run tag's name out of every answer.
+MIN_MASKED_KEY = 8
+
+
 def mask_text(text: str, key: str | None) -> str:
     """``text`` with ``key`` masked wherever it occurs: as written, and as a server may echo
-    it back, JSON-escaped (``\\/``, ``\\u002d``) or percent-encoded (``%2F``)."""
-    if not key:
+    it back, JSON-escaped (``\\/``, ``\\u002d``) or percent-encoded (``%2F``). A key
+    shorter than :data:`MIN_MASKED_KEY` is left as it is."""
+    if not key or len(key) < MIN_MASKED_KEY:
         return text
     if key in text:
         text = text.replace(key, mask_key(key))

@@ -355,6 +355,26 @@ def test_a_key_echoed_json_escaped_or_percent_encoded_is_masked_too(tmp_path: Pa
     assert masked in rows["esc_400"]["error"] and masked in rows["esc_url"]["error"]
 
 
+@pytest.mark.parametrize("key", ["key", "test", "0"])
+def test_a_short_placeholder_key_is_not_masked_into_the_answers(
+    tmp_path: Path, make_simulator: MakeSimulator, key: str
+) -> None:
+    # A local server's placeholder key is no secret; masking it cut "batchrun_key" and
+    # words out of every answer: rows failed as "not a run", a killed job's run went
+    # unfound and --retry-failed made it again.
+    sim = make_simulator(run_seconds=0)
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "thread_id,assistant_id,instructions\nthread_1,asst_1,run the latest test suite 0\n"
+    )
+    settings = Settings(**environment_settings({"base_url": sim.base_url}, {"OPENAI_API_KEY": key}))
+    run_file(source, tmp_path / "out.csv", settings)
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as stream:
+        (row,) = csv.DictReader(stream)
+    assert row["outcome"] == "ok", row
+    assert "run the latest test suite 0" in row["body"] and "batchrun_key" in row["body"]
+
+
 def test_a_redirect_never_carries_the_key_to_another_server(tmp_path: Path, canary: str) -> None:
     seen: list[str] = []
 
