@@ -143,9 +143,11 @@ def test_validate_prints_the_tokens_and_the_most_the_valid_rows_can_cost(tmp_pat
     assert result.returncode == 1, result.stderr  # the invalid row
     prompt = 4 * 3  # "Question N": 10 characters, 3 tokens each (characters/4, rounded up)
     most = library_price("gpt-4o-mini", prompt, 400)
-    assert result.stderr.splitlines()[-1] == (
+    *_, tokens, summary = result.stderr.splitlines()  # the summary line last
+    assert tokens == (
         f"tokens: {prompt} prompt tokens + at most 400 output tokens; at most {dollars(most)}"
     )
+    assert summary.startswith("5 rows: 4 ok, 1 invalid"), summary
 
 
 def test_the_summary_sheet_holds_the_cost_the_limits_and_the_estimate() -> None:

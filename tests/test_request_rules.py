@@ -248,8 +248,8 @@ def test_the_note_on_unsent_assistants_columns_comes_before_sending_and_from_val
         )
         lines = done.stderr.splitlines()
         assert lines[0] == f"note: {note}", done.stderr
-        assert lines[1].startswith("1 row: 1 ok"), done.stderr
-        assert not any(line.startswith("note:") for line in lines[2:]), done.stderr
+        assert lines[-1].startswith("1 row: 1 ok"), done.stderr  # the summary line last
+        assert not any(line.startswith("note:") for line in lines[1:]), done.stderr
 
 
 # --- header hints ---------------------------------------------------------------------------

@@ -92,7 +92,9 @@ def test_the_cli_says_which_limits_were_in_force(make_simulator: Make, tmp_path:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines()[-1] == (
+    *_, limits, summary = result.stderr.splitlines()  # the summary line last
+    assert limits == (
         "limits: 1,000,000 requests/min (the server's x-ratelimit headers), "
         "600,000 tokens/min (the server's x-ratelimit headers)"
     )
+    assert " rows: " in summary and summary.endswith("out.csv"), summary

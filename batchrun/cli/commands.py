@@ -74,8 +74,8 @@ def run(**options: Any) -> None:
             if bar:
                 bar.close()
         summary = report.summary
-        if not quiet or summary.exit_code:
-            click.echo(summary.line(report.output), err=True)
+        # The summary line comes last (DESIGN: "one summary line on stderr at the end"),
+        # what explains it just before.
         if summary.aborted:
             click.echo(f"stopped: {_as_set(summary.aborted)}", err=True)
         for note in summary.notes:
@@ -83,6 +83,8 @@ def run(**options: Any) -> None:
                 click.echo(f"note: {note}", err=True)
         if summary.limits and summary.sent and not quiet:  # what paced this run's sends
             click.echo(f"limits: {summary.limits}", err=True)
+        if not quiet or summary.exit_code:
+            click.echo(summary.line(report.output), err=True)
         raise SystemExit(int(summary.exit_code))
 
 
@@ -104,10 +106,10 @@ def validate(**options: Any) -> None:
             batch_jsonl=batch_jsonl,
             notice=_notice([]),
         )
-        if not options["quiet"] or report.summary.exit_code:
-            click.echo(report.summary.line(report.output), err=True)
         if report.summary.estimate and not options["quiet"]:
             click.echo(f"tokens: {report.summary.estimate}", err=True)
+        if not options["quiet"] or report.summary.exit_code:  # the summary line last
+            click.echo(report.summary.line(report.output), err=True)
         sys.exit(int(report.summary.exit_code))
 
 
@@ -260,7 +262,7 @@ def _errors() -> Iterator[None]:
 
 def _notice(told: list[str]) -> Callable[[str], None]:
     """Print a note about the sheet as soon as the job has one (before sending), and
-    remember it so that it is not printed again after the summary line."""
+    remember it so that it is not printed again before the summary line."""
 
     def notice(note: str) -> None:
         told.append(note)
