@@ -44,6 +44,10 @@ class Outcome(StrEnum):
     PENDING = "pending"  # created, still running when --wait-timeout ran out
 
 
+# What resumes a job: the same command, less a --fresh that would start it afresh again.
+RESUME = {False: "", True: " without --fresh"}
+
+
 @dataclass(slots=True)
 class RowResult:
     """Everything known about one row; becomes the row's result cells."""
@@ -176,6 +180,8 @@ class Summary:
     seconds: float
     aborted: str | None = None
     interrupted: bool = False
+    # The job was started with --fresh: the same command again would start afresh too.
+    fresh: bool = False
     notes: tuple[str, ...] = ()
     # What this job itself did: rows it sent, rows whose result came from the journal, rows
     # left for the next job (which picks them up without --retry-failed).
@@ -246,7 +252,7 @@ class Summary:
 
             line += f"; cost {dollars(self.cost_usd)}"
         if self.interrupted:
-            line += "; interrupted: rerun the same command to resume"
+            line += f"; interrupted: rerun the same command{RESUME[self.fresh]} to resume"
         if output is not None:
             line += f" -> {output}"
         return line

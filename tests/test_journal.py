@@ -83,17 +83,22 @@ def test_sigkill_at_several_points_then_rerun_creates_each_run_exactly_once(
     assert stats["runs_created"] == 400
 
 
+@pytest.mark.parametrize("fresh", [False, True])
 def test_sigint_writes_a_partial_output_exits_130_and_a_rerun_completes(
-    tmp_path: Path, make_simulator: MakeSimulator
+    tmp_path: Path, make_simulator: MakeSimulator, fresh: bool
 ) -> None:
     sim = make_simulator(run_seconds=0, latency_ms=50)
     source, output = write_rows(tmp_path / "in.csv", 300), tmp_path / "out.csv"
     args = command(source, output, sim.base_url, "--concurrency", "4")
-    process = start_cli(args)
+    process = start_cli([*args, "--fresh"] if fresh else args)
     wait_for(counted(sim, 20), "20 runs", process=process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 130, stderr
+    # The rerun it advises resumes: with --fresh, that command again would send every row
+    # again (before, it said "rerun the same command" either way).
+    advice = "rerun the same command without --fresh" if fresh else "rerun the same command"
+    assert f"interrupted: {advice} to resume" in stderr, stderr
     partial = read_rows(output)
     assert len(partial) == 300
     sent = [r for r in partial if r["status"] == "200"]

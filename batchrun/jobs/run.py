@@ -29,7 +29,7 @@ from batchrun.jobs.files import (
     typed_output,
 )
 from batchrun.output import check_names, result_columns
-from batchrun.report import RowResult
+from batchrun.report import RESUME, RowResult
 from batchrun.sending.journal import Journal, default_journal_path
 from batchrun.sheets import batched, sheet_format
 from batchrun.sheets.reader import Sheet
@@ -148,6 +148,7 @@ def _run_file(
             )
         if out.cost is not None:
             summary = dataclasses.replace(summary, cost_usd=round(out.cost, 12))
+        summary = dataclasses.replace(summary, fresh=settings.fresh)
         if notes:
             summary = dataclasses.replace(summary, notes=(*summary.notes, *notes))
         out.finish(summary)
@@ -155,7 +156,7 @@ def _run_file(
         out.abort()
         if not out.handled:
             raise
-        raise _not_written(error, target, journal_path) from None
+        raise _not_written(error, target, journal_path, RESUME[settings.fresh]) from None
     except BaseException:
         out.abort()
         raise
@@ -166,19 +167,20 @@ def _run_file(
     return JobReport(summary, target)
 
 
-def _not_written(error: Exception, target: Path, journal: Path) -> OutputNotWritten:
-    """The error of a job whose output failed after rows were sent: nothing is lost."""
+def _not_written(error: Exception, target: Path, journal: Path, unless: str) -> OutputNotWritten:
+    """The error of a job whose output failed after rows were sent: nothing is lost
+    (``unless``: what to leave out of the command to resume, see ``RESUME``)."""
     if isinstance(error, InputError):
         # Found as the sheet streamed in, after earlier chunks were sent.
         return OutputNotWritten(
             f"{error}; the rows before it were handled and are in the journal {journal}: "
-            "fix the file and run the same command again (nothing is sent twice)"
+            f"fix the file and run the same command{unless} again (nothing is sent twice)"
         )
     # Checked before sending, yet it failed (a full disk, the folder removed meanwhile):
     # exit 2 would say nothing was sent.
     reason = str(error) if isinstance(error, UsageError) else f"{target}: {_strerror(error)}"
     return OutputNotWritten(
-        f"{reason}; the results are in the journal {journal}: run the same command "
+        f"{reason}; the results are in the journal {journal}: run the same command{unless} "
         "with another -o to write them (nothing is sent again)"
     )
 
