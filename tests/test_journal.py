@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from job_support import command, counted, read_rows, settings_for, signal_taken, wait_for
 
-from batchrun.errors import ExitCode, JournalMismatch
+from batchrun.errors import ExitCode, JournalMismatch, UsageError
 from batchrun.jobs import run_file
 from batchrun.sending import journal as journal_module
 from batchrun.sending.journal import Entry, Journal, read_journal
@@ -110,6 +110,27 @@ def test_sigint_writes_a_partial_output_exits_130_and_a_rerun_completes(
     assert {r["status"] for r in read_rows(output)} == {"200"}
     assert sim.stats()["runs_created"] == 300
     assert sim.stats()["duplicate_runs"] == 0
+
+
+@pytest.mark.parametrize(
+    ("journal", "clash"),
+    [
+        ("out.xlsx", "the output file"),
+        ("out.settings.toml", "the output file"),
+        ("out.full.jsonl", "the output file"),
+        ("in.csv", "the input"),
+    ],
+)
+def test_a_journal_named_as_the_input_or_an_output_file_is_refused_before_sending(
+    tmp_path: Path, simulator: RunningSimulator, journal: str, clash: str
+) -> None:
+    # Before, --journal out.xlsx was taken: the output was written over the journal, and
+    # the next run found it malformed (or, deleted, sent every row again).
+    source = write_rows(tmp_path / "in.csv", 3)
+    settings = settings_for(simulator.base_url, journal=tmp_path / journal)
+    with pytest.raises(UsageError, match=f"--journal .*: the journal would be {clash}"):
+        run_file(source, tmp_path / "out.xlsx", settings)
+    assert simulator.stats()["runs_created"] == 0
 
 
 def test_rerun_sends_nothing_again_and_fresh_starts_over(

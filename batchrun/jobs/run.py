@@ -23,6 +23,7 @@ from batchrun.jobs.files import (
     JobReport,
     StreamedOutput,
     open_input,
+    output_files,
     resolve_output,
     sheet_notes,
     silent,
@@ -76,8 +77,21 @@ def run_file(
     settings.check_sending()
     sheet_format(source)  # an unreadable input is named before the output it implies
     target = resolve_output(source, output)
+    _journal_apart(settings.journal or default_journal_path(source), source, target)
     with rare_collections():
         return _run_file(source, target, settings, progress, handle_signals, notice)
+
+
+def _journal_apart(journal: Path, source: Path, target: Path) -> None:
+    """Refuse a journal that is the input or a file the job writes: the output written
+    over it would lose what was sent, and the next run would send it all again."""
+    taken = {path.resolve(): name for name, path in [("the input", source)]}
+    taken.update({path.resolve(): f"the output file {path}" for path in output_files(target)})
+    clash = taken.get(journal.resolve())
+    if clash is not None:
+        raise UsageError(
+            f"--journal {journal}: the journal would be {clash}; give it a name of its own"
+        )
 
 
 def _run_file(
