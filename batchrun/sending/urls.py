@@ -26,7 +26,14 @@ def check_base_url(url: str, *, allow_insecure_http: bool, label: str = "--base-
     except (ValueError, TypeError):
         raise UsageError(f"{label} {url!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.host:
-        raise UsageError(f"{label} {url!r} is not an http(s) URL")
+        raise UsageError(f"{label} {mask_url(url)!r} is not an http(s) URL")
+    if parts.raw_user is not None or parts.raw_password is not None:
+        # aiohttp cannot send both it and the key's Authorization header: every row
+        # would fail, and the settings file and journal would keep the password.
+        raise UsageError(
+            f"{label} {mask_url(url)}: a base URL cannot carry a user or password (the API "
+            "key goes in the Authorization header: set OPENAI_API_KEY, or --api-key-env)"
+        )
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.host):
         raise UsageError(
             f"{label} {url}: plain http would send the API key unencrypted to "
