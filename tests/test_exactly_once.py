@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from aiohttp import web
+from conftest import send
 from job_support import TEST_KEY, command, counted, read_rows, settings_for, wait_for
 from loopback_server import CREATE_ROUTE, RunStore, app_with, serve_app
 
@@ -183,7 +184,23 @@ def test_a_thread_stopped_at_requires_action_is_not_posted_to_again(
     rows = read_rows(report.output)
     assert rows[1]["error"].endswith("waits for tool outputs (requires_action)")
     assert rows[2]["outcome" if "outcome" in rows[2] else "error"] != "ok"
-    assert posts(sim) == 2  # the first job's one, and one refused "active run" answer
+    # The rerun read the thread before posting behind the kept paused run: nothing was
+    # posted (before: a refused "active run" answer on every rerun, shown as status 400;
+    # a server that allows two active runs would have made one).
+    assert posts(sim) == 1 and rows[1]["status"] == ""
+    for _ in range(2):  # and so on every rerun
+        run_file(source, tmp_path / "out.csv", settings_for(sim.base_url))
+        assert posts(sim) == 1
+    # Once the paused run is dealt with (cancelled here), the next rerun sends the rest.
+    cancel = f"/threads/t_1/runs/{rows[0]['run_id']}/cancel"
+    assert send(sim.base_url, "POST", cancel).status == 200
+    wait_for(
+        lambda: send(sim.base_url, "GET", cancel[: -len("/cancel")]).json["status"] == "cancelled",
+        "the run cancelled",
+    )
+    report = run_file(source, tmp_path / "out.csv", settings_for(sim.base_url))
+    assert [row["outcome"] for row in read_rows(report.output)][1:] == ["ok", "ok"]
+    assert posts(sim) == 3
 
 
 async def refuse_first_row(request: web.Request, store: RunStore) -> web.Response:

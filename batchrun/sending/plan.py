@@ -47,6 +47,9 @@ class JobPlan:
     # Rows to create that have no journal entry: the only ones that may be reserved (see
     # batchrun.sending.durability.ReservedAhead), as a reservation replaces the entry.
     no_entry: set[int] = field(default_factory=set)
+    # Rows to create behind a run kept from the journal that stopped for tool outputs
+    # (requires_action): its thread may still be held, so they read the thread first.
+    look_first: set[int] = field(default_factory=set)
     from_journal: int = 0
 
 
@@ -74,6 +77,7 @@ def plan_job(
     """
     plan = JobPlan(rows)
     holding: dict[str, RowResult] = {}  # lane id -> the unresolved row holding it
+    paused: set[str] = set()  # lanes whose kept run waits for tool outputs
     for row in rows:
         _plan_row(plan, row, entries, retry_failed, wait, can_look, reads_reply)
         if not row.thread_id:
@@ -84,6 +88,11 @@ def plan_job(
             row.fail(Outcome.NOT_SENT, held_reason(held_by, lane), Event.LEFT)
         elif held_by is None and _unresolved(plan, row):
             holding[row.thread_id] = row
+        elif row.thread_id in paused and row.index in plan.to_create:
+            plan.look_first.add(row.index)
+            paused.discard(row.thread_id)  # once read, the lane knows
+        elif row.run_status == "requires_action" and row.index not in plan.to_follow:
+            paused.add(row.thread_id)
     return plan
 
 

@@ -211,7 +211,7 @@ class Execution(LaneWaits):
 
     async def create(self, lane: Lane, row: RowResult) -> LaneBusy | Unsure | None:
         try:
-            busy = await self.sender.create(row)
+            busy = await self.sender.create(row, look_first=row.index in self.plan.look_first)
         except StopSending as stop:
             row.fail(Outcome.NOT_SENT, f"not sent: job stopped ({stop})", Event.LEFT)
             busy = None

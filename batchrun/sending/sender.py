@@ -95,12 +95,13 @@ class RowSender(Reconciling):
         # Rows refused while every row so far was refused the same way (see RefusalWatch).
         self._refused: list[RowResult] = []
 
-    async def create(self, row: RowResult) -> LaneBusy | Unsure | None:
+    async def create(self, row: RowResult, *, look_first: bool = False) -> LaneBusy | Unsure | None:
         """Create the row's answer, at most once; fills the row's result.
 
-        A row that may have arrived before is looked for first. Returns :class:`LaneBusy`
-        when the lane first has to finish another answer, :class:`Unsure` when the server
-        may still be making what an earlier request asked.
+        A row that may have arrived before is looked for first, as is one whose lane may
+        be held (``look_first``). Returns :class:`LaneBusy` when the lane first has to
+        finish another answer, :class:`Unsure` when the server may still be making what an
+        earlier request asked.
         """
         assert row.body is not None
         body = sent_body(row, self.settings, self.tag(row))
@@ -108,7 +109,7 @@ class RowSender(Reconciling):
         path = self.endpoint.create_path(row)
         tokens = charged_tokens(body)  # what a tokens-per-minute budget is charged
         tries = Tries()
-        step: Step = Again(look=row.unsure)
+        step: Step = Again(look=row.unsure or (look_first and self.can_look(row)))
         while isinstance(step, Again):
             if step.delay:
                 await self._sleep(step.delay)
