@@ -116,7 +116,7 @@ def test_short_rows_are_padded_and_blank_lines_skipped(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("tail", [",,\n,,\n", ",,\r\n,\n,,", ",,,\n"])
+@pytest.mark.parametrize("tail", [",,\n,,\n", ",,\r\n,\n,,", ",,,\n", " , ,\n,  ,\n"])
 def test_rows_of_only_commas_at_the_end_are_dropped(tmp_path: Path, tail: str) -> None:
     path = tmp_path / "in.csv"
     path.write_text("a,b,c\nx,y,z\n" + tail, encoding="utf-8")
@@ -125,6 +125,33 @@ def test_rows_of_only_commas_at_the_end_are_dropped(tmp_path: Path, tail: str) -
             read_sheet(path)
         return
     assert records(read_sheet(path)) == [{"a": "x", "b": "y", "c": "z"}]
+
+
+@pytest.mark.parametrize("uncomputed", [False, True])
+def test_rows_at_the_end_of_a_workbook_that_only_look_empty_are_dropped(
+    tmp_path: Path, uncomputed: bool
+) -> None:
+    # Cells of spaces and empty text filled down below the table: before, each such row
+    # came back as an invalid row (36 here for two real ones).
+    path = tmp_path / "in.xlsx"
+    with xlsxwriter.Workbook(path) as workbook:
+        sheet = workbook.add_worksheet()
+        sheet.write_row(0, 0, ["a", "b", "c"])
+        sheet.write_row(1, 0, ["x", "", "z"])
+        sheet.write_row(2, 0, ["", " ", ""])  # spaces between rows with values: a row
+        sheet.write_row(3, 0, ["y", "", ""])
+        for row in range(4, 40):
+            sheet.write_string(row, 1, "  ")
+            sheet.write_string(row, 2, "")
+        if uncomputed:  # a formula whose value the file does not hold: its row says so
+            sheet.write_formula(40, 2, "=A2", None, "")
+    rows = records(read_sheet(path))
+    assert rows[:3] == [
+        {"a": "x", "b": "", "c": "z"},
+        {"a": "", "b": " ", "c": ""},
+        {"a": "y", "b": "", "c": ""},
+    ]
+    assert len(rows) == (40 if uncomputed else 3)
 
 
 def test_one_column_sheet_keeps_rows_of_spaces_but_not_blank_lines_above_its_header(

@@ -114,8 +114,8 @@ def csv_rows(
 
     Blank lines and lines of only spaces are skipped, except below the header of a
     one-column sheet (``width`` 1), where such a line is a row whose one cell is spaces.
-    Rows whose every cell is empty are held back and dropped if no row with a value
-    follows (Excel leaves lines of only commas at the end of a CSV it saves).
+    Rows whose every cell is empty or spaces are held back and dropped if no row with a
+    value follows (Excel leaves lines of only commas at the end of a CSV it saves).
     Row numbers in errors count records; the header is row 1.
     """
     csv.field_size_limit(2**31 - 1)
@@ -134,7 +134,7 @@ def csv_rows(
                 size = len(record)
                 if size == width and number >= header_row:
                     number += 1  # the common case: a full row below the header
-                    if any(record) or keep_empty:
+                    if keep_empty or (any(record) and not "".join(record).isspace()):
                         if held:
                             yield from held
                             held.clear()

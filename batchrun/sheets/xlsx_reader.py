@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,7 +137,37 @@ def open_xlsx_sheet(
         data_sheet_index=index,
         error_cells=extras.errors,
     )
-    return XlsxSheet(names[index], header, _whole(rows), extras.problems, handoff, header_row + 1)
+    rows = _trailing_blanks_dropped(_whole(rows), extras.problems, len(header))
+    return XlsxSheet(names[index], header, rows, extras.problems, handoff, header_row + 1)
+
+
+def _trailing_blanks_dropped(
+    rows: Iterator[list[Any]], unread: Collection[int], width: int
+) -> Iterator[list[Any]]:
+    """``rows`` without those at the end whose every cell shows nothing (empty, or spaces:
+    cells filled down below the table). A blank row is held back until a row with a value
+    follows. A row with a cell that could not be read (``unread``: data row numbers) is
+    kept, so that it says so, even past the last row calamine returns (a formula without
+    a computed value at the end is no value to it)."""
+    held: list[list[Any]] = []
+    number = -1
+    for number, row in enumerate(rows):
+        if number not in unread and all(cell == "" or _spaces(cell) for cell in row):
+            held.append(row)
+            continue
+        if held:
+            yield from held
+            held.clear()
+        yield row
+    last = max(unread, default=-1)
+    if last > number:
+        yield from held
+        for _ in range(number + 1, last + 1):
+            yield [""] * width
+
+
+def _spaces(cell: Any) -> bool:
+    return type(cell) is str and cell.isspace()
 
 
 def _title(

@@ -204,8 +204,9 @@ class XlsxResultWriter:
                     write_string(row, col, value)
                 wrote = True
             if not wrote:
-                # An all-empty last row would fall outside the sheet's used range and
-                # vanish on reading; one empty string cell keeps it.
+                # One empty string cell keeps an all-empty row inside the sheet's used
+                # range (batchrun's reader still drops such rows at the end of a sheet, as
+                # it drops rows of spaces filled down below a table).
                 write_string(row, 0, "")
 
     def _write_laid_out(self, row: int, typed: list[tuple[int, list[Any]]], i: int) -> bool:
