@@ -85,6 +85,16 @@ def test_validate_writes_beside_the_input_as_checked_never_over_a_run_output(
     assert (ran.output.name, checked.output.name) == ("jobs.out.csv", "jobs.checked.csv")
     assert ran.output.read_bytes() == before
     assert (tmp_path / "jobs.checked.settings.toml").exists()
+    # Nor over it when -o names it (before: the run's results were replaced), whatever its
+    # format or its result columns' prefix; a checked sheet may be written over again.
+    for name, prefix in [("jobs.out.csv", ""), ("p.xlsx", "r_"), ("p.jsonl", "r_")]:
+        if name != ran.output.name:
+            run_file(source, tmp_path / name, settings_for(simulator.base_url, prefix=prefix))
+        before = (tmp_path / name).read_bytes()
+        with pytest.raises(UsageError, match=f"it holds a run's results .*{prefix}body"):
+            validate_file(source, tmp_path / name, Settings())
+        assert (tmp_path / name).read_bytes() == before
+    validate_file(source, tmp_path / "jobs.checked.csv", Settings())
 
 
 class RemovesTheFolder:

@@ -14,6 +14,7 @@ from batchrun.config_file import settings_toml
 from batchrun.endpoints.cost import Estimate
 from batchrun.endpoints.prepare import make_plan
 from batchrun.endpoints.validation import checked_chunks
+from batchrun.errors import BatchrunError, UsageError
 from batchrun.job import Job
 from batchrun.jobs.files import (
     JobReport,
@@ -29,11 +30,30 @@ from batchrun.jobs.files import (
 from batchrun.output import VALIDATE_COLUMNS, check_names
 from batchrun.report import Outcome, Summary
 from batchrun.sheets import batched, columns_of, sheet_format
-from batchrun.sheets.reader import Sheet
+from batchrun.sheets.reader import Sheet, open_sheet
 from batchrun.sheets.writer import SheetWriter
 
 VALIDATE_CHUNK_ROWS = 50_000
 OK, INVALID = Outcome.OK.value, Outcome.INVALID.value
+
+
+def _not_over_a_run(target: Path) -> None:
+    """Refuse to write over a ``run`` output (DESIGN: never over one): its results are
+    what was sent, and a checked sheet in their place would lose them."""
+    if not target.exists():
+        return
+    try:
+        headers = set(open_sheet(target, None).headers)
+    except (BatchrunError, OSError):
+        return  # not a sheet batchrun reads: not a run output either
+    for header in headers:
+        prefix = header.removesuffix("attempts")
+        if prefix != header and {f"{prefix}status", f"{prefix}body"} <= headers:
+            raise UsageError(
+                f"-o {target}: it holds a run's results (columns {prefix}status, "
+                f"{prefix}body, {prefix}attempts); validate never writes over them: "
+                "give another -o"
+            )
 
 
 def validate_file(
@@ -52,6 +72,7 @@ def validate_file(
     started = time.monotonic()
     sheet_format(source)
     target = resolve_output(source, output, "checked")
+    _not_over_a_run(target)
     jsonl = None
     if batch_jsonl is not None:
         from batchrun.batch.jsonl import BatchJsonl
