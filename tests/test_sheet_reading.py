@@ -131,6 +131,23 @@ def test_delimiter_tab_is_a_word_and_flags_that_do_not_apply_are_refused(
         validate_file(source, None, settings(endpoint="chat", encoding="latin-1"))
 
 
+@pytest.mark.parametrize("line", ["sep=;", "SEP=;", "sep=|"])
+def test_excels_sep_line_above_the_header_names_the_separator(tmp_path: Path, line: str) -> None:
+    # Excel writes "sep=;" above the header of a CSV saved for another locale, and reads it
+    # back so. Before: "its header is one cell" and a hint naming neither flag.
+    sep = line[-1]
+    source = tmp_path / "in.csv"
+    source.write_bytes(
+        BOM
+        + f"{line}\r\nthread_id{sep}assistant_id{sep}note\r\nthread_a{sep}asst_1{sep}x,y\r\n".encode()
+    )
+    report = validate_file(source, tmp_path / "checked.csv", settings())
+    assert report.summary.outcomes.get("ok") == 1 and not report.summary.exit_code
+    text = (tmp_path / "checked.csv").read_text(encoding="utf-8-sig")
+    assert text.startswith(f"thread_id{sep}assistant_id{sep}note{sep}outcome")
+    assert f"thread_a{sep}asst_1{sep}x,y{sep}ok" in text
+
+
 # --- a title above the table -----------------------------------------------------------------
 
 

@@ -43,6 +43,7 @@ Per format:
 from __future__ import annotations
 
 import itertools
+import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -241,6 +242,11 @@ def open_sheet(
     sep = delimiter or fmt.delimiter or ","
     top = header_row or 1
     raw = csv_header(path, sep, encoding=encoding, header_row=top)
+    if header_row is None and (said := EXCEL_SEP_LINE.fullmatch(sep.join(raw).strip())):
+        # Excel's "sep=;" line above the header names the separator (and is no header).
+        delimiter, top = delimiter or said[1], 2
+        sep = delimiter
+        raw = csv_header(path, sep, encoding=encoding, header_row=top)
     if delimiter is None:
         _refuse_other_separator(path, raw, sep)
     headers = checked_headers(path, raw)
@@ -251,6 +257,10 @@ def open_sheet(
     rows = csv_rows(path, sep, len(headers), encoding=encoding, header_row=top)
     preview = csv_records(path, sep, encoding, top, PREVIEW_ROWS)
     return Sheet(path, fmt, headers, rows, handoff=handoff, preview=preview)
+
+
+# The line Excel writes (and reads) above a CSV's header to name its separator.
+EXCEL_SEP_LINE = re.compile(r"sep=(.)", re.IGNORECASE)
 
 
 def _refuse_other_separator(path: Path, header: list[str], sep: str) -> None:
