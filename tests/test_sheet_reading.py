@@ -137,15 +137,23 @@ def test_excels_sep_line_above_the_header_names_the_separator(tmp_path: Path, li
     # back so. Before: "its header is one cell" and a hint naming neither flag.
     sep = line[-1]
     source = tmp_path / "in.csv"
-    source.write_bytes(
-        BOM
-        + f"{line}\r\nthread_id{sep}assistant_id{sep}note\r\nthread_a{sep}asst_1{sep}x,y\r\n".encode()
-    )
+    lines = [line, f"thread_id{sep}assistant_id{sep}note", f"thread_a{sep}asst_1{sep}x,y"]
+    source.write_bytes(BOM + "".join(f"{text}\r\n" for text in lines).encode())
     report = validate_file(source, tmp_path / "checked.csv", settings())
     assert report.summary.outcomes.get("ok") == 1 and not report.summary.exit_code
     text = (tmp_path / "checked.csv").read_text(encoding="utf-8-sig")
     assert text.startswith(f"thread_id{sep}assistant_id{sep}note{sep}outcome")
     assert f"thread_a{sep}asst_1{sep}x,y{sep}ok" in text
+
+
+def test_a_semicolon_file_read_with_another_delimiter_names_the_flag_that_reads_it(
+    tmp_path: Path,
+) -> None:
+    # Before: "save it separated by commas, or as .xlsx", naming no flag.
+    source = tmp_path / "in.csv"
+    source.write_text("thread_id;assistant_id\nthread_a;asst_1\n", encoding="utf-8")
+    with pytest.raises(InputError, match="pass --delimiter ';'"):
+        validate_file(source, tmp_path / "checked.csv", settings(delimiter=","))
 
 
 # --- a title above the table -----------------------------------------------------------------

@@ -315,8 +315,8 @@ def missing_thread_column(headers: Sequence[str]) -> str:
     if len(headers) == 1 and str(headers[0]).count(";") >= 1:
         return (
             f"has no 'thread_id' column: its header is one cell, {str(headers[0])!r}, so the"
-            " file is separated by ';' (as Excel saves CSV in some languages); save it"
-            " separated by commas, or as .xlsx"
+            " file is separated by ';' (as Excel saves CSV in some languages): pass"
+            " --delimiter ';'"
         )
     loose = {normalize_header(h).replace(" ", "_").replace("-", "_"): str(h) for h in headers}
     close = difflib.get_close_matches(THREAD_ID, list(loose), n=1, cutoff=0.6)
