@@ -318,3 +318,17 @@ def test_assembly_never_crashes_on_arbitrary_cells(cells: list[str], version: st
     else:
         assert built.problems == []
         assert isinstance(BodyChecker(version).check(built.body), list)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"assistant_id": None}, "assistant_id: null is not of type 'string'"),
+        ({"assistant_id": True}, "assistant_id: true is not of type 'string'"),
+    ],
+)
+def test_a_null_or_boolean_is_named_in_jsons_words_not_pythons(
+    body: dict[str, Any], said: str
+) -> None:
+    # The sheet's author wrote JSON (request_json's "null"): before, "None is not ...".
+    assert [str(problem) for problem in BodyChecker("v2").check(body)] == [said]

@@ -7,6 +7,7 @@ value was aiming for.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +71,7 @@ def explain(error: Any) -> list[Problem]:
             if name not in allowed
         ]
     if not error.context:
-        return [Problem(format_path(error.absolute_path), error.message, _code(error))]
+        return [Problem(format_path(error.absolute_path), _json_words(error), _code(error))]
     branches: dict[Any, list[Any]] = {}
     for sub in error.context:
         branches.setdefault(sub.relative_schema_path[0], []).append(sub)
@@ -178,3 +179,13 @@ def _alternatives(error: Any) -> list[str]:
 def listed(value: Any) -> list[Any]:
     """``value`` if it is a list, else the empty list (a body's optional arrays)."""
     return value if isinstance(value, list) else []
+
+
+def _json_words(error: Any) -> str:
+    """The error's message with a null or boolean value named as JSON names it (``null``,
+    ``true``), not as Python does (``None``, ``True``): the sheet's author wrote JSON."""
+    value = error.instance
+    shown = repr(value)
+    if (value is None or isinstance(value, bool)) and error.message.startswith(shown):
+        return json.dumps(value) + str(error.message)[len(shown) :]
+    return str(error.message)
