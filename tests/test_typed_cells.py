@@ -387,3 +387,28 @@ def test_sheet_2_on_the_command_line_is_the_sheet_named_2(
         main(["validate", str(source), "--sheet", "2", "-o", str(tmp_path / "out.csv")])
     assert stop.value.code == 0, capsys.readouterr().err
     assert (tmp_path / "out.csv").read_text().splitlines()[1].startswith("from_named_2,")
+
+
+def test_a_workbook_cell_read_cut_to_excels_limit_makes_its_row_invalid(
+    tmp_path: Path, simulator: RunningSimulator
+) -> None:
+    # openpyxl and pandas write longer text than Excel holds; calamine reads 32,767
+    # characters of it. Before, the cut text was sent as if whole.
+    source = tmp_path / "in.xlsx"
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["thread_id", "assistant_id", "instructions", "note"])
+    sheet.append(["thread_a", "asst_1", "B" * 33_000, "x"])
+    sheet.append(["thread_b", "asst_1", "short", "C" * 40_000])
+    workbook.save(source)
+    report = run_file(source, tmp_path / "out.jsonl", settings_for(simulator.base_url))
+    rows = [json.loads(line) for line in report.output.read_text().splitlines()]
+    assert rows[0]["outcome"] == "invalid"
+    assert rows[0]["error"] == (
+        "instructions: cell C2 holds 32,767 characters, the most a workbook cell is read "
+        "with: its text may have been cut (send longer text from a .csv or .jsonl)"
+    )
+    # In a column that is never sent, as an error cell there, it is not the row's problem.
+    assert rows[1]["outcome"] == "ok"
+    assert simulator.stats()["runs_created"] == 1

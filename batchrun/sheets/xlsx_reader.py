@@ -137,8 +137,45 @@ def open_xlsx_sheet(
         data_sheet_index=index,
         error_cells=extras.errors,
     )
-    rows = _trailing_blanks_dropped(_whole(rows), extras.problems, len(header))
+    named = _cut_cells_named(_whole(rows), extras.problems, first, left)
+    rows = _trailing_blanks_dropped(named, extras.problems, len(header))
     return XlsxSheet(names[index], header, rows, extras.problems, handoff, header_row + 1)
+
+
+# What calamine returns of a longer text cell: Excel's own limit, the rest cut off (a file
+# written by pandas or openpyxl may hold more).
+CELL_TEXT_LIMIT = 32_767
+
+
+def _cut_cells_named(
+    rows: Iterator[list[Any]], problems: dict[int, list[tuple[int, str]]], first: int, left: int
+) -> Iterator[list[Any]]:
+    """``rows`` as they are, each text cell of :data:`CELL_TEXT_LIMIT` characters named a
+    problem of its row (in ``problems``, by data row): its text may have been cut, and a
+    row is never sent cut."""
+    for number, row in enumerate(rows):
+        for col, cell in enumerate(row):
+            if type(cell) is str and len(cell) == CELL_TEXT_LIMIT:
+                where = f"{_column_letters(left + col)}{first + number + 1}"
+                problems.setdefault(number, []).append(
+                    (
+                        col,
+                        f"cell {where} holds {CELL_TEXT_LIMIT:,} characters, the most a "
+                        "workbook cell is read with: its text may have been cut (send longer "
+                        "text from a .csv or .jsonl)",
+                    )
+                )
+        yield row
+
+
+def _column_letters(index: int) -> str:
+    """``0`` -> ``A``, ``27`` -> ``AB``: a 0-based column as a spreadsheet names it."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters
 
 
 def _trailing_blanks_dropped(
