@@ -17,7 +17,10 @@ text body assembly reads. The rules of this reader:
 - A formula cell reads as its cached value. A formula with no cached value (the file was
   written by a program that does not calculate) or with an error value (``#N/A``) is read
   as empty, and reported in :attr:`XlsxSheet.cell_problems` so that the row is not sent
-  without its field.
+  without its field (what the sheet's XML says, :mod:`batchrun.sheets.xlsx_layout`); so is a
+  text cell calamine read cut to Excel's 32,767 characters.
+- Rows at the end whose every cell is empty or spaces (cells filled down below the table)
+  are not rows.
 - What the output needs to hand the workbook back as it came goes in
   :attr:`XlsxSheet.handoff`: the sheet's name, each cell's number format, merged ranges,
   hidden rows, the rows above the header, error cells' text and the other sheets' values.
@@ -25,13 +28,10 @@ text body assembly reads. The rules of this reader:
 
 from __future__ import annotations
 
-import re
-import zipfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
 
 from python_calamine import (
     CalamineError,
@@ -43,13 +43,11 @@ from python_calamine import (
 
 from batchrun.errors import InputError
 from batchrun.sheets.cells import excel_cell_text
-from batchrun.sheets.handoff import GENERAL, CellFormats, HandOff, OtherSheet
+from batchrun.sheets.handoff import HandOff, OtherSheet
+from batchrun.sheets.xlsx_cells import EXCEL_CELL_LIMIT
+from batchrun.sheets.xlsx_layout import column_letters, sheet_extras
 
 __all__ = ["XlsxSheet", "open_xlsx_sheet"]
-
-_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
-_REL = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
-_CELL_REF = re.compile(r"([A-Z]+)([0-9]+)")
 
 
 @dataclass(slots=True)
@@ -119,7 +117,7 @@ def open_xlsx_sheet(
         if header_at:
             raise InputError(path, f"sheet {names[index]!r} has no row {header_at} (--header-row)")
         raise InputError(path, f"sheet {names[index]!r} is empty (no header row)")
-    extras = _sheet_extras(path, index, header_row + 1, left)
+    extras = sheet_extras(path, index, header_row + 1, left)
     # Rows above the header come back above it (a title); empty ones are not kept.
     titles = above if any(cell != "" for row in above for cell in row) else []
     first = header_row + 1  # the first data row, where table-relative rows start at 0
@@ -142,40 +140,25 @@ def open_xlsx_sheet(
     return XlsxSheet(names[index], header, rows, extras.problems, handoff, header_row + 1)
 
 
-# What calamine returns of a longer text cell: Excel's own limit, the rest cut off (a file
-# written by pandas or openpyxl may hold more).
-CELL_TEXT_LIMIT = 32_767
-
-
 def _cut_cells_named(
     rows: Iterator[list[Any]], problems: dict[int, list[tuple[int, str]]], first: int, left: int
 ) -> Iterator[list[Any]]:
-    """``rows`` as they are, each text cell of :data:`CELL_TEXT_LIMIT` characters named a
+    """``rows`` as they are, each text cell of :data:`EXCEL_CELL_LIMIT` characters named a
     problem of its row (in ``problems``, by data row): its text may have been cut, and a
     row is never sent cut."""
     for number, row in enumerate(rows):
         for col, cell in enumerate(row):
-            if type(cell) is str and len(cell) == CELL_TEXT_LIMIT:
-                where = f"{_column_letters(left + col)}{first + number + 1}"
+            if type(cell) is str and len(cell) == EXCEL_CELL_LIMIT:
+                where = f"{column_letters(left + col)}{first + number + 1}"
                 problems.setdefault(number, []).append(
                     (
                         col,
-                        f"cell {where} holds {CELL_TEXT_LIMIT:,} characters, the most a "
+                        f"cell {where} holds {EXCEL_CELL_LIMIT:,} characters, the most a "
                         "workbook cell is read with: its text may have been cut (send longer "
                         "text from a .csv or .jsonl)",
                     )
                 )
         yield row
-
-
-def _column_letters(index: int) -> str:
-    """``0`` -> ``A``, ``27`` -> ``AB``: a 0-based column as a spreadsheet names it."""
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(ord("A") + rest) + letters
-    return letters
 
 
 def _trailing_blanks_dropped(
@@ -281,162 +264,3 @@ def _sheet_index(
 
 
 # --- what calamine does not say: formats, hidden rows, error and formula cells ------------
-
-
-@dataclass(slots=True)
-class _Extras:
-    """What the sheet's XML says beyond the values, positions relative to the table (data
-    row 0 is the first row below the header, the header row -1)."""
-
-    problems: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
-    formats: CellFormats = field(default_factory=CellFormats)
-    hidden: set[int] = field(default_factory=set)
-    errors: dict[tuple[int, int], str] = field(default_factory=dict)
-
-
-def _sheet_extras(path: Path, index: int, first: int, left: int) -> _Extras:
-    """Number formats, hidden rows, error cells and formula cells without a value of sheet
-    ``index``, whose first data row is ``first`` (0-based) and first column ``left``.
-
-    calamine reads error cells and formulas without a cached value as empty, and says
-    nothing of formats or hidden rows; the sheet's XML does. Formats and hidden rows are
-    found by a scan of its tags (a million rows in seconds); the XML is parsed only when
-    it holds formulas or error cells.
-    """
-    extras = _Extras()
-    try:
-        with zipfile.ZipFile(path) as archive:
-            part = _sheet_part(archive, index)
-            if part is None:
-                return extras
-            styles = _cell_formats(archive)
-            with archive.open(part) as stream:
-                layout, formulas = _what_is_there(stream, styles)
-            if layout:
-                with archive.open(part) as stream:
-                    _scan_layout(stream, styles, extras, first, left)
-            if formulas:
-                with archive.open(part) as stream:
-                    _scan_cells(stream, extras, first, left)
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError, ElementTree.ParseError):
-        return _Extras()  # calamine read the file: whatever this extra look cannot read, skip
-    return extras
-
-
-def _cell_formats(archive: zipfile.ZipFile) -> list[int | str]:
-    """The number format of each cell style (``s`` of a cell): a built-in id or a code."""
-    try:
-        root = ElementTree.fromstring(archive.read("xl/styles.xml"))
-    except KeyError:
-        return []
-    codes = {
-        int(item.get("numFmtId", "0")): item.get("formatCode", "")
-        for item in root.iterfind(f"{_MAIN}numFmts/{_MAIN}numFmt")
-    }
-    found: list[int | str] = []
-    for xf in root.iterfind(f"{_MAIN}cellXfs/{_MAIN}xf"):
-        number = int(xf.get("numFmtId", "0") or 0)
-        found.append(codes.get(number, number))
-    return found
-
-
-def _what_is_there(stream: Any, styles: list[int | str]) -> tuple[bool, bool]:
-    """Whether the sheet's XML has formats or hidden rows, and formulas or error cells."""
-    formatted = any(style != GENERAL for style in styles)
-    layout = formulas = False
-    tail = b""
-    while block := stream.read(1 << 20):
-        text = tail + block
-        layout = layout or b'hidden="1"' in text or b'hidden="true"' in text
-        layout = layout or (formatted and b' s="' in text)
-        formulas = formulas or b"<f>" in text or b"<f " in text or b't="e"' in text
-        if layout and formulas:
-            break
-        tail = text[-16:]
-    return layout, formulas
-
-
-_TAG = re.compile(rb"<(row|c)\s([^>]*)>")
-_REF = re.compile(rb'\br="([A-Z]*)([0-9]+)"')
-_STYLE = re.compile(rb'\bs="([0-9]+)"')
-_HIDDEN = re.compile(rb'\bhidden="(?:1|true)"')
-
-
-def _scan_layout(
-    stream: Any, styles: list[int | str], extras: _Extras, first: int, left: int
-) -> None:
-    """Each cell's number format and the hidden rows, from the tags of the sheet's XML."""
-    tail = b""
-    add = extras.formats.add
-    while block := stream.read(1 << 20):
-        text = tail + block
-        end = text.rfind(b">") + 1
-        tail = text[end:]
-        for match in _TAG.finditer(text, 0, end):
-            attributes = match.group(2)
-            ref = _REF.search(attributes)
-            if ref is None:
-                continue
-            row = int(ref.group(2)) - 1 - first
-            if match.group(1) == b"row":
-                if _HIDDEN.search(attributes):
-                    extras.hidden.add(row)
-                continue
-            style = _STYLE.search(attributes)
-            number = int(style.group(1)) if style else 0
-            number_format = styles[number] if number < len(styles) else GENERAL
-            add(row, _column_number(ref.group(1).decode()) - left, number_format)
-
-
-def _sheet_part(archive: zipfile.ZipFile, index: int) -> str | None:
-    workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
-    sheets = workbook.findall(f"{_MAIN}sheets/{_MAIN}sheet")
-    if index >= len(sheets):
-        return None
-    rel_id = sheets[index].get(f"{_REL}id")
-    rels = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
-    for rel in rels:
-        if rel.get("Id") == rel_id:
-            target = rel.get("Target", "")
-            return target.lstrip("/") if target.startswith("/") else f"xl/{target}"
-    return None
-
-
-def _scan_cells(stream: Any, extras: _Extras, first: int, left: int) -> None:
-    """Error cells, and formula cells without a computed value."""
-    for _, element in ElementTree.iterparse(stream):
-        tag = element.tag
-        if tag == f"{_MAIN}row":
-            element.clear()
-            continue
-        if tag != f"{_MAIN}c":
-            continue
-        match = _CELL_REF.fullmatch(element.get("r", ""))
-        if not match:
-            continue
-        value = element.find(f"{_MAIN}v")
-        value_text = value.text if value is not None else None
-        if element.get("t") == "e":
-            error = value_text or "#VALUE!"
-            problem = f"holds the error {error}"
-        elif element.find(f"{_MAIN}f") is not None and not value_text and element.get("t") != "str":
-            # (t="str" with an empty value is a formula whose result is the empty text)
-            error, problem = (
-                "",
-                "is a formula with no computed value (open and save the file in Excel)",
-            )
-        else:
-            continue
-        row = int(match.group(2)) - 1 - first
-        col = _column_number(match.group(1)) - left
-        if error:
-            extras.errors[(row, col)] = error
-        if row >= 0:
-            extras.problems.setdefault(row, []).append((col, f"cell {match.group(0)} {problem}"))
-
-
-def _column_number(letters: str) -> int:
-    number = 0
-    for letter in letters:
-        number = number * 26 + ord(letter) - 64
-    return number - 1
