@@ -236,6 +236,20 @@ def test_a_table_on_another_sheet_than_the_first_gets_the_sheet_hint(tmp_path: P
 # --- JSONL numbers beyond a double -------------------------------------------------------------
 
 
+def test_a_jsonl_number_beyond_a_double_stays_a_number_beside_an_integer_beyond_64_bits(
+    tmp_path: Path,
+) -> None:
+    # orjson refuses the integer, and the fallback wrote the other number as a string.
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        '{"model": "gpt-4o", "user": "Hi", "huge": 1e400, "big": 123456789012345678901234567890}\n',
+        encoding="utf-8",
+    )
+    validate_file(source, tmp_path / "out.jsonl", settings(endpoint="chat"))
+    (line,) = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert '"huge":1e400,"big":123456789012345678901234567890,' in line
+
+
 def test_a_jsonl_number_beyond_a_double_keeps_its_text(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text(

@@ -167,11 +167,24 @@ class JsonlWriter(StagedStream):
             try:
                 write(orjson.dumps(record, default=_json_default, option=_JSONL_OPTIONS))
             except (orjson.JSONEncodeError, TypeError):
-                # Lone surrogates (escaped as \udXXX) or integers beyond 64 bits (exact).
-                write(json.dumps(record, default=_json_default).encode() + b"\n")
+                write(_jsonl_line(record))
 
 
 _JSONL_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _jsonl_line(record: dict[str, Any]) -> bytes:
+    """A line orjson refused: integers beyond 64 bits written exactly (as fragments, so a
+    number beyond a double beside them stays a number); lone surrogates, which no UTF-8
+    holds, escaped as ``\\udXXX`` by the json module."""
+    exact = {
+        key: orjson.Fragment(str(value)) if type(value) is int else value
+        for key, value in record.items()
+    }
+    try:
+        return orjson.dumps(exact, default=_json_default, option=_JSONL_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(record, default=_json_default).encode() + b"\n"
 
 
 def _json_default(value: object) -> object:
