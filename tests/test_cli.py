@@ -290,6 +290,41 @@ def test_serve_on_a_port_in_use_is_one_line_exit_2() -> None:
     assert "cannot listen on" in line and str(port) in line
 
 
+def first_run_id(*flags: str) -> str:
+    """The id of the first run a fresh ``batchrun serve FLAGS`` makes."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchrun", "serve", "--port", "0", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        found = re.search(r"(http://127\.0\.0\.1:\d+/v1)", process.stderr.readline())
+        assert found
+        request = urllib.request.Request(
+            f"{found.group(1)}/threads/thread_1/runs",
+            data=json.dumps({"assistant_id": "asst_1"}).encode(),
+            headers={
+                "Authorization": "Bearer sk-test",
+                "OpenAI-Beta": "assistants=v2",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return str(json.load(answer)["id"])
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_two_serve_sessions_share_no_ids_unless_seeded_alike() -> None:
+    # Before, every session drew its ids from seed 0: a restarted simulator handed out the
+    # ids of the one before, so a rerun's journal could name another row's run.
+    assert first_run_id() != first_run_id()
+    assert first_run_id("--seed", "3") == first_run_id("--seed", "3")
+
+
 def test_serve_announces_its_address_answers_and_stops_cleanly_on_sigterm() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "batchrun", "serve", "--port", "0"],

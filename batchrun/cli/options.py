@@ -376,7 +376,10 @@ def serve_options(command: F) -> F:
                 help="Share of creates whose connection drops.",
             ),
             click.option(
-                "--seed", type=int, default=0, show_default=True, help="Seed of the fault draws."
+                "--seed",
+                type=int,
+                help="Seed of the fault draws and the ids: a seeded session repeats exactly "
+                "(default: drawn afresh, so two sessions never share an id).",
             ),
             traceback_option,
         ],
