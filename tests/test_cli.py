@@ -290,6 +290,20 @@ def test_serve_on_a_port_in_use_is_one_line_exit_2() -> None:
     assert "cannot listen on" in line and str(port) in line
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["schema", "--endpoint", "responses", "--api-version", "v1"], "--api-version applies"),
+        (["serve", "--burst", "5"], "--burst sizes the --rpm and --read-rpm buckets"),
+    ],
+)
+def test_an_option_that_would_do_nothing_is_a_usage_error(args: list[str], said: str) -> None:
+    # Before, both were taken and ignored: the responses schema printed, a bucketless serve.
+    result = batchrun_cli(*args)
+    assert result.returncode == 2 and said in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def first_run_id(*flags: str) -> str:
     """The id of the first run a fresh ``batchrun serve FLAGS`` makes."""
     process = subprocess.Popen(

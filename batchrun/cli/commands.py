@@ -115,14 +115,21 @@ def validate(**options: Any) -> None:
 
 @cli.command()
 @endpoint_option
-@click.option("--api-version", type=click.Choice(["v1", "v2"]), default="v2", show_default=True)
-def schema(endpoint: str, api_version: str) -> None:
+@click.option(
+    "--api-version", type=click.Choice(["v1", "v2"]), help="Of --endpoint runs.  [default: v2]"
+)
+def schema(endpoint: str, api_version: str | None) -> None:
     """Print the request-body JSON Schema in force (of --endpoint; for runs, --api-version)."""
     import json
 
     from batchrun.endpoints.schema import load_schema
 
-    click.echo(json.dumps(load_schema(api_version if endpoint == "runs" else endpoint), indent=2))
+    if endpoint != "runs" and api_version is not None:
+        raise click.UsageError(
+            f"--api-version applies to --endpoint runs (the Assistants API), not {endpoint}"
+        )
+    name = (api_version or "v2") if endpoint == "runs" else endpoint
+    click.echo(json.dumps(load_schema(name), indent=2))
 
 
 @cli.command(cls=GroupedCommand, groups=SERVE_GROUPS, epilog=SERVE_EPILOG)

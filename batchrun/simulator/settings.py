@@ -85,6 +85,8 @@ class SimulatorConfig:
                 raise ValueError(f"batch_fail_lines is not a regular expression: {error}") from None
         if self.api_key == "":
             raise ValueError("api_key must not be empty (leave it unset to accept any key)")
+        if self.burst is not None and self.rpm is None and self.read_rpm is None:
+            raise ValueError("burst sizes the rpm and read_rpm buckets: give one of them too")
 
     def burst_for(self, per_minute: float) -> float:
         """The bucket size for a limit of ``per_minute``: ``burst`` or one second's worth."""
