@@ -509,7 +509,7 @@ def test_delimited_round_trip_with_escaping_only_adds_a_quote(
     frame: pd.DataFrame, suffix: str
 ) -> None:
     back = round_trip(frame, suffix)
-    frame = without_trailing_empty_rows(frame)
+    frame = without_trailing_empty_rows(frame, escape_formula)  # "'\t" is not blank
     assert_cells(back, frame, escape_formula)
     for got, original in zip(back.values.ravel(), frame.values.ravel(), strict=True):
         assert got in (original, "'" + original)
