@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -112,3 +113,31 @@ def test_unlimited_limiter_never_waits() -> None:
     time = FakeTime()
     limiter = RateLimiter(None, clock=time.clock, sleep=time.sleep)
     assert set(grant_times(limiter, time, 100)) == {1000.0}
+
+
+@pytest.mark.parametrize("rpm", [30, 60, 90])
+def test_a_flag_at_the_servers_own_rate_keeps_that_rate_when_every_answer_says_none_remain(
+    rpm: int,
+) -> None:
+    # A server enforcing rpm with a bucket of one request answers "remaining 0, one token's
+    # time to the next" after each: before, the pause emptied the flag's bucket too, and
+    # every request waited the pause and then a whole refill (half the rate).
+    time = FakeTime()
+    limiter = RateLimiter(rpm, clock=time.clock, sleep=time.sleep, grace=0.0)
+    server = {
+        "x-ratelimit-limit-requests": str(rpm),
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": f"{60 / rpm}s",
+    }
+
+    async def send(count: int) -> list[float]:
+        times = []
+        for _ in range(count):
+            await limiter.acquire()
+            times.append(time.now)
+            limiter.observe(server)  # answered at once
+        return times
+
+    times = asyncio.run(send(20))
+    gaps = {round(later - earlier, 6) for earlier, later in itertools.pairwise(times)}
+    assert gaps == {round(60 / rpm, 6)}

@@ -258,12 +258,15 @@ class RateLimiter:
             self._probe = None
             self._known.set()
 
-    def pause(self, seconds: float, budget: str = "") -> None:
+    def pause(self, seconds: float, budget: str = "", *, empty: bool = True) -> None:
         """Hold back every caller for ``seconds`` from now; ``budget`` (every one if "")
-        restarts empty after it, as the server's has."""
+        restarts empty after it, as the server's has (``empty``: a 429's refusal; a pause
+        that only waits for the server's next free slot leaves the budgets as they are)."""
         until = self._clock() + min(seconds, LONGEST_PAUSE)
         if until > self._paused_until:
             self._paused_until = until
+            if not empty:
+                return
             for unit, held in self._budgets.items():
                 if not budget or unit == budget:
                     held.empty(until)
@@ -302,7 +305,11 @@ class RateLimiter:
         if held is None or held.source != FROM_SERVER:
             seconds = observed_pause(headers)
             if seconds is not None:
-                self.pause(seconds, REQUESTS)
+                # Until the server's next free slot, no more: a --rpm at the server's own
+                # rate leaves its bucket empty after every request by design, and emptying
+                # ours as well made each request wait the pause and then a refill (half
+                # the rate).
+                self.pause(seconds, REQUESTS, empty=False)
 
     def _adopt(self, headers: Mapping[str, str]) -> None:
         if not self._from_server:
