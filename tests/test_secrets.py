@@ -301,6 +301,14 @@ def percent_lower(text: str) -> str:
     return re.sub("%[0-9A-F]{2}", lambda code: code[0].lower(), urllib.parse.quote(text, safe=""))
 
 
+# The key as other servers echo it: form-decoded ("+" read as a space), HTML-escaped.
+ECHOES: dict[str, Callable[[str], str]] = {
+    "esc_form": lambda key: key.replace("+", " "),
+    "esc_html": lambda key: key.replace("/", "&#x2F;").replace("+", "&#43;").replace("=", "&#x3D;"),
+    "esc_named": lambda key: key.replace("/", "&sol;").replace("+", "&plus;"),
+}
+
+
 def escaped_echo_app(store: RunStore) -> web.Application:
     """Echoes the bearer key as other servers write it: JSON-escaped (``\\/`` and
     ``\\u002d``, as PHP's json_encode or an escaping serializer does) and percent-encoded
@@ -320,6 +328,9 @@ def escaped_echo_app(store: RunStore) -> web.Application:
             link = f"https://gateway.example/keys?k={percent_lower(key(request))}"
             error = {"message": f"Key refused, see {link}", "type": "invalid_request_error"}
             return web.json_response({"error": error}, status=400)
+        if thread in ECHOES:
+            error = {"message": f"Invalid key {ECHOES[thread](key(request))}"}
+            return web.json_response({"error": error}, status=400)
         run = store.create(thread, body, instructions="KEY")
         text = json.dumps(run).replace('"KEY"', f'"you sent {json_escaped(key(request))}"')
         status = 400 if thread == "esc_400" else 200
@@ -333,12 +344,13 @@ def escaped_echo_app(store: RunStore) -> web.Application:
     return app
 
 
-def test_a_key_echoed_json_escaped_or_percent_encoded_is_masked_too(tmp_path: Path) -> None:
+def test_a_key_echoed_escaped_encoded_or_decoded_is_masked_too(tmp_path: Path) -> None:
     key = f"sk-proj/{uuid.uuid4().hex}+Zz=="  # a gateway's key: '/', '+' and '=' in it
     forms = [key, urllib.parse.quote(key, safe=""), percent_lower(key)]
     forms += [key.replace("/", "\\/"), key.replace("/", "\\/").replace("-", "\\u002d")]
     store = RunStore()
-    threads = ["esc_ok", "esc_400", "esc_url"]
+    forms += [echo(key) for echo in ECHOES.values()]
+    threads = ["esc_ok", "esc_400", "esc_url", *ECHOES]
     source = write_sheet(tmp_path / "in.csv", threads)
     with serve_app(escaped_echo_app(store)) as base_url:
         args = ["run", source.name, "-o", "out.csv", "--base-url", base_url, "--max-retries", "1"]
@@ -353,6 +365,7 @@ def test_a_key_echoed_json_escaped_or_percent_encoded_is_masked_too(tmp_path: Pa
     masked = mask_key(key)  # not vacuous: each echo arrived, masked where it belongs
     assert rows["esc_ok"]["outcome"] == "ok" and masked in rows["esc_ok"]["body"]
     assert masked in rows["esc_400"]["error"] and masked in rows["esc_url"]["error"]
+    assert all(masked in rows[thread]["error"] for thread in ECHOES)
 
 
 @pytest.mark.parametrize("key", ["key", "test", "0"])
