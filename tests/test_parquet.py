@@ -117,6 +117,23 @@ def test_a_float32_is_sent_as_written_and_a_text_keyed_map_as_an_object(tmp_path
     assert '"metadata":{"team":"ops"' in request
 
 
+def test_a_binary_column_goes_to_a_text_output_as_text_never_as_raw_bytes(
+    tmp_path: Path,
+) -> None:
+    # Before, b"\x00\xff" was written as a NUL byte and U+FFFD: a CSV batchrun refuses.
+    source = tmp_path / "in.parquet"
+    table = typed_table(3).append_column(
+        "blob", pa.array([b"\x00\xff", b"plain", "é".encode()], pa.binary())
+    )
+    pq.write_table(table, source)
+    report = validate_file(source, tmp_path / "checked.csv", settings_for("http://127.0.0.1:9/v1"))
+    assert b"\x00" not in report.output.read_bytes()
+    blobs = [row["blob"] for row in read_rows(report.output)]
+    assert blobs == ["\\x00\\xff", "plain", "é"]
+    again = settings_for("http://127.0.0.1:9/v1", prefix="v_")  # it reads back as a sheet
+    validate_file(report.output, tmp_path / "again.csv", again)
+
+
 def validate_request(tmp_path: Path, source: Path) -> str:
     report = validate_file(
         source, tmp_path / "checked.parquet", settings_for("http://127.0.0.1:9/v1")

@@ -140,10 +140,16 @@ def arrow_cell_text(value: object) -> str:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
+        # As text where it is text; bytes no text holds (invalid UTF-8, NUL and other
+        # control characters) as \xNN escapes, so that no output carries a NUL byte.
+        text = value.decode("utf-8", errors="backslashreplace")
+        return _CONTROL.sub(lambda match: f"\\x{ord(match[0]):02x}", text)
     if type(value) is float:
         return repr(value)
     return json_cell_text(value)
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def json_text(value: object) -> str:
