@@ -34,6 +34,7 @@ from loopback_server import CREATE_ROUTE, RUN_ROUTE, RunStore, serve_app
 from batchrun.config import Settings, environment_settings, mask_key, mask_secrets
 from batchrun.config_file import settings_toml
 from batchrun.jobs import run_file, validate_file
+from batchrun.masking import holds_key, mask_text
 from batchrun.report import Summary
 from batchrun.simulator import RunningSimulator
 
@@ -386,6 +387,63 @@ def test_a_short_placeholder_key_is_not_masked_into_the_answers(
         (row,) = csv.DictReader(stream)
     assert row["outcome"] == "ok", row
     assert "run the latest test suite 0" in row["body"] and "batchrun_key" in row["body"]
+
+
+GATEWAY_KEY = "sk-proj_ab/xy+ef=gh.ij~kl-mnopqrst12"  # no hex digit after a "/" or "="
+
+
+def every_char_percent(text: str, hex_case: Callable[[str], str] = str.upper) -> str:
+    return "".join(
+        char if char.isalnum() else "".join(hex_case(f"%{b:02X}") for b in char.encode())
+        for char in text
+    )
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        pytest.param(lambda key: key, id="as-written"),
+        pytest.param(lambda key: urllib.parse.quote(key, safe=""), id="quote"),
+        pytest.param(lambda key: urllib.parse.quote_plus(key), id="quote-plus"),
+        pytest.param(every_char_percent, id="every-char-percent"),
+        pytest.param(lambda key: every_char_percent(key, str.lower), id="lower-percent"),
+        pytest.param(lambda key: key.replace("/", "\\/"), id="json-slash"),
+        pytest.param(lambda key: key.replace("-", "\\u002D"), id="json-unicode"),
+        pytest.param(lambda key: key.replace("/", "&#x2F;").replace("+", "&#43;"), id="html"),
+        pytest.param(lambda key: key.replace("/", "&#x2f").replace("=", "&#61"), id="html-no-semi"),
+        pytest.param(lambda key: key.replace("/", "&sol;").replace("_", "&lowbar;"), id="named"),
+        pytest.param(lambda key: key.replace("+", " "), id="form-decoded"),
+    ],
+)
+def test_every_echo_of_the_key_is_masked_and_nothing_else_is_touched(
+    echo: Callable[[str], str],
+) -> None:
+    text = f'{{"message": "bad key {echo(GATEWAY_KEY)} (see docs)", "n": 12345678}}'
+    masked = mask_text(text, GATEWAY_KEY)
+    assert echo(GATEWAY_KEY) not in masked and not holds_key(masked, GATEWAY_KEY)
+    assert masked == text.replace(echo(GATEWAY_KEY), mask_key(GATEWAY_KEY))
+
+
+def test_an_answer_is_parsed_before_it_is_masked(tmp_path: Path) -> None:
+    # A key of 8 to 12 characters is masked as "***": masked in the raw answer, a number
+    # holding its digits broke the JSON, and the created run read as "not a run".
+    key = "12345678"
+    store = RunStore()
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        run = store.create(request.match_info["thread_id"], await request.json())
+        return web.json_response({**run, "created_at": 1712345678, "note": f"key {key}"})
+
+    app = web.Application()
+    app.add_routes([web.post(CREATE_ROUTE, create), web.get(CREATE_ROUTE, store.list_runs)])
+    source = write_sheet(tmp_path / "in.csv", ["thread_1"])
+    with serve_app(app) as base_url:
+        settings = Settings(**environment_settings({"base_url": base_url}, {"OPENAI_API_KEY": key}))
+        run_file(source, tmp_path / "out.csv", settings)
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as stream:
+        (row,) = csv.DictReader(stream)
+    assert row["outcome"] == "ok" and row["run_id"] == "run_thread_1_1", row["error"]
+    assert key not in row["body"]
 
 
 def test_a_redirect_never_carries_the_key_to_another_server(tmp_path: Path, canary: str) -> None:

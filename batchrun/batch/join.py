@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from batchrun.endpoints import Endpoint
+from batchrun.masking import masked_data
 from batchrun.report import Outcome, RowResult
 
 Mask = Callable[[str], str]
@@ -52,9 +53,9 @@ def settle_line(row: RowResult, record: Mapping[str, Any], endpoint: Endpoint, m
         row.status = status if isinstance(status, int) else None
         row.response = mask(orjson.dumps(body).decode()) if body is not None else ""
         if status == 200 and isinstance(body, Mapping) and endpoint.is_answer(body):
-            # Settled from the masked text, as a direct answer is: an echoed key never
+            # Settled from the masked values, as a direct answer is: an echoed key never
             # reaches the reply or any other column.
-            endpoint.settle(row, orjson.loads(row.response), wait=True)
+            endpoint.settle(row, masked_data(body, mask), wait=True)
             return
         row.fail(Outcome.FAILED, mask(f"HTTP {status}: {_message(body)}"))
         return

@@ -22,7 +22,7 @@ import yarl
 
 from batchrun import __version__
 from batchrun.config import Settings
-from batchrun.masking import mask_text
+from batchrun.masking import holds_key, mask_text, masked_data
 from batchrun.sending.retry import Failure
 
 MAX_ANSWER_BYTES = 10 * 1024 * 1024
@@ -217,11 +217,14 @@ class ApiClient:
             raise TransportError(
                 Failure.DISCONNECT, f"connection dropped: {reason}", answering=answering
             ) from None
-        text = self.mask(raw.decode("utf-8", errors="replace"))
+        text = raw.decode("utf-8", errors="replace")
         try:
             data = orjson.loads(text) if text else None
         except orjson.JSONDecodeError:
             data = None
+        if holds_key(text, self._key):  # parsed first: masking never breaks the JSON
+            text = self.mask(text)
+            data = masked_data(data, self.mask)
         return Answer(status, answer_headers, text, data)
 
 
