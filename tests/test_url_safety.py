@@ -118,6 +118,12 @@ def test_surrounding_spaces_are_trimmed_and_the_id_is_sent(
     assert read_rows(report.output)[0]["thread_id"] == "  thread_a  "  # input untouched
 
 
+def test_a_base_url_no_parser_takes_is_refused_without_showing_its_password() -> None:
+    with pytest.raises(UsageError, match="not a valid URL") as refused:
+        settings_for("https://u:hunter2pass@host:99999/v1").check_sending()
+    assert "hunter2pass" not in str(refused.value) and "u:***@host" in str(refused.value)
+
+
 # --- where the key may go -----------------------------------------------------------------
 
 REFUSED_URLS = [

@@ -5,11 +5,14 @@ URLs shown without their password. Used by the settings, which check both URLs o
 from __future__ import annotations
 
 import ipaddress
+import re
 import urllib.parse
 
 from batchrun.errors import UsageError
 
 LIMITER_SCHEMES = ("redis", "rediss", "unix")
+# "scheme://user:password@": the password of a URL no parser takes.
+_USERINFO_PASSWORD = re.compile(r"(//[^/@:]*:)[^@/]*@")
 
 
 def check_base_url(url: str, *, allow_insecure_http: bool, label: str = "--base-url") -> None:
@@ -24,7 +27,7 @@ def check_base_url(url: str, *, allow_insecure_http: bool, label: str = "--base-
     try:
         parts = URL(url)
     except (ValueError, TypeError):
-        raise UsageError(f"{label} {url!r} is not a valid URL") from None
+        raise UsageError(f"{label} {mask_url(url)!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.host:
         raise UsageError(f"{label} {mask_url(url)!r} is not an http(s) URL")
     if parts.raw_user is not None or parts.raw_password is not None:
@@ -36,12 +39,12 @@ def check_base_url(url: str, *, allow_insecure_http: bool, label: str = "--base-
         )
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.host):
         raise UsageError(
-            f"{label} {url}: plain http would send the API key unencrypted to "
+            f"{label} {mask_url(url)}: plain http would send the API key unencrypted to "
             f"{parts.host}; use https, or pass --allow-insecure-http"
         )
     if parts.raw_query_string or parts.raw_fragment:
         raise UsageError(
-            f"{label} {url!r}: a base URL cannot carry a query or fragment "
+            f"{label} {mask_url(url)!r}: a base URL cannot carry a query or fragment "
             "(request paths are appended to it)"
         )
 
@@ -61,8 +64,8 @@ def mask_url(url: str) -> str:
     try:
         parts = urllib.parse.urlsplit(url)
         password = parts.password
-    except ValueError:
-        return "(unparsable URL)"
+    except ValueError:  # a bad port, say: the password is still found where it sits
+        return _USERINFO_PASSWORD.sub(r"\1***@", url)
     if not password:
         return url
     user = parts.username or ""
