@@ -241,13 +241,16 @@ def test_a_jsonl_number_beyond_a_double_stays_a_number_beside_an_integer_beyond_
 ) -> None:
     # orjson refuses the integer, and the fallback wrote the other number as a string.
     source = tmp_path / "in.jsonl"
+    big = '"big": 123456789012345678901234567890'
     source.write_text(
-        '{"model": "gpt-4o", "user": "Hi", "huge": 1e400, "big": 123456789012345678901234567890}\n',
+        f'{{"model": "gpt-4o", "user": "Hi", "huge": 1e400, {big}}}\n'
+        '{"model": "gpt-4o", "user": "Hi", "huge": 1e400, "big": "\\ud800"}\n',
         encoding="utf-8",
     )
     validate_file(source, tmp_path / "out.jsonl", settings(endpoint="chat"))
-    (line,) = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
-    assert '"huge":1e400,"big":123456789012345678901234567890,' in line
+    first, second = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert '"huge":1e400,"big":123456789012345678901234567890,' in first
+    assert '"huge":1e400,"big":"\\ud800",' in second  # a lone surrogate beside it too
 
 
 def test_a_jsonl_number_beyond_a_double_keeps_its_text(tmp_path: Path) -> None:

@@ -25,7 +25,13 @@ from typing import IO, Any
 import orjson
 
 from batchrun.atomic import StagedFile
-from batchrun.sheets.cells import PLAIN_NUMBER, excel_cell_text, json_fragment, number_texts
+from batchrun.sheets.cells import (
+    PLAIN_NUMBER,
+    JsonNumber,
+    excel_cell_text,
+    json_fragment,
+    number_texts,
+)
 from batchrun.sheets.handoff import HandOff
 from batchrun.sheets.xlsx_summary import Summary
 
@@ -174,17 +180,23 @@ _JSONL_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
 def _jsonl_line(record: dict[str, Any]) -> bytes:
-    """A line orjson refused: integers beyond 64 bits written exactly (as fragments, so a
-    number beyond a double beside them stays a number); lone surrogates, which no UTF-8
-    holds, escaped as ``\\udXXX`` by the json module."""
-    exact = {
-        key: orjson.Fragment(str(value)) if type(value) is int else value
-        for key, value in record.items()
-    }
-    try:
-        return orjson.dumps(exact, default=_json_default, option=_JSONL_OPTIONS)
-    except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(record, default=_json_default).encode() + b"\n"
+    """A line orjson refused, written by orjson all the same: integers beyond 64 bits as
+    their digits, text holding lone surrogates (no UTF-8 holds them) as the json module
+    escapes it (``\\udXXX``), each as a fragment, so a number beyond a double beside them
+    stays a number."""
+    exact = {key: _fragment(value) for key, value in record.items()}
+    return orjson.dumps(exact, default=_json_default, option=_JSONL_OPTIONS)
+
+
+def _fragment(value: Any) -> Any:
+    if type(value) is int:
+        return orjson.Fragment(str(value))
+    if isinstance(value, str) and not isinstance(value, JsonNumber):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return orjson.Fragment(json.dumps(value))
+    return value
 
 
 def _json_default(value: object) -> object:
