@@ -85,8 +85,8 @@ def run_file(
 def _journal_apart(journal: Path, source: Path, target: Path) -> None:
     """Refuse a journal that is the input or a file the job writes: the output written
     over it would lose what was sent, and the next run would send it all again."""
-    taken = {path.resolve(): name for name, path in [("the input", source)]}
-    taken.update({path.resolve(): f"the output file {path}" for path in output_files(target)})
+    taken = {path.resolve(): f"the output file {path}" for path in output_files(target)}
+    taken[source.resolve()] = "the input"
     clash = taken.get(journal.resolve())
     if clash is not None:
         raise UsageError(

@@ -134,7 +134,7 @@ def csv_rows(
                 size = len(record)
                 if size == width and number >= header_row:
                     number += 1  # the common case: a full row below the header
-                    if keep_empty or (any(record) and not "".join(record).isspace()):
+                    if keep_empty or any(cell and not cell.isspace() for cell in record):
                         if held:
                             yield from held
                             held.clear()
