@@ -185,10 +185,14 @@ def _jsonl_line(record: dict[str, Any]) -> bytes:
     escapes it (``\\udXXX``), each as a fragment, so a number beyond a double beside them
     stays a number."""
     exact = {key: _fragment(value) for key, value in record.items()}
-    return orjson.dumps(exact, default=_json_default, option=_JSONL_OPTIONS)
+    try:
+        return orjson.dumps(exact, default=_json_default, option=_JSONL_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):  # a lone surrogate in a key of a value
+        return json.dumps(record, default=_json_default).encode() + b"\n"
 
 
 def _fragment(value: Any) -> Any:
+    """``value`` with what orjson refuses, nested too, as fragments of exact JSON."""
     if type(value) is int:
         return orjson.Fragment(str(value))
     if isinstance(value, str) and not isinstance(value, JsonNumber):
@@ -196,6 +200,10 @@ def _fragment(value: Any) -> Any:
             value.encode()
         except UnicodeEncodeError:
             return orjson.Fragment(json.dumps(value))
+    if isinstance(value, dict):
+        return {key: _fragment(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fragment(item) for item in value]
     return value
 
 
