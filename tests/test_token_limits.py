@@ -14,7 +14,7 @@ import pytest
 import tiktoken
 import tiktoken_ext.openai_public
 
-from batchrun.sending.limiter import FROM_SERVER, RateLimiter
+from batchrun.sending.limiter import DRAINED_SLACK, FROM_SERVER, RateLimiter
 from batchrun.sending.retry import decide
 from batchrun.sending.stated_limits import (
     Stated,
@@ -84,8 +84,9 @@ def test_tokens_per_minute_paces_requests_by_their_cost() -> None:
 def test_a_request_larger_than_the_bucket_goes_on_a_full_one_and_leaves_debt() -> None:
     time = FakeTime()
     times = grant_times(limiter(time, tokens_per_minute=6_000), time, [300, 100])
-    # 100 tokens a second: the 300 go at once, the debt of 200 and the next 100 take 3 s.
-    assert times == [1000.0, pytest.approx(1003.0)]
+    # 100 tokens a second: the 300 go at once, the debt of 200 and the next 100 take 3 s
+    # (and the slack of a request that needs the whole bucket).
+    assert times == [1000.0, pytest.approx(1003.0 + DRAINED_SLACK)]
 
 
 def test_requests_and_tokens_budgets_both_hold() -> None:
@@ -151,7 +152,7 @@ def test_flags_override_the_servers_limits() -> None:
     flagged = limiter(time, tokens_per_minute=6_000, from_server=True)
     flagged.observe(headers("tokens", 600_000, 10_000))
     assert flagged.in_force() == "6,000 tokens/min (--tpm)"
-    assert grant_times(flagged, time, [100, 100]) == [1000.0, pytest.approx(1001.0)]
+    assert grant_times(flagged, time, [100, 100]) == [1000.0, pytest.approx(1001 + DRAINED_SLACK)]
 
 
 def test_a_server_that_states_no_limits_gets_only_the_concurrency_cap() -> None:
@@ -335,3 +336,20 @@ def test_the_encoding_files_and_hashes_are_tiktokens_own() -> None:
 )
 def test_the_most_output_tokens_a_request_asks_for(body: dict[str, Any], most: int) -> None:
     assert max_output_tokens(body) == most
+
+
+def test_a_tokens_budget_from_the_first_answer_counts_the_debt_the_first_request_left() -> None:
+    # The first request (623 tokens) goes alone and leaves a one-second bucket of 500 in
+    # debt; the server's remaining says 0, never less. Before, the budget made from that
+    # answer started at 0 and let the next 623-token request go after 1 s: a 429.
+    time = FakeTime()
+    limiter = RateLimiter(from_server=True, clock=time.clock, sleep=time.sleep, grace=0.0)
+
+    async def two_requests() -> float:
+        await limiter.acquire(623)
+        limiter.observe(headers("tokens", 30_000, 0))
+        started = time.now
+        await limiter.acquire(623)
+        return time.now - started
+
+    assert asyncio.run(two_requests()) == pytest.approx(623 / 500 + DRAINED_SLACK)

@@ -48,6 +48,11 @@ from batchrun.sending.stated_limits import (
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 DEFAULT_GRACE = 0.05
+# A request that needs a whole budget (one a second or slower; tokens beyond a second's
+# worth) goes this much after the budget is full again: the server's bucket is empty as
+# the one before arrives, so a request exactly one interval later races it, and the least
+# delay on the way of the one before made a 429 of it. 1% of the rate at 60/min.
+DRAINED_SLACK = 0.01
 # The longest the first request goes alone while the server has not told its limits.
 PROBE_SECONDS = 5.0
 FROM_SERVER = "the server's x-ratelimit headers"
@@ -140,12 +145,14 @@ class Budget:
             self.last = now
 
     def shortfall(self, cost: float) -> float:
-        """Seconds until ``cost`` may be taken (a cost beyond the capacity: a full bucket)."""
+        """Seconds until ``cost`` may be taken (a cost beyond the capacity: a full bucket,
+        and :data:`DRAINED_SLACK` more when it is refilling to that)."""
         needed = min(cost, self.capacity)
         # Float time cannot resolve an infinitesimal wait: count "almost enough" as enough.
         if self.level >= needed - 1e-9:
             return 0.0
-        return (needed - self.level) / self.rate
+        slack = DRAINED_SLACK if needed >= self.capacity else 0.0
+        return (needed - self.level) / self.rate + slack
 
     def empty(self, at: float) -> None:
         """Restart from nothing (or from the debt it is in) at ``at``."""
@@ -165,6 +172,7 @@ class RateLimiter:
         "_lock",
         "_paused_until",
         "_probe",
+        "_probe_tokens",
         "_sleep",
     )
 
@@ -192,6 +200,10 @@ class RateLimiter:
         # server); else the task holding the one request allowed meanwhile ("" before it).
         cautious = from_server and not self._budgets
         self._probe: asyncio.Task[object] | str | None = "" if cautious else None
+        # What the first request was charged before any budget existed: a tokens budget
+        # made from its answer starts that much lower (the server's bucket may be in debt,
+        # which its remaining, never below 0, cannot say).
+        self._probe_tokens = 0
         self._known = asyncio.Event()
         # One waiter at a time: grants go out in arrival order and a sleeper cannot be
         # overtaken by a newcomer that finds a freshly refilled bucket.
@@ -211,6 +223,7 @@ class RateLimiter:
         """Wait until one more request, charged ``tokens``, may start."""
         if self._probe is not None and await self._alone():
             self._take(tokens)
+            self._probe_tokens = tokens
             return
         if not self._lock.locked() and self._wait(tokens) == 0.0:
             self._take(tokens)  # nothing to wait for: skip the lock on the hot path
@@ -257,6 +270,7 @@ class RateLimiter:
         if self._probe is not None:
             self._probe = None
             self._known.set()
+        self._probe_tokens = 0  # told by the first answer, or never
 
     def pause(self, seconds: float, budget: str = "", *, empty: bool = True) -> None:
         """Hold back every caller for ``seconds`` from now; ``budget`` (every one if "")
@@ -325,6 +339,8 @@ class RateLimiter:
             if held is None:
                 held = self._budgets[unit] = Budget(per_minute, FROM_SERVER)
                 held.last = now
+                if unit == TOKENS:
+                    held.level -= self._probe_tokens
             elif held.source.startswith("--"):
                 continue  # a flag overrides the server
             elif held.per_minute != per_minute or held.source != FROM_SERVER:

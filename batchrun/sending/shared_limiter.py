@@ -46,6 +46,7 @@ from batchrun.config import Settings
 from batchrun.errors import UsageError
 from batchrun.sending.limiter import (
     DEFAULT_GRACE,
+    DRAINED_SLACK,
     Limiter,
     RateLimiter,
     observed_pause,
@@ -62,11 +63,9 @@ Sleep = Callable[[float], Awaitable[None]]
 # Seconds to connect to Redis, and to wait for one answer, before it counts as lost.
 CONNECT_TIMEOUT = 3.0
 ANSWER_TIMEOUT = 5.0
-# A request that needs a whole budget (one a second or slower; tokens beyond a second's
-# worth) waits this much past its slot: slots are handed out ahead, exactly one interval
-# apart, and the server's bucket is empty as the one before arrives, so the least delay on
-# the way turned about half of them into 429s at --rpm 60. 1% of the rate at 60/min.
-DRAINED_SLACK_US = 10_000
+# Slots are handed out ahead, exactly one interval apart: without the slack, about half
+# the requests at --rpm 60 met a 429 (see DRAINED_SLACK).
+DRAINED_SLACK_US = round(DRAINED_SLACK * 1e6)
 KEY_PREFIX = "batchrun:"
 
 # KEYS: the TAT of each budget (requests, then tokens), in microseconds of Redis TIME.
