@@ -234,13 +234,35 @@ def test_a_row_left_for_the_next_run_holds_back_later_rows_of_its_thread(
             source, tmp_path / "out.csv", settings_for(base_url, max_retries=1, timeout=5)
         )
     rows = read_rows(report.output)
-    assert "rerun" in rows[0]["error"]
+    assert "could not be read to check (HTTP 503: down); rerun" in rows[0]["error"]
     assert rows[1]["error"].startswith("not sent: an earlier row on thread t_1")
     # The first row's one attempt (its runs could not be read to check before another);
     # never the second row.
     assert store.posts.count("t_1") == 1
     assert rows[2]["status"] == "200"
     assert report.summary.left == 2
+
+
+def test_a_row_whose_runs_time_out_when_read_says_the_timeout_is_why(tmp_path: Path) -> None:
+    async def create(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "upstream"}}, status=503)
+
+    async def slow_list(request: web.Request) -> web.Response:
+        await asyncio.sleep(3)
+        return web.json_response({"object": "list", "data": [], "has_more": False})
+
+    app = app_with(create, extra=[web.get(CREATE_ROUTE, slow_list)])
+    source = write_sheet(tmp_path / "in.csv", [("t_1", "first")])
+    with serve_app(app) as base_url:
+        settings = settings_for(base_url, max_retries=1, timeout=0.5)
+        report = run_file(source, tmp_path / "out.csv", settings)
+    # Before, the error said the runs "could not be read" and not why: a user whose
+    # server is slower than --timeout on every request could not tell what to change.
+    assert read_rows(report.output)[0]["error"] == (
+        "not sent again: a run may have been created and the runs could not be read to "
+        "check (timed out waiting for the answer for 0.5 s; a larger --timeout may help); "
+        "rerun to look for it again (it is never sent twice)"
+    )
 
 
 # --- notebooks, signals, proxies ------------------------------------------------------------

@@ -12,6 +12,7 @@ import random
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,20 @@ from batchrun.sending.client import Answer, ApiClient, TransportError
 from batchrun.sending.control import NO_LOOKUP, Control, missing_route
 from batchrun.sending.judge import CLOCK_SKEW, made_since
 from batchrun.sending.limiter import Limiter
-from batchrun.sending.retry import decide
+from batchrun.sending.retry import Failure, decide
 
 POLL_FIRST, POLL_CAP = 0.2, 5.0
 # Pages of a listing read to look for a row's answer behind newer ones (100 of 20 runs).
 MAX_PAGES = 100
 # 429 rate_limit_exceeded answers a request may wait out (0 when --max-retries is 0).
 RATE_LIMIT_RETRIES = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """A listing that could not be read, and why (said in the row's ``error``)."""
+
+    reason: str
 
 
 def throttle_budget(settings: Settings) -> int:
@@ -69,6 +77,11 @@ class Reader:
 
         ``into``: a 200 body is streamed into this file (a batch's output), not kept.
         """
+        answer = await self._read(path, into)
+        return answer if isinstance(answer, Answer) else None
+
+    async def _read(self, path: str, into: Path | None = None) -> Answer | str:
+        """As :meth:`read`, with why there is no answer in its place."""
         failures = throttled = 0
         while True:
             self.control.check()
@@ -86,6 +99,8 @@ class Reader:
                     failure=error.failure,
                     rand=self._rand,
                 )
+                if not decision.retry:
+                    return self._no_answer(error)
                 headers: Mapping[str, str] = {}
             else:
                 self.limiter.observe(answer.headers)
@@ -105,12 +120,16 @@ class Reader:
                 )
                 if not decision.retry:
                     return answer
-            if not decision.retry:
-                return None
             if decision.pause_all:
                 self.limiter.throttled(decision.delay, headers)
             else:
                 await self._sleep(decision.delay)
+
+    def _no_answer(self, error: TransportError) -> str:
+        """Why a read that met ``error`` on its last try has no answer."""
+        if error.failure is Failure.TIMEOUT:
+            return f"{error} for {self.settings.attempt_timeout:g} s; a larger --timeout may help"
+        return str(error)
 
     async def pause(self, delay: float) -> None:
         """Wait ``delay`` seconds (on the injected clock of tests)."""
@@ -118,9 +137,9 @@ class Reader:
 
     async def listing(
         self, path: str, *, since: float | None = None
-    ) -> list[dict[str, Any]] | None:
+    ) -> list[dict[str, Any]] | Unread:
         """The objects of a list answer (a thread's newest runs, newest first; stored
-        completions by tag); None when they cannot be read.
+        completions by tag), or why they cannot be read.
 
         ``since``: read on, page after page (``after``, ``has_more``), until the objects
         are older than this (our clock; see :func:`~batchrun.sending.judge.made_since`):
@@ -130,15 +149,17 @@ class Reader:
         seen: set[object] = set()
         page_path = path
         for _ in range(MAX_PAGES):
-            answer = await self.read(page_path)
-            if answer is not None and missing_route(answer.status, answer.data, answer.text):
+            answer = await self._read(page_path)
+            if isinstance(answer, str):
+                return Unread(answer)
+            if missing_route(answer.status, answer.data, answer.text):
                 self.control.learn(NO_LOOKUP)  # this server cannot look anything up
-            if answer is None or answer.status != 200 or not isinstance(answer.data, dict):
-                return None
-            self._observe_clock(answer.headers.get("Date"))
-            page = answer.data.get("data")
+            if answer.status != 200:
+                return Unread(answer.message)
+            page = answer.data.get("data") if isinstance(answer.data, dict) else None
             if not isinstance(page, list):
-                return None
+                return Unread(f"HTTP {answer.status} but the answer is not a list")
+            self._observe_clock(answer.headers.get("Date"))
             items = [item for item in page if isinstance(item, dict)]
             fresh = [item for item in items if item.get("id") not in seen]
             found += fresh
@@ -153,7 +174,8 @@ class Reader:
             ):
                 return found
             page_path = f"{path}&after={urllib.parse.quote(last, safe='')}"
-        return None  # more runs newer than the row than anyone makes: cannot tell
+        # More runs newer than the row than anyone makes: cannot tell.
+        return Unread(f"more than {MAX_PAGES} pages of newer ones")
 
     def _observe_clock(self, date: str | None) -> None:
         """Measure how far the server's clock may be behind ours from an answer's ``Date``

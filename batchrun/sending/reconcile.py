@@ -20,7 +20,7 @@ from batchrun.report import Outcome, RowResult
 from batchrun.sending.client import ApiClient
 from batchrun.sending.control import NO_LOOKUP, TAGS_KEPT, Control
 from batchrun.sending.judge import Judgement, Verdict, judge, made_since, tag_of
-from batchrun.sending.reads import Reader
+from batchrun.sending.reads import Reader, Unread
 from batchrun.sending.states import Event
 from batchrun.sending.steps import SEND, SETTLED, LaneBusy, Step, Unsure
 
@@ -84,16 +84,17 @@ class Reconciling:
         # A row that may have arrived looks back to its first attempt, page after page.
         since = row.sent_at if row.unsure and tag is not None else None
         found = await self.reader.listing(self.endpoint.look_path(row, tag or ""), since=since)
-        if found is None and not self.can_look(row):  # the lookup route is missing
+        if isinstance(found, Unread) and not self.can_look(row):  # no lookup route
             return await self.look(row)
-        if found is None:
+        if isinstance(found, Unread):
             word = self.endpoint.answer_word
             why = (
                 f"not sent again: a {word} may have been created and the {word}s could not "
-                f"be read to check; rerun to look for it again (it is never sent twice)"
+                f"be read to check ({found.reason}); rerun to look for it again (it is "
+                "never sent twice)"
                 if row.unsure
                 else f"not sent: could not read the {word}s to check for a {word} already "
-                "created; rerun later (nothing was sent twice)"
+                f"created ({found.reason}); rerun later (nothing was sent twice)"
             )
             row.fail(Outcome.NOT_SENT, why, Event.LEFT)
             return SETTLED
