@@ -226,6 +226,60 @@ def test_problems_name_the_path_and_the_fix(
     assert [str(p) for p in check_body(body, version)] == expected
 
 
+def tools(count: int) -> list[dict[str, Any]]:
+    return [
+        {"type": "function", "function": {"name": f"f{i}", "description": "d" * 1500}}
+        for i in range(count)
+    ]
+
+
+CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("schema", "body", "expected"),
+    [
+        pytest.param(
+            "v2",
+            {"assistant_id": "a", "tools": tools(21)},
+            ["tools: has 21 items; at most 20 are allowed"],
+            id="too-many-tools",
+        ),
+        pytest.param(
+            "chat",
+            {**CHAT, "stop": ["a", "b", "c", "d", "e"]},
+            ["stop: has 5 items; at most 4 are allowed"],
+            id="too-many-stops",
+        ),
+        pytest.param(
+            "responses",
+            {"model": "gpt-4o", "input": "hi", "safety_identifier": "x" * 70},
+            ["safety_identifier: is 70 characters long; at most 64 are allowed"],
+            id="too-long-text",
+        ),
+        pytest.param(
+            "v2",
+            {"assistant_id": "a", "instructions": ["x" * 500]},
+            [f"instructions: ['{'x' * 74} ...] is not of type 'string', 'null'"],
+            id="long-value-cut",
+        ),
+        pytest.param(
+            "chat",
+            {**CHAT, "functions": [{"name": "bad name"}]},
+            ["functions[0].name: 'bad name' must be 1 to 64 letters, digits, '_' or '-'"],
+            id="chat-functions-name",
+        ),
+    ],
+)
+def test_a_size_is_said_by_its_count_and_limit_not_by_the_whole_value(
+    schema: str, body: dict[str, Any], expected: list[str]
+) -> None:
+    # Before: "tools: [{'type': 'function', ... is too long", 34,522 characters that an
+    # .xlsx cell cut before the reason, and never the limit; chat's functions[].name
+    # was not checked at all.
+    assert [str(p) for p in check_body(body, schema)] == expected
+
+
 def test_all_problems_of_a_body_are_reported() -> None:
     body = {"temperature": 9, "top_p": -1, "stream": True}
     paths = [p.path for p in check_body(body, "v2")]

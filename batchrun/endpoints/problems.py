@@ -103,7 +103,7 @@ def explain(error: Any) -> list[Problem]:
     return [
         Problem(
             format_path(error.absolute_path),
-            f"{instance!r} is not valid: expected {expected}",
+            f"{_shown(instance)} is not valid: expected {expected}",
             "invalid_value",
         )
     ]
@@ -181,11 +181,37 @@ def listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+# Longest value shown in a reason: a cell's whole text (21 tools, a long instruction) in
+# its error would hide the reason, and pass Excel's cell limit.
+SHOWN_VALUE = 80
+# Lengths named by size and limit, not by the whole value ("[...] is too long").
+SIZE_WORDS = {
+    "maxItems": ("items", "at most {} are allowed"),
+    "minItems": ("items", "at least {} are needed"),
+    "maxLength": ("characters long", "at most {} are allowed"),
+    "minLength": ("characters long", "at least {} are needed"),
+}
+
+
 def _json_words(error: Any) -> str:
-    """The error's message with a null or boolean value named as JSON names it (``null``,
-    ``true``), not as Python does (``None``, ``True``): the sheet's author wrote JSON."""
+    """The error's message worded for the sheet's author: a length by its size and limit
+    ("has 21 items; at most 20 are allowed"); a null or boolean value named as JSON names
+    it (``null``, ``true``), not as Python does (``None``, ``True``); a long value cut."""
     value = error.instance
+    message = str(error.message)
+    if error.validator in SIZE_WORDS and isinstance(value, (str, list)):
+        unit, limit = SIZE_WORDS[error.validator]
+        size = f"has {len(value)} {unit}" if isinstance(value, list) else f"is {len(value)} {unit}"
+        return f"{size}; {limit.format(error.validator_value)}"
     shown = repr(value)
-    if (value is None or isinstance(value, bool)) and error.message.startswith(shown):
-        return json.dumps(value) + str(error.message)[len(shown) :]
-    return str(error.message)
+    if not message.startswith(shown):
+        return message
+    if value is None or isinstance(value, bool):
+        return json.dumps(value) + message[len(shown) :]
+    return _shown(value) + message[len(shown) :]
+
+
+def _shown(value: Any) -> str:
+    """``value`` as a reason shows it: its repr, cut to :data:`SHOWN_VALUE` characters."""
+    shown = repr(value)
+    return shown if len(shown) <= SHOWN_VALUE else f"{shown[: SHOWN_VALUE - 4]} ...{shown[-1]}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -186,16 +186,7 @@ class BodyChecker:
             if isinstance(message, Mapping):
                 path = f"additional_messages[{index}].metadata"
                 problems.extend(metadata_problems(message.get("metadata"), path, run_tag=False))
-        for index, tool in enumerate(listed(body.get("tools"))):
-            if not isinstance(tool, Mapping):
-                continue
-            # Assistants and chat nest a function's name; the Responses API's tools are flat.
-            function = tool.get("function")
-            path, name = f"tools[{index}].function.name", None
-            if isinstance(function, Mapping):
-                name = function.get("name")
-            elif self.schema_name == "responses" and tool.get("type") == "function":
-                path, name = f"tools[{index}].name", tool.get("name")
+        for path, name in self._function_names(body):
             if isinstance(name, str) and not FUNCTION_NAME.fullmatch(name):
                 problems.append(
                     Problem(
@@ -217,6 +208,23 @@ class BodyChecker:
         elif self.schema_name == "chat":
             problems.extend(chat_problems(body))
         return problems
+
+    def _function_names(self, body: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+        """Each function name of ``body`` with its path: Assistants and chat nest it in a
+        tool's ``function``, the Responses API's tools are flat, and chat's deprecated
+        ``functions`` list names them at the top."""
+        for index, tool in enumerate(listed(body.get("tools"))):
+            if not isinstance(tool, Mapping):
+                continue
+            function = tool.get("function")
+            if isinstance(function, Mapping):
+                yield f"tools[{index}].function.name", function.get("name")
+            elif self.schema_name == "responses" and tool.get("type") == "function":
+                yield f"tools[{index}].name", tool.get("name")
+        if self.schema_name == "chat":
+            for index, function in enumerate(listed(body.get("functions"))):
+                if isinstance(function, Mapping):
+                    yield f"functions[{index}].name", function.get("name")
 
 
 def check_body(body: Mapping[str, Any], schema_name: str = DEFAULT_API_VERSION) -> list[Problem]:
