@@ -87,6 +87,22 @@ def test_the_estimate_is_prompt_plus_maximum_output_at_the_price() -> None:
     )
 
 
+def test_every_row_naming_no_maximum_is_counted_beside_rows_of_its_model_that_do() -> None:
+    # Before, a model's rows were said to name no maximum only when none of them did:
+    # three rows, one with a maximum, read as a bound with no note.
+    estimate = Estimate()
+    estimate.add("gpt-4o-mini", 1, 16)
+    estimate.add("gpt-4o-mini", 1, 0)
+    other = Estimate()
+    other.add("gpt-4o-mini", 1, 0)
+    estimate.merge(other.by_model)
+    most = library_price("gpt-4o-mini", 3, 16)
+    assert estimate.text() == (
+        f"3 prompt tokens + at most 16 output tokens; at most {dollars(most)} "
+        "(2 rows name no maximum output: their output is not counted)"
+    )
+
+
 def test_one_token_and_one_row_are_worded_in_the_singular() -> None:
     estimate = Estimate()
     estimate.add("someones-own-model", 1, 1)

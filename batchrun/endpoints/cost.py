@@ -112,23 +112,24 @@ def prices_for(batch: bool) -> Prices:
 class Estimate:
     """The tokens of the valid rows, and the most they can cost, by model."""
 
-    # model -> [rows, prompt tokens, maximum output tokens]
+    # model -> [rows, prompt tokens, maximum output tokens, rows naming no maximum]
     by_model: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, model: str, prompt: int, most: int) -> None:
-        """One valid row of ``model`` with its prompt and maximum output tokens."""
-        counts = self.by_model.setdefault(model, [0, 0, 0])
+        """One valid row of ``model`` with its prompt and maximum output tokens (0: it
+        names none)."""
+        counts = self.by_model.setdefault(model, [0, 0, 0, 0])
         counts[0] += 1
         counts[1] += prompt
         counts[2] += most
+        counts[3] += most == 0
 
     def merge(self, other: Mapping[str, list[int]]) -> None:
         """Add another chunk's counts."""
-        for model, (rows, prompt, most) in other.items():
-            counts = self.by_model.setdefault(model, [0, 0, 0])
-            counts[0] += rows
-            counts[1] += prompt
-            counts[2] += most
+        for model, more in other.items():
+            counts = self.by_model.setdefault(model, [0, 0, 0, 0])
+            for index, count in enumerate(more):
+                counts[index] += count
 
     def text(self, *, batch: bool = False) -> str:
         """``tokens: 1,200 prompt + at most 100,000 output; at most $0.0612 ...``."""
@@ -138,15 +139,13 @@ class Estimate:
         most = sum(counts[2] for counts in self.by_model.values())
         prices = Prices(batch=batch)
         total, unpriced = 0.0, 0
-        for model, (rows, tokens_in, tokens_out) in self.by_model.items():
+        for model, (rows, tokens_in, tokens_out, _) in self.by_model.items():
             cost = prices.cost(model, tokens_in, tokens_out)
             if cost is None:
                 unpriced += rows
             else:
                 total += cost
-        unbounded = sum(
-            rows for model, (rows, _, most_out) in self.by_model.items() if most_out == 0
-        )
+        unbounded = sum(counts[3] for counts in self.by_model.values())
         text = f"{_tokens(prompt, 'prompt')} + at most {_tokens(most, 'output')}"
         if unpriced == sum(counts[0] for counts in self.by_model.values()):
             return text + "; no known price for the model(s)"
