@@ -121,6 +121,69 @@ def test_a_background_response_not_stored_is_invalid_and_refused_by_the_simulato
     assert answer.status == 400 and answer.json["error"]["param"] == "background"
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "header", "cells", "path"),
+    [
+        pytest.param(
+            "responses",
+            ["model", "input", "reasoning.efort"],
+            ["gpt-4o", "Hi", "high"],
+            "reasoning.efort",
+            id="responses-dotted-typo",
+        ),
+        pytest.param(
+            "responses",
+            ["model", "input", "request_json"],
+            ["gpt-4o", "Hi", '{"bogus": 1}'],
+            "bogus",
+            id="responses-top-level",
+        ),
+        pytest.param(
+            "chat",
+            ["model", "user", "request_json"],
+            ["gpt-4o", "Hi", '{"temprature": 0.2}'],
+            "temprature",
+            id="chat-top-level",
+        ),
+        pytest.param(
+            "chat",
+            ["model", "user", "response_format.typ"],
+            ["gpt-4o", "Hi", "text"],
+            "response_format.typ",
+            id="chat-dotted-typo",
+        ),
+    ],
+)
+def test_a_field_the_service_does_not_know_is_invalid_before_sending_and_refused_by_the_simulator(
+    make_simulator: Make,
+    tmp_path: Path,
+    endpoint: str,
+    header: list[str],
+    cells: list[str],
+    path: str,
+) -> None:
+    # The cut-out schemas allow any field, the service answers 400 "Unknown parameter":
+    # before, validate said ok, and the row failed when sent (nested ones were sent).
+    sim = make_simulator(run_seconds=0)
+    source = write_csv(tmp_path / "in.csv", header, [cells])
+    run_file(source, tmp_path / "out.csv", settings_for(sim.base_url, endpoint=endpoint))
+    (row,) = read_rows(tmp_path / "out.csv")
+    assert row["outcome"] == "invalid"
+    assert f"{path}: is not a field here" in row["error"].split("; ")
+    body = (
+        {"model": "gpt-4o", "input": "Hi"}
+        if endpoint == "responses"
+        else {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}
+    )
+    first, _, rest = path.partition(".")
+    body[first] = {rest: "x"} if rest else 1
+    route = "/responses" if endpoint == "responses" else "/chat/completions"
+    answer = send(sim.base_url, "POST", route, body)
+    assert answer.status == 400
+    assert answer.json["error"]["code"] == "unknown_parameter"
+    assert answer.json["error"]["message"] == f"Unknown parameter: '{path}'."
+
+
 # --- a column that names both a field and a shortcut -----------------------------------------
 
 

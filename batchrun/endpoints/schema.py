@@ -113,6 +113,50 @@ def value_types(schema_name: str, path: tuple[str, ...]) -> frozenset[str]:
     return frozenset(types)
 
 
+def unknown_fields(
+    body: Mapping[str, Any], schema_name: str, path: tuple[str, ...] = ()
+) -> list[str]:
+    """The dotted paths of ``body``'s fields that the schema does not name, where it names
+    an object's fields (not in a free-form object such as ``metadata``; lists are not
+    walked). The cut-out Responses and chat schemas allow any field, but the service
+    answers 400 ``unknown_parameter`` ("Unknown parameter: 'reasoning.efort'.")."""
+    known = _fields_at(schema_name, path)
+    if known is None:
+        return []
+    found = []
+    for name, value in body.items():
+        if name not in known:
+            found.append(".".join((*path, name)))
+        elif type(value) is dict:
+            found.extend(unknown_fields(value, schema_name, (*path, name)))
+    return found
+
+
+@cache
+def _fields_at(schema_name: str, path: tuple[str, ...]) -> frozenset[str] | None:
+    """The field names of the object at ``path``, or None when it may have any (free-form,
+    or not an object the schema describes)."""
+    schema = load_schema(schema_name)
+    node: Mapping[str, Any] = schema
+    for name in path:
+        found: dict[str, Any] = {}
+        for branch in _branches(node, schema):
+            found.update(_property_schemas(branch, schema))
+        if name not in found:
+            return None
+        node = found[name]
+    names: set[str] = set()
+    for branch in _branches(node, schema):
+        properties = _property_schemas(branch, schema)
+        kind = branch.get("type")
+        if not properties and kind != "object" and "object" not in (kind or ()):
+            continue  # a string, a number, a list: not this object
+        if not properties or branch.get("additionalProperties") not in (None, False):
+            return None  # an object of any fields
+        names.update(properties)
+    return frozenset(names) or None
+
+
 def _branches(node: Mapping[str, Any], schema: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """A schema's alternatives (anyOf/oneOf, nested), each resolved; itself if it has none."""
     node = _resolve(node, schema)
@@ -203,6 +247,11 @@ class BodyChecker:
                         name, f"{value} is less than the minimum of 1", "integer_below_min_value"
                     )
                 )
+        if self.schema_name in ("responses", "chat"):
+            problems.extend(
+                Problem(path, "is not a field here", "unknown_parameter")
+                for path in unknown_fields(body, self.schema_name)
+            )
         if self.schema_name == "responses":
             problems.extend(responses_problems(body, batchrun_rules=self.batchrun_rules))
         elif self.schema_name == "chat":

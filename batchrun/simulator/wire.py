@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
-from functools import cache
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from batchrun.endpoints.schema import body_fields, service_problems
+from batchrun.endpoints.schema import service_problems
 from batchrun.simulator import envelope
 
 DEFAULT_PAGE_SIZE = 20
@@ -57,18 +56,11 @@ def check_body(body: Mapping[str, Any], schema: str, *, required: tuple[str, ...
     for name in required:
         if body.get(name) is None:
             raise envelope.invalid_body(name, "is required", "missing_required_parameter")
-    known = _known_fields(schema)
-    for name in body:
-        if name not in known:
-            raise envelope.invalid_body(name, "is not a field here", "unknown_parameter")
     problems = service_problems(body, schema)
+    # An unknown field is answered first, before what is wrong with the known ones.
+    problems.sort(key=lambda problem: problem.code != "unknown_parameter")
     if problems:
         raise envelope.invalid_body(problems[0].path, problems[0].message, problems[0].code)
-
-
-@cache
-def _known_fields(schema: str) -> frozenset[str]:
-    return frozenset(body_fields(schema))
 
 
 def page_query(
