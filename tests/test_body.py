@@ -121,6 +121,18 @@ def test_cells_become_the_body(row: dict[str, str], expected: dict[str, Any]) ->
     [
         pytest.param({"temperature": "warm"}, "temperature: 'warm' is not a number", id="number"),
         pytest.param({"temperature": "nan"}, "temperature: 'nan' is not a finite number", id="nan"),
+        # Python's int() and float() take these; JSON and spreadsheets do not (were sent).
+        pytest.param(
+            {"max_prompt_tokens": "1_000"},
+            "max_prompt_tokens: '1_000' is not a whole number",
+            id="underscore-integer",
+        ),
+        pytest.param(
+            {"temperature": "0_5"}, "temperature: '0_5' is not a number", id="underscore-number"
+        ),
+        pytest.param(
+            {"temperature": "\u0661"}, "temperature: '\u0661' is not a number", id="arabic-digit"
+        ),
         pytest.param(
             {"max_prompt_tokens": "300.5"},
             "max_prompt_tokens: '300.5' is not a whole number",

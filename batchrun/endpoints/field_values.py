@@ -189,6 +189,8 @@ def _check_integer(value: int, where: str = "") -> int:
 
 def _whole(text: str) -> int | None:
     """``text`` as an integer within the API's range, or None when it is not one as written."""
+    if not _plain(text):
+        return None
     try:
         whole = int(text)
     except ValueError:
@@ -196,13 +198,21 @@ def _whole(text: str) -> int | None:
     return _check_integer(whole)  # out of range: a CellError, not "not a whole number"
 
 
+def _plain(text: str) -> bool:
+    """Whether ``text`` may be a number as a sheet writes one: Python's own forms (``1_000``,
+    digits of other scripts) are not numbers in JSON or in a spreadsheet."""
+    return text.isascii() and "_" not in text
+
+
 def _number(text: str) -> int | float:
     if (whole := _whole(text)) is not None:
         return whole
     try:
-        value = float(text)
+        value = float(text) if _plain(text) else math.nan
     except ValueError:
         raise CellError(f"{text!r} is not a number") from None
+    if math.isnan(value) and "nan" not in text.casefold():
+        raise CellError(f"{text!r} is not a number")
     if math.isinf(value) and "inf" not in text.casefold():
         raise CellError(f"{text!r} is beyond the range of a number")
     if not math.isfinite(value):
@@ -214,7 +224,7 @@ def _integer(text: str) -> int:
     if (whole := _whole(text)) is not None:
         return whole
     try:
-        value = float(text)
+        value = float(text) if _plain(text) else math.nan
     except ValueError:
         value = math.nan
     if not value.is_integer():  # nan and infinities are not either
