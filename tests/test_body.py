@@ -140,6 +140,12 @@ def test_cells_become_the_body(row: dict[str, str], expected: dict[str, Any]) ->
         ),
         pytest.param({"stream": "maybe"}, "stream: 'maybe' is not true or false", id="boolean"),
         pytest.param({"tools": "[{"}, "tools: is not valid JSON", id="json"),
+        # Before: "is not valid JSON (unexpected character: line 1 column 1 (char 0))".
+        pytest.param(
+            {"truncation_strategy": "auto"},
+            "truncation_strategy: 'auto' is not JSON: this field takes a JSON object or list",
+            id="json-bare-word",
+        ),
         pytest.param(
             {"tools": "a,,b"}, "tools: 'a,,b' is not a comma list of tool types", id="list"
         ),

@@ -116,6 +116,11 @@ def test_validate_reports_every_problem_of_a_responses_row(tmp_path: Path) -> No
     )
     assert errors[3] == ""  # text that is not a JSON array is a prompt
     assert errors[4].startswith("input: is not valid JSON")
+    # ... and says how to send such text (before: the parser's words only).
+    assert errors[4].endswith(
+        "; text in [ ] is read as a JSON list (to send it as text, give it in request_json "
+        "as a JSON string)"
+    )
     assert errors[5] == ""
     assert report.summary.outcomes == {"ok": 2, "invalid": 4}
     request = json.loads(read_rows(tmp_path / "checked.csv")[3]["request"])

@@ -107,7 +107,22 @@ def _convert(kind: str, text: str) -> Any:
         return stripped
     if kind == Kind.TEXT_OR_JSON and not (stripped[:1] == "[" and stripped[-1:] == "]"):
         return text
-    return parse_json(stripped)
+    try:
+        return parse_json(stripped)
+    except CellError as error:
+        raise CellError(_json_hint(kind, stripped, error)) from None
+
+
+def _json_hint(kind: str, text: str, error: CellError) -> str:
+    """Why a cell is not the JSON its field takes, and what to write instead."""
+    if kind == Kind.TEXT_OR_JSON:
+        return (
+            f"{error}; text in [ ] is read as a JSON list (to send it as text, give it in "
+            "request_json as a JSON string)"
+        )
+    if kind == Kind.JSON and text[:1].isalpha() and text.casefold() not in ("true", "false"):
+        return f"{text[:40]!r} is not JSON: this field takes a JSON object or list"
+    return str(error)
 
 
 # Fields of the live endpoints whose kind is not the one their JSON types suggest.
