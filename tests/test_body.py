@@ -274,6 +274,13 @@ def test_set_beats_request_json() -> None:
         pytest.param(
             {"set_values": {"temperature": "hot"}}, UsageError, "not a number", id="set-bad"
         ),
+        # Before: accepted, and every row was invalid without its error naming --set.
+        pytest.param(
+            {"set_values": {"top_p": "5"}},
+            UsageError,
+            r"^--set top_p=\.\.\.: top_p: 5 is greater than the maximum of 1$",
+            id="set-out-of-range",
+        ),
     ],
 )
 def test_sheet_wide_problems_raise(
@@ -282,6 +289,11 @@ def test_sheet_wide_problems_raise(
     headers = kwargs.pop("headers", ["thread_id", "assistant_id"])
     with pytest.raises(error, match=message):
         plan_columns(headers, "v2", **kwargs)
+
+
+def test_a_dotted_set_value_the_schema_refuses_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match=r"^--set reasoning.effort=\.\.\.: reasoning.effort: 'x'"):
+        plan_columns(["model", "input"], "responses", set_values={"reasoning.effort": "x"})
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from batchrun.endpoints.field_values import (
     convert,
     kind_for_types,
 )
-from batchrun.endpoints.schema import API_VERSIONS, body_fields, value_types
+from batchrun.endpoints.schema import API_VERSIONS, body_fields, service_problems, value_types
 from batchrun.errors import InputError, UsageError
 
 THREAD_ID = "thread_id"
@@ -352,8 +352,21 @@ def _parse_set_values(
             value = convert(field_kind(schema_name, path), text)
         except CellError as error:
             raise UsageError(f"--set {given}=...: {error}") from None
+        if problem := _value_problem(schema_name, path, value):
+            raise UsageError(f"--set {given}=...: {problem}")
         if dotted is None:
             defaults[name] = value
         else:
             sub_defaults.setdefault(dotted[0], {})[dotted[1]] = value
     return defaults, sub_defaults
+
+
+def _value_problem(schema_name: str, path: tuple[str, ...], value: Any) -> str | None:
+    """What the schema finds wrong with ``value`` at ``path`` on its own (``--set top_p=5``
+    would make every row invalid, and no row's error would name ``--set``)."""
+    body: dict[str, Any] = {path[0]: value if len(path) == 1 else {path[1]: value}}
+    where = ".".join(path)
+    for problem in service_problems(body, schema_name):
+        if problem.path == where or problem.path.startswith((f"{where}.", f"{where}[")):
+            return str(problem)
+    return None
