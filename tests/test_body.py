@@ -291,6 +291,29 @@ def test_sheet_wide_problems_raise(
         plan_columns(headers, "v2", **kwargs)
 
 
+def test_dotted_columns_fill_a_runs_object_field_key_by_key() -> None:
+    # Before: carried to the output, never sent, and nothing said so.
+    row = {
+        "assistant_id": "a",
+        "truncation_strategy.type": "last_messages",
+        "truncation_strategy.last_messages": "5",
+        "response_format.type": "json_object",
+    }
+    body, problems = build(row)
+    assert problems == []
+    assert body == {
+        "assistant_id": "a",
+        "truncation_strategy": {"type": "last_messages", "last_messages": 5},
+        "response_format": {"type": "json_object"},
+    }
+    body, problems = build(row, "v1")
+    assert body is None
+    assert problems[0] == (
+        "truncation_strategy.type: is not a field of Assistants v1 "
+        "(it is one of v2: --api-version v2)"
+    )
+
+
 def test_a_dotted_set_value_the_schema_refuses_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match=r"^--set reasoning.effort=\.\.\.: reasoning.effort: 'x'"):
         plan_columns(["model", "input"], "responses", set_values={"reasoning.effort": "x"})

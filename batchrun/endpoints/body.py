@@ -213,6 +213,16 @@ def plan_columns(
         dotted = _dotted(name, objects)
         if dotted is not None and (index := column_of(name)) is not None:
             sub_columns[dotted] = index
+    if assistants:  # a dotted column of the other version's object field
+        other_objects = {
+            name
+            for version in API_VERSIONS
+            for name in body_fields(version)
+            if name not in fields and _takes_keys(version, name)
+        }
+        for index, header in enumerate(headers):
+            if _dotted(str(header).strip(), other_objects, fold=True) is not None:
+                foreign_columns.append((str(header).strip(), index))
     message_columns = [
         (role, index) for role in shortcuts if (index := column_of(role)) is not None
     ]
@@ -270,9 +280,7 @@ def hint_text(name: str, header: str) -> str:
 
 def _takes_keys(schema_name: str, name: str) -> bool:
     """Whether a field is an object that dotted columns may fill key by key."""
-    if name == METADATA:
-        return True
-    return not is_assistants(schema_name) and "object" in value_types(schema_name, (name,))
+    return name == METADATA or "object" in value_types(schema_name, (name,))
 
 
 def _dotted(name: str, objects: set[str], *, fold: bool = False) -> tuple[str, str] | None:
