@@ -166,6 +166,25 @@ def test_no_wait_runs_submit_check_and_collect_and_never_submit_twice(
     assert read_rows(tmp_path / "again.csv") == done
 
 
+def test_a_fresh_no_wait_job_says_to_collect_without_fresh(
+    make_simulator: Make, clock: FakeClock, tmp_path: Path
+) -> None:
+    # Before: "run the same command again to collect", and the same command (--fresh)
+    # submitted every row again in a new batch, leaving the first uncollected.
+    sim = make_simulator(clock=clock, batch_seconds=100)
+    source, out = prompts(tmp_path), tmp_path / "out.csv"
+    first = cli(source, out, sim.base_url, "--no-wait", "--fresh")
+    assert first.returncode == 75, first.stderr
+    assert "; run again without --fresh to collect" in first.stderr
+    assert read_rows(out)[0]["error"].endswith(
+        "(validating, 0/5 done); run the same command again without --fresh to collect"
+    )
+    clock.advance(110)
+    second = cli(source, out, sim.base_url, "--no-wait")  # as told
+    assert second.returncode == 0, second.stderr
+    assert posts(sim)["POST /v1/batches"] == 1
+
+
 def test_rows_an_expired_batch_left_go_again_with_retry_failed_in_a_new_batch(
     make_simulator: Make, tmp_path: Path
 ) -> None:

@@ -38,7 +38,7 @@ from batchrun.batch.parts import PartBook
 from batchrun.batch.queue import has_room, queue_refusal, stated_queue_limit
 from batchrun.config import Settings
 from batchrun.endpoints import Endpoint
-from batchrun.report import Outcome, RowResult
+from batchrun.report import RESUME, Outcome, RowResult
 from batchrun.sending.journal import Journal
 from batchrun.sending.runner import Progress
 from batchrun.sending.states import IN_JOURNAL, Event
@@ -92,6 +92,9 @@ class BatchJob:
         self.mask = mask
         self._sleep = sleep
         self.url = batch_url(settings.endpoint)
+        # What to leave out of the command that collects: a rerun with --fresh starts
+        # afresh and submits every row again.
+        self.unless = RESUME[settings.fresh]
         self.submitted: list[str] = []  # batch ids created by this run
         self.sent_parts: set[int] = set()  # the parts whose batches this run created
         self.found: list[str] = []  # batch ids a run before created, found by this one
@@ -240,7 +243,9 @@ class BatchJob:
         try:
             await self.collect(part, batch)
         except Unsure as unsure:
-            self.why_not[part.number] = f"{unsure}; run the same command again to collect"
+            self.why_not[part.number] = (
+                f"{unsure}; run the same command again{self.unless} to collect"
+            )
         return True
 
     async def collect(self, part: Part, batch: dict[str, Any]) -> None:

@@ -62,7 +62,7 @@ def settle_row(job: BatchJob, row: RowResult, entry: Entry | None, part: Part | 
             row.move(Event.GOING)
             return
         row.status, row.response = None, ""
-        why = f"not sent: {left_text(job, part)}; rerun the same command to go on"
+        why = f"not sent: {left_text(job, part)}; rerun the same command{job.unless} to go on"
         row.fail(Outcome.NOT_SENT, why, Event.LEFT)
     elif entry is None:
         row.fail(Outcome.NOT_SENT, f"not sent: {job.stopped or 'stopped'}", Event.LEFT)
@@ -88,7 +88,10 @@ def pending_text(job: BatchJob, part: Part) -> str:
         progress = f", {done}/{total} done"
     if why := job.why_not.get(part.number):
         return f"in batch {part.batch_id} ({status}{progress}); {why}"
-    return f"in batch {part.batch_id} ({status}{progress}); run the same command again to collect"
+    return (
+        f"in batch {part.batch_id} ({status}{progress}); run the same command again{job.unless} "
+        "to collect"
+    )
 
 
 def summary_text(job: BatchJob, running: list[Part]) -> str:
@@ -113,5 +116,5 @@ def summary_text(job: BatchJob, running: list[Part]) -> str:
         )
     text = ", ".join(pieces)
     if running:
-        text += "; run again to collect"
+        text += f"; run again{job.unless} to collect"
     return text
