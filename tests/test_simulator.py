@@ -410,3 +410,25 @@ def test_stream_true_is_answered_with_an_event_stream_not_a_client_rule(
     assert run["object"] == "thread.run" and run["status"] == "queued"
     assert events[1][1] == "data: [DONE]"
     assert sim.stats()["runs_created"] == 1
+
+
+V1_RUN_FIELDS = {
+    # createrun-v1.openapi.yaml, RunObject: every property, each required.
+    "id", "object", "created_at", "thread_id", "assistant_id", "status", "required_action",
+    "last_error", "expires_at", "started_at", "cancelled_at", "failed_at", "completed_at",
+    "model", "instructions", "tools", "file_ids", "metadata", "usage",
+}  # fmt: skip
+
+
+def test_a_v1_run_has_v1s_fields_and_a_v2_run_none_outside_its_schema(
+    simulator: RunningSimulator,
+) -> None:
+    # Before: a v1 run had no file_ids and ten v2 fields; a v2 run had tool_resources.
+    v1 = {**API_HEADERS, "OpenAI-Beta": "assistants=v1"}
+    run = send(simulator.base_url, "POST", "/threads/thread_v1/runs", BODY, headers=v1).json
+    assert set(run) == V1_RUN_FIELDS
+    listed = send(simulator.base_url, "GET", "/threads/thread_v1/runs", headers=v1).json
+    assert set(listed["data"][0]) == V1_RUN_FIELDS
+    v2 = send(simulator.base_url, "POST", "/threads/thread_v2/runs", BODY).json
+    assert "tool_resources" not in v2 and "file_ids" not in v2
+    assert {"temperature", "truncation_strategy", "incomplete_details"} <= set(v2)

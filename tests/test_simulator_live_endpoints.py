@@ -531,3 +531,25 @@ def test_a_run_log_carries_responses_and_stored_completions_to_the_next_simulato
     assert found["data"][0]["choices"] == completion["choices"]
     assert [item["role"] for item in items["data"]] == ["assistant", "user"]
     assert again.stats()["responses_created"] == 1
+
+
+def test_a_reply_stops_at_the_requests_output_limit(make_simulator: Make) -> None:
+    # Before: chat said completion_tokens 85 with finish_reason "stop" at
+    # max_completion_tokens 1, and a response 36 output tokens "completed" at 16.
+    sim = make_simulator(run_seconds=0)
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "n": 2}
+    for limit in ("max_completion_tokens", "max_tokens"):
+        answer = send(sim.base_url, "POST", "/chat/completions", {**chat, limit: 1}).json
+        assert [choice["finish_reason"] for choice in answer["choices"]] == ["length"] * 2
+        assert answer["usage"]["completion_tokens"] == 2
+    body = {"model": "gpt-4o-mini", "input": "x"}
+    assert send(sim.base_url, "POST", "/responses", body).json["usage"]["output_tokens"] > 16
+    answer = send(sim.base_url, "POST", "/responses", {**body, "max_output_tokens": 16}).json
+    assert (answer["status"], answer["incomplete_details"]) == (
+        "incomplete",
+        {"reason": "max_output_tokens"},
+    )
+    assert answer["usage"]["output_tokens"] == 16
+    assert answer["usage"]["input_tokens_details"] == {"cached_tokens": 0, "cache_write_tokens": 0}
+    roomy = send(sim.base_url, "POST", "/responses", {**body, "max_output_tokens": 500}).json
+    assert roomy["status"] == "completed"

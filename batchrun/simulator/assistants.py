@@ -62,10 +62,9 @@ class Assistants:
         thread = self.thread(request)
         canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
         now = self.clock()
-        run = self.store.create_run(thread, body, canonical, now)
-        append_to_log(
-            self.config.run_log, {"thread": thread.id, "run": run.id, "at": now, "body": body}
-        )
+        run = self.store.create_run(thread, body, canonical, now, version=version)
+        entry = {"thread": thread.id, "run": run.id, "at": now, "body": body, "version": version}
+        append_to_log(self.config.run_log, entry)
         answer = run.to_json(status="queued")
         if body.get("stream") is True:
             created = orjson.dumps(answer).decode()

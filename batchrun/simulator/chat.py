@@ -88,8 +88,12 @@ class ChatCompletions:
         prompt = generation.estimate_tokens(len(generation.text_of(messages)))
         choices = []
         completion_tokens = 0
+        most = body.get("max_completion_tokens") or body.get("max_tokens")
         for index in range(body.get("n") or 1):
             text, tokens = generation.reply(body["model"], messages, index)
+            finish = "stop"
+            if type(most) is int and tokens > most:  # the model stops at the limit
+                text, tokens, finish = text.rsplit(" ", 4)[0], most, "length"
             completion_tokens += tokens
             message: Answer = {
                 "role": "assistant",
@@ -98,7 +102,7 @@ class ChatCompletions:
                 "annotations": [],
             }
             choices.append(
-                {"index": index, "message": message, "logprobs": None, "finish_reason": "stop"}
+                {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
             )
         return {
             "id": completion_id,

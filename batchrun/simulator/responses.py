@@ -97,6 +97,9 @@ class Response:
         self.outcome = generation.outcome(said)
         self.duration = duration * (generation.SLOW_FACTOR if generation.is_slow(said) else 1.0)
         self.reply = generation.reply(body.get("model"), instructions, body.get("input"))
+        most = body.get("max_output_tokens")
+        if self.outcome == "completed" and type(most) is int and self.reply[1] > most:
+            self.outcome = "incomplete"  # the model stops at the limit, as OpenAI's do
         # What the model reads: the conversation (or previous response) so far, then this.
         self.context_chars = (
             context_chars + len(instructions) + generation.chars_of(self.input_items)
@@ -147,7 +150,7 @@ class Response:
             prompt = generation.estimate_tokens(self.context_chars)
             self.usage = {
                 "input_tokens": prompt,
-                "input_tokens_details": {"cached_tokens": 0},
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                 "output_tokens": tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": prompt + tokens,

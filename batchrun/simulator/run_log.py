@@ -59,4 +59,7 @@ def _restore(entry: dict[str, Any], simulator: Simulator) -> None:
         thread = store.thread(entry["thread"], at)
         canonical = orjson.dumps(entry["body"], option=orjson.OPT_SORT_KEYS)
         if thread.active is None:
-            store.create_run(thread, entry["body"], canonical, at, run_id=entry["run"])
+            version = entry.get("version", "v2")
+            store.create_run(
+                thread, entry["body"], canonical, at, run_id=entry["run"], version=version
+            )

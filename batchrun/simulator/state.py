@@ -98,7 +98,13 @@ class Run:
     )
 
     def __init__(
-        self, run_id: str, thread: Thread, body: Mapping[str, Any], now: float, run_seconds: float
+        self,
+        run_id: str,
+        thread: Thread,
+        body: Mapping[str, Any],
+        now: float,
+        run_seconds: float,
+        version: str = "v2",
     ) -> None:
         instructions = body.get("instructions") or ""
         if body.get("additional_instructions"):
@@ -125,11 +131,13 @@ class Run:
         self.usage: dict[str, int] | None = None
         self.required_action: dict[str, Any] | None = None
         self.prompt_tokens = 40 + (thread.chars + len(instructions)) // 4
-        self.static = self._static_fields(body, instructions, int(now))
+        self.static = self._static_fields(body, instructions, int(now), version)
 
     def _static_fields(
-        self, body: Mapping[str, Any], instructions: str, created_at: int
+        self, body: Mapping[str, Any], instructions: str, created_at: int, version: str
     ) -> dict[str, Any]:
+        """The fields that do not change, as the API ``version`` shapes a run (v1's run
+        has ``file_ids`` and none of v2's sampling and limit fields)."""
         fields: dict[str, Any] = {
             "id": self.id,
             "object": "thread.run",
@@ -139,8 +147,11 @@ class Run:
             "model": body.get("model") or DEFAULT_MODEL,
             "instructions": instructions,
             "tools": body.get("tools") or [],
-            "tool_resources": {},
             "metadata": body.get("metadata") or {},
+        }
+        if version == "v1":
+            return {**fields, "file_ids": []}
+        fields |= {
             "temperature": _given(body, "temperature", 1.0),
             "top_p": _given(body, "top_p", 1.0),
             "max_prompt_tokens": body.get("max_prompt_tokens"),
@@ -319,13 +330,16 @@ class Store:
         canonical: bytes,
         now: float,
         run_id: str | None = None,
+        version: str = "v2",
     ) -> Run:
-        """Start a run on ``thread`` (already settled); 400 while another run is active."""
+        """Start a run on ``thread`` (already settled); 400 while another run is active.
+        ``version``: the Assistants API version that shapes the run object."""
         if thread.active is not None:
             raise envelope.busy_thread(thread.id, thread.active.id)
         for message in body.get("additional_messages") or ():
             self.add_message(thread, message, now)
-        run = Run(run_id or self.new_id("run_"), thread, body, now, self.config.run_seconds)
+        run_id = run_id or self.new_id("run_")
+        run = Run(run_id, thread, body, now, self.config.run_seconds, version)
         thread.runs[run.id] = run
         thread.active = run
         self.runs_created += 1
