@@ -101,6 +101,21 @@ def no_jitter() -> float:
             RetryDecision(True, 0.5, ambiguous=True, reason="connection dropped before the answer"),
             id="reset-ambiguous",
         ),
+        # No wait lets it pass: before, it paused every worker and was retried 30 times.
+        pytest.param(
+            {
+                "status": 429,
+                "error": {
+                    "type": "tokens",
+                    "code": "rate_limit_exceeded",
+                    "message": "Request too large for gpt-4o in organization org-1 on tokens "
+                    "per min (TPM): Limit 30000, Requested 50000. The input or output tokens "
+                    "must be reduced in order to run successfully.",
+                },
+            },
+            RetryDecision(False, reason="larger than the tokens-per-minute limit", too_large=True),
+            id="429-request-too-large",
+        ),
     ],
 )
 def test_first_attempt_decision(kwargs: dict[str, Any], expected: RetryDecision) -> None:

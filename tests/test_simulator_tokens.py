@@ -96,6 +96,22 @@ def test_a_request_larger_than_the_burst_passes_on_a_full_bucket_and_leaves_debt
     assert send(sim.base_url, "POST", CHAT, chat()).status == 200
 
 
+def test_a_request_larger_than_the_per_minute_limit_never_passes_and_blocks_nothing(
+    make_simulator: Make, clock: FakeClock
+) -> None:
+    # Before: it passed on a full bucket and left hours of debt that refused every create.
+    sim = make_simulator(clock=clock, tpm=600)
+    huge = send(sim.base_url, "POST", CHAT, chat(most=100_000))
+    assert huge.status == 429
+    error = error_of(huge)
+    assert (error["type"], error["code"]) == ("tokens", "rate_limit_exceeded")
+    assert error["message"].startswith(
+        "Request too large for gpt-4o-mini in organization org-simulated on tokens per min "
+        "(TPM): Limit 600, Requested 100010. The input or output tokens must be reduced"
+    )
+    assert send(sim.base_url, "POST", CHAT, chat(most=5)).status == 200
+
+
 def test_a_request_refused_for_tokens_costs_no_request(
     make_simulator: Make, clock: FakeClock
 ) -> None:

@@ -62,6 +62,13 @@ class RetryDecision:
     # per-minute limit its message states.
     budget: str = ""
     limit: float | None = None
+    # Refused for the row's own size (a request larger than a limit): failed, not left for
+    # the next run as a 429 for speed is.
+    too_large: bool = False
+
+
+# How OpenAI's 429 for a request larger than the tokens-per-minute limit begins.
+TOO_LARGE = "Request too large"
 
 
 def decide(
@@ -112,6 +119,11 @@ def decide(
     if not retryable:
         return RetryDecision(False, reason=f"HTTP {status}")
     ambiguous = status != 429
+    if status == 429 and str(error.get("message") or "").startswith(TOO_LARGE):
+        # More tokens than the limit allows in a minute: no wait lets this one pass.
+        return RetryDecision(
+            False, reason="larger than the tokens-per-minute limit", too_large=True
+        )
     if status == 429:
         message = str(error.get("message") or "")
         wait = server_pause(headers, now=now)

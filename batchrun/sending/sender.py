@@ -286,7 +286,7 @@ class RowSender(Reconciling):
             self.create_limiter.throttled(decision.delay, headers, decision.budget, decision.limit)
         if not decision.retry:
             tail = "" if row.attempts <= 1 else f" (after {row.attempts} attempts)"
-            if row.status == 429:
+            if row.status == 429 and not decision.too_large:
                 # Refused for speed, not content: nothing was created, send it next time.
                 tail = f"; {decision.reason}" if decision.reason not in last else tail
                 row.fail(Outcome.FAILED, last + tail, Event.LEFT)

@@ -238,6 +238,8 @@ class Simulator:
         now = self.clock()
         bucket = self.buckets.get(kind) if kind else None
         tokens = self.buckets.get(TOKENS) if creates else None
+        if tokens is not None and cost > tokens.per_minute:
+            raise envelope.request_too_large(tokens.per_minute, cost, model)
         if bucket is not None:
             wait = bucket.take(now)
             if wait:

@@ -284,6 +284,20 @@ def tokens_rate_limited(
     )
 
 
+def request_too_large(limit: float, requested: int, model: str) -> ApiError:
+    """429 for a request charged more tokens than the --tpm limit allows in a minute: it
+    can never pass (OpenAI's wording; no retry headers)."""
+    return ApiError(
+        429,
+        f"Request too large for {model} in organization org-simulated on tokens per min "
+        f"(TPM): Limit {plain_number(limit)}, Requested {requested}. The input or output "
+        "tokens must be reduced in order to run successfully. Visit "
+        "https://platform.openai.com/account/rate-limits to learn more.",
+        error_type="tokens",
+        code="rate_limit_exceeded",
+    )
+
+
 def quota_exhausted() -> ApiError:
     """429 that no retry can cure: the account has no quota left."""
     return ApiError(
