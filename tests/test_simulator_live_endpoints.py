@@ -553,3 +553,20 @@ def test_a_reply_stops_at_the_requests_output_limit(make_simulator: Make) -> Non
     assert answer["usage"]["input_tokens_details"] == {"cached_tokens": 0, "cache_write_tokens": 0}
     roomy = send(sim.base_url, "POST", "/responses", {**body, "max_output_tokens": 500}).json
     assert roomy["status"] == "completed"
+
+
+def test_a_large_body_is_read_and_one_past_the_limit_is_refused_in_the_envelope(
+    make_simulator: Make,
+) -> None:
+    # Before: any body over aiohttp's 1 MiB was a plain-text 413 without rate-limit
+    # headers, and a row of a long context failed against the simulator only.
+    from batchrun.simulator.app import MAX_BODY
+
+    sim = make_simulator(run_seconds=0)
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "y" * 3_000_000}]}
+    assert send(sim.base_url, "POST", "/chat/completions", chat).status == 200
+    chat["messages"][0]["content"] = "y" * MAX_BODY
+    refused = send(sim.base_url, "POST", "/chat/completions", chat)
+    assert refused.status == 413
+    assert error_of(refused)["message"].startswith("The request body is too large")
+    assert "x-ratelimit-limit-requests" in refused.headers

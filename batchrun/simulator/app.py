@@ -173,6 +173,10 @@ class Simulator:
                         raise envelope.server_error(faults.fail_status)
                     self.batches.settle(self.clock())
                     payload = await handler(request, version)
+                except web.HTTPRequestEntityTooLarge:
+                    error = envelope.body_too_large(MAX_BODY)
+                    outcome = str(error.status)
+                    return self._answer(request, kind, error.status, error.body(), error.headers)
                 except ApiError as error:
                     outcome = str(error.status)
                     if error.status == 429:
@@ -358,6 +362,9 @@ def _live(simulator: Simulator, part: str, method: str) -> Handler:
 
 
 SIMULATOR_KEY = web.AppKey("batchrun_simulator", Simulator)
+# The largest request body read (aiohttp's default is 1 MiB; requests with long contexts or
+# images inline run to tens of MB). File uploads are read in parts, not held whole.
+MAX_BODY = 64 * 1024 * 1024
 
 
 def create_app(
@@ -368,7 +375,7 @@ def create_app(
     ``clock`` (seconds since the epoch) drives run lifecycles and rate limits.
     """
     simulator = Simulator(config or SimulatorConfig(), clock)
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY)
     app[SIMULATOR_KEY] = simulator
     # reset() replaces every part's state, so each route looks its part up per call.
     routes = [(method, path, _live(simulator, *where)) for method, path, *where in ROUTES]

@@ -56,6 +56,11 @@ def mask_key(key: str) -> str:
     return f"{key[:5]}***{key[-2:]}" if len(key) >= 12 else "***"
 
 
+def body_too_large(limit: int) -> ApiError:
+    """413 for a request body larger than the simulator reads."""
+    return ApiError(413, f"The request body is too large: at most {limit:,} bytes are accepted.")
+
+
 def invalid_url(method: str, path: str) -> ApiError:
     """404 for a route the service does not have."""
     return ApiError(404, f"Invalid URL ({method} {path})")
