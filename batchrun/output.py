@@ -71,13 +71,23 @@ def _cost(settings: Settings) -> Cells:
     return cells
 
 
-def total_cost(rows: list[RowResult], settings: Settings) -> float | None:
-    """The job's rows' cost together (None when no row has a known price)."""
+def total_cost(rows: list[RowResult], settings: Settings) -> tuple[float | None, int]:
+    """The rows' cost together (None when no row has a known price), and how many rows
+    with usage name a model that has no known price."""
     from batchrun.endpoints.cost import prices_for
 
     prices = prices_for(settings.batch)
-    costs = [cost for row in rows if (cost := prices.row_cost(row.body, row.usage)) is not None]
-    return round(sum(costs), 12) if costs else None
+    costs, unpriced = [], 0
+    for row in rows:
+        if not row.usage:
+            continue
+        cost = prices.row_cost(row.body, row.usage)
+        if cost is None:
+            # A run that names no model (the assistant's) is not one of a model unpriced.
+            unpriced += isinstance((row.body or {}).get("model"), str)
+        else:
+            costs.append(cost)
+    return (round(sum(costs), 12) if costs else None), unpriced
 
 
 def result_columns(job: Job, mode: Mode) -> list[str]:

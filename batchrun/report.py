@@ -207,6 +207,8 @@ class Summary:
     limits: str = ""
     # What the rows' answers cost, in dollars (None: no row has a known price).
     cost_usd: float | None = None
+    # Rows with usage whose model has no known price: not in ``cost_usd``.
+    unpriced: int = 0
     # validate: the valid rows' tokens and the most they can cost.
     estimate: str = ""
 
@@ -251,6 +253,11 @@ class Summary:
             from batchrun.endpoints.cost import dollars
 
             line += f"; cost {dollars(self.cost_usd)}"
+            if self.unpriced:
+                what = "row" if self.unpriced == 1 else "rows"
+                line += f" ({self.unpriced:,} {what} of models with no known price not counted)"
+        elif self.unpriced:
+            line += "; cost unknown (no known price for the model(s))"
         if self.interrupted:
             line += f"; interrupted: rerun the same command{RESUME[self.fresh]} to resume"
         if output is not None:

@@ -142,7 +142,11 @@ def test_cost_usd_holds_each_rows_cost_and_the_summary_the_total(
         costs.append(expected)
     assert rows[2]["cost_usd"] == ""  # no known price: empty, never a guess
     assert report.summary.cost_usd == pytest.approx(sum(costs))
-    assert f"; cost {dollars(sum(costs))}" in report.summary.line()
+    # Before: the total left the third row out without saying so.
+    assert (
+        f"; cost {dollars(sum(costs))} (1 row of models with no known price not counted)"
+        in report.summary.line()
+    )
 
 
 def test_validate_prints_the_tokens_and_the_most_the_valid_rows_can_cost(tmp_path: Path) -> None:
@@ -204,7 +208,8 @@ def test_each_models_rates_are_learnt_once_a_process(monkeypatch: pytest.MonkeyP
     usage = {"prompt_tokens": 10, "completion_tokens": 5}
     for _ in range(3):  # three chunks of rows
         rows = [RowResult(n, body={"model": "gpt-4o-mini"}, usage=usage) for n in range(4)]
-        assert total_cost(rows, settings) == pytest.approx(4 * library_price("gpt-4o-mini", 10, 5))
+        cost, unpriced = total_cost(rows, settings)
+        assert (cost, unpriced) == (pytest.approx(4 * library_price("gpt-4o-mini", 10, 5)), 0)
     assert len(asked) <= 1  # none when an earlier test of this process learnt them
 
 

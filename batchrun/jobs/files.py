@@ -143,6 +143,8 @@ class StreamedOutput:
         self.handled = False
         # What the rows written so far cost (None: no row has a known price).
         self.cost: float | None = None
+        # Rows written with usage whose model has no known price (not in ``cost``).
+        self.unpriced = 0
         names = [settings.prefix + name for name in result_columns(job, "run")]
         self._writer = SheetWriter(
             target,
@@ -159,8 +161,10 @@ class StreamedOutput:
         while len(cells) < len(rows):
             cells.extend(self.inputs.popleft())
         self.handled = self.handled or any(row.status is not None for row in rows)
-        if (cost := total_cost(rows, self.settings)) is not None:
+        cost, unpriced = total_cost(rows, self.settings)
+        if cost is not None:
             self.cost = (self.cost or 0.0) + cost
+        self.unpriced += unpriced
         self._writer.write_columns(
             [
                 *columns_of(cells, len(self.headers)),

@@ -162,6 +162,7 @@ def _run_file(
             )
         if out.cost is not None:
             summary = dataclasses.replace(summary, cost_usd=round(out.cost, 12))
+        summary = dataclasses.replace(summary, unpriced=out.unpriced)
         summary = dataclasses.replace(summary, fresh=settings.fresh)
         if notes:
             summary = dataclasses.replace(summary, notes=(*summary.notes, *notes))
