@@ -188,6 +188,8 @@ class Summary:
     sent: int = 0
     from_journal: int = 0
     left: int = 0
+    # Of ``left``, the rows in batches still running (--batch).
+    pending: int = 0
     # Rows an earlier job made (a run, a background response) that this one followed to
     # their end or read the reply of.
     followed: int = 0
@@ -277,10 +279,10 @@ class Summary:
             parts.append(f"{self.collected} collected")
         if self.from_journal:
             parts.append(f"{self.from_journal} from the journal")
-        if self.left:
-            parts.append(
-                f"{self.left} pending in batches" if batch else f"{self.left} left for the next run"
-            )
+        if batch and self.pending:
+            parts.append(f"{self.pending} pending in batches")
+        if waiting := self.left - (self.pending if batch else 0):
+            parts.append(f"{waiting} left for the next run")
         return parts
 
     def sections(

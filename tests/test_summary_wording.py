@@ -41,6 +41,28 @@ def test_a_batch_no_wait_line_says_what_was_submitted_and_what_is_pending(
     assert "sent" not in line and "left for the next run" not in line
 
 
+def test_rows_waiting_for_room_in_the_batch_queue_are_not_said_to_be_in_batches(
+    tmp_path: Path,
+) -> None:
+    # Before: "this run: 1 submitted, 3 pending in batches" while two rows waited for a
+    # part of their own, outside any batch.
+    source = tmp_path / "prompts.csv"
+    rows = "".join(f"gpt-4o-mini,Question {n},50\n" for n in range(3))
+    source.write_text(f"model,input,max_output_tokens\n{rows}", encoding="utf-8")
+    options = {
+        "endpoint": "responses",
+        "batch": True,
+        "no_wait": True,
+        "simulate": True,
+        "batch_queue_tokens": 60,
+    }
+    report = run_file(source, tmp_path / "out.csv", Settings(**environment_settings(options, {})))
+    assert report.summary.outcomes == {"pending": 1, "not sent": 2}
+    assert "; this run: 1 submitted, 1 pending in batches, 2 left for the next run;" in (
+        report.summary.line()
+    )
+
+
 def test_a_reconciled_rerun_says_what_this_run_did() -> None:
     earlier = RowResult(0, key="k0")  # reconciled by an earlier job, kept from the journal
     earlier.restore({"outcome": "ok", "status": 200, "reconciled": True, "next": "nothing"})

@@ -19,6 +19,7 @@ class Tally:
         "ghosts",
         "left",
         "outcomes",
+        "pending",
         "reconciled",
         "reconciled_now",
         "rows",
@@ -32,6 +33,7 @@ class Tally:
         self.failed: Counter[str] = Counter()
         self.run_statuses: Counter[str] = Counter()
         self.left = self.reconciled = self.reconciled_now = self.sent = self.ghosts = 0
+        self.pending = 0
 
     def add(self, results: Sequence[RowResult], *, count_runs: bool = False) -> None:
         """Count ``results``, rows whose outcome is final."""
@@ -45,6 +47,7 @@ class Tally:
         if count_runs:
             self.run_statuses.update(r.run_status for r in results if r.run_status)
         self.left += sum(r.state in LEFT_STATES or r.outcome is Outcome.PENDING for r in results)
+        self.pending += sum(r.outcome is Outcome.PENDING for r in results)
         self.reconciled += sum(r.reconciled for r in results)
         self.sent += sum(r.sent_now > 0 for r in results)
         self.reconciled_now += sum(r.reconciled and not r.reconciled_before for r in results)
@@ -78,6 +81,7 @@ class Tally:
             from_journal=from_journal,
             followed=followed,
             left=self.left,
+            pending=self.pending,
             reconciled_now=self.reconciled_now,
             collected=max(
                 0, self.rows - outcomes[Outcome.INVALID.value] - from_journal - self.left
