@@ -125,9 +125,20 @@ def test_a_part_refused_again_fails_its_rows_for_retry_failed(
     source, out = chat_sheet(tmp_path / "chat.csv", 3), tmp_path / "out.csv"
     settings = settings_for(sim.base_url, no_wait=True, **BATCH)
     assert run_file(source, out, settings).summary.exit_code == ExitCode.BATCH_RUNNING
-    clock.advance(11)  # refused at validation; its rows go again in a new part
+    clock.advance(11)  # refused at validation; its rows wait for the other job's batch
+    held = run_file(source, out, settings)
+    assert held.summary.exit_code == ExitCode.BATCH_RUNNING
+    assert "waiting for 1 batch of other jobs to make room in the queue; run again" in (
+        held.summary.line()
+    )
+    assert read_rows(out)[0]["error"] == (
+        "not sent: waiting for room in the batch queue (1,000 enqueued tokens, held by 1 "
+        "batch of other jobs); rerun the same command to go on"
+    )
+    assert len(batches(sim)) == 2  # not submitted again yet
+    # The next run, later, gives the part its second chance.
     assert run_file(source, out, settings).summary.exit_code == ExitCode.BATCH_RUNNING
-    assert len(refused(sim)) == 1
+    assert len(refused(sim)) == 1 and len(batches(sim)) == 3
     clock.advance(11)  # refused again: no third chance
     report = run_file(source, out, settings)
     assert report.summary.exit_code == ExitCode.ROWS_FAILED
@@ -135,6 +146,32 @@ def test_a_part_refused_again_fails_its_rows_for_retry_failed(
     assert {row["outcome"] for row in rows} == {"failed"}
     assert "Enqueued token limit reached" in rows[0]["error"]
     assert [batch["request_counts"]["completed"] for batch in refused(sim)] == [0, 0]
+
+
+def test_a_part_refused_while_other_jobs_hold_the_queue_waits_for_one_of_them_to_end(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    # Before: its one second chance went at once, into the same full queue, and the job
+    # ended with every row failed while the other job's batch was still running.
+    sim = make_simulator(batch_seconds=1.5, batch_queue_tokens=1_000)
+    held = [
+        {"custom_id": f"other{n}", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": "m", "messages": [{"role": "user", "content": "x" * 40}],
+                  "max_completion_tokens": 100}}
+        for n in range(8)
+    ]  # fmt: skip
+    content = "".join(json.dumps(line) + "\n" for line in held).encode()
+    with OpenAI(base_url=sim.base_url, api_key=TEST_KEY, max_retries=0) as client:
+        uploaded = client.files.create(file=("held.jsonl", content), purpose="batch")
+        client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    out = tmp_path / "out.csv"
+    settings = settings_for(sim.base_url, **BATCH)
+    report = run_file(chat_sheet(tmp_path / "chat.csv", 3), out, settings)
+    assert report.summary.exit_code == ExitCode.OK, report.summary.line()
+    assert [row["outcome"] for row in read_rows(out)] == ["ok"] * 3
+    assert len(refused(sim)) == 1
 
 
 def test_no_wait_runs_move_the_queue_along(

@@ -34,6 +34,8 @@ from batchrun.sending.reads import POLL_FIRST, RATE_LIMIT_RETRIES, Reader
 from batchrun.sending.retry import decide
 
 LIST_PAGE = 100
+# Batches that hold room in the enqueued-token queue.
+RUNNING_BATCHES = frozenset({"validating", "in_progress", "finalizing"})
 # Clocks differ: a batch created up to this long before our record may still be ours.
 CLOCK_SLACK = 600.0
 JOB_KEY, PART_KEY = "batchrun_job", "batchrun_part"
@@ -143,6 +145,22 @@ class BatchApi:
             if isinstance(oldest, int | float) and oldest < since - CLOCK_SLACK:
                 return None
             after = str(batches[-1].get("id"))
+
+    async def running(self) -> set[str] | None:
+        """The ids of the batches on the newest page of the list that have not ended (the
+        account's, any job's); None when the list cannot be read."""
+        answer = await self.reader.read(f"/batches?limit={LIST_PAGE}")
+        data = answer.data if answer is not None and answer.status == 200 else None
+        found = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(found, list):
+            return None
+        return {
+            str(batch["id"])
+            for batch in found
+            if isinstance(batch, dict)
+            and batch.get("status") in RUNNING_BATCHES
+            and isinstance(batch.get("id"), str)
+        }
 
     async def retrieve(self, batch_id: str) -> Answer | None:
         """``GET /batches/{id}`` (None when there is no answer)."""

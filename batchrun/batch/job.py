@@ -102,6 +102,12 @@ class BatchJob:
         self.why_not: dict[int, str] = {}  # part -> why it is not submitted yet
         self.due: list[Part] = []  # parts to submit, in order, as the queue has room
         self.requeued: list[str] = []  # batch ids refused for the queue, rows sent again
+        # Other batches running when a refused part was first held back (see
+        # others_made_room): its second chance waits until one of them ends.
+        self.held_by: set[str] | None = None
+        # Whether this run saw the refusal (a later --no-wait run gives the second chance
+        # at once: time has passed).
+        self.refused_now = False
         self.stopped = ""  # why the run stopped early (a systemic error, an interrupt)
 
     @property
@@ -126,11 +132,34 @@ class BatchJob:
                 enqueued = sum(tokens(other) for other in running + submitted)
                 if not has_room(tokens(part), enqueued, self.book.queue_limit):
                     break
+                if (
+                    part.requeued
+                    and not enqueued
+                    and self.refused_now
+                    and not await self.others_made_room()
+                ):
+                    break
             self.due.pop(0)
             await self.submit(part)
             if part.state == SUBMITTED:
                 submitted.append(part)
         return submitted
+
+    def holding(self) -> int:
+        """How many other jobs' batches hold back a refused part of this run (0: none)."""
+        return len(self.held_by or ()) if self.due and self.refused_now else 0
+
+    async def others_made_room(self) -> bool:
+        """Whether the queue may have room for a part refused for it while none of this
+        job's batches ran (other jobs' batches held it): once nothing else runs, or one of
+        the batches that ran when first asked has ended. True when the batch list cannot be
+        read (the part then goes at once, its one second chance)."""
+        running = await self.api.running()
+        if running is None:
+            return True
+        if self.held_by is None:
+            self.held_by = running
+        return not running or bool(self.held_by - running)
 
     async def submit(self, part: Part) -> None:
         """Upload the part (unless done) and create its batch (or adopt the one a lost
@@ -206,18 +235,21 @@ class BatchJob:
             return
         delay = POLL_FIRST
         waiting = running + await self.submit_due(running)
-        while waiting:
+        while waiting or self.due:
             still = []
             for part in waiting:
                 if not await self.check(part):
                     still.append(part)
             ended = len(still) < len(waiting)
             waiting = still
-            if ended and self.due:
-                waiting += await self.submit_due(waiting)
-                delay = POLL_FIRST
-                continue
-            if not waiting:
+            if self.due and (ended or not waiting):
+                # A part ended (room), or parts wait for other jobs' batches to end.
+                submitted = await self.submit_due(waiting)
+                waiting += submitted
+                if submitted:
+                    delay = POLL_FIRST
+                    continue
+            if not waiting and not self.due:
                 return
             await self._sleep(delay)
             delay = min(delay * POLL_GROWTH, POLL_CAP)
@@ -301,6 +333,7 @@ class BatchJob:
             self.book.queue_limit = stated
             self.ledger.save_queue_limit(stated)
         self.requeued.append(str(part.batch_id))
+        self.refused_now = True
         # Ended first: a crash before the new parts are recorded leaves the rows in no
         # part and without a result, so the next run puts them in new parts itself.
         part.state = REQUEUED

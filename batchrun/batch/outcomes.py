@@ -72,7 +72,8 @@ def left_text(job: BatchJob, part: Part) -> str:
     """Why a part is not submitted yet."""
     why = job.why_not.get(part.number) or job.stopped or "not submitted"
     if why == "not submitted" and part in job.due and job.book.queue_limit is not None:
-        why = f"waiting for room in the batch queue ({job.book.queue_limit:,} enqueued tokens)"
+        why = f"waiting for room in the batch queue ({job.book.queue_limit:,} enqueued tokens"
+        why += f", held by {_batches(len(job.held_by))} of other jobs)" if job.held_by else ")"
     return why
 
 
@@ -114,7 +115,13 @@ def summary_text(job: BatchJob, running: list[Part]) -> str:
             f"{len(job.requeued)} refused for the enqueued-token limit and sent again "
             f"({', '.join(job.requeued)})"
         )
+    if held := job.holding():
+        pieces.append(f"waiting for {_batches(held)} of other jobs to make room in the queue")
     text = ", ".join(pieces)
-    if running:
+    if running or held:
         text += f"; run again{job.unless} to collect"
     return text
+
+
+def _batches(count: int) -> str:
+    return "1 batch" if count == 1 else f"{count:,} batches"

@@ -96,7 +96,9 @@ async def run_batch_rows_async(
         limits=control.limits,
     )
     return dataclasses.replace(
-        summary, batch=summary_text(batch, running), batches_running=len(running)
+        summary,
+        batch=summary_text(batch, running),
+        batches_running=len(running) + batch.holding(),
     )
 
 
