@@ -98,3 +98,21 @@ def test_the_cli_says_which_limits_were_in_force(make_simulator: Make, tmp_path:
         "600,000 tokens/min (the server's x-ratelimit headers)"
     )
     assert " rows: " in summary and summary.endswith("out.csv"), summary
+
+
+def test_without_read_rpm_polls_pace_themselves_by_the_servers_headers(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    # Before: the read budget only paused when an answer said none remained, and polls of
+    # 20 background responses met a 429 on about every other read.
+    sim = make_simulator(run_seconds=1.0, read_rpm=600)
+    source = tmp_path / "prompts.csv"
+    with source.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["model", "input"])
+        writer.writerows(["gpt-4o-mini", f"Question {n}"] for n in range(20))
+    settings = settings_for(sim.base_url, endpoint="responses", wait=True)
+    report = run_file(source, tmp_path / "out.csv", settings)
+    assert report.summary.outcomes == {"ok": 20}
+    polls = sim.stats()["requests"]["GET /v1/responses/{response_id}"]
+    assert polls.get("429", 0) == 0, polls

@@ -346,7 +346,7 @@ async def limiters_for(
     """
     if settings.limiter_url is None:
         create_limiter = RateLimiter(settings.rpm, tokens_per_minute=settings.tpm, from_server=True)
-        yield create_limiter, RateLimiter(settings.read_rpm)
+        yield create_limiter, RateLimiter(settings.read_rpm, from_server=True)
         return
     assert settings.rpm or settings.tpm, "Settings refuses --limiter-url without --rpm/--tpm"
     client = await connect(settings.limiter_url)
