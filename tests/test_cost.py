@@ -222,9 +222,13 @@ def test_an_xlsx_cost_cell_shows_a_plain_decimal_never_an_exponent(
     source = chat_sheet(tmp_path / "chat.csv", ["gpt-4o-mini"])
     out = tmp_path / "out.xlsx"
     run_file(source, out, settings_for(sim.base_url, endpoint="chat"))
-    sheet = openpyxl.load_workbook(out).worksheets[0]
+    book = openpyxl.load_workbook(out)
+    sheet = book.worksheets[0]
     header = [cell.value for cell in sheet[1]]
     cost = sheet.cell(row=2, column=header.index("cost_usd") + 1)
     assert isinstance(cost.value, float) and 0 < cost.value < 0.001
     # General would show 3.27E-05; this shows 0.0000327.
     assert cost.number_format == "#,##0.00##########"
+    # The summary sheet's total too (before: General).
+    (total,) = (row[1] for row in book["summary"].iter_rows() if row[0].value == "cost (USD)")
+    assert (total.value, total.number_format) == (cost.value, "#,##0.00##########")

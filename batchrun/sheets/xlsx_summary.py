@@ -23,11 +23,17 @@ CUT_SECTION = "Cut cells"
 
 
 def write_summary_sheet(
-    workbook: Any, summary: Summary, *, bold: Any, cut_cells: int, full_text_name: str
+    workbook: Any,
+    summary: Summary,
+    *,
+    bold: Any,
+    money: Any,
+    cut_cells: int,
+    full_text_name: str,
 ) -> None:
     """Add the summary sheet to ``workbook`` (an xlsxwriter Workbook), named ``summary``
     unless the input had a sheet of that name; ``cut_cells`` cells went whole to the file
-    ``full_text_name``."""
+    ``full_text_name``; dollars (a key ending ``(USD)``) in the ``money`` format."""
     taken = {sheet.get_name().casefold() for sheet in workbook.worksheets()}
     name = next(
         name
@@ -59,7 +65,7 @@ def write_summary_sheet(
             if isinstance(value, bool):
                 sheet.write_boolean(row, 1, value)
             elif isinstance(value, int | float) and math.isfinite(value):
-                sheet.write_number(row, 1, value)
+                sheet.write_number(row, 1, value, money if key_text.endswith("(USD)") else None)
             elif value is not None:
                 text = _summary_text(value)
                 sheet.write_string(row, 1, text)

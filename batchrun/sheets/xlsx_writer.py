@@ -104,7 +104,7 @@ class XlsxResultWriter:
         }
         self._number_formats: dict[int | str, Any] = {}
         # Money as a plain decimal, never in General's exponent (3.27E-05): 0.0000327.
-        money = add({"num_format": MONEY_FORMAT})
+        self._money = money = add({"num_format": MONEY_FORMAT})
         self._result_formats = [money if name.endswith("cost_usd") else None for name in columns]
         # Sheets before the data sheet come first, as in the input; the rest follow it.
         others = handoff.other_sheets
@@ -343,6 +343,7 @@ class XlsxResultWriter:
                     self._workbook,
                     summary,
                     bold=self._bold,
+                    money=self._money,
                     cut_cells=self.cut_cells,
                     full_text_name=self._full.path.name,
                 )
