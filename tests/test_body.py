@@ -140,6 +140,14 @@ def test_cells_become_the_body(row: dict[str, str], expected: dict[str, Any]) ->
         ),
         pytest.param({"stream": "maybe"}, "stream: 'maybe' is not true or false", id="boolean"),
         pytest.param({"tools": "[{"}, "tools: is not valid JSON", id="json"),
+        # Before: sent as null from this column, while tools or temperature read the same
+        # text another way; README names request_json as the way to send null.
+        pytest.param(
+            {"truncation_strategy": "null"},
+            "truncation_strategy: null is not sent from a cell (leave it empty; request_json "
+            "can send null)",
+            id="json-null",
+        ),
         # Before: "is not valid JSON (unexpected character: line 1 column 1 (char 0))".
         pytest.param(
             {"truncation_strategy": "auto"},

@@ -108,9 +108,13 @@ def _convert(kind: str, text: str) -> Any:
     if kind == Kind.TEXT_OR_JSON and not (stripped[:1] == "[" and stripped[-1:] == "]"):
         return text
     try:
-        return parse_json(stripped)
+        value = parse_json(stripped)
     except CellError as error:
         raise CellError(_json_hint(kind, stripped, error)) from None
+    if value is None:
+        # An empty cell sends nothing; an explicit null goes in request_json, for every field.
+        raise CellError("null is not sent from a cell (leave it empty; request_json can send null)")
+    return value
 
 
 def _json_hint(kind: str, text: str, error: CellError) -> str:
