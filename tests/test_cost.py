@@ -103,6 +103,33 @@ def test_every_row_naming_no_maximum_is_counted_beside_rows_of_its_model_that_do
     )
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["direct", "batch"])
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4.1", "gpt-5"])
+def test_cached_input_tokens_are_priced_at_the_cached_input_price(model: str, batch: bool) -> None:
+    # Before: every input token at the full input price (gpt-4.1 with 90% cached: 3x).
+    from batchrun.endpoints import usage_counts
+
+    usage = usage_counts(
+        {
+            "input_tokens": 1_000_000,
+            "input_tokens_details": {"cached_tokens": 900_000},
+            "output_tokens": 1_000,
+            "total_tokens": 1_001_000,
+        }
+    )
+    assert usage is not None and usage["cached_tokens"] == 900_000
+    context = {"processing": "batch"} if batch else None
+    billed = calc_price(
+        Usage(input_tokens=1_000_000, cache_read_tokens=900_000, output_tokens=1_000),
+        model,
+        provider_id="openai",
+        price_context=context,
+    )
+    cost = Prices(batch=batch).row_cost({"model": model}, usage)
+    assert cost == pytest.approx(float(billed.total_price))
+    assert cost <= Prices(batch=batch).cost(model, 1_000_000, 1_000)  # never dearer
+
+
 def test_one_token_and_one_row_are_worded_in_the_singular() -> None:
     estimate = Estimate()
     estimate.add("someones-own-model", 1, 1)

@@ -25,6 +25,25 @@ LOOK, WAIT = "look", "wait"
 LATE_CREATE_SECONDS = 120.0
 
 
+# Where an answer's usage says how many input tokens were read from the prompt cache.
+CACHE_DETAILS = ("prompt_tokens_details", "input_tokens_details")
+CACHED = "cached_tokens"
+
+
+def usage_counts(usage: Any) -> dict[str, int] | None:
+    """An answer's ``usage`` as the row keeps it: its whole-number counts, and the input
+    tokens read from the prompt cache (``cached_tokens``, priced lower); None when the
+    answer has none."""
+    if not isinstance(usage, Mapping):
+        return None
+    counts = {key: value for key, value in usage.items() if type(value) is int}
+    for name in CACHE_DETAILS:
+        details = usage.get(name)
+        if isinstance(details, Mapping) and type(cached := details.get(CACHED)) is int:
+            counts[CACHED] = cached
+    return counts
+
+
 class Endpoint(abc.ABC):
     """One kind of row; subclasses say what differs from endpoint to endpoint.
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from batchrun.config import GENERATION_TIMEOUT
-from batchrun.endpoints import Endpoint
+from batchrun.endpoints import Endpoint, usage_counts
 from batchrun.endpoints.rules import RUN_TAG_KEY
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.states import Event
@@ -56,9 +56,8 @@ class Chat(Endpoint):
         row.run_id = str(answer.get("id", ""))
         reason = first_choice(answer).get("finish_reason")
         row.run_status = reason if isinstance(reason, str) else ""
-        usage = answer.get("usage")
-        if isinstance(usage, Mapping):
-            row.usage = {k: v for k, v in usage.items() if isinstance(v, int)}
+        if (usage := usage_counts(answer.get("usage"))) is not None:
+            row.usage = usage
         row.reply = self.reply_text(answer, row)
         row.outcome, row.error = Outcome.OK, ""
         row.move(Event.FINISHED)

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # A probe far from any small request: a price that is linear there is linear throughout.
-_PROBE_INPUT, _PROBE_OUTPUT = 7_654_321, 1_234_567
+_PROBE_INPUT, _PROBE_OUTPUT, _PROBE_CACHED = 7_654_321, 1_234_567, 3_456_789
 MILLION = 1_000_000
 INPUT_KEYS = ("prompt_tokens", "input_tokens")
 OUTPUT_KEYS = ("completion_tokens", "output_tokens")
+CACHED = "cached_tokens"  # of the input, read from the prompt cache (see usage_counts)
 
 
 def dollars(amount: float) -> str:
@@ -46,12 +47,15 @@ class Prices:
 
     def __init__(self, *, batch: bool = False) -> None:
         self._batch = batch
-        # model -> (dollars per input token, per output token); None: no known price;
+        # model -> dollars per (input, output, cached input) token; None: no known price;
         # "" : priced by the library per call (not linear).
-        self._rates: dict[str, tuple[float, float] | str | None] = {}
+        self._rates: dict[str, tuple[float, float, float] | str | None] = {}
 
-    def cost(self, model: object, input_tokens: int, output_tokens: int) -> float | None:
-        """Dollars for this usage of ``model``, or None when it has no known price."""
+    def cost(
+        self, model: object, input_tokens: int, output_tokens: int, cached_tokens: int = 0
+    ) -> float | None:
+        """Dollars for this usage of ``model`` (``cached_tokens`` of the input read from
+        the prompt cache, at its lower price), or None when it has no known price."""
         if not isinstance(model, str) or not model:
             return None
         if model not in self._rates:
@@ -59,9 +63,11 @@ class Prices:
         rates = self._rates[model]
         if rates is None:
             return None
+        cached = min(max(cached_tokens, 0), input_tokens)
         if isinstance(rates, str):
-            return self._library(model, input_tokens, output_tokens)
-        return round(input_tokens * rates[0] + output_tokens * rates[1], 12)
+            return self._library(model, input_tokens, output_tokens, cached)
+        paid = (input_tokens - cached) * rates[0] + output_tokens * rates[1] + cached * rates[2]
+        return round(paid, 12)
 
     def row_cost(self, body: Mapping[str, Any] | None, usage: Mapping[str, int]) -> float | None:
         """What a row's answer cost: its usage at the price of the model it asked for."""
@@ -71,15 +77,22 @@ class Prices:
         tokens_out = next((usage[key] for key in OUTPUT_KEYS if key in usage), None)
         if tokens_in is None or tokens_out is None:
             return None
-        return self.cost(body.get("model"), tokens_in, tokens_out)
+        return self.cost(body.get("model"), tokens_in, tokens_out, usage.get(CACHED, 0))
 
-    def _library(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
+    def _library(
+        self, model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0
+    ) -> float | None:
         from genai_prices import Usage, calc_price
 
         context = {"processing": "batch"} if self._batch else None
+        usage = Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cached_tokens or None,
+        )
         try:
             found = calc_price(
-                Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+                usage,
                 model,
                 provider_id="openai",
                 price_context=context,
@@ -88,14 +101,21 @@ class Prices:
             return None
         return round(float(found.total_price), 12)
 
-    def _learn(self, model: str) -> tuple[float, float] | str | None:
+    def _learn(self, model: str) -> tuple[float, float, float] | str | None:
         per_input = self._library(model, MILLION, 0)
         if per_input is None:
             return None
         per_output = self._library(model, 0, MILLION) or 0.0
-        rates = (per_input / MILLION, per_output / MILLION)
-        probe = self._library(model, _PROBE_INPUT, _PROBE_OUTPUT) or 0.0
-        expected = _PROBE_INPUT * rates[0] + _PROBE_OUTPUT * rates[1]
+        # A model without a cached-input price charges cached tokens as input.
+        per_cached = self._library(model, MILLION, 0, MILLION)
+        per_cached = per_input if per_cached is None else per_cached
+        rates = (per_input / MILLION, per_output / MILLION, per_cached / MILLION)
+        probe = self._library(model, _PROBE_INPUT, _PROBE_OUTPUT, _PROBE_CACHED) or 0.0
+        expected = (
+            (_PROBE_INPUT - _PROBE_CACHED) * rates[0]
+            + _PROBE_OUTPUT * rates[1]
+            + _PROBE_CACHED * rates[2]
+        )
         if abs(probe - expected) > 1e-9 * max(1.0, probe):
             return ""  # tiered: ask the library each time
         return rates

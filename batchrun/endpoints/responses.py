@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from batchrun.config import GENERATION_TIMEOUT
-from batchrun.endpoints import WAIT, Endpoint
+from batchrun.endpoints import WAIT, Endpoint, usage_counts
 from batchrun.report import Outcome, RowResult
 from batchrun.sending.states import Event
 
@@ -78,9 +78,8 @@ class Responses(Endpoint):
         row.run_id = str(answer.get("id", ""))
         status = answer.get("status")
         row.run_status = status if isinstance(status, str) else "completed"
-        usage = answer.get("usage")
-        if isinstance(usage, Mapping):
-            row.usage = {k: v for k, v in usage.items() if isinstance(v, int)}
+        if (usage := usage_counts(answer.get("usage"))) is not None:
+            row.usage = usage
         row.last_error = _why_not_completed(answer)
         row.reply = output_text(answer)
         if row.run_status in GOING:

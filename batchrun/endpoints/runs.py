@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from batchrun.endpoints import LOOK, Endpoint
+from batchrun.endpoints import LOOK, Endpoint, usage_counts
 from batchrun.report import STOPPED_RUN_STATUSES, Outcome, RowResult
 from batchrun.sending.states import Event
 
@@ -66,9 +66,8 @@ def settle(row: RowResult, run: Mapping[str, Any], *, wait: bool) -> None:
     """
     row.run_id = str(run.get("id", ""))
     row.run_status = str(run.get("status", ""))
-    usage = run.get("usage")
-    if isinstance(usage, Mapping):
-        row.usage = {k: v for k, v in usage.items() if isinstance(v, int)}
+    if (usage := usage_counts(run.get("usage"))) is not None:
+        row.usage = usage
     last_error = run.get("last_error")
     if isinstance(last_error, Mapping):
         row.last_error = f"{last_error.get('code')}: {last_error.get('message')}"
