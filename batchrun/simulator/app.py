@@ -160,7 +160,7 @@ class Simulator:
         async def serve(request: web.Request) -> web.StreamResponse:
             faults = self.faults.draw(route, creates_run=creates)
             # Until an answer is chosen, the client is the one who left (nginx's 499).
-            outcome = "499"
+            outcome = CLIENT_LEFT
             try:
                 if self.latency:
                     await asyncio.sleep(self.latency)
@@ -184,7 +184,9 @@ class Simulator:
                     return self._answer(request, kind, error.status, error.body(), error.headers)
                 if faults.reset:
                     self.fault_counts["reset"] += 1
-                    outcome = "reset"
+                    # Counted by a status code, as every answer is: nginx's 444, the
+                    # connection closed without an answer.
+                    outcome = DROPPED
                     return self._drop(request)
                 if faults.hang:
                     self.fault_counts["hang"] += 1
@@ -338,7 +340,7 @@ class Simulator:
     async def unmatched(self, request: web.Request) -> web.Response:
         """404 "Invalid URL" for any route the service does not have, as OpenAI answers."""
         route = f"{request.method} {UNMATCHED}"
-        outcome = "499"
+        outcome = CLIENT_LEFT
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
@@ -362,6 +364,9 @@ def _live(simulator: Simulator, part: str, method: str) -> Handler:
 
 
 SIMULATOR_KEY = web.AppKey("batchrun_simulator", Simulator)
+# The codes stats count a request under when it got no answer: nginx's, for a connection
+# the simulator dropped (--reset-rate) and one the client left before its answer.
+DROPPED, CLIENT_LEFT = "444", "499"
 # The largest request body read (aiohttp's default is 1 MiB; requests with long contexts or
 # images inline run to tens of MB). File uploads are read in parts, not held whole.
 MAX_BODY = 64 * 1024 * 1024
