@@ -12,11 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from conftest import send
 
 import batchrun
 
@@ -79,6 +81,7 @@ SERVE_OPTIONS = [
     "--hang-rate",
     "--hang-seconds",
     "--reset-rate",
+    "--quota-exhausted",
 ]
 CLICK_BANNER = ("Usage:", "Try '")
 
@@ -363,3 +366,30 @@ def test_serve_announces_its_address_answers_and_stops_cleanly_on_sigterm() -> N
             process.communicate()
     assert process.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_serve_quota_exhausted_answers_every_create_as_an_account_out_of_credit() -> None:
+    # README names the simulator's quota switch; before, no serve flag reached it.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "batchrun", "serve", "--port", str(port), "--quota-exhausted"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base_url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                reply = send(base_url, "POST", "/responses", {"model": "m", "input": "hi"})
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.1)
+        assert reply.status == 429
+        assert reply.json["error"]["code"] == "insufficient_quota"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

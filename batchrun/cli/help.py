@@ -103,7 +103,15 @@ SERVE_GROUPS = (
     ("Rate limits", ["rpm", "read_rpm", "tpm", "burst", "limit_headers"]),
     (
         "Faults",
-        ["latency_ms", "fail_rate", "hang_rate", "hang_seconds", "reset_rate", "seed"],
+        [
+            "latency_ms",
+            "fail_rate",
+            "hang_rate",
+            "hang_seconds",
+            "reset_rate",
+            "quota_exhausted",
+            "seed",
+        ],
     ),
     ("Messages", ["traceback", "help"]),
 )

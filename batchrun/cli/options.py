@@ -302,6 +302,11 @@ def serve_options(command: F) -> F:
                 help="Only threads created by POST /threads exist.",
             ),
             click.option(
+                "--quota-exhausted",
+                is_flag=True,
+                help="Answer every create 429 insufficient_quota (an account out of credit).",
+            ),
+            click.option(
                 "--run-seconds",
                 type=click.FloatRange(min=0),
                 default=1.0,
