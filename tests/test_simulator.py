@@ -18,7 +18,7 @@ from openai import OpenAI
 
 from batchrun.simulator import RunningSimulator
 from batchrun.simulator.envelope import mask_key
-from batchrun.simulator.state import page
+from batchrun.simulator.wire import page
 
 Make = Callable[..., RunningSimulator]
 RUNS = "/threads/thread_1/runs"

@@ -14,7 +14,7 @@ from aiohttp import web
 from batchrun.endpoints.schema import service_problems
 from batchrun.simulator import envelope
 from batchrun.simulator.settings import SimulatorConfig
-from batchrun.simulator.state import Run, Store, Thread, page
+from batchrun.simulator.state import Run, Store, Thread
 from batchrun.simulator.wire import (
     EVENTS_KEY,
     Answer,
@@ -22,6 +22,7 @@ from batchrun.simulator.wire import (
     append_to_log,
     json_body,
     listing,
+    page,
     page_query,
 )
 

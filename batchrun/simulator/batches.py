@@ -52,8 +52,7 @@ from batchrun.simulator.batch_lines import ENDPOINTS, LineAnswerer
 from batchrun.simulator.batch_timeline import ENDED, Batch
 from batchrun.simulator.files import Files, StoredFile
 from batchrun.simulator.settings import SimulatorConfig
-from batchrun.simulator.state import page
-from batchrun.simulator.wire import Answer, append_to_log, json_body, listing, page_query
+from batchrun.simulator.wire import Answer, append_to_log, json_body, listing, page, page_query
 
 COMPLETION_WINDOWS = ("24h",)
 FIELDS = ("input_file_id", "endpoint", "completion_window", "metadata", "output_expires_after")

@@ -19,7 +19,6 @@ from aiohttp import web
 from batchrun.endpoints.rules import metadata_without_store
 from batchrun.simulator import envelope, generation
 from batchrun.simulator.settings import SimulatorConfig
-from batchrun.simulator.state import page
 from batchrun.simulator.wire import (
     EVENTS_KEY,
     Answer,
@@ -28,6 +27,7 @@ from batchrun.simulator.wire import (
     check_body,
     json_body,
     listing,
+    page,
     page_query,
 )
 

@@ -18,8 +18,8 @@ from batchrun.endpoints.rules import metadata_problems
 from batchrun.simulator import envelope
 from batchrun.simulator.generation import chars_of, input_items
 from batchrun.simulator.settings import SimulatorConfig
-from batchrun.simulator.state import THREAD_ID, page
-from batchrun.simulator.wire import Answer, json_body, listing, page_query
+from batchrun.simulator.state import THREAD_ID
+from batchrun.simulator.wire import Answer, json_body, listing, page, page_query
 
 MAX_ITEMS = 20  # items a conversation may be created with
 

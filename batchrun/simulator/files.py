@@ -23,8 +23,7 @@ from aiohttp import BodyPartReader, web
 
 from batchrun.simulator import envelope
 from batchrun.simulator.settings import SimulatorConfig
-from batchrun.simulator.state import page
-from batchrun.simulator.wire import RAW_KEY, Answer, append_to_log, listing, page_query
+from batchrun.simulator.wire import RAW_KEY, Answer, append_to_log, listing, page, page_query
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 MAX_UPLOAD_BYTES = 512 * 1024**2  # OpenAI's limit for any one file

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from batchrun.simulator import envelope
 from batchrun.simulator.settings import DEFAULT_MODEL, SimulatorConfig
@@ -30,8 +30,6 @@ REPLY_WORDS = (
     "indigo", "juniper", "kestrel", "lumen", "meadow", "nimbus", "orchid", "prairie",
 )  # fmt: skip
 FAILURE = {"code": "server_error", "message": "Simulated failure."}
-
-T = TypeVar("T")
 
 
 def text_content(content: Any) -> tuple[list[Any], int]:
@@ -384,29 +382,3 @@ class Store:
         at = float(run.completed_at if run.completed_at is not None else run.created)
         reply = {"role": "assistant", "content": run.reply_text()}
         self.add_message(thread, reply, at, run=run)
-
-
-def page(
-    items: Sequence[T],
-    id_of: Callable[[T], str],
-    *,
-    order: str,
-    limit: int,
-    after: str | None,
-    before: str | None,
-) -> tuple[list[T], bool]:
-    """One page of ``items`` (oldest first) with OpenAI's cursor semantics, and has_more.
-
-    ``after`` starts the page just past that id in the chosen order; ``before`` alone ends
-    it just short of that id (the previous page). An unknown cursor gives an empty page.
-    """
-    ordered = list(items) if order == "asc" else list(reversed(items))
-    ids = [id_of(item) for item in ordered]
-    start, end = 0, len(ordered)
-    if after is not None:
-        start = ids.index(after) + 1 if after in ids else end
-    if before is not None:
-        end = ids.index(before) if before in ids else start
-    window = ordered[start : max(start, end)]
-    chosen = window[-limit:] if before is not None and after is None else window[:limit]
-    return chosen, len(window) > limit

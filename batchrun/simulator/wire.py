@@ -1,22 +1,24 @@
 """Reading requests and shaping list answers, as every route of the simulated API does.
 
 A body is a JSON object or a 400; a list request's ``order``/``limit`` are checked as
-OpenAI checks them; a list answer is ``{"object": "list", "data", "first_id", "last_id",
-"has_more"}``. A body is checked against the schema of its endpoint and the limits the
+OpenAI checks them; :func:`page` cuts a list by its cursors; a list answer is
+``{"object": "list", "data", "first_id", "last_id", "has_more"}``. A body is checked against the schema of its endpoint and the limits the
 schema only describes, and the first problem is answered as OpenAI words it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 
 from batchrun.endpoints.schema import service_problems
 from batchrun.simulator import envelope
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -156,3 +158,29 @@ class Creates:
             self.duplicates += 1
         else:
             self._seen.add(seen)
+
+
+def page(
+    items: Sequence[T],
+    id_of: Callable[[T], str],
+    *,
+    order: str,
+    limit: int,
+    after: str | None,
+    before: str | None,
+) -> tuple[list[T], bool]:
+    """One page of ``items`` (oldest first) with OpenAI's cursor semantics, and has_more.
+
+    ``after`` starts the page just past that id in the chosen order; ``before`` alone ends
+    it just short of that id (the previous page). An unknown cursor gives an empty page.
+    """
+    ordered = list(items) if order == "asc" else list(reversed(items))
+    ids = [id_of(item) for item in ordered]
+    start, end = 0, len(ordered)
+    if after is not None:
+        start = ids.index(after) + 1 if after in ids else end
+    if before is not None:
+        end = ids.index(before) if before in ids else start
+    window = ordered[start : max(start, end)]
+    chosen = window[-limit:] if before is not None and after is None else window[:limit]
+    return chosen, len(window) > limit
