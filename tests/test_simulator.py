@@ -432,3 +432,20 @@ def test_a_v1_run_has_v1s_fields_and_a_v2_run_none_outside_its_schema(
     v2 = send(simulator.base_url, "POST", "/threads/thread_v2/runs", BODY).json
     assert "tool_resources" not in v2 and "file_ids" not in v2
     assert {"temperature", "truncation_strategy", "incomplete_details"} <= set(v2)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "param"),
+    [
+        pytest.param({"a": 1}, "metadata.a", id="value-not-text"),
+        pytest.param({str(n): "v" for n in range(17)}, "metadata", id="17-keys"),
+        pytest.param(["a"], "metadata", id="not-an-object"),
+    ],
+)
+def test_a_thread_refuses_metadata_beyond_the_limits_as_runs_do(
+    simulator: RunningSimulator, metadata: Any, param: str
+) -> None:
+    # Before: POST /threads took any metadata object that runs and batches refuse.
+    answer = send(simulator.base_url, "POST", "/threads", {"metadata": metadata})
+    assert answer.status == 400
+    assert error_of(answer)["param"] == param

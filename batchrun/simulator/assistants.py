@@ -20,6 +20,7 @@ from batchrun.simulator.wire import (
     Answer,
     Clock,
     append_to_log,
+    checked_metadata,
     json_body,
     listing,
     page,
@@ -38,11 +39,7 @@ class Assistants:
     async def create_thread(self, request: web.Request, version: str) -> Answer:
         """``POST /v1/threads``: a new thread, with ``messages`` and ``metadata`` if sent."""
         body = await json_body(request, empty_ok=True)
-        metadata = body.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise envelope.invalid_param(
-                "metadata", "Invalid type for 'metadata': expected an object."
-            )
+        metadata = checked_metadata(body)
         messages = body.get("messages") or []
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise envelope.invalid_param(

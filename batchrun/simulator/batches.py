@@ -46,13 +46,20 @@ from typing import Any
 
 from aiohttp import web
 
-from batchrun.endpoints.rules import metadata_problems
 from batchrun.simulator import envelope
 from batchrun.simulator.batch_lines import ENDPOINTS, LineAnswerer
 from batchrun.simulator.batch_timeline import ENDED, Batch
 from batchrun.simulator.files import Files, StoredFile
 from batchrun.simulator.settings import SimulatorConfig
-from batchrun.simulator.wire import Answer, append_to_log, json_body, listing, page, page_query
+from batchrun.simulator.wire import (
+    Answer,
+    append_to_log,
+    checked_metadata,
+    json_body,
+    listing,
+    page,
+    page_query,
+)
 
 COMPLETION_WINDOWS = ("24h",)
 FIELDS = ("input_file_id", "endpoint", "completion_window", "metadata", "output_expires_after")
@@ -200,11 +207,5 @@ def _checked(body: dict[str, Any]) -> dict[str, Any]:
     if body["completion_window"] not in COMPLETION_WINDOWS:
         window = body["completion_window"]
         raise envelope.unsupported_value("completion_window", window, COMPLETION_WINDOWS)
-    metadata = body.get("metadata")
-    if metadata is not None:
-        if not isinstance(metadata, dict):
-            raise envelope.invalid_body("metadata", "expected an object", "invalid_type")
-        problems = metadata_problems(metadata, "metadata", run_tag=False)
-        if problems:
-            raise envelope.invalid_body(problems[0].path, problems[0].message, problems[0].code)
+    checked_metadata(body)
     return {name: body[name] for name in FIELDS if body.get(name) is not None}

@@ -14,12 +14,11 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from batchrun.endpoints.rules import metadata_problems
 from batchrun.simulator import envelope
 from batchrun.simulator.generation import chars_of, input_items
 from batchrun.simulator.settings import SimulatorConfig
 from batchrun.simulator.state import THREAD_ID
-from batchrun.simulator.wire import Answer, json_body, listing, page, page_query
+from batchrun.simulator.wire import Answer, checked_metadata, json_body, listing, page, page_query
 
 MAX_ITEMS = 20  # items a conversation may be created with
 
@@ -107,14 +106,7 @@ class Conversations:
         for name in body:
             if name not in ("metadata", "items"):
                 raise envelope.invalid_body(name, "is not a field here", "unknown_parameter")
-        metadata = body.get("metadata") or {}
-        if not isinstance(metadata, dict):
-            raise envelope.invalid_param(
-                "metadata", "Invalid type for 'metadata': expected an object.", "invalid_type"
-            )
-        problems = metadata_problems(metadata, "metadata", run_tag=False)
-        if problems:
-            raise envelope.invalid_body(problems[0].path, problems[0].message, problems[0].code)
+        metadata = checked_metadata(body)
         items = body.get("items") or []
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
             raise envelope.invalid_param(

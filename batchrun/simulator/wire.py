@@ -2,8 +2,10 @@
 
 A body is a JSON object or a 400; a list request's ``order``/``limit`` are checked as
 OpenAI checks them; :func:`page` cuts a list by its cursors; a list answer is
-``{"object": "list", "data", "first_id", "last_id", "has_more"}``. A body is checked against the schema of its endpoint and the limits the
-schema only describes, and the first problem is answered as OpenAI words it.
+``{"object": "list", "data", "first_id", "last_id", "has_more"}``. A body is checked
+against the schema of its endpoint and the limits the schema only describes (a
+``metadata`` anywhere: :func:`checked_metadata`), and the first problem is answered as
+OpenAI words it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
+from batchrun.endpoints.rules import metadata_problems
 from batchrun.endpoints.schema import service_problems
 from batchrun.simulator import envelope
 
@@ -184,3 +187,20 @@ def page(
     window = ordered[start : max(start, end)]
     chosen = window[-limit:] if before is not None and after is None else window[:limit]
     return chosen, len(window) > limit
+
+
+def checked_metadata(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A body's ``metadata`` ({} when absent), or the 400 OpenAI answers for it: not an
+    object, or beyond the documented limits (16 pairs, keys of 64 characters, string
+    values of 512)."""
+    metadata = body.get("metadata")
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise envelope.invalid_param(
+            "metadata", "Invalid type for 'metadata': expected an object.", "invalid_type"
+        )
+    problems = metadata_problems(metadata, "metadata", run_tag=False)
+    if problems:
+        raise envelope.invalid_body(problems[0].path, problems[0].message, problems[0].code)
+    return metadata
