@@ -10,6 +10,7 @@ password of a ``--limiter-url`` (shown masked).
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ ENDPOINTS = ("runs", "responses", "chat")
 DEFAULT_ENDPOINT = "runs"
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+OPENAI_HOST = "api.openai.com"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_MAX_RETRIES = 6
 DEFAULT_TIMEOUT = 60.0
@@ -192,6 +194,16 @@ class Settings:
         """The name of the request-body schema in force: the Assistants version for ``runs``,
         else the endpoint's own (see :func:`batchrun.endpoints.schema.load_schema`)."""
         return self.api_version if self.endpoint == "runs" else self.endpoint
+
+    @property
+    def strict_fields(self) -> bool:
+        """Whether the server refuses body fields OpenAI's schema does not name: OpenAI
+        itself and the built-in simulator do; a compatible server may take its own
+        (a gateway's ``top_k``), so elsewhere such fields are sent."""
+        if self.simulate:
+            return True
+        host = urllib.parse.urlsplit(self.base_url).hostname or ""
+        return host == OPENAI_HOST
 
     @property
     def destination(self) -> str:

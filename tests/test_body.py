@@ -322,6 +322,13 @@ def test_dotted_columns_fill_a_runs_object_field_key_by_key() -> None:
     )
 
 
+def test_a_set_value_valid_beside_the_rows_fields_is_not_refused_alone() -> None:
+    # Chat's metadata needs store: true, which another --set (or a column) gives; the
+    # --set check weighs each value by the schema alone (a review found exit 2 here).
+    plan_columns(["user"], "chat", set_values={"store": "true", "metadata": '{"p": "x"}'})
+    plan_columns(["user", "store"], "chat", set_values={"metadata": '{"p": "x"}'})
+
+
 def test_a_dotted_set_value_the_schema_refuses_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match=r"^--set reasoning.effort=\.\.\.: reasoning.effort: 'x'"):
         plan_columns(["model", "input"], "responses", set_values={"reasoning.effort": "x"})

@@ -33,7 +33,7 @@ from batchrun.endpoints.field_values import (
     convert,
     kind_for_types,
 )
-from batchrun.endpoints.schema import API_VERSIONS, body_fields, service_problems, value_types
+from batchrun.endpoints.schema import API_VERSIONS, body_fields, schema_problems, value_types
 from batchrun.errors import InputError, UsageError
 
 THREAD_ID = "thread_id"
@@ -371,10 +371,11 @@ def _parse_set_values(
 
 def _value_problem(schema_name: str, path: tuple[str, ...], value: Any) -> str | None:
     """What the schema finds wrong with ``value`` at ``path`` on its own (``--set top_p=5``
-    would make every row invalid, and no row's error would name ``--set``)."""
+    would make every row invalid, and no row's error would name ``--set``). Rules that
+    weigh it against other fields (chat's metadata needs ``store``) are the rows' to say."""
     body: dict[str, Any] = {path[0]: value if len(path) == 1 else {path[1]: value}}
     where = ".".join(path)
-    for problem in service_problems(body, schema_name):
+    for problem in schema_problems(body, schema_name):
         if problem.path == where or problem.path.startswith((f"{where}.", f"{where}[")):
             return str(problem)
     return None

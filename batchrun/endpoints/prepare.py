@@ -146,7 +146,9 @@ class RowPreparer:
         self.cell_problems = cell_problems or {}
         self._used = used_columns(plan)
         self._hints = dict(plan.hints)
-        self.checker = BodyChecker(settings.schema, run_tag=settings.run_tag)
+        self.checker = BodyChecker(
+            settings.schema, run_tag=settings.run_tag, strict_fields=settings.strict_fields
+        )
         self.occurrences = Occurrences()
         self.next_index = 0
 

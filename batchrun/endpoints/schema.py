@@ -170,7 +170,15 @@ class BodyChecker:
     """Checks request bodies against one schema (v1, v2, responses, chat); reusable and cheap
     per call."""
 
-    __slots__ = ("_fast", "_records", "_slow", "batchrun_rules", "run_tag", "schema_name")
+    __slots__ = (
+        "_fast",
+        "_records",
+        "_slow",
+        "batchrun_rules",
+        "run_tag",
+        "schema_name",
+        "strict_fields",
+    )
 
     def __init__(
         self,
@@ -178,6 +186,7 @@ class BodyChecker:
         *,
         run_tag: bool = False,
         batchrun_rules: bool = True,
+        strict_fields: bool = True,
     ) -> None:
         import jsonschema_rs
 
@@ -189,6 +198,9 @@ class BodyChecker:
         # batchrun's own rules (no streaming, the run tag's key); without them, the checks
         # are the service's own: the schema and the limits OpenAI documents and enforces.
         self.batchrun_rules = batchrun_rules
+        # Fields the schema does not name are refused, as OpenAI refuses them (the cut-out
+        # Responses and chat schemas allow any); off for a compatible server's own fields.
+        self.strict_fields = strict_fields
         self._fast = jsonschema_rs.validator_for(schema)
         self._slow: Any = None
 
@@ -196,12 +208,17 @@ class BodyChecker:
         """Every problem of ``body``; an empty list means it may be sent."""
         if self._fast.is_valid(body):
             return self._limit_problems(body)
-        problems = self._schema_problems(body)
+        problems = self.schema_problems(body)
         seen = {problem.path for problem in problems}
         problems.extend(p for p in self._limit_problems(body) if p.path not in seen)
         return problems
 
-    def _schema_problems(self, body: Mapping[str, Any]) -> list[Problem]:
+    def is_valid(self, body: Mapping[str, Any]) -> bool:
+        """Whether ``body`` passes the schema (batchrun's and the documented limits aside)."""
+        return bool(self._fast.is_valid(body))
+
+    def schema_problems(self, body: Mapping[str, Any]) -> list[Problem]:
+        """What the schema finds in ``body``, each worded for the sheet's author."""
         if self._slow is None:
             from jsonschema import Draft202012Validator
 
@@ -247,7 +264,7 @@ class BodyChecker:
                         name, f"{value} is less than the minimum of 1", "integer_below_min_value"
                     )
                 )
-        if self.schema_name in ("responses", "chat"):
+        if self.strict_fields and self.schema_name in ("responses", "chat"):
             problems.extend(
                 Problem(path, "is not a field here", "unknown_parameter")
                 for path in unknown_fields(body, self.schema_name)
@@ -274,6 +291,13 @@ class BodyChecker:
             for index, function in enumerate(listed(body.get("functions"))):
                 if isinstance(function, Mapping):
                     yield f"functions[{index}].name", function.get("name")
+
+
+def schema_problems(body: Mapping[str, Any], schema_name: str) -> list[Problem]:
+    """What the schema alone finds in ``body`` (no rule that weighs one field against
+    another, such as chat's metadata needing ``store``)."""
+    checker = _checker(schema_name, batchrun_rules=False)
+    return [] if checker.is_valid(body) else checker.schema_problems(body)
 
 
 def check_body(body: Mapping[str, Any], schema_name: str = DEFAULT_API_VERSION) -> list[Problem]:
