@@ -105,11 +105,8 @@ def test_without_the_flag_a_refused_batch_goes_again_cut_to_the_stated_limit(
     assert stated == [(1_000,)]
 
 
-def test_a_part_refused_again_fails_its_rows_for_retry_failed(
-    make_simulator: Make, clock: FakeClock, tmp_path: Path
-) -> None:
-    sim = make_simulator(clock=clock, batch_seconds=100, batch_queue_tokens=1_000)
-    # Another job's batch holds 880 of the 1,000 tokens for the whole test.
+def hold_queue(sim: RunningSimulator) -> None:
+    """Another job's batch: 880 of the 1,000 enqueued tokens, until it ends."""
     held = [
         {"custom_id": f"other{n}", "method": "POST", "url": "/v1/chat/completions",
          "body": {"model": "m", "messages": [{"role": "user", "content": "x" * 40}],
@@ -122,23 +119,34 @@ def test_a_part_refused_again_fails_its_rows_for_retry_failed(
         client.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
+
+
+def test_a_part_refused_again_fails_its_rows_for_retry_failed(
+    make_simulator: Make, clock: FakeClock, tmp_path: Path
+) -> None:
+    sim = make_simulator(clock=clock, batch_seconds=100, batch_queue_tokens=1_000)
+    hold_queue(sim)
     source, out = chat_sheet(tmp_path / "chat.csv", 3), tmp_path / "out.csv"
     settings = settings_for(sim.base_url, no_wait=True, **BATCH)
     assert run_file(source, out, settings).summary.exit_code == ExitCode.BATCH_RUNNING
     clock.advance(11)  # refused at validation; its rows wait for the other job's batch
-    held = run_file(source, out, settings)
-    assert held.summary.exit_code == ExitCode.BATCH_RUNNING
-    assert "waiting for 1 batch of other jobs to make room in the queue; run again" in (
-        held.summary.line()
-    )
-    assert read_rows(out)[0]["error"] == (
-        "not sent: waiting for room in the batch queue (1,000 enqueued tokens, held by 1 "
-        "batch of other jobs); rerun the same command to go on"
-    )
-    assert len(batches(sim)) == 2  # not submitted again yet
-    # The next run, later, gives the part its second chance.
+    for _ in range(2):  # this run, and a later one while nothing has ended since
+        held = run_file(source, out, settings)
+        assert held.summary.exit_code == ExitCode.BATCH_RUNNING
+        assert "waiting for 1 batch of other jobs to make room in the queue; run again" in (
+            held.summary.line()
+        )
+        assert read_rows(out)[0]["error"] == (
+            "not sent: waiting for room in the batch queue (1,000 enqueued tokens, held by 1 "
+            "batch of other jobs); rerun the same command to go on"
+        )
+        assert len(batches(sim)) == 2  # not submitted again
+    # The other batch ends, and another job's takes its room at once: the part has its
+    # second chance once a batch has ended since the refusal, and is refused again.
+    clock.advance(90)
+    hold_queue(sim)
     assert run_file(source, out, settings).summary.exit_code == ExitCode.BATCH_RUNNING
-    assert len(refused(sim)) == 1 and len(batches(sim)) == 3
+    assert len(refused(sim)) == 1 and len(batches(sim)) == 4
     clock.advance(11)  # refused again: no third chance
     report = run_file(source, out, settings)
     assert report.summary.exit_code == ExitCode.ROWS_FAILED
@@ -154,18 +162,7 @@ def test_a_part_refused_while_other_jobs_hold_the_queue_waits_for_one_of_them_to
     # Before: its one second chance went at once, into the same full queue, and the job
     # ended with every row failed while the other job's batch was still running.
     sim = make_simulator(batch_seconds=1.5, batch_queue_tokens=1_000)
-    held = [
-        {"custom_id": f"other{n}", "method": "POST", "url": "/v1/chat/completions",
-         "body": {"model": "m", "messages": [{"role": "user", "content": "x" * 40}],
-                  "max_completion_tokens": 100}}
-        for n in range(8)
-    ]  # fmt: skip
-    content = "".join(json.dumps(line) + "\n" for line in held).encode()
-    with OpenAI(base_url=sim.base_url, api_key=TEST_KEY, max_retries=0) as client:
-        uploaded = client.files.create(file=("held.jsonl", content), purpose="batch")
-        client.batches.create(
-            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
+    hold_queue(sim)
     out = tmp_path / "out.csv"
     settings = settings_for(sim.base_url, **BATCH)
     report = run_file(chat_sheet(tmp_path / "chat.csv", 3), out, settings)

@@ -20,7 +20,7 @@ import asyncio
 import random
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,17 @@ from batchrun.sending.reads import POLL_FIRST, RATE_LIMIT_RETRIES, Reader
 from batchrun.sending.retry import decide
 
 LIST_PAGE = 100
-# Batches that hold room in the enqueued-token queue.
-RUNNING_BATCHES = frozenset({"validating", "in_progress", "finalizing"})
+# Batches that hold room in the enqueued-token queue, and the stamps of a batch's end.
+RUNNING_BATCHES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+END_STAMPS = ("completed_at", "failed_at", "expired_at", "cancelled_at")
+
+
+def ended_at(batch: Mapping[str, Any]) -> float | None:
+    """When ``batch`` ended (its latest end stamp), or None while it runs."""
+    stamps = [stamp for name in END_STAMPS if isinstance(stamp := batch.get(name), int | float)]
+    return max(stamps) if stamps else None
+
+
 # Clocks differ: a batch created up to this long before our record may still be ours.
 CLOCK_SLACK = 600.0
 JOB_KEY, PART_KEY = "batchrun_job", "batchrun_part"
@@ -146,21 +155,15 @@ class BatchApi:
                 return None
             after = str(batches[-1].get("id"))
 
-    async def running(self) -> set[str] | None:
-        """The ids of the batches on the newest page of the list that have not ended (the
-        account's, any job's); None when the list cannot be read."""
+    async def newest(self) -> list[dict[str, Any]] | None:
+        """The newest page of the account's batches (any job's), newest first; None when
+        the list cannot be read."""
         answer = await self.reader.read(f"/batches?limit={LIST_PAGE}")
         data = answer.data if answer is not None and answer.status == 200 else None
         found = data.get("data") if isinstance(data, dict) else None
         if not isinstance(found, list):
             return None
-        return {
-            str(batch["id"])
-            for batch in found
-            if isinstance(batch, dict)
-            and batch.get("status") in RUNNING_BATCHES
-            and isinstance(batch.get("id"), str)
-        }
+        return [batch for batch in found if isinstance(batch, dict)]
 
     async def retrieve(self, batch_id: str) -> Answer | None:
         """``GET /batches/{id}`` (None when there is no answer)."""

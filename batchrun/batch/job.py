@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from batchrun.batch.api import BatchApi, Refused, Unsure
+from batchrun.batch.api import RUNNING_BATCHES, BatchApi, Refused, Unsure, ended_at
 from batchrun.batch.join import answer_records, fail_invalid_batch, fail_unanswered, settle_line
 from batchrun.batch.ledger import (
     CREATING,
@@ -102,12 +102,9 @@ class BatchJob:
         self.why_not: dict[int, str] = {}  # part -> why it is not submitted yet
         self.due: list[Part] = []  # parts to submit, in order, as the queue has room
         self.requeued: list[str] = []  # batch ids refused for the queue, rows sent again
-        # Other batches running when a refused part was first held back (see
-        # others_made_room): its second chance waits until one of them ends.
-        self.held_by: set[str] | None = None
-        # Whether this run saw the refusal (a later --no-wait run gives the second chance
-        # at once: time has passed).
-        self.refused_now = False
+        # Other batches that held the queue at the last look, while the first part made
+        # of refused rows waited for room (see others_made_room); 0 once it went.
+        self.held = 0
         self.stopped = ""  # why the run stopped early (a systemic error, an interrupt)
 
     @property
@@ -132,12 +129,7 @@ class BatchJob:
                 enqueued = sum(tokens(other) for other in running + submitted)
                 if not has_room(tokens(part), enqueued, self.book.queue_limit):
                     break
-                if (
-                    part.requeued
-                    and not enqueued
-                    and self.refused_now
-                    and not await self.others_made_room()
-                ):
+                if self.first_second_chance(part, enqueued) and not await self.room_since():
                     break
             self.due.pop(0)
             await self.submit(part)
@@ -146,20 +138,36 @@ class BatchJob:
         return submitted
 
     def holding(self) -> int:
-        """How many other jobs' batches hold back a refused part of this run (0: none)."""
-        return len(self.held_by or ()) if self.due and self.refused_now else 0
+        """How many other batches hold back the rows the queue refused (0: none)."""
+        return self.held if self.due else 0
 
-    async def others_made_room(self) -> bool:
-        """Whether the queue may have room for a part refused for it while none of this
-        job's batches ran (other jobs' batches held it): once nothing else runs, or one of
-        the batches that ran when first asked has ended. True when the batch list cannot be
-        read (the part then goes at once, its one second chance)."""
-        running = await self.api.running()
-        if running is None:
+    def first_second_chance(self, part: Part, enqueued: int) -> bool:
+        """Whether ``part`` is the first made of refused rows, due while none of this
+        job's batches holds the queue: the refusal was the queue being full of others'."""
+        return (
+            part.requeued
+            and not enqueued
+            and not any(other.requeued and other.batch_id for other in self.parts)
+        )
+
+    async def room_since(self) -> bool:
+        """Whether the queue may have room again since the refusal: nothing else runs, or a
+        batch has ended since (the list, ``GET /batches``, says when each ended). True when
+        the list cannot tell (unreadable, or the refusal is older than its newest page):
+        the part then goes, its one second chance."""
+        batches = await self.api.newest()
+        refused = {part.batch_id for part in self.parts if part.state == REQUEUED}
+        if batches is None:
             return True
-        if self.held_by is None:
-            self.held_by = running
-        return not running or bool(self.held_by - running)
+        refused_at = [ended_at(batch) for batch in batches if batch.get("id") in refused]
+        if not refused_at or refused_at[0] is None:
+            return True
+        others = [batch for batch in batches if batch.get("id") not in refused]
+        running = [batch for batch in others if batch.get("status") in RUNNING_BATCHES]
+        since = max(filter(None, refused_at))
+        made_room = not running or any((ended_at(batch) or 0) >= since for batch in others)
+        self.held = 0 if made_room else len(running)
+        return made_room
 
     async def submit(self, part: Part) -> None:
         """Upload the part (unless done) and create its batch (or adopt the one a lost
@@ -333,7 +341,6 @@ class BatchJob:
             self.book.queue_limit = stated
             self.ledger.save_queue_limit(stated)
         self.requeued.append(str(part.batch_id))
-        self.refused_now = True
         # Ended first: a crash before the new parts are recorded leaves the rows in no
         # part and without a result, so the next run puts them in new parts itself.
         part.state = REQUEUED

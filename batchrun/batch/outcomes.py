@@ -73,7 +73,7 @@ def left_text(job: BatchJob, part: Part) -> str:
     why = job.why_not.get(part.number) or job.stopped or "not submitted"
     if why == "not submitted" and part in job.due and job.book.queue_limit is not None:
         why = f"waiting for room in the batch queue ({job.book.queue_limit:,} enqueued tokens"
-        why += f", held by {_batches(len(job.held_by))} of other jobs)" if job.held_by else ")"
+        why += f", held by {_batches(job.held)} of other jobs)" if job.holding() else ")"
     return why
 
 
