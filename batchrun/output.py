@@ -84,7 +84,8 @@ def total_cost(rows: list[RowResult], settings: Settings) -> tuple[float | None,
         cost = prices.row_cost(row.body, row.usage)
         if cost is None:
             # A run that names no model (the assistant's) is not one of a model unpriced.
-            unpriced += isinstance((row.body or {}).get("model"), str)
+            model = (row.body or {}).get("model")
+            unpriced += isinstance(model, str) and prices.cost(model, 0, 0) is None
         else:
             costs.append(cost)
     return (round(sum(costs), 12) if costs else None), unpriced

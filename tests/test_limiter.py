@@ -143,3 +143,14 @@ def test_a_flag_at_the_servers_own_rate_keeps_that_rate_when_every_answer_says_n
     times = asyncio.run(send(20))
     gaps = {round(later - earlier, 6) for earlier, later in itertools.pairwise(times)}
     assert gaps == {round(60 / rpm, 6)}
+
+
+def test_the_read_budget_takes_the_rate_the_answers_to_reads_state() -> None:
+    # In-process and beside a shared create budget (--limiter-url) alike; before, the
+    # shared path's reads only paused on "none remaining", and 429s met half the polls.
+    from batchrun.config import Settings, environment_settings
+    from batchrun.sending.shared_limiter import read_limiter
+
+    limiter = read_limiter(Settings(**environment_settings({}, {})))
+    limiter.observe({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59"})
+    assert limiter.rate == 1.0

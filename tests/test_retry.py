@@ -113,7 +113,7 @@ def no_jitter() -> float:
                     "must be reduced in order to run successfully.",
                 },
             },
-            RetryDecision(False, reason="larger than the tokens-per-minute limit", too_large=True),
+            RetryDecision(False, reason="larger than the limit allows at all", too_large=True),
             id="429-request-too-large",
         ),
     ],

@@ -265,6 +265,19 @@ CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
         ),
         pytest.param(
             "chat",
+            {**CHAT, "messages": []},
+            ["messages: has 0 items; at least 1 is needed"],
+            id="one-is-needed",
+        ),
+        # A dotted-column typo on runs (TruncationObject allows any key): was sent.
+        pytest.param(
+            "v2",
+            {"assistant_id": "a", "truncation_strategy": {"type": "auto", "last_mesages": 3}},
+            ["truncation_strategy.last_mesages: is not a field here"],
+            id="runs-nested-unknown",
+        ),
+        pytest.param(
+            "chat",
             {**CHAT, "functions": [{"name": "bad name"}]},
             ["functions[0].name: 'bad name' must be 1 to 64 letters, digits, '_' or '-'"],
             id="chat-functions-name",

@@ -186,10 +186,10 @@ def listed(value: Any) -> list[Any]:
 SHOWN_VALUE = 80
 # Lengths named by size and limit, not by the whole value ("[...] is too long").
 SIZE_WORDS = {
-    "maxItems": ("items", "at most {} are allowed"),
-    "minItems": ("items", "at least {} are needed"),
-    "maxLength": ("characters long", "at most {} are allowed"),
-    "minLength": ("characters long", "at least {} are needed"),
+    "maxItems": ("items", "at most {} {} allowed"),
+    "minItems": ("items", "at least {} {} needed"),
+    "maxLength": ("characters long", "at most {} {} allowed"),
+    "minLength": ("characters long", "at least {} {} needed"),
 }
 
 
@@ -202,7 +202,8 @@ def _json_words(error: Any) -> str:
     if error.validator in SIZE_WORDS and isinstance(value, (str, list)):
         unit, limit = SIZE_WORDS[error.validator]
         size = f"has {len(value)} {unit}" if isinstance(value, list) else f"is {len(value)} {unit}"
-        return f"{size}; {limit.format(error.validator_value)}"
+        count = error.validator_value
+        return f"{size}; {limit.format(count, 'is' if count == 1 else 'are')}"
     shown = repr(value)
     if not message.startswith(shown):
         return message

@@ -264,7 +264,7 @@ class BodyChecker:
                         name, f"{value} is less than the minimum of 1", "integer_below_min_value"
                     )
                 )
-        if self.strict_fields and self.schema_name in ("responses", "chat"):
+        if self.strict_fields:
             problems.extend(
                 Problem(path, "is not a field here", "unknown_parameter")
                 for path in unknown_fields(body, self.schema_name)

@@ -120,10 +120,9 @@ def decide(
         return RetryDecision(False, reason=f"HTTP {status}")
     ambiguous = status != 429
     if status == 429 and str(error.get("message") or "").startswith(TOO_LARGE):
-        # More tokens than the limit allows in a minute: no wait lets this one pass.
-        return RetryDecision(
-            False, reason="larger than the tokens-per-minute limit", too_large=True
-        )
+        # More tokens than the limit allows in its whole period (a minute, a day): no
+        # wait lets this one pass.
+        return RetryDecision(False, reason="larger than the limit allows at all", too_large=True)
     if status == 429:
         message = str(error.get("message") or "")
         wait = server_pause(headers, now=now)

@@ -329,6 +329,12 @@ async def connect(url: str) -> Redis:
     return client
 
 
+def read_limiter(settings: Settings) -> RateLimiter:
+    """The in-process read budget: ``--read-rpm``, else the rate the answers to reads
+    state (their ``x-ratelimit-*`` headers), as the create budget takes its own."""
+    return RateLimiter(settings.read_rpm, from_server=True)
+
+
 @contextlib.asynccontextmanager
 async def limiters_for(
     settings: Settings,
@@ -346,7 +352,7 @@ async def limiters_for(
     """
     if settings.limiter_url is None:
         create_limiter = RateLimiter(settings.rpm, tokens_per_minute=settings.tpm, from_server=True)
-        yield create_limiter, RateLimiter(settings.read_rpm, from_server=True)
+        yield create_limiter, read_limiter(settings)
         return
     assert settings.rpm or settings.tpm, "Settings refuses --limiter-url without --rpm/--tpm"
     client = await connect(settings.limiter_url)
@@ -355,7 +361,7 @@ async def limiters_for(
     create = SharedRateLimiter(
         client, f"{base}:create", settings.rpm, tokens_per_minute=settings.tpm, stop=stop, **options
     )
-    read: Limiter = RateLimiter(None)
+    read: Limiter = read_limiter(settings)
     if settings.read_rpm is not None:
         read = SharedRateLimiter(client, f"{base}:read", settings.read_rpm, stop=stop, **options)
     try:
