@@ -103,7 +103,7 @@ class BatchJob:
         self.due: list[Part] = []  # parts to submit, in order, as the queue has room
         self.requeued: list[str] = []  # batch ids refused for the queue, rows sent again
         # Other batches that held the queue at the last look, while the first part made
-        # of refused rows waited for room (see others_made_room); 0 once it went.
+        # of refused rows waited for room (see room_since); 0 once it went.
         self.held = 0
         self.stopped = ""  # why the run stopped early (a systemic error, an interrupt)
 
