@@ -81,6 +81,9 @@ class RowResult:
     ghost: str = ""
     # POSTs made by this job (``attempts`` counts every job's).
     sent_now: int = 0
+    # This job looked for what a request of the row may have made, found nothing and
+    # could not tell (the row fails "may exist"); not kept in the journal.
+    looked_unsure: bool = False
     # Whether ``reconciled`` came from the journal (an earlier job reconciled the row).
     reconciled_before: bool = False
     # --retry-failed on a row that failed "may exist": if a look cannot settle it, the
@@ -190,6 +193,9 @@ class Summary:
     left: int = 0
     # Of ``left``, the rows in batches still running (--batch).
     pending: int = 0
+    # Rows an earlier job may have sent (killed in flight) that this one looked for and
+    # could not settle: neither sent now, nor from the journal, nor left.
+    unsure_before: int = 0
     # Rows an earlier job made (a run, a background response) that this one followed to
     # their end or read the reply of.
     followed: int = 0
@@ -279,6 +285,8 @@ class Summary:
             parts.append(f"{self.collected} collected")
         if self.from_journal:
             parts.append(f"{self.from_journal} from the journal")
+        if self.unsure_before:
+            parts.append(f"{self.unsure_before} maybe sent by an earlier run (not found)")
         if batch and self.pending:
             parts.append(f"{self.pending} pending in batches")
         if waiting := self.left - (self.pending if batch else 0):

@@ -159,6 +159,13 @@ def test_after_a_reboot_the_rows_a_killed_job_reserved_may_exist_and_none_is_sen
     stats = sim.stats()
     assert stats["duplicate_responses"] == 0
     assert stats["responses_created"] == created + report.summary.sent
+    # What this run did adds up to the rows (before, the rows left "may have been
+    # created" were in none of its parts).
+    summary = report.summary
+    assert summary.unsure_before == len(maybe)
+    done = summary.sent + summary.from_journal + summary.left + summary.reconciled_now
+    assert done + summary.unsure_before == 300
+    assert f"{len(maybe)} maybe sent by an earlier run (not found)" in summary.line()
 
 
 def test_a_row_a_killed_job_may_have_sent_is_never_reserved_again(

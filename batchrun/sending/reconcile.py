@@ -133,6 +133,7 @@ class Reconciling:
             self._take(row, dict(run), reconciled=True)
             return SETTLED
         if verdict is Verdict.UNSURE:
+            row.looked_unsure = True
             row.fail(Outcome.FAILED, self._unsure_reason(row, judgement))
             return SETTLED
         if verdict is Verdict.BLOCKED:

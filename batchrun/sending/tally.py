@@ -25,6 +25,7 @@ class Tally:
         "rows",
         "run_statuses",
         "sent",
+        "unsure_before",
     )
 
     def __init__(self) -> None:
@@ -33,7 +34,7 @@ class Tally:
         self.failed: Counter[str] = Counter()
         self.run_statuses: Counter[str] = Counter()
         self.left = self.reconciled = self.reconciled_now = self.sent = self.ghosts = 0
-        self.pending = 0
+        self.pending = self.unsure_before = 0
 
     def add(self, results: Sequence[RowResult], *, count_runs: bool = False) -> None:
         """Count ``results``, rows whose outcome is final."""
@@ -48,6 +49,7 @@ class Tally:
             self.run_statuses.update(r.run_status for r in results if r.run_status)
         self.left += sum(r.state in LEFT_STATES or r.outcome is Outcome.PENDING for r in results)
         self.pending += sum(r.outcome is Outcome.PENDING for r in results)
+        self.unsure_before += sum(r.looked_unsure and not r.sent_now for r in results)
         self.reconciled += sum(r.reconciled for r in results)
         self.sent += sum(r.sent_now > 0 for r in results)
         self.reconciled_now += sum(r.reconciled and not r.reconciled_before for r in results)
@@ -82,6 +84,7 @@ class Tally:
             followed=followed,
             left=self.left,
             pending=self.pending,
+            unsure_before=self.unsure_before,
             reconciled_now=self.reconciled_now,
             collected=max(
                 0, self.rows - outcomes[Outcome.INVALID.value] - from_journal - self.left
