@@ -112,9 +112,11 @@ class RemovesTheFolder:
             shutil.rmtree(self.folder)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
 def test_an_output_that_fails_after_sending_says_the_results_are_in_the_journal(
-    tmp_path: Path, simulator: RunningSimulator
+    tmp_path: Path, simulator: RunningSimulator, suffix: str
 ) -> None:
+    # .xlsx: xlsxwriter wraps the OSError; it was exit 4, "internal error" (a review).
     source = tmp_path / "in.csv"
     source.write_text("thread_id,assistant_id\nt_1,asst_1\nt_2,asst_1\n", encoding="utf-8")
     (tmp_path / "gone").mkdir()
@@ -122,7 +124,7 @@ def test_an_output_that_fails_after_sending_says_the_results_are_in_the_journal(
     with pytest.raises(OutputNotWritten) as failed:
         run_file(
             source,
-            tmp_path / "gone" / "out.csv",
+            tmp_path / "gone" / f"out{suffix}",
             settings,
             progress=RemovesTheFolder(tmp_path / "gone"),
         )

@@ -347,7 +347,15 @@ class XlsxResultWriter:
                     cut_cells=self.cut_cells,
                     full_text_name=self._full.path.name,
                 )
-            self._workbook.close()
+            from xlsxwriter.exceptions import FileCreateError
+
+            try:
+                self._workbook.close()
+            except FileCreateError as error:
+                # xlsxwriter wraps the OSError of a full disk or a vanished folder: it is
+                # one, and the job says so (exit 3, the results are in the journal).
+                cause = error.__cause__ or error.__context__
+                raise (cause if isinstance(cause, OSError) else OSError(str(error))) from None
             self._full.commit()
         except BaseException:
             self.abort()
