@@ -73,7 +73,7 @@ def _cost(settings: Settings) -> Cells:
 
 def total_cost(rows: list[RowResult], settings: Settings) -> tuple[float | None, int]:
     """The rows' cost together (None when no row has a known price), and how many rows
-    with usage name a model that has no known price."""
+    with usage have no known price for their model."""
     from batchrun.endpoints.cost import prices_for
 
     prices = prices_for(settings.batch)
@@ -83,9 +83,10 @@ def total_cost(rows: list[RowResult], settings: Settings) -> tuple[float | None,
             continue
         cost = prices.row_cost(row.body, row.usage)
         if cost is None:
-            # A run that names no model (the assistant's) is not one of a model unpriced.
+            # No price for its model (a run naming none: the assistant's, unknown here),
+            # as validate counts it; not a priced model's answer missing a count.
             model = (row.body or {}).get("model")
-            unpriced += isinstance(model, str) and prices.cost(model, 0, 0) is None
+            unpriced += not isinstance(model, str) or prices.cost(model, 0, 0) is None
         else:
             costs.append(cost)
     return (round(sum(costs), 12) if costs else None), unpriced

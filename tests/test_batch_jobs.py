@@ -266,6 +266,10 @@ def test_background_rows_are_invalid_in_a_batch(make_simulator: Make, tmp_path: 
     )  # fmt: skip
     assert checked.summary.outcomes == {"invalid": 1, "ok": 1}
     assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 1
+    # The row a batch cannot carry shows no request and is out of the cost line (before:
+    # its request stayed, and the line counted "2 prompt tokens").
+    assert read_rows(tmp_path / "c.csv")[0]["request"] == ""
+    assert checked.summary.estimate.startswith("1 prompt token + at most 0 output tokens")
 
 
 def test_only_the_first_row_of_a_conversation_goes_in_a_batch(

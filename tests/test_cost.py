@@ -259,3 +259,17 @@ def test_an_xlsx_cost_cell_shows_a_plain_decimal_never_an_exponent(
     # The summary sheet's total too (before: General).
     (total,) = (row[1] for row in book["summary"].iter_rows() if row[0].value == "cost (USD)")
     assert (total.value, total.number_format) == (cost.value, "#,##0.00##########")
+
+
+def test_a_run_naming_no_model_is_said_to_be_left_out_of_the_total_as_validate_says(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    # Before: the run's total left it out without a word, while validate counted it.
+    sim = make_simulator(run_seconds=0.05)
+    source = tmp_path / "runs.csv"
+    source.write_text(
+        "thread_id,assistant_id,model\nt_1,asst_1,gpt-4o-mini\nt_2,asst_1,\n", encoding="utf-8"
+    )
+    report = run_file(source, tmp_path / "out.csv", settings_for(sim.base_url, wait=True))
+    assert report.summary.outcomes == {"ok": 2}
+    assert "(1 row of models with no known price not counted)" in report.summary.line()

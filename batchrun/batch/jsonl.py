@@ -57,7 +57,7 @@ class BatchJsonl:
             line = batch_line(key, self.url, body)
             problem = batch_problem(body) or self.turns.problem(body) or too_large(line)
             if problem:
-                checked.errors[position] = problem
+                checked.refuse(position, body, problem)
             else:
                 self.writer.add(key, line)
 

@@ -59,7 +59,7 @@ Example:
 SERVE_EPILOG = """\b
 Example:
   batchrun serve --port 8000 --rpm 600 --fail-rate 0.05 --seed 1
-  batchrun run threads.csv --base-url http://127.0.0.1:8000/v1
+  OPENAI_API_KEY=sk-local batchrun run threads.csv --base-url http://127.0.0.1:8000/v1
 
 \b
 Batch faults (for testing a Batch API client):

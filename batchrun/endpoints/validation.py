@@ -14,6 +14,7 @@ from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from batchrun.config import Settings
 from batchrun.endpoints.body import RowPlan
@@ -33,8 +34,19 @@ class CheckedChunk:
     requests: list[str]
     errors: list[str]
     keys: list[str | None]
-    # model -> [valid rows, prompt tokens, maximum output tokens]
+    # model -> [valid rows, prompt tokens, maximum output tokens, rows naming none]
     tokens: dict[str, list[int]] = field(default_factory=dict)
+
+    def refuse(self, position: int, body: Mapping[str, Any], problem: str) -> None:
+        """Make the valid row at ``position`` (whose request is ``body``) invalid for
+        ``problem``: no request shown, and out of the cost estimate."""
+        self.errors[position], self.requests[position] = problem, ""
+        model = body.get("model")
+        counts = self.tokens.get(model if isinstance(model, str) else "")
+        if counts is not None:
+            most = max_output_tokens(body)
+            for index, count in enumerate((1, prompt_tokens(body), most, most == 0)):
+                counts[index] -= count
 
     @property
     def invalid(self) -> int:
