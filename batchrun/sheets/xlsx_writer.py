@@ -18,7 +18,6 @@ Text that Excel cannot hold is changed visibly, never dropped:
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import math
 from pathlib import Path
@@ -37,6 +36,7 @@ from batchrun.sheets.xlsx_cells import (
     fit_excel_cell,
     full_text_path,
 )
+from batchrun.sheets.xlsx_files import discard_workbook, store_workbook
 from batchrun.sheets.xlsx_summary import Summary, write_summary_sheet
 
 __all__ = [
@@ -115,7 +115,7 @@ class XlsxResultWriter:
                 self._write_other_sheet(other)
             self._sheet = self._workbook.add_worksheet(handoff.sheet_name or sheet_name)
         except InvalidWorksheetName as exc:
-            self._discard_workbook()
+            discard_workbook(self._workbook)
             self._staged.discard()
             raise UsageError(f"{path}: bad sheet name {sheet_name!r} ({exc})") from None
         self._sheet.activate()
@@ -347,15 +347,7 @@ class XlsxResultWriter:
                     cut_cells=self.cut_cells,
                     full_text_name=self._full.path.name,
                 )
-            from xlsxwriter.exceptions import FileCreateError
-
-            try:
-                self._workbook.close()
-            except FileCreateError as error:
-                # xlsxwriter wraps the OSError of a full disk or a vanished folder: it is
-                # one, and the job says so (exit 3, the results are in the journal).
-                cause = error.__cause__ or error.__context__
-                raise (cause if isinstance(cause, OSError) else OSError(str(error))) from None
+            store_workbook(self._workbook)
             self._full.commit()
         except BaseException:
             self.abort()
@@ -379,20 +371,8 @@ class XlsxResultWriter:
     def abort(self) -> None:
         """Drop everything written; targets from earlier runs stay untouched."""
         self._full.discard()
-        self._discard_workbook()
+        discard_workbook(self._workbook)
         self._staged.discard()
-
-    def _discard_workbook(self) -> None:
-        # xlsxwriter has no way to drop a workbook: in constant_memory mode each sheet
-        # holds an open temp file of row XML that only close() removes.
-        for sheet in self._workbook.worksheets():
-            handle = getattr(sheet, "row_data_fh", None)
-            name = getattr(sheet, "row_data_filename", None)
-            with contextlib.suppress(OSError):
-                if handle is not None and not handle.closed:
-                    handle.close()
-                if name:
-                    Path(name).unlink(missing_ok=True)
 
 
 def _kept(value: Any) -> Any:
