@@ -170,3 +170,27 @@ def test_a_pending_run_is_followed_again_by_the_next_run(
     assert row["run_status"] == "completed" and row["error"] == ""
     assert second.summary.exit_code is ExitCode.OK
     assert sim.stats()["runs_created"] == 1
+
+
+def test_an_answer_the_server_no_longer_has_fails_its_row_and_frees_its_conversation(
+    make_simulator: Callable[..., RunningSimulator], tmp_path: Path
+) -> None:
+    # Before: the row stayed pending ("could not read the response's status") and its
+    # conversation's later rows "still busy" on every rerun, --retry-failed included.
+    sim = make_simulator(run_seconds=30)
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "model,conversation,input\ngpt-4o-mini,conv_c0,first\ngpt-4o-mini,conv_c0,second\n",
+        encoding="utf-8",
+    )
+    settings = settings_for(sim.base_url, endpoint="responses", wait=True, wait_timeout=0.3)
+    run_file(source, tmp_path / "out.csv", settings)
+    assert [row["outcome"] for row in read_rows(tmp_path / "out.csv")] == ["pending", "not sent"]
+    send(sim.base_url, "POST", "/_simulator/reset")  # the server forgets the response
+    report = run_file(source, tmp_path / "out.csv", settings)
+    first, second = read_rows(tmp_path / "out.csv")
+    assert first["outcome"] == "failed" and first["response_status"] == "not found"
+    assert "is no longer found (HTTP 404: Response with id" in first["error"]
+    assert first["error"].endswith("then rerun with --retry-failed to send the row again")
+    assert (second["status"], second["outcome"]) == ("200", "pending")  # sent now
+    assert report.summary.sent == 1

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 UNSURE_POLL_CAP = 10.0
 
 
+# The status shown for a row whose answer the server no longer has (a 404 when followed).
+GONE = "not found"
+
+
 class Waiting(Protocol):
     """What a lane's waits use of the execution (:class:`~batchrun.sending.runner.Execution`)."""
 
@@ -152,7 +156,9 @@ class LaneWaits:
             raise
         except Exception as error:
             self.unexpected(row, error)
-        if row.run_status == "requires_action":
+        if row.run_status == GONE:
+            pass  # its answer is gone: nothing holds the lane
+        elif row.run_status == "requires_action":
             lane.blocked = self.endpoint.blocked_reason(row.run_id, row.thread_id)
         elif not self.endpoint.stopped(row.run_status):
             lane.blocked = self.endpoint.busy_reason(row.run_id, row.thread_id)
@@ -164,6 +170,17 @@ class LaneWaits:
         word = self.endpoint.answer_word
         run = await self.reader.follow(row, row.run_id, deadline=deadline)
         if run is None:
+            # Gone (deleted, another server, a restart that forgot it): following it again
+            # on every rerun would never end, nor would its lane's wait.
+            gone = await self.reader.read(self.endpoint.follow_path(row, row.run_id))
+            if gone is not None and gone.status == 404:
+                row.run_status = GONE
+                row.fail(
+                    Outcome.FAILED,
+                    f"the {word} {row.run_id} is no longer found ({gone.message}); check the "
+                    "server, then rerun with --retry-failed to send the row again",
+                )
+                return
             row.outcome, row.error = Outcome.PENDING, f"could not read the {word}'s status"
             row.move(Event.GOING)
             return
