@@ -529,3 +529,23 @@ def test_a_conversation_lock_worded_otherwise_is_waited_out_too(
     (row,) = read_rows(tmp_path / "out.csv")
     assert row["outcome"] == "ok", row["error"]
     assert report.summary.exit_code == 0 and len(posts) == 3
+
+
+def test_an_unsure_chat_row_speaks_of_completions_not_of_runs_and_threads(
+    make_simulator: Make, tmp_path: Path
+) -> None:
+    # Before: "a run may have been created and without the run tag it cannot be found:
+    # check the thread, ..." on a chat row, which has neither.
+    sim = make_simulator(run_seconds=0, reset_rate=1.0)
+    source = write_csv(
+        tmp_path / "chat.csv", ["model", "user", "store"], [["gpt-4o", "Hi", "true"]]
+    )
+    settings = settings_for(sim.base_url, endpoint="chat", run_tag=False)
+    run_file(source, tmp_path / "out.csv", settings)
+    (row,) = read_rows(tmp_path / "out.csv")
+    assert row["outcome"] == "failed"
+    assert (
+        "a completion may have been created and without the run tag it cannot be found: "
+        in (row["error"])
+    )
+    assert "check the server's completions, then rerun with --retry-failed" in row["error"]

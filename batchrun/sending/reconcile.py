@@ -29,9 +29,17 @@ READ_BACK_BLANK = 3
 # Said once in the summary when rows could not be settled because no answer showed a tag
 # (left out when the job later sees the server keep its tags).
 NO_METADATA_NOTE = (
-    "the server does not return run metadata, so runs cannot be matched to rows; "
+    "the server does not return {word} metadata, so {answers} cannot be matched to rows; "
     "rows that may have been created were not re-sent"
 )
+
+
+def is_no_metadata_note(note: str) -> bool:
+    """Whether ``note`` is :data:`NO_METADATA_NOTE`, for any endpoint's words."""
+    head, tail = NO_METADATA_NOTE.split(" {word}", 1)[0], NO_METADATA_NOTE.rsplit("}", 1)[1]
+    return note.startswith(head) and note.endswith(tail)
+
+
 NO_LOOKUP_NOTE = (
     "the server cannot list {answers} (its lookup route answered 404, 405 or 501), so rows "
     "whose request may have arrived cannot be checked: they say so, and --retry-failed "
@@ -162,16 +170,19 @@ class Reconciling:
             if NO_LOOKUP in self.control.facts:
                 self.control.note(NO_LOOKUP_NOTE.format(answers=self.endpoint.answers))
             return self.endpoint.unsure_reason(before)
+        endpoint = self.endpoint
+        word = endpoint.answer_word
+        where = f"the {endpoint.lane}" if endpoint.lane else f"the server's {endpoint.answers}"
         if judgement.reason == "no tag":
             return (
-                f"{before}; a run may have been created and without the run tag it cannot "
-                "be found: check the thread, then rerun with --retry-failed"
+                f"{before}; a {word} may have been created and without the run tag it cannot "
+                f"be found: check {where}, then rerun with --retry-failed"
             )
-        self.control.note(NO_METADATA_NOTE)
+        self.control.note(NO_METADATA_NOTE.format(word=word, answers=endpoint.answers))
         return (
-            f"a run may have been created ({(judgement.run or {}).get('id')}) and no run "
-            "read so far shows metadata to tell whose it is; check the thread, then rerun "
-            "with --retry-failed"
+            f"a {word} may have been created ({(judgement.run or {}).get('id')}) and no "
+            f"{word} read so far shows metadata to tell whose it is; check {where}, then "
+            "rerun with --retry-failed"
         )
 
     def _observe_tags(self, found: Sequence[Mapping[str, Any]]) -> None:

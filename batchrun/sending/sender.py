@@ -41,7 +41,6 @@ from batchrun.sending.control import (
 from batchrun.sending.judge import tag_of
 from batchrun.sending.limiter import Limiter
 from batchrun.sending.reads import POLL_FIRST, Reader, throttle_budget
-from batchrun.sending.reconcile import NO_METADATA_NOTE as NO_METADATA_NOTE
 from batchrun.sending.reconcile import Reconciling
 from batchrun.sending.retry import Failure, RetryDecision, decide
 from batchrun.sending.states import Event

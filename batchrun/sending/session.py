@@ -22,8 +22,9 @@ from batchrun.sending.durability import JournalWrites
 from batchrun.sending.journal import Journal
 from batchrun.sending.plan import JobPlan, plan_job
 from batchrun.sending.reads import Reader
+from batchrun.sending.reconcile import is_no_metadata_note
 from batchrun.sending.runner import Execution, Progress, finish_rows, journal_guard
-from batchrun.sending.sender import NO_METADATA_NOTE, RowSender
+from batchrun.sending.sender import RowSender
 from batchrun.sending.states import LEFT_STATES
 from batchrun.sending.tally import Tally
 
@@ -293,7 +294,7 @@ def lookup_check(endpoint: Endpoint, journal: Journal) -> Callable[[RowResult], 
 def job_notes(control: Control) -> tuple[str, ...]:
     """The notes of a job for its summary (a note on missing tags goes once tags were seen)."""
     return tuple(
-        note for note in control.notes if not (note == NO_METADATA_NOTE and control.tags_seen)
+        note for note in control.notes if not (is_no_metadata_note(note) and control.tags_seen)
     )
 
 
