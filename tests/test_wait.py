@@ -194,3 +194,17 @@ def test_an_answer_the_server_no_longer_has_fails_its_row_and_frees_its_conversa
     assert first["error"].endswith("then rerun with --retry-failed to send the row again")
     assert (second["status"], second["outcome"]) == ("200", "pending")  # sent now
     assert report.summary.sent == 1
+
+
+def test_a_row_left_waiting_says_the_rerun_must_wait_too(
+    make_simulator: Callable[..., RunningSimulator], tmp_path: Path
+) -> None:
+    # Before: "rerun to keep waiting", and a rerun without --wait kept it pending forever.
+    sim = make_simulator(run_seconds=30)
+    source = tmp_path / "in.csv"
+    source.write_text("model,input\ngpt-4o-mini,first\n", encoding="utf-8")
+    settings = settings_for(sim.base_url, endpoint="responses", wait=True, wait_timeout=0.3)
+    run_file(source, tmp_path / "out.csv", settings)
+    (row,) = read_rows(tmp_path / "out.csv")
+    assert row["outcome"] == "pending"
+    assert row["error"].endswith("after --wait-timeout; rerun with --wait to keep waiting")

@@ -187,7 +187,10 @@ class LaneWaits:
         self.endpoint.settle(row, run, wait=True)
         if not self.endpoint.stopped(row.run_status):
             row.outcome = Outcome.PENDING
-            row.error = f"{word} still {row.run_status} after --wait-timeout; rerun to keep waiting"
+            row.error = (
+                f"{word} still {row.run_status} after --wait-timeout; rerun with --wait to "
+                "keep waiting"
+            )
             if row.ghost and row.run_status == "queued":
                 row.error = (
                     "run still queued after --wait-timeout: it was made although its create "
