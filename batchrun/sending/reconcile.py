@@ -166,6 +166,10 @@ class Reconciling:
 
     def _unsure_reason(self, row: RowResult, judgement: Judgement) -> str:
         before = row.error or (f"HTTP {row.status}" if row.status else "no answer")
+        if not (row.error or row.status or row.sent_now):
+            # Marked by a job that stopped (killed) before anything came back: not the
+            # server's silence.
+            before = "an earlier run stopped while this row's request may have been going out"
         if judgement.reason == "no list":
             if NO_LOOKUP in self.control.facts:
                 self.control.note(NO_LOOKUP_NOTE.format(answers=self.endpoint.answers))
