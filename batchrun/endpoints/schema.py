@@ -95,14 +95,9 @@ def value_types(schema_name: str, path: tuple[str, ...]) -> frozenset[str]:
     (``("temperature",)``) or one of its object's properties (``("reasoning", "effort")``);
     empty when the schema does not say."""
     schema = load_schema(schema_name)
-    node: Mapping[str, Any] = schema
-    for name in path:
-        found: dict[str, Any] = {}
-        for branch in _branches(node, schema):
-            found.update(_property_schemas(branch, schema))
-        if name not in found:
-            return frozenset()
-        node = found[name]
+    node = _node_at(schema, path)
+    if node is None:
+        return frozenset()
     types: set[str] = set()
     for branch in _branches(node, schema):
         kind = branch.get("type")
@@ -137,14 +132,9 @@ def _fields_at(schema_name: str, path: tuple[str, ...]) -> frozenset[str] | None
     """The field names of the object at ``path``, or None when it may have any (free-form,
     or not an object the schema describes)."""
     schema = load_schema(schema_name)
-    node: Mapping[str, Any] = schema
-    for name in path:
-        found: dict[str, Any] = {}
-        for branch in _branches(node, schema):
-            found.update(_property_schemas(branch, schema))
-        if name not in found:
-            return None
-        node = found[name]
+    node = _node_at(schema, path)
+    if node is None:
+        return None
     names: set[str] = set()
     for branch in _branches(node, schema):
         properties = _property_schemas(branch, schema)
@@ -155,6 +145,20 @@ def _fields_at(schema_name: str, path: tuple[str, ...]) -> frozenset[str] | None
             return None  # an object of any fields
         names.update(properties)
     return frozenset(names) or None
+
+
+def _node_at(schema: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any] | None:
+    """The schema of the field at ``path`` (a top-level field, then its properties, through
+    every branch), or None when the schema names no such field."""
+    node: Mapping[str, Any] = schema
+    for name in path:
+        found: dict[str, Any] = {}
+        for branch in _branches(node, schema):
+            found.update(_property_schemas(branch, schema))
+        if name not in found:
+            return None
+        node = found[name]
+    return node
 
 
 def _branches(node: Mapping[str, Any], schema: Mapping[str, Any]) -> list[Mapping[str, Any]]:
