@@ -21,12 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrun.endpoints import CACHED
+
 # A probe far from any small request: a price that is linear there is linear throughout.
 _PROBE_INPUT, _PROBE_OUTPUT, _PROBE_CACHED = 7_654_321, 1_234_567, 3_456_789
 MILLION = 1_000_000
 INPUT_KEYS = ("prompt_tokens", "input_tokens")
 OUTPUT_KEYS = ("completion_tokens", "output_tokens")
-CACHED = "cached_tokens"  # of the input, read from the prompt cache (see usage_counts)
 
 
 def dollars(amount: float) -> str:

@@ -28,16 +28,13 @@ from batchrun.sending.steps import SEND, SETTLED, LaneBusy, Step, Unsure
 READ_BACK_BLANK = 3
 # Said once in the summary when rows could not be settled because no answer showed a tag
 # (left out when the job later sees the server keep its tags).
-NO_METADATA_NOTE = (
-    "the server does not return {word} metadata, so {answers} cannot be matched to rows; "
-    "rows that may have been created were not re-sent"
-)
+NO_METADATA_TAIL = "cannot be matched to rows; rows that may have been created were not re-sent"
+NO_METADATA_NOTE = "the server does not return {word} metadata, so {answers} " + NO_METADATA_TAIL
 
 
 def is_no_metadata_note(note: str) -> bool:
-    """Whether ``note`` is :data:`NO_METADATA_NOTE`, for any endpoint's words."""
-    head, tail = NO_METADATA_NOTE.split(" {word}", 1)[0], NO_METADATA_NOTE.rsplit("}", 1)[1]
-    return note.startswith(head) and note.endswith(tail)
+    """Whether ``note`` is :data:`NO_METADATA_NOTE`, in any endpoint's words."""
+    return note.endswith(NO_METADATA_TAIL)
 
 
 NO_LOOKUP_NOTE = (
@@ -165,10 +162,11 @@ class Reconciling:
         return row.sent_at + self._creating_for
 
     def _unsure_reason(self, row: RowResult, judgement: Judgement) -> str:
-        before = row.error or (f"HTTP {row.status}" if row.status else "no answer")
-        if not (row.error or row.status or row.sent_now):
-            # Marked by a job that stopped (killed) before anything came back: not the
-            # server's silence.
+        if row.error or row.status:
+            before = row.error or f"HTTP {row.status}"
+        elif row.sent_now:
+            before = "no answer"
+        else:  # marked by a job that stopped (killed): not the server's silence
             before = "an earlier run stopped while this row's request may have been going out"
         if judgement.reason == "no list":
             if NO_LOOKUP in self.control.facts:

@@ -119,12 +119,14 @@ def decide(
     if not retryable:
         return RetryDecision(False, reason=f"HTTP {status}")
     ambiguous = status != 429
-    if status == 429 and str(error.get("message") or "").startswith(TOO_LARGE):
-        # More tokens than the limit allows in its whole period (a minute, a day): no
-        # wait lets this one pass.
-        return RetryDecision(False, reason="larger than the limit allows at all", too_large=True)
     if status == 429:
         message = str(error.get("message") or "")
+        if message.startswith(TOO_LARGE):
+            # More tokens than the limit allows in its whole period (a minute, a day): no
+            # wait lets this one pass.
+            return RetryDecision(
+                False, reason="larger than the limit allows at all", too_large=True
+            )
         wait = server_pause(headers, now=now)
         if wait is None:
             wait = message_wait(message)
